@@ -1,0 +1,99 @@
+"""The ``mlbridge`` console script.
+
+Each sub-command lives in its own module, which provides ``add_arguments(parser)``,
+``run(args) -> int`` and the module docstring's first line as the summary; the module also
+defines ``EXAMPLES`` (shown at the end of ``--help``). Modules are imported only for the
+sub-command that runs, so ``mlbridge --help`` stays fast (no torch, no MPI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> module providing add_arguments/run/EXAMPLES
+COMMANDS: dict[str, str] = {
+    "build": "bridge.build",
+    "run": "bridge.launcher",
+    "bench": "bridge.bench",
+    "register": "bridge.registry_cli",
+    "list": "bridge.registry_cli",
+    "show": "bridge.registry_cli",
+    "verify": "bridge.registry_cli",
+    "remove": "bridge.registry_cli",
+}
+
+SUMMARIES: dict[str, str] = {
+    "build": "configure and build the Fortran side (toy model, coupling library)",
+    "run": "run a coupled Fortran + Python job described by a coupling.toml",
+    "bench": "benchmarks: model, exchange, coupled, closure",
+    "register": "register a trained closure in the registry",
+    "list": "list registered closures",
+    "show": "show a registered closure's manifest",
+    "verify": "re-hash registered artifacts",
+    "remove": "remove a registered closure",
+}
+
+
+def _load(module_name: str):  # noqa: ANN202 - returns a module
+    return importlib.import_module(module_name)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlbridge",
+        description="Deploy trained PyTorch closures inside Fortran ocean models.",
+        epilog=(
+            "examples:\n"
+            "  mlbridge build\n"
+            "  mlbridge run examples/coarse/coupling.toml --model-ranks 2\n"
+            "  mlbridge register model.pt --manifest manifest.toml\n"
+            "  mlbridge bench model\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # only the chosen sub-command's module is imported; the others get a summary line
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, module_name in COMMANDS.items():
+        if name == chosen:
+            module = _load(module_name)
+            examples = getattr(module, "EXAMPLES", {})
+            if isinstance(examples, dict):
+                examples = examples.get(name, "")
+            p = sub.add_parser(
+                name,
+                help=SUMMARIES[name],
+                description=SUMMARIES[name],
+                epilog=("example:\n" + examples) if examples else None,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            adder = module.add_arguments
+            try:
+                adder(p, name)
+            except TypeError:
+                adder(p)
+            p.set_defaults(_module=module)
+        else:
+            sub.add_parser(name, help=SUMMARIES[name], add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    module = args._module
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("mlbridge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
