@@ -1,0 +1,857 @@
+"""Routing plan between model ranks and inference-server ranks (pure logic, no MPI).
+
+Conventions
+-----------
+* The global horizontal grid is ``nx x ny`` T points (the whole grid, land rim included), indexed
+  from 0. ``i`` runs along x, ``j`` along y.
+* A :class:`Box` is half-open: ``Box(i0, i1, j0, j1)`` holds the cells ``i0 <= i < i1`` and
+  ``j0 <= j < j1``.
+* Field arrays are C-ordered ``(nz, ny, nx)`` (the same memory as a Fortran ``(i, j, k)`` array),
+  so the cells of a box are ``a[:, j0:j1, i0:i1]``, i.e. ``a[(slice(None), *box.slices())]``.
+* Model rank ``r`` owns the interior box ``model_boxes[r]``; its local arrays have shape
+  ``(nz, box.ny, box.nx)`` and "model-local" coordinates are relative to the box origin.
+* Server rank ``s`` owns ``server_boxes[s]`` and works on that block grown by ``halo`` cells on
+  every side. "Haloed" coordinates are relative to ``(i0 - halo, j0 - halo)``; "server-interior"
+  coordinates are relative to ``(i0, j0)``.
+
+Boundary rules
+--------------
+``boundary`` is one of ``"closed"``, ``"periodic"`` (wrapped in x and in y), ``"periodic_x"``
+(wrapped in x only, NEMO's east-west cyclic case) or ``"periodic_y"``. Along a closed axis, halo
+cells outside the grid are never sent: the server leaves them at zero. Along a periodic axis they
+are wrapped and come from the model rank that owns the wrapped cell; the halo must then be smaller
+than the grid along that axis.
+
+Wire layout
+-----------
+A message between one model rank and one server rank is the concatenation, in the order of the
+plan's segment list, of each segment's cells as a C-ordered ``(nz, ny, nx)`` block: levels first.
+:func:`pack` and :func:`unpack` implement exactly that layout, for any dtype.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from types import MappingProxyType
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "BOUNDARIES",
+    "Box",
+    "Plan",
+    "Segment",
+    "assemble_global_reference",
+    "check_tiling",
+    "choose_process_grid",
+    "pack",
+    "periodicity",
+    "plan_routes",
+    "server_blocks",
+    "split_1d",
+    "unpack",
+]
+
+BOUNDARIES: tuple[str, ...] = ("closed", "periodic", "periodic_x", "periodic_y")
+"""The accepted values of ``boundary``."""
+
+Side = Literal["src", "dst"]
+
+
+# --------------------------------------------------------------------------------------------
+# Boxes and segments
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Box:
+    """A half-open rectangle of cells ``[i0, i1) x [j0, j1)``.
+
+    Coordinates may be negative (a haloed block in global coordinates reaches below 0).
+
+    Raises
+    ------
+    TypeError
+        If a coordinate is not an integer.
+    ValueError
+        If ``i1 < i0`` or ``j1 < j0``.
+    """
+
+    i0: int
+    i1: int
+    j0: int
+    j1: int
+
+    def __post_init__(self) -> None:
+        for name in ("i0", "i1", "j0", "j1"):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, operator.index(value))
+            except TypeError:
+                raise TypeError(f"Box.{name} must be an integer, got {value!r}") from None
+        if self.i1 < self.i0 or self.j1 < self.j0:
+            raise ValueError(
+                f"Box(i0={self.i0}, i1={self.i1}, j0={self.j0}, j1={self.j1}) is inverted: "
+                "need i0 <= i1 and j0 <= j1"
+            )
+
+    @property
+    def nx(self) -> int:
+        """Number of cells along x (``i1 - i0``)."""
+        return self.i1 - self.i0
+
+    @property
+    def ny(self) -> int:
+        """Number of cells along y (``j1 - j0``)."""
+        return self.j1 - self.j0
+
+    @property
+    def size(self) -> int:
+        """Number of cells (``nx * ny``)."""
+        return self.nx * self.ny
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The horizontal array shape ``(ny, nx)`` of the box."""
+        return (self.ny, self.nx)
+
+    def intersect(self, other: Box) -> Box | None:
+        """The cells common to both boxes, or ``None`` when there are none."""
+        i0, i1 = max(self.i0, other.i0), min(self.i1, other.i1)
+        j0, j1 = max(self.j0, other.j0), min(self.j1, other.j1)
+        if i0 >= i1 or j0 >= j1:
+            return None
+        return Box(i0, i1, j0, j1)
+
+    def shift(self, di: int, dj: int) -> Box:
+        """The same box moved by ``di`` cells along x and ``dj`` along y."""
+        return Box(self.i0 + di, self.i1 + di, self.j0 + dj, self.j1 + dj)
+
+    def grow(self, width: int) -> Box:
+        """The box extended by ``width`` cells on every side.
+
+        Raises
+        ------
+        ValueError
+            If ``width`` is negative.
+        """
+        if width < 0:
+            raise ValueError(f"cannot grow a box by a negative width ({width})")
+        return Box(self.i0 - width, self.i1 + width, self.j0 - width, self.j1 + width)
+
+    def slices(self) -> tuple[slice, slice]:
+        """The ``(j, i)`` slice pair selecting the box in a ``(..., ny, nx)`` array."""
+        return (slice(self.j0, self.j1), slice(self.i0, self.i1))
+
+    def contains(self, i: int, j: int) -> bool:
+        """Whether cell ``(i, j)`` lies in the box."""
+        return self.i0 <= i < self.i1 and self.j0 <= j < self.j1
+
+    def contains_box(self, other: Box) -> bool:
+        """Whether every cell of ``other`` lies in this box (an empty ``other`` always does)."""
+        if other.size == 0:
+            return True
+        return (
+            self.i0 <= other.i0
+            and other.i1 <= self.i1
+            and self.j0 <= other.j0
+            and other.j1 <= self.j1
+        )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One rectangle copied from a source array into a destination array.
+
+    ``src`` and ``dst`` are in the local coordinates of their arrays and have the same shape.
+
+    Raises
+    ------
+    ValueError
+        If ``src`` and ``dst`` differ in shape.
+    """
+
+    src: Box
+    dst: Box
+
+    def __post_init__(self) -> None:
+        if self.src.shape != self.dst.shape:
+            raise ValueError(
+                f"segment source {self.src} and destination {self.dst} differ in shape "
+                f"({self.src.shape} vs {self.dst.shape})"
+            )
+
+    @property
+    def size(self) -> int:
+        """Number of horizontal cells moved."""
+        return self.src.size
+
+    def box(self, side: Side) -> Box:
+        """The box on ``side`` (``"src"`` or ``"dst"``).
+
+        Raises
+        ------
+        ValueError
+            If ``side`` is neither ``"src"`` nor ``"dst"``.
+        """
+        if side == "src":
+            return self.src
+        if side == "dst":
+            return self.dst
+        raise ValueError(f"side must be 'src' or 'dst', got {side!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Splitting the grid among servers
+# --------------------------------------------------------------------------------------------
+
+
+def _positive_int(name: str, value: int) -> int:
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def split_1d(n: int, parts: int) -> list[tuple[int, int]]:
+    """Split ``range(n)`` into ``parts`` contiguous half-open intervals of near-equal size.
+
+    Sizes differ by at most 1 and the larger ones come first (as NEMO's ``mpp_basesplit``).
+
+    Parameters
+    ----------
+    n
+        Number of cells along the axis.
+    parts
+        Number of intervals.
+
+    Returns
+    -------
+    list of (start, stop)
+        ``parts`` intervals covering ``[0, n)`` in order.
+
+    Raises
+    ------
+    ValueError
+        If ``n < 1``, ``parts < 1`` or ``parts > n`` (an interval would be empty).
+    """
+    n = _positive_int("n", n)
+    parts = _positive_int("parts", parts)
+    if parts > n:
+        raise ValueError(
+            f"cannot split {n} cells into {parts} parts: a part would be narrower than 1 cell"
+        )
+    base, extra = divmod(n, parts)
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    for p in range(parts):
+        stop = start + base + (1 if p < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def choose_process_grid(nx: int, ny: int, m: int) -> tuple[int, int]:
+    """Factor ``m`` into ``pi x pj`` server blocks that are as square as possible.
+
+    The aspect ratio of the blocks, ``max(w/h, h/w)`` with ``w = nx/pi`` and ``h = ny/pj``, is
+    minimised exactly (rational arithmetic). On a tie the factorisation with more splits along the
+    longer axis wins (along x when ``nx == ny``). Only factorisations in which every block is at
+    least one cell wide along both axes are considered.
+
+    Parameters
+    ----------
+    nx, ny
+        Global grid size.
+    m
+        Number of server ranks.
+
+    Returns
+    -------
+    (pi, pj)
+        Number of blocks along x and along y, ``pi * pj == m``.
+
+    Raises
+    ------
+    ValueError
+        If ``nx``, ``ny`` or ``m`` is below 1, or if no factorisation of ``m`` fits the grid
+        (``m`` exceeds ``nx * ny``, or e.g. ``m`` is a prime larger than both ``nx`` and ``ny``).
+    """
+    nx = _positive_int("nx", nx)
+    ny = _positive_int("ny", ny)
+    m = _positive_int("m (number of server ranks)", m)
+    best: tuple[Fraction, int, tuple[int, int]] | None = None
+    for pi in range(1, m + 1):
+        if m % pi:
+            continue
+        pj = m // pi
+        if pi > nx or pj > ny:
+            continue
+        width, height = nx * pj, ny * pi  # proportional to nx/pi and ny/pj
+        aspect = Fraction(max(width, height), min(width, height))
+        splits_along_long = pi if nx >= ny else pj
+        key = (aspect, -splits_along_long, (pi, pj))
+        if best is None or key < best:
+            best = key
+    if best is None:
+        raise ValueError(
+            f"cannot split a {nx} x {ny} grid among m={m} server ranks: every factorisation "
+            f"pi x pj of {m} gives a block narrower than 1 cell (need pi <= nx={nx} and "
+            f"pj <= ny={ny})"
+        )
+    return best[2]
+
+
+def server_blocks(nx: int, ny: int, m: int) -> list[Box]:
+    """Tile the ``nx x ny`` grid with ``m`` near-equal blocks, one per server rank.
+
+    The process grid comes from :func:`choose_process_grid`, each axis is split with
+    :func:`split_1d`, and ranks are numbered with i fastest: rank ``s`` has block
+    ``(s % pi, s // pi)``.
+
+    Returns
+    -------
+    list of Box
+        ``m`` boxes in server-rank order.
+
+    Raises
+    ------
+    ValueError
+        As :func:`choose_process_grid`.
+    """
+    pi, pj = choose_process_grid(nx, ny, m)
+    xs = split_1d(nx, pi)
+    ys = split_1d(ny, pj)
+    return [Box(i0, i1, j0, j1) for (j0, j1) in ys for (i0, i1) in xs]
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def periodicity(boundary: str) -> tuple[bool, bool]:
+    """Whether the grid wraps along x and along y under ``boundary``.
+
+    Raises
+    ------
+    ValueError
+        If ``boundary`` is not one of :data:`BOUNDARIES`.
+    """
+    if boundary == "closed":
+        return (False, False)
+    if boundary == "periodic":
+        return (True, True)
+    if boundary == "periodic_x":
+        return (True, False)
+    if boundary == "periodic_y":
+        return (False, True)
+    raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}; got {boundary!r}")
+
+
+def _check_halo(nx: int, ny: int, halo: int, boundary: str) -> tuple[bool, bool]:
+    try:
+        halo = operator.index(halo)
+    except TypeError:
+        raise TypeError(f"halo must be an integer, got {halo!r}") from None
+    if halo < 0:
+        raise ValueError(f"halo must be >= 0, got {halo}")
+    px, py = periodicity(boundary)
+    for periodic, axis, n in ((px, "nx", nx), (py, "ny", ny)):
+        if periodic and halo >= n:
+            raise ValueError(
+                f"halo={halo} is not smaller than {axis}={n}: with boundary={boundary!r} the "
+                "halo would wrap around the whole grid; use a smaller halo or a closed boundary"
+            )
+    return px, py
+
+
+def _box_arrays(boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    coords = np.array([(b.i0, b.i1, b.j0, b.j1) for b in boxes], dtype=np.int64).reshape(-1, 4)
+    return coords[:, 0], coords[:, 1], coords[:, 2], coords[:, 3]
+
+
+def check_tiling(nx: int, ny: int, boxes: Sequence[Box], what: str = "boxes") -> None:
+    """Check that ``boxes`` tile the ``nx x ny`` grid exactly (no gap, no overlap).
+
+    Empty boxes are allowed (a rank that owns nothing exchanges nothing). The check runs on the
+    grid compressed to the boxes' edges, so its cost depends on the number of boxes, not cells.
+
+    Parameters
+    ----------
+    nx, ny
+        Global grid size.
+    boxes
+        One box per rank, in global coordinates.
+    what
+        Name used in error messages (``"model boxes"``, ``"server boxes"``).
+
+    Raises
+    ------
+    TypeError
+        If an entry is not a :class:`Box`.
+    ValueError
+        If ``boxes`` is empty, a box reaches outside the grid, two boxes overlap (the message names
+        both ranks and one shared cell) or cells are left uncovered (the message gives their count
+        and one of them).
+    """
+    nx = _positive_int("nx", nx)
+    ny = _positive_int("ny", ny)
+    if len(boxes) == 0:
+        raise ValueError(f"{what}: no boxes given for a {nx} x {ny} grid")
+    grid = Box(0, nx, 0, ny)
+    for rank, box in enumerate(boxes):
+        if not isinstance(box, Box):
+            raise TypeError(f"{what}: rank {rank} has {box!r}, not a Box")
+        if box.size and not grid.contains_box(box):
+            raise ValueError(f"{what}: rank {rank} has {box}, outside the {nx} x {ny} grid")
+    xs = np.unique(np.array([0, nx, *(c for b in boxes if b.size for c in (b.i0, b.i1))]))
+    ys = np.unique(np.array([0, ny, *(c for b in boxes if b.size for c in (b.j0, b.j1))]))
+    owner = np.full((ys.size - 1, xs.size - 1), -1, dtype=np.int64)
+    for rank, box in enumerate(boxes):
+        if box.size == 0:
+            continue
+        a0, a1 = np.searchsorted(xs, (box.i0, box.i1))
+        b0, b1 = np.searchsorted(ys, (box.j0, box.j1))
+        view = owner[b0:b1, a0:a1]
+        taken = view >= 0
+        if taken.any():
+            jj, ii = np.argwhere(taken)[0]
+            other = int(view[jj, ii])
+            cell = (int(xs[a0 + ii]), int(ys[b0 + jj]))
+            raise ValueError(
+                f"{what} overlap: ranks {other} ({boxes[other]}) and {rank} ({box}) both own "
+                f"cell (i={cell[0]}, j={cell[1]})"
+            )
+        view[...] = rank
+    gaps = owner < 0
+    if gaps.any():
+        widths = np.diff(xs)
+        heights = np.diff(ys)
+        count = int((heights[:, None] * widths[None, :])[gaps].sum())
+        jj, ii = np.argwhere(gaps)[0]
+        raise ValueError(
+            f"{what} do not cover the {nx} x {ny} grid: {count} cell(s) uncovered, e.g. "
+            f"(i={int(xs[ii])}, j={int(ys[jj])})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------------
+
+
+def _freeze(
+    table: Mapping[tuple[int, int], Sequence[Segment]],
+) -> Mapping[tuple[int, int], tuple[Segment, ...]]:
+    return MappingProxyType({key: tuple(table[key]) for key in sorted(table)})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Who sends which cells to whom, for one grid, decomposition pair, halo and boundary rule.
+
+    Built by :func:`plan_routes`. Every mapping iterates in sorted key order and every segment list
+    is in a fixed order, so both ends of a connection walk the same segments in the same order.
+
+    Attributes
+    ----------
+    nx, ny
+        Global grid size.
+    halo
+        Halo width of the server blocks.
+    boundary
+        One of :data:`BOUNDARIES`.
+    model_boxes, server_boxes
+        Interior box of each model rank and each server rank (global coordinates).
+    sends
+        ``sends[(r, s)]``: segments from model-local coordinates of model rank ``r`` to haloed
+        coordinates of server rank ``s``. Only pairs that exchange data appear.
+    returns
+        ``returns[(s, r)]``: segments from server-interior coordinates of server rank ``s`` to
+        model-local coordinates of model rank ``r``.
+    """
+
+    nx: int
+    ny: int
+    halo: int
+    boundary: str
+    model_boxes: tuple[Box, ...]
+    server_boxes: tuple[Box, ...]
+    sends: Mapping[tuple[int, int], tuple[Segment, ...]]
+    returns: Mapping[tuple[int, int], tuple[Segment, ...]]
+    _send_cells: Mapping[tuple[int, int], int] = field(init=False, repr=False, compare=False)
+    _return_cells: Mapping[tuple[int, int], int] = field(init=False, repr=False, compare=False)
+    _peers: Mapping[str, tuple[tuple[int, ...], ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_boxes", tuple(self.model_boxes))
+        object.__setattr__(self, "server_boxes", tuple(self.server_boxes))
+        object.__setattr__(self, "sends", _freeze(self.sends))
+        object.__setattr__(self, "returns", _freeze(self.returns))
+        nm, ns = len(self.model_boxes), len(self.server_boxes)
+        send_cells = {k: sum(seg.size for seg in v) for k, v in self.sends.items()}
+        return_cells = {k: sum(seg.size for seg in v) for k, v in self.returns.items()}
+        object.__setattr__(self, "_send_cells", MappingProxyType(send_cells))
+        object.__setattr__(self, "_return_cells", MappingProxyType(return_cells))
+        model_send: list[list[int]] = [[] for _ in range(nm)]
+        server_recv: list[list[int]] = [[] for _ in range(ns)]
+        for r, s in self.sends:  # sorted by (r, s)
+            model_send[r].append(s)
+            server_recv[s].append(r)
+        server_send: list[list[int]] = [[] for _ in range(ns)]
+        model_recv: list[list[int]] = [[] for _ in range(nm)]
+        for s, r in self.returns:  # sorted by (s, r)
+            server_send[s].append(r)
+            model_recv[r].append(s)
+        peers = {
+            "model_send": tuple(tuple(x) for x in model_send),
+            "model_recv": tuple(tuple(sorted(x)) for x in model_recv),
+            "server_recv": tuple(tuple(sorted(x)) for x in server_recv),
+            "server_send": tuple(tuple(x) for x in server_send),
+        }
+        object.__setattr__(self, "_peers", MappingProxyType(peers))
+
+    @property
+    def n_model(self) -> int:
+        """Number of model ranks."""
+        return len(self.model_boxes)
+
+    @property
+    def n_server(self) -> int:
+        """Number of server ranks."""
+        return len(self.server_boxes)
+
+    def haloed_box(self, s: int) -> Box:
+        """Server ``s``'s block grown by the halo, in global (unwrapped) coordinates."""
+        return self.server_boxes[s].grow(self.halo)
+
+    def haloed_shape(self, s: int) -> tuple[int, int]:
+        """Horizontal shape ``(ny + 2*halo, nx + 2*halo)`` of server ``s``'s input arrays."""
+        return self.haloed_box(s).shape
+
+    def interior_shape(self, s: int) -> tuple[int, int]:
+        """Horizontal shape ``(ny, nx)`` of server ``s``'s output arrays."""
+        return self.server_boxes[s].shape
+
+    def model_shape(self, r: int) -> tuple[int, int]:
+        """Horizontal shape ``(ny, nx)`` of model rank ``r``'s local arrays."""
+        return self.model_boxes[r].shape
+
+    def send_cells(self, r: int, s: int) -> int:
+        """Horizontal cells model ``r`` sends server ``s`` (0 if none); times ``nz`` per field."""
+        return self._send_cells.get((r, s), 0)
+
+    def return_cells(self, s: int, r: int) -> int:
+        """Horizontal cells server ``s`` returns to model ``r`` (0 if none)."""
+        return self._return_cells.get((s, r), 0)
+
+    def model_send_peers(self, r: int) -> tuple[int, ...]:
+        """Server ranks model rank ``r`` sends to, sorted."""
+        return self._peers["model_send"][r]
+
+    def model_recv_peers(self, r: int) -> tuple[int, ...]:
+        """Server ranks model rank ``r`` receives outputs from, sorted."""
+        return self._peers["model_recv"][r]
+
+    def server_recv_peers(self, s: int) -> tuple[int, ...]:
+        """Model ranks server rank ``s`` receives inputs from, sorted."""
+        return self._peers["server_recv"][s]
+
+    def server_send_peers(self, s: int) -> tuple[int, ...]:
+        """Model ranks server rank ``s`` sends outputs back to, sorted."""
+        return self._peers["server_send"][s]
+
+
+def _axis_pieces(a0: int, a1: int, n: int, periodic: bool) -> list[tuple[int, int, int]]:
+    """Cut the unwrapped range ``[a0, a1)`` into pieces lying in ``[0, n)``.
+
+    Returns ``(g0, g1, d0)``: global cells ``[g0, g1)`` land at offset ``d0`` from ``a0``. Assumes
+    ``-n < a0`` and ``a1 < 2n`` (checked by the halo rule).
+    """
+    pieces: list[tuple[int, int, int]] = []
+    for k in (-1, 0, 1) if periodic else (0,):
+        lo, hi = max(a0, k * n), min(a1, (k + 1) * n)
+        if lo < hi:
+            pieces.append((lo - k * n, hi - k * n, lo - a0))
+    return pieces
+
+
+def _overlapping(
+    coords: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], box: Box
+) -> np.ndarray:
+    i0, i1, j0, j1 = coords
+    hit = (np.maximum(i0, box.i0) < np.minimum(i1, box.i1)) & (
+        np.maximum(j0, box.j0) < np.minimum(j1, box.j1)
+    )
+    return np.flatnonzero(hit)
+
+
+def plan_routes(
+    nx: int,
+    ny: int,
+    model_boxes: Sequence[Box],
+    server_boxes: Sequence[Box],
+    halo: int,
+    boundary: str = "closed",
+) -> Plan:
+    """Compute the routes between model ranks and server ranks.
+
+    Server ``s`` needs ``server_boxes[s]`` grown by ``halo`` cells on every side. Each of those
+    cells inside the grid (or wrapped into it along a periodic axis) comes from the model rank that
+    owns it, whatever the distance: a halo wider than the neighbouring block reaches further ranks.
+    Cells beyond a closed edge are not sent.
+
+    Parameters
+    ----------
+    nx, ny
+        Global grid size (T points).
+    model_boxes
+        ``model_boxes[r]``: interior box of model rank ``r``, global coordinates. Must tile the
+        grid.
+    server_boxes
+        ``server_boxes[s]``: block of server rank ``s`` (see :func:`server_blocks`). Must tile the
+        grid.
+    halo
+        Halo width (cells) the servers need on every side, ``>= 0``.
+    boundary
+        One of :data:`BOUNDARIES`.
+
+    Returns
+    -------
+    Plan
+        The send and return segments of every pair of ranks that exchange data.
+
+    Raises
+    ------
+    ValueError
+        If either box list does not tile the grid (see :func:`check_tiling`), ``halo`` is negative,
+        ``boundary`` is unknown, or ``halo >= nx`` (``ny``) along a periodic axis.
+    TypeError
+        If a box is not a :class:`Box` or ``halo`` is not an integer.
+    """
+    check_tiling(nx, ny, model_boxes, "model boxes")
+    check_tiling(nx, ny, server_boxes, "server boxes")
+    px, py = _check_halo(nx, ny, halo, boundary)
+    mcoords = _box_arrays(model_boxes)
+
+    sends: dict[tuple[int, int], list[Segment]] = {}
+    returns: dict[tuple[int, int], list[Segment]] = {}
+    for s, sbox in enumerate(server_boxes):
+        if sbox.size == 0:
+            continue
+        hbox = sbox.grow(halo)
+        for gx0, gx1, dx0 in _axis_pieces(hbox.i0, hbox.i1, nx, px):
+            for gy0, gy1, dy0 in _axis_pieces(hbox.j0, hbox.j1, ny, py):
+                piece = Box(gx0, gx1, gy0, gy1)
+                for r in _overlapping(mcoords, piece):
+                    mbox = model_boxes[r]
+                    common = piece.intersect(mbox)
+                    assert common is not None
+                    seg = Segment(
+                        src=common.shift(-mbox.i0, -mbox.j0),
+                        dst=common.shift(dx0 - gx0, dy0 - gy0),
+                    )
+                    sends.setdefault((int(r), s), []).append(seg)
+        for r in _overlapping(mcoords, sbox):
+            mbox = model_boxes[r]
+            common = sbox.intersect(mbox)
+            assert common is not None
+            seg = Segment(
+                src=common.shift(-sbox.i0, -sbox.j0), dst=common.shift(-mbox.i0, -mbox.j0)
+            )
+            returns[(s, int(r))] = [seg]
+
+    for segments in sends.values():
+        segments.sort(key=lambda seg: (seg.dst.j0, seg.dst.i0))
+    return Plan(
+        nx=nx,
+        ny=ny,
+        halo=halo,
+        boundary=boundary,
+        model_boxes=tuple(model_boxes),
+        server_boxes=tuple(server_boxes),
+        sends={key: tuple(segments) for key, segments in sends.items()},
+        returns={key: tuple(segments) for key, segments in returns.items()},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Packing
+# --------------------------------------------------------------------------------------------
+
+
+def _check_3d(name: str, array: np.ndarray, boxes: Sequence[Box]) -> None:
+    if array.ndim != 3:
+        raise ValueError(f"{name} must be 3-D (nz, ny, nx), got shape {array.shape}")
+    area = Box(0, array.shape[2], 0, array.shape[1])
+    for box in boxes:
+        if not area.contains_box(box):
+            raise ValueError(
+                f"segment box {box} does not fit in {name} of horizontal shape {array.shape[1:]}"
+            )
+
+
+def pack(
+    array3d: np.ndarray,
+    segments: Sequence[Segment],
+    side: Side = "src",
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Copy the cells of ``segments`` out of ``array3d`` into one contiguous 1-D buffer.
+
+    Each segment contributes its cells as a C-ordered ``(nz, ny, nx)`` block (levels first), the
+    segments following one another in the given order.
+
+    Parameters
+    ----------
+    array3d
+        ``(nz, ny, nx)`` array, any dtype.
+    segments
+        The segments of one connection (e.g. ``plan.sends[(r, s)]``).
+    side
+        Which box of each segment addresses ``array3d``: ``"src"`` (default) or ``"dst"``.
+    out
+        Optional preallocated 1-D C-contiguous buffer of the right size and ``array3d``'s dtype,
+        reused to avoid an allocation per step.
+
+    Returns
+    -------
+    numpy.ndarray
+        The 1-D buffer (``out`` when given).
+
+    Raises
+    ------
+    ValueError
+        If ``array3d`` is not 3-D, a box does not fit in it, ``side`` is invalid, or ``out`` has the
+        wrong size, dtype or layout.
+    """
+    boxes = [seg.box(side) for seg in segments]
+    _check_3d("array3d", array3d, boxes)
+    nz = array3d.shape[0]
+    total = nz * sum(b.size for b in boxes)
+    if out is None:
+        out = np.empty(total, dtype=array3d.dtype)
+    elif out.ndim != 1 or out.size != total or out.dtype != array3d.dtype:
+        raise ValueError(
+            f"out must be 1-D with {total} elements of dtype {array3d.dtype}, got shape "
+            f"{out.shape} and dtype {out.dtype}"
+        )
+    elif not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    offset = 0
+    for box in boxes:
+        count = nz * box.size
+        out[offset : offset + count].reshape(nz, box.ny, box.nx)[...] = array3d[
+            :, box.j0 : box.j1, box.i0 : box.i1
+        ]
+        offset += count
+    return out
+
+
+def unpack(
+    buffer: np.ndarray,
+    segments: Sequence[Segment],
+    out3d: np.ndarray,
+    side: Side = "dst",
+) -> np.ndarray:
+    """Scatter a buffer made by :func:`pack` into ``out3d`` (in place).
+
+    Parameters
+    ----------
+    buffer
+        1-D buffer laid out as :func:`pack` writes it (its dtype is cast to ``out3d``'s if they
+        differ).
+    segments
+        The same segments, in the same order, as on the packing side.
+    out3d
+        ``(nz, ny, nx)`` destination array, modified in place.
+    side
+        Which box of each segment addresses ``out3d``: ``"dst"`` (default) or ``"src"``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``out3d``.
+
+    Raises
+    ------
+    ValueError
+        If ``out3d`` is not 3-D, a box does not fit in it, ``side`` is invalid, or ``buffer`` is
+        not 1-D with ``nz`` times the segments' cells.
+    """
+    boxes = [seg.box(side) for seg in segments]
+    _check_3d("out3d", out3d, boxes)
+    nz = out3d.shape[0]
+    total = nz * sum(b.size for b in boxes)
+    if buffer.ndim != 1 or buffer.size != total:
+        raise ValueError(
+            f"buffer must be 1-D with {total} elements ({nz} levels x "
+            f"{total // nz if nz else 0} cells), got shape {buffer.shape}"
+        )
+    offset = 0
+    for box in boxes:
+        count = nz * box.size
+        out3d[:, box.j0 : box.j1, box.i0 : box.i1] = buffer[offset : offset + count].reshape(
+            nz, box.ny, box.nx
+        )
+        offset += count
+    return out3d
+
+
+def assemble_global_reference(
+    global3d: np.ndarray, server_box: Box, halo: int, boundary: str = "closed"
+) -> np.ndarray:
+    """What a server should see: its block of a global field with the halo, built directly.
+
+    Independent of the routing (index arithmetic on the global array), for tests and for checking
+    an online run against an offline application of the closure.
+
+    Parameters
+    ----------
+    global3d
+        ``(nz, ny, nx)`` global field.
+    server_box
+        The server's block, global coordinates, inside the grid.
+    halo
+        Halo width, ``>= 0``.
+    boundary
+        One of :data:`BOUNDARIES`: cells beyond a closed edge are zero, along a periodic axis they
+        are wrapped.
+
+    Returns
+    -------
+    numpy.ndarray
+        New ``(nz, server_box.ny + 2*halo, server_box.nx + 2*halo)`` array of ``global3d``'s dtype.
+
+    Raises
+    ------
+    ValueError
+        If ``global3d`` is not 3-D, ``server_box`` is not inside the grid, ``halo`` is negative,
+        ``boundary`` is unknown, or ``halo`` is not smaller than the grid along a periodic axis.
+    """
+    if global3d.ndim != 3:
+        raise ValueError(f"global3d must be 3-D (nz, ny, nx), got shape {global3d.shape}")
+    nz, ny, nx = global3d.shape
+    px, py = _check_halo(nx, ny, halo, boundary)
+    if not Box(0, nx, 0, ny).contains_box(server_box):
+        raise ValueError(f"server box {server_box} is not inside the {nx} x {ny} grid")
+    hbox = server_box.grow(halo)
+    ii = np.arange(hbox.i0, hbox.i1)
+    jj = np.arange(hbox.j0, hbox.j1)
+    if px:
+        ii %= nx
+    if py:
+        jj %= ny
+    keep_i = np.flatnonzero((ii >= 0) & (ii < nx))
+    keep_j = np.flatnonzero((jj >= 0) & (jj < ny))
+    out = np.zeros((nz, hbox.ny, hbox.nx), dtype=global3d.dtype)
+    out[:, keep_j[:, None], keep_i[None, :]] = global3d[:, jj[keep_j][:, None], ii[keep_i][None, :]]
+    return out
