@@ -1,0 +1,244 @@
+"""The closure interface: what a closure consumes and produces, and the contract it honours.
+
+A closure maps a dict of 3D fields with a halo to a dict of 3D fields on the interior. Arrays are
+C-ordered ``(nz, ny + 2*halo, nx + 2*halo)`` on input (the same memory as a Fortran
+``(nx+2h, ny+2h, nz)`` block) and ``(nz, ny, nx)`` on output. Everything here is pure Python and
+NumPy, so analytic closures, the torch runtime and the server can share it without importing torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+#: Arakawa C-grid points a field may live on.
+GRIDS: tuple[str, ...] = ("T", "U", "V", "F")
+
+#: Floating-point types a closure may compute in.
+DTYPES: tuple[str, ...] = ("float32", "float64")
+
+
+class ClosureInputError(ValueError):
+    """Inputs handed to a closure do not match its spec (names, rank, shape, dtype)."""
+
+
+class ClosureOutputError(RuntimeError):
+    """A closure produced outputs that disagree with its spec (names, shape, dtype)."""
+
+
+def _check_identifier(kind: str, value: object) -> None:
+    if not isinstance(value, str) or not value or not value.isidentifier():
+        raise ValueError(f"{kind} must be a non-empty identifier-like string, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One 3D field a closure reads or writes.
+
+    Parameters
+    ----------
+    name
+        Field name as the closure knows it (``"u"``, ``"lap_u"``); an identifier.
+    grid
+        Arakawa C-grid point: ``"T"``, ``"U"``, ``"V"`` or ``"F"``.
+    units
+        Physical units, free text (``"m s-1"``, ``"m s-2"``); informative only.
+
+    Raises
+    ------
+    ValueError
+        If the name is not an identifier or the grid is not one of T/U/V/F.
+    """
+
+    name: str
+    grid: str = "T"
+    units: str = ""
+
+    def __post_init__(self) -> None:
+        _check_identifier("field name", self.name)
+        if self.grid not in GRIDS:
+            raise ValueError(
+                f"field {self.name!r}: grid must be one of {'/'.join(GRIDS)}, got {self.grid!r}"
+            )
+        if not isinstance(self.units, str):
+            raise ValueError(f"field {self.name!r}: units must be a string, got {self.units!r}")
+
+
+@dataclass(frozen=True)
+class ClosureSpec:
+    """What a closure needs and returns.
+
+    Parameters
+    ----------
+    name
+        Closure name (a registry name or an analytic closure's name).
+    halo
+        Cells of halo needed on each side of the block, >= 0. Inputs carry it, outputs do not.
+    inputs, outputs
+        The fields read and written, in order (for torch closures the order is the channel order).
+    dtype
+        ``"float32"`` or ``"float64"``: the precision the closure computes in.
+
+    Raises
+    ------
+    ValueError
+        If the halo is negative, a list is empty, names repeat, or the dtype is unknown.
+    """
+
+    name: str
+    halo: int
+    inputs: tuple[FieldSpec, ...]
+    outputs: tuple[FieldSpec, ...]
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"closure name must be a non-empty string, got {self.name!r}")
+        if isinstance(self.halo, bool) or not isinstance(self.halo, int) or self.halo < 0:
+            raise ValueError(
+                f"closure {self.name!r}: halo must be an integer >= 0, got {self.halo!r}"
+            )
+        if self.dtype not in DTYPES:
+            raise ValueError(
+                f"closure {self.name!r}: dtype must be one of {'/'.join(DTYPES)}, "
+                f"got {self.dtype!r}"
+            )
+        # tuples keep the spec hashable and immutable even when lists are passed in
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        for kind, fields in (("inputs", self.inputs), ("outputs", self.outputs)):
+            if not fields:
+                raise ValueError(f"closure {self.name!r}: at least one entry in {kind} is needed")
+            names = [f.name for f in fields]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"closure {self.name!r}: {kind} repeat the names {repeated}")
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Input names in channel order."""
+        return tuple(f.name for f in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Output names in channel order."""
+        return tuple(f.name for f in self.outputs)
+
+
+@runtime_checkable
+class Closure(Protocol):
+    """A callable from a dict of 3D fields with halo to a dict of 3D fields on the interior.
+
+    Inputs are C-ordered ``(nz, ny + 2*halo, nx + 2*halo)`` arrays keyed by the names in
+    ``spec.inputs``; the result holds one C-contiguous ``(nz, ny, nx)`` array per name in
+    ``spec.outputs``, in the caller's floating dtype.
+    """
+
+    spec: ClosureSpec
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def check_inputs(spec: ClosureSpec, inputs: Mapping[str, np.ndarray]) -> tuple[int, int, int]:
+    """Check inputs against a spec and return the interior shape ``(nz, ny, nx)``.
+
+    Parameters
+    ----------
+    spec
+        The closure's spec.
+    inputs
+        Arrays keyed by input name, each ``(nz, ny + 2*halo, nx + 2*halo)``, all the same shape.
+
+    Returns
+    -------
+    tuple of int
+        ``(nz, ny, nx)``, the shape every output must have.
+
+    Raises
+    ------
+    ClosureInputError
+        If names are missing or unexpected, an array is not 3D, shapes differ, the block is not
+        larger than twice the halo, or an array is not of a real floating type.
+    """
+    expected = set(spec.input_names)
+    given = set(inputs)
+    if given != expected:
+        missing = sorted(expected - given)
+        extra = sorted(given - expected)
+        raise ClosureInputError(
+            f"closure {spec.name!r}: inputs expected {sorted(expected)}, got {sorted(given)}"
+            + (f" (missing {missing})" if missing else "")
+            + (f" (unexpected {extra})" if extra else "")
+        )
+    shape: tuple[int, ...] | None = None
+    first = ""
+    for name in spec.input_names:
+        arr = inputs[name]
+        if not isinstance(arr, np.ndarray):
+            raise ClosureInputError(
+                f"closure {spec.name!r}: input {name!r} must be a numpy array, "
+                f"got {type(arr).__name__}"
+            )
+        if arr.dtype.kind != "f":
+            raise ClosureInputError(
+                f"closure {spec.name!r}: input {name!r} must be float32 or float64, got {arr.dtype}"
+            )
+        if arr.ndim != 3:
+            raise ClosureInputError(
+                f"closure {spec.name!r}: input {name!r} must be 3D (nz, ny+2h, nx+2h), "
+                f"got shape {arr.shape}"
+            )
+        if shape is None:
+            shape, first = arr.shape, name
+        elif arr.shape != shape:
+            raise ClosureInputError(
+                f"closure {spec.name!r}: input {name!r} has shape {arr.shape}, "
+                f"input {first!r} has {shape}; all inputs must share one shape"
+            )
+    assert shape is not None
+    nz, nyh, nxh = shape
+    h = spec.halo
+    if nyh <= 2 * h or nxh <= 2 * h or nz < 1:
+        raise ClosureInputError(
+            f"closure {spec.name!r}: input block {shape} leaves no interior with halo {h} "
+            f"(need nz >= 1 and ny+2h, nx+2h > {2 * h})"
+        )
+    return nz, nyh - 2 * h, nxh - 2 * h
+
+
+def check_outputs(
+    spec: ClosureSpec, outputs: Mapping[str, np.ndarray], shape: tuple[int, int, int]
+) -> None:
+    """Check a closure's result against its spec and the expected interior shape.
+
+    Parameters
+    ----------
+    spec
+        The closure's spec.
+    outputs
+        What the closure returned.
+    shape
+        ``(nz, ny, nx)`` from :func:`check_inputs`.
+
+    Raises
+    ------
+    ClosureOutputError
+        Naming the output and both values if names or shapes disagree.
+    """
+    expected = set(spec.output_names)
+    given = set(outputs)
+    if given != expected:
+        raise ClosureOutputError(
+            f"closure {spec.name!r}: outputs declared {sorted(expected)}, "
+            f"the closure returned {sorted(given)}"
+        )
+    for name in spec.output_names:
+        got = tuple(np.shape(outputs[name]))
+        if got != tuple(shape):
+            raise ClosureOutputError(
+                f"closure {spec.name!r}: output {name!r} should have shape {tuple(shape)} "
+                f"(interior of a halo-{spec.halo} block), the closure returned {got}"
+            )

@@ -1,0 +1,166 @@
+"""Registry sub-commands of the ``mlbridge`` console script: register, list, show, verify, remove.
+
+Argument parsing and printing only; the work is done by :class:`bridge.registry.Registry`.
+torch is imported only by ``register`` (for the dry forward pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bridge.manifest import ManifestError
+from bridge.registry import MANIFEST_FILE, Registry, RegistryError
+
+EXAMPLES: dict[str, str] = {
+    "register": (
+        "  mlbridge register models/cnn_gz21/weights.pt --manifest models/cnn_gz21/manifest.toml\n"
+        "  mlbridge register --manifest manifest.toml --force   # artifact named in the manifest\n"
+    ),
+    "list": "  mlbridge list\n  mlbridge list --home /scratch/$USER/mlbridge\n",
+    "show": "  mlbridge show cnn_gz21          # newest version\n  mlbridge show cnn_gz21@1.0\n",
+    "verify": "  mlbridge verify                 # every registered closure\n"
+    "  mlbridge verify cnn_gz21@1.0\n",
+    "remove": "  mlbridge remove cnn_gz21@1.0\n",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """Add the options of sub-command ``name`` to its parser.
+
+    Parameters
+    ----------
+    parser
+        The sub-command's parser.
+    name
+        ``register``, ``list``, ``show``, ``verify`` or ``remove``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a registry sub-command.
+    """
+    if name == "register":
+        parser.add_argument(
+            "artifact",
+            nargs="?",
+            type=Path,
+            metavar="ARTIFACT",
+            help="the artifact file (default: the manifest's 'artifact', beside the manifest)",
+        )
+        parser.add_argument(
+            "--manifest", "-m", type=Path, required=True, metavar="M.toml", help="manifest TOML"
+        )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="replace name@version if registered with other content",
+        )
+    elif name == "show":
+        parser.add_argument(
+            "ref", metavar="NAME[@VERSION]", help="closure (default: newest version)"
+        )
+    elif name == "verify":
+        parser.add_argument(
+            "ref", nargs="?", default=None, metavar="REF", help="closure to check (default: all)"
+        )
+    elif name == "remove":
+        parser.add_argument("ref", metavar="NAME@VERSION", help="the version to delete")
+    elif name != "list":
+        raise ValueError(f"not a registry sub-command: {name!r}")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="registry directory (default: $MLBRIDGE_HOME, else $XDG_DATA_HOME/mlbridge, "
+        "else ~/.local/share/mlbridge)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one registry sub-command; return the exit status (0 ok, 1 error or mismatch)."""
+    registry = Registry(args.home)
+    command = args.command
+    try:
+        if command == "register":
+            ref = registry.register(args.artifact, args.manifest, force=args.force)
+            print(f"registered {ref} in {registry.root}")
+            return 0
+        if command == "list":
+            return _list(registry)
+        if command == "show":
+            return _show(registry, args.ref)
+        if command == "verify":
+            return _verify(registry, args.ref)
+        if command == "remove":
+            print(f"removed {registry.remove(args.ref)} from {registry.root}")
+            return 0
+    except (RegistryError, ManifestError) as exc:
+        print(f"mlbridge {command}: error: {exc}", file=sys.stderr)
+        return 1
+    raise ValueError(f"not a registry sub-command: {command!r}")
+
+
+def _list(registry: Registry) -> int:
+    entries = registry.list()
+    if not entries:
+        print(f"no closures registered in {registry.root}")
+        return 0
+    rows = [("REF", "FORMAT", "HALO", "INPUTS -> OUTPUTS", "DESCRIPTION")]
+    for e in entries:
+        m = e.manifest
+        if m is None:
+            rows.append((e.ref, "?", "?", "?", e.problem))
+            continue
+        io = f"{','.join(m.spec.input_names)} -> {','.join(m.spec.output_names)}"
+        rows.append(
+            (
+                e.ref,
+                m.format,
+                str(m.halo),
+                io,
+                m.description.splitlines()[0][:60] if m.description else "",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    print(f"({len(entries)} in {registry.root})")
+    return 0
+
+
+def _show(registry: Registry, ref: str) -> int:
+    e = registry.show(ref)
+    record = e.record
+    print(f"{e.ref}  ({e.directory})")
+    source = record.get("source", {}).get("manifest")
+    print(f"registered {record.get('registered_at', '?')} from {source}")
+    for name, sha in record.get("sha256", {}).items():
+        print(f"sha256 {sha}  {name}")
+    dry = record.get("dry_run", {})
+    for name, out in dry.get("outputs", {}).items():
+        print(
+            f"dry run: {name} {tuple(out['shape'])} {out['dtype']} max|.| {out['max_abs']:.3g} "
+            f"(inputs {tuple(dry.get('input_shape', ()))})"
+        )
+    if e.problem:
+        print(f"problem: {e.problem}")
+    print(f"--- {MANIFEST_FILE}")
+    print((e.directory / MANIFEST_FILE).read_text(encoding="utf-8"), end="")
+    return 0
+
+
+def _verify(registry: Registry, ref: str | None) -> int:
+    results = registry.verify(ref)
+    if not results:
+        print(f"no closures registered in {registry.root}")
+        return 0
+    for v in results:
+        print(f"ok       {v.ref}" if v.ok else f"MISMATCH {v.ref}")
+        for problem in v.problems:
+            print(f"  {problem}")
+    bad = sum(not v.ok for v in results)
+    print(f"{len(results) - bad} ok, {bad} changed since registration")
+    return 1 if bad else 0

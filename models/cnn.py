@@ -1,0 +1,112 @@
+"""A small subgrid-closure CNN in the spirit of Guillaumin & Zanna (2021).
+
+A stack of valid (unpadded) convolutions: every 2D input field of a closure is one input channel,
+every output field one output channel, and the vertical levels form the batch. A ``k x k`` valid
+convolution eats ``(k - 1) / 2`` cells on each side, so the network consumes a halo of
+``sum((k - 1) / 2)`` cells exactly and returns the interior: no padding, hence no artificial
+boundary inside a block, hence the same numbers on a block with its halo as on the global field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """Shape of the network.
+
+    Parameters
+    ----------
+    in_channels
+        Number of closure inputs (each a 2D field per level).
+    out_channels
+        Number of closure outputs.
+    hidden
+        Channels of each hidden layer; one more convolution than entries.
+    kernel_sizes
+        Odd kernel size of each convolution, ``len(hidden) + 1`` of them.
+
+    Raises
+    ------
+    ValueError
+        If a size is not positive, a kernel size is even, or the two lists do not fit.
+    """
+
+    in_channels: int = 2
+    out_channels: int = 2
+    hidden: tuple[int, ...] = (32, 32, 32)
+    kernel_sizes: tuple[int, ...] = (3, 3, 3, 3)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(c) for c in self.hidden))
+        object.__setattr__(self, "kernel_sizes", tuple(int(k) for k in self.kernel_sizes))
+        if self.in_channels < 1 or self.out_channels < 1 or any(c < 1 for c in self.hidden):
+            raise ValueError(
+                f"channel counts must be >= 1, got in {self.in_channels}, out {self.out_channels}, "
+                f"hidden {self.hidden}"
+            )
+        if len(self.kernel_sizes) != len(self.hidden) + 1:
+            raise ValueError(
+                f"kernel_sizes needs len(hidden) + 1 = {len(self.hidden) + 1} entries, "
+                f"got {self.kernel_sizes}"
+            )
+        if any(k < 1 or k % 2 == 0 for k in self.kernel_sizes):
+            raise ValueError(f"kernel sizes must be odd and >= 1, got {self.kernel_sizes}")
+
+    @property
+    def halo(self) -> int:
+        """Cells consumed on each side by the valid convolutions."""
+        return sum((k - 1) // 2 for k in self.kernel_sizes)
+
+
+class SubgridCNN(nn.Module):
+    """Valid convolutions with ReLU between them, no activation after the last one.
+
+    Input ``(nz, in_channels, ny + 2h, nx + 2h)``, output ``(nz, out_channels, ny, nx)`` with
+    ``h = config.halo``.
+    """
+
+    def __init__(self, config: CNNConfig) -> None:
+        super().__init__()
+        self.halo = config.halo
+        widths = (config.in_channels, *config.hidden, config.out_channels)
+        layers: list[nn.Module] = []
+        for i, k in enumerate(config.kernel_sizes):
+            layers.append(nn.Conv2d(widths[i], widths[i + 1], kernel_size=k, padding=0))
+            if i < len(config.kernel_sizes) - 1:
+                layers.append(nn.ReLU())
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def build_cnn(
+    in_channels: int = 2,
+    out_channels: int = 2,
+    hidden: Sequence[int] = (32, 32, 32),
+    kernel_sizes: Sequence[int] = (3, 3, 3, 3),
+) -> SubgridCNN:
+    """Build the reference CNN (the ``entry_point`` a ``state_dict`` manifest names).
+
+    Parameters
+    ----------
+    in_channels, out_channels, hidden, kernel_sizes
+        See :class:`CNNConfig`; the defaults (four 3x3 layers) consume a halo of 4.
+
+    Returns
+    -------
+    SubgridCNN
+        Freshly initialised (load trained weights with ``load_state_dict``).
+
+    Raises
+    ------
+    ValueError
+        If the configuration is invalid.
+    """
+    return SubgridCNN(CNNConfig(in_channels, out_channels, tuple(hidden), tuple(kernel_sizes)))
