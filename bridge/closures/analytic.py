@@ -1,0 +1,147 @@
+"""Analytic closures in NumPy: references for the coupling tests and the benchmarks.
+
+Each closure applies one operation to each of its inputs and returns one output per input,
+named ``<prefix>_<input>`` (``laplacian`` on ``u`` gives ``lap_u``). The same operations are
+compiled into the toy model (``fortran_stubs/toy_nemo/infclosure.F90``) in the same operation
+order, so that a coupled run and an in-process run agree to the last bit.
+
+* ``laplacian`` (halo 1): ``coefficient * (((x[i+1] + x[i-1]) + (x[j+1] + x[j-1])) - 4 x)``.
+* ``smooth3`` (halo 3): three passes of the (1-2-1) x (1-2-1) / 16 filter ``S``, each pass
+  consuming one halo cell and followed by a multiplication by the ``mask`` input (1 on ocean
+  points inside the domain, 0 on land and beyond a closed edge, as the model's halo exchange and
+  land mask do between passes); output ``coefficient * (S3 - x)``, a relaxation toward the
+  smoothed field. ``S`` sums along i first: ``r = (a[i-1] + 2 a[i]) + a[i+1]``, then
+  ``((r[j-1] + 2 r[j]) + r[j+1]) * 0.0625``.
+* ``identity`` (halo 0): the inputs themselves (the exchange benchmark's closure).
+
+The ``mask`` input of ``smooth3`` is not mapped in ``coupling.toml``: the server supplies it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bridge.closures.base import ClosureSpec, FieldSpec, check_inputs
+
+#: Name of the input the server fills with the domain-and-land mask (1 ocean, 0 elsewhere).
+MASK_INPUT = "mask"
+
+
+@dataclass(frozen=True)
+class _Analytic:
+    """One analytic operation applied to each input field."""
+
+    spec: ClosureSpec
+    fields: tuple[str, ...]
+    prefix: str
+    coefficient: float
+    operation: Callable[..., np.ndarray]
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_inputs(self.spec, inputs)
+        mask = inputs.get(MASK_INPUT)
+        return {
+            f"{self.prefix}_{name}": np.ascontiguousarray(
+                self.operation(inputs[name], self.coefficient, mask)
+            )
+            for name in self.fields
+        }
+
+
+def laplacian_op(x: np.ndarray, coefficient: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """``coefficient`` times the 5-point Laplacian of a halo-1 block ``(nz, ny+2, nx+2)``."""
+    east, west = x[:, 1:-1, 2:], x[:, 1:-1, :-2]
+    north, south = x[:, 2:, 1:-1], x[:, :-2, 1:-1]
+    return coefficient * (((east + west) + (north + south)) - 4.0 * x[:, 1:-1, 1:-1])
+
+
+def smooth_pass(a: np.ndarray) -> np.ndarray:
+    """One (1-2-1) x (1-2-1) / 16 pass: ``(nz, ny, nx)`` -> ``(nz, ny-2, nx-2)``."""
+    r = (a[:, :, :-2] + 2.0 * a[:, :, 1:-1]) + a[:, :, 2:]
+    return ((r[:, :-2, :] + 2.0 * r[:, 1:-1, :]) + r[:, 2:, :]) * 0.0625
+
+
+def smooth3_op(x: np.ndarray, coefficient: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """``coefficient * (S3 - x)`` on a halo-3 block, masked between passes (see module doc)."""
+    a = x
+    for width in (2, 1, 0):
+        a = smooth_pass(a)
+        if mask is not None:
+            m = mask[
+                :, 3 - width : mask.shape[1] - 3 + width, 3 - width : mask.shape[2] - 3 + width
+            ]
+            a = a * m
+    return coefficient * (a - x[:, 3:-3, 3:-3])
+
+
+def identity_op(x: np.ndarray, coefficient: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """The input itself (halo 0); ``coefficient`` is ignored."""
+    return x
+
+
+# name -> (halo, output prefix, operation, uses the mask, default coefficient)
+ANALYTIC: dict[str, tuple[int, str, Callable[..., np.ndarray], bool, float]] = {
+    "laplacian": (1, "lap", laplacian_op, False, 1.0),
+    "smooth3": (3, "smooth", smooth3_op, True, 1.0),
+    "identity": (0, "id", identity_op, False, 1.0),
+}
+
+
+def analytic_closure(
+    name: str, fields: Sequence[str], params: Mapping[str, Any] | None = None
+) -> _Analytic:
+    """Build the analytic closure ``name`` acting on ``fields``.
+
+    Parameters
+    ----------
+    name
+        One of :data:`ANALYTIC` (``laplacian``, ``smooth3``, ``identity``).
+    fields
+        Input names (the closure inputs ``coupling.toml`` maps), e.g. ``["u", "v"]``.
+    params
+        ``{"coefficient": float}`` (default 1.0); nothing else is accepted.
+
+    Returns
+    -------
+    Closure
+        A closure whose spec lists ``fields`` (plus ``mask`` for ``smooth3``) as inputs and
+        ``<prefix>_<field>`` as outputs, in float64.
+
+    Raises
+    ------
+    KeyError
+        If ``name`` is not an analytic closure.
+    ValueError
+        If ``fields`` is empty or names ``mask``, or ``params`` holds an unknown key or a
+        non-numeric coefficient.
+    """
+    if name not in ANALYTIC:
+        raise KeyError(f"no analytic closure {name!r} (known: {', '.join(sorted(ANALYTIC))})")
+    halo, prefix, operation, uses_mask, default = ANALYTIC[name]
+    params = dict(params or {})
+    unknown = sorted(set(params) - {"coefficient"})
+    if unknown:
+        raise ValueError(
+            f"closure {name!r}: unknown parameter(s) {unknown} (accepted: coefficient)"
+        )
+    coefficient = params.get("coefficient", default)
+    if isinstance(coefficient, bool) or not isinstance(coefficient, int | float):
+        raise ValueError(f"closure {name!r}: coefficient must be a number, got {coefficient!r}")
+    fields = tuple(fields)
+    if not fields:
+        raise ValueError(f"closure {name!r}: needs at least one input field")
+    if MASK_INPUT in fields:
+        raise ValueError(f"closure {name!r}: {MASK_INPUT!r} is supplied by the server, not mapped")
+    inputs = tuple(FieldSpec(f) for f in fields) + ((FieldSpec(MASK_INPUT),) if uses_mask else ())
+    spec = ClosureSpec(
+        name=name,
+        halo=halo,
+        inputs=inputs,
+        outputs=tuple(FieldSpec(f"{prefix}_{f}") for f in fields),
+        dtype="float64",
+    )
+    return _Analytic(spec, fields, prefix, float(coefficient), operation)

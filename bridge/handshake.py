@@ -1,0 +1,291 @@
+"""The handshake: what the model ranks report at ``mlb_enddef`` and how server rank 0 answers.
+
+Each model rank sends a text report, one item per line::
+
+    mlbridge-report 1
+    rank 0
+    grid 40 30                      global grid nx ny
+    box 0 0 20 30                   interior box: i0 j0 (0-based) nx_loc ny_loc
+    mask 1                          1: a land mask message follows
+    field u 3 send 1 float64        name levels direction every dtype (in mlb_def_field order)
+    field u_tend 3 recv 1 float64
+
+Server rank 0 checks the reports against each other, the run's namelist grid, the configured
+exchanges and the closures' specs (:func:`check_reports`, pure), and answers every model rank
+with either an error text naming the field and both values, or its route table
+(:func:`encode_reply`). Everything here is pure Python, testable without MPI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bridge.closures.base import ClosureSpec
+from bridge.config import ExchangeConfig
+from bridge.plan import Box, Plan, check_tiling
+from bridge.transport.mpi import PROTOCOL_VERSION
+
+#: Closure inputs the server fills itself (never mapped in ``coupling.toml``).
+SERVER_SUPPLIED_INPUTS: tuple[str, ...] = ("mask",)
+
+
+class HandshakeError(ValueError):
+    """A report is malformed or disagrees with the configuration; the message says how."""
+
+
+@dataclass(frozen=True)
+class FieldDecl:
+    """One field as the model declared it with ``mlb_def_field``."""
+
+    name: str
+    nlev: int
+    direction: str  # "send" (model -> servers) or "recv"
+    every: int
+    dtype: str
+
+    def describe(self) -> str:
+        """``u (send, 3 levels, every 1, float64)``."""
+        return (
+            f"{self.name} ({self.direction}, {self.nlev} levels, every {self.every}, {self.dtype})"
+        )
+
+
+@dataclass(frozen=True)
+class RankReport:
+    """The handshake report of one model rank."""
+
+    rank: int
+    nx: int
+    ny: int
+    box: Box
+    has_mask: bool
+    fields: tuple[FieldDecl, ...]
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def field(self, name: str) -> FieldDecl | None:
+        """The declared field ``name``, or None."""
+        return next((f for f in self.fields if f.name == name), None)
+
+
+def parse_report(text: str, source: str = "a model rank") -> RankReport:
+    """Parse a report (see the module docstring).
+
+    Raises
+    ------
+    HandshakeError
+        If a line is malformed or an item is missing, naming ``source`` and the line.
+    """
+    items: dict[str, list[str]] = {}
+    fields: list[FieldDecl] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words:
+            continue
+        try:
+            if words[0] == "field":
+                name, nlev, direction, every, dtype = words[1:6]
+                if direction not in ("send", "recv"):
+                    raise ValueError(direction)
+                fields.append(FieldDecl(name, int(nlev), direction, int(every), dtype))
+            else:
+                items[words[0]] = words[1:]
+        except ValueError:
+            raise HandshakeError(f"{source}: malformed report line {number}: {line!r}") from None
+    try:
+        if items["mlbridge-report"] != [str(PROTOCOL_VERSION)]:
+            raise HandshakeError(
+                f"{source}: protocol version {items['mlbridge-report']}, the servers speak "
+                f"{PROTOCOL_VERSION}: rebuild the model against this mlbridge"
+            )
+        rank = int(items["rank"][0])
+        nx, ny = (int(v) for v in items["grid"][:2])
+        i0, j0, nxl, nyl = (int(v) for v in items["box"][:4])
+        has_mask = items.get("mask", ["0"])[0] == "1"
+    except (KeyError, IndexError, ValueError):
+        raise HandshakeError(f"{source}: incomplete handshake report:\n{text}") from None
+    return RankReport(rank, nx, ny, Box(i0, i0 + nxl, j0, j0 + nyl), has_mask, tuple(fields))
+
+
+def exchange_name(exchange: ExchangeConfig) -> str:
+    """The name an exchange goes by in messages."""
+    return exchange.name or exchange.closure
+
+
+def check_reports(
+    reports: Sequence[RankReport],
+    exchanges: Sequence[ExchangeConfig],
+    specs: Mapping[str, ClosureSpec],
+    namelist_grid: tuple[int, int] | None = None,
+    namelist_where: str = "the namelist",
+) -> list[str]:
+    """Every disagreement between the reports, the configuration and the closures.
+
+    Parameters
+    ----------
+    reports
+        One report per model rank, in model-rank order.
+    exchanges
+        The configured exchanges.
+    specs
+        Closure spec of each exchange, keyed by :func:`exchange_name`.
+    namelist_grid
+        ``(nx, ny)`` from the run's namelist, when known.
+    namelist_where
+        How to name the namelist in messages.
+
+    Returns
+    -------
+    list of str
+        Problems, each naming the field (or rank) and both values; empty when all agree.
+    """
+    problems: list[str] = []
+    if not reports:
+        return ["no model rank reported"]
+    first = reports[0]
+    for rep in reports[1:]:
+        if (rep.nx, rep.ny) != (first.nx, first.ny):
+            problems.append(
+                f"grid: model rank {first.rank} reports {first.nx} x {first.ny}, "
+                f"model rank {rep.rank} reports {rep.nx} x {rep.ny}"
+            )
+        if rep.fields != first.fields:
+            mine = {f.name: f for f in first.fields}
+            theirs = {f.name: f for f in rep.fields}
+            for name in sorted(set(mine) | set(theirs)):
+                a, b = mine.get(name), theirs.get(name)
+                if a != b:
+                    problems.append(
+                        f"field {name}: model rank {first.rank} declares "
+                        f"{a.describe() if a else 'nothing'}, model rank {rep.rank} declares "
+                        f"{b.describe() if b else 'nothing'}"
+                    )
+            if not problems and [f.name for f in rep.fields] != [f.name for f in first.fields]:
+                problems.append(
+                    f"fields: model ranks {first.rank} and {rep.rank} define the same fields in "
+                    "another order; call mlb_def_field in the same order on every rank"
+                )
+    if namelist_grid is not None and (first.nx, first.ny) != tuple(namelist_grid):
+        problems.append(
+            f"grid: {namelist_where} gives {namelist_grid[0]} x {namelist_grid[1]}, "
+            f"model rank {first.rank} reports {first.nx} x {first.ny} to mlb_def_grid"
+        )
+    if not problems:
+        try:
+            check_tiling(first.nx, first.ny, [r.box for r in reports], "model boxes")
+        except ValueError as err:
+            problems.append(str(err))
+
+    declared = {f.name: f for f in first.fields}
+    listing = ", ".join(f"{f.name} ({f.direction})" for f in first.fields) or "none"
+    produced: dict[str, str] = {}
+    for ex in exchanges:
+        name = exchange_name(ex)
+        spec = specs.get(name)
+        used: list[FieldDecl] = []
+        for role, mapping, direction in (
+            ("input", ex.inputs, "send"),
+            ("output", ex.outputs, "recv"),
+        ):
+            spec_names = (
+                () if spec is None else (spec.input_names if role == "input" else spec.output_names)
+            )
+            for closure_name, model_name in mapping.items():
+                if spec is not None and closure_name not in spec_names:
+                    problems.append(
+                        f"exchange {name!r}: closure {spec.name!r} has no {role} "
+                        f"{closure_name!r} (its {role}s: {', '.join(spec_names)})"
+                    )
+                decl = declared.get(model_name)
+                if decl is None:
+                    problems.append(
+                        f"exchange {name!r}: {role} {closure_name!r} is mapped to model field "
+                        f"{model_name!r}, which the model does not define (it defines: {listing})"
+                    )
+                    continue
+                if decl.direction != direction:
+                    problems.append(
+                        f"exchange {name!r}: model field {model_name!r} is declared "
+                        f"{decl.direction} by the model, the configuration uses it as a closure "
+                        f"{role} (needs {direction})"
+                    )
+                if decl.every != ex.every:
+                    problems.append(
+                        f"exchange {name!r}: model field {model_name!r} is declared every "
+                        f"{decl.every} steps by the model, the configuration says every {ex.every}"
+                    )
+                if role == "output":
+                    if model_name in produced:
+                        problems.append(
+                            f"model field {model_name!r} is produced by two exchanges: "
+                            f"{produced[model_name]!r} and {name!r}"
+                        )
+                    produced[model_name] = name
+                used.append(decl)
+        if spec is not None:
+            missing = [
+                n
+                for n in spec.input_names
+                if n not in ex.inputs and n not in SERVER_SUPPLIED_INPUTS
+            ]
+            if missing:
+                problems.append(
+                    f"exchange {name!r}: closure inputs {missing} are not mapped to model fields"
+                )
+        for decl in used[1:]:
+            if decl.nlev != used[0].nlev:
+                problems.append(
+                    f"exchange {name!r}: model field {decl.name!r} has {decl.nlev} levels, "
+                    f"model field {used[0].name!r} has {used[0].nlev} (one closure call takes "
+                    "all levels of all its fields at once)"
+                )
+    if exchanges:
+        for attr in ("every", "lag"):
+            values = {exchange_name(ex): getattr(ex, attr) for ex in exchanges}
+            if len(set(values.values())) > 1:
+                problems.append(
+                    f"exchanges differ in {attr} ({values}): one run has one {attr} for now"
+                )
+    return problems
+
+
+def active_flags(fields: Sequence[FieldDecl], exchanges: Sequence[ExchangeConfig]) -> list[int]:
+    """1 for each declared field some exchange uses, else 0 (the model skips those)."""
+    used = {m for ex in exchanges for m in (*ex.inputs.values(), *ex.outputs.values())}
+    return [1 if f.name in used else 0 for f in fields]
+
+
+def encode_reply(
+    plan: Plan,
+    rank: int,
+    server_world_ranks: Sequence[int],
+    active: Sequence[int],
+    every: int,
+    lag: int,
+    timeout_s: float,
+) -> np.ndarray:
+    """The route table sent to model rank ``rank`` (integers, read by ``mlb_enddef``).
+
+    Layout: ``[0, version, timeout_ms, every, lag, nfields, active(nfields), nroutes]``, then per
+    server (in server-rank order) ``[world rank, nsend, (i0, i1, j0, j1) * nsend, nrecv,
+    (i0, i1, j0, j1) * nrecv]``: model-local, 0-based, half-open boxes in the order of the plan's
+    segments, which is the order of the message layout.
+    """
+    out = [0, PROTOCOL_VERSION, int(round(timeout_s * 1000)), every, lag, len(active), *active]
+    routes: list[int] = []
+    nroutes = 0
+    for s in range(plan.n_server):
+        sends = plan.sends.get((rank, s), ())
+        returns = plan.returns.get((s, rank), ())
+        if not sends and not returns:
+            continue
+        nroutes += 1
+        routes += [server_world_ranks[s], len(sends)]
+        for seg in sends:
+            routes += [seg.src.i0, seg.src.i1, seg.src.j0, seg.src.j1]
+        routes.append(len(returns))
+        for seg in returns:
+            routes += [seg.dst.i0, seg.dst.i1, seg.dst.j0, seg.dst.j1]
+    return np.array([*out, nroutes, *routes], dtype=np.int32)

@@ -1,0 +1,759 @@
+"""The inference server: ``python -m bridge.server --config RUN/run_config.json --run-dir RUN``.
+
+Started by ``mlbridge run`` after the model ranks in one MPMD job. Every server rank:
+
+1. splits ``MPI_COMM_WORLD`` with the model (:func:`bridge.transport.mpi.split_world`);
+2. builds the closures of the configured exchanges (:func:`resolve_closure`);
+3. takes part in the handshake: server rank 0 receives every model rank's report, checks it
+   (:mod:`bridge.handshake`), plans the routes (:mod:`bridge.plan`) and answers each model rank
+   with its route table, or every rank (model and server) with the error;
+4. loops over exchanges: receive one message from each model rank feeding its block, assemble
+   the block with its halo, run the closures on all levels at once, send each model rank the
+   interior part it owns; until every model rank said goodbye;
+5. writes ``RUN/timing.json`` (server rank 0; per-step figures in ``RUN/timing_steps.json``).
+
+Exit status: 0, or 1 after a handshake mismatch, a NaN with ``on_nan = "abort"``, a closure
+failure or a timeout; the message goes to stderr and, when the model is waiting, to every model
+rank (which returns it as an error status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.closures.base import Closure, ClosureSpec, check_outputs
+from bridge.config import CouplingConfig, load_config
+from bridge.handshake import (
+    SERVER_SUPPLIED_INPUTS,
+    FieldDecl,
+    HandshakeError,
+    RankReport,
+    active_flags,
+    check_reports,
+    encode_reply,
+    exchange_name,
+    parse_report,
+)
+from bridge.plan import Box, Plan, assemble_global_reference, plan_routes, server_blocks
+from bridge.transport import mpi as wire
+
+EXAMPLES = "  python -m bridge.server --config runs/x/run_config.json --run-dir runs/x\n"
+
+
+class ServerError(RuntimeError):
+    """The server gives up: the message is reported to the user and to every model rank."""
+
+
+# --------------------------------------------------------------------------------------------
+# closures
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_closure(
+    name: str,
+    params: Mapping[str, Any],
+    device: str,
+    threads: int,
+    *,
+    inputs: Sequence[str] = (),
+) -> Closure:
+    """The closure an exchange names: an analytic closure, later a registry reference.
+
+    Parameters
+    ----------
+    name
+        ``laplacian``, ``smooth3``, ``identity`` (see :mod:`bridge.closures.analytic`), or a
+        registry reference ``name[@version]`` (loaded with :meth:`bridge.registry.Registry.load`,
+        which verifies the hashes).
+    params
+        The exchange's ``params`` table.
+    device, threads
+        Where the closure runs (used by torch closures).
+    inputs
+        The closure input names the exchange maps; analytic closures take their inputs from it.
+
+    Returns
+    -------
+    Closure
+        Ready to call.
+
+    Raises
+    ------
+    ServerError
+        If the name is unknown or the closure cannot be built, with the reason.
+    """
+    from bridge.closures.analytic import ANALYTIC, analytic_closure
+
+    if name in ANALYTIC:
+        try:
+            return analytic_closure(name, inputs, params)
+        except (KeyError, ValueError) as err:
+            raise ServerError(f"closure {name!r}: {err}") from None
+    try:
+        from bridge.registry import Registry
+    except ImportError as err:
+        raise ServerError(
+            f"closure {name!r} is not an analytic closure ({', '.join(sorted(ANALYTIC))}) and the "
+            f"registry cannot be imported: {type(err).__name__}: {err}"
+        ) from None
+    if params:
+        raise ServerError(
+            f"closure {name!r}: registry closures take no params (got {sorted(params)}); their "
+            "settings live in the manifest"
+        )
+    try:
+        return Registry().load(name, device=device, threads=threads)
+    except Exception as err:  # a registry closure may fail in many ways: report, don't crash
+        raise ServerError(
+            f"closure {name!r} is not an analytic closure ({', '.join(sorted(ANALYTIC))}) and "
+            f"cannot be loaded from the registry: {type(err).__name__}: {err}"
+        ) from None
+
+
+def build_closures(config: CouplingConfig) -> dict[str, Closure]:
+    """One closure per exchange, keyed by the exchange's name.
+
+    Raises
+    ------
+    ServerError
+        If a closure cannot be resolved.
+    """
+    return {
+        exchange_name(ex): resolve_closure(
+            ex.closure,
+            ex.params,
+            config.server.device,
+            config.server.threads,
+            inputs=tuple(ex.inputs),
+        )
+        for ex in config.exchanges
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# handshake (server rank 0) and the setup every server shares
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every server rank needs after the handshake (broadcast by server rank 0)."""
+
+    nx: int
+    ny: int
+    model_boxes: tuple[Box, ...]
+    fields: tuple[FieldDecl, ...]
+    active: tuple[int, ...]
+    halo: int
+    boundary: str
+    every: int
+    lag: int
+    mask: np.ndarray  # (ny, nx) 1 ocean / 0 land
+
+    def plan(self, n_server: int) -> Plan:
+        """The routes (every server rank computes the same)."""
+        blocks = server_blocks(self.nx, self.ny, n_server)
+        return plan_routes(self.nx, self.ny, self.model_boxes, blocks, self.halo, self.boundary)
+
+    def active_fields(self, direction: str) -> list[FieldDecl]:
+        """Active fields of one direction, in declaration order (the message order)."""
+        return [
+            f
+            for f, a in zip(self.fields, self.active, strict=True)
+            if a and f.direction == direction
+        ]
+
+
+def _namelist_grid(run_dir: Path) -> tuple[tuple[int, int] | None, str]:
+    ref, cfg = run_dir / "namelist_ref", run_dir / "namelist_cfg"
+    if not (ref.is_file() and cfg.is_file()):
+        return None, ""
+    try:
+        from bridge.namelist import read_namelists
+
+        grid = read_namelists(ref, cfg).grid
+        return (int(grid.nx), int(grid.ny)), f"{cfg} (&namusr_def)"
+    except Exception:  # a namelist the model can read but we cannot is checked elsewhere
+        return None, ""
+
+
+def receive_reports(layout: wire.WorldLayout, timeout_s: float) -> list[RankReport]:
+    """Server rank 0: the report (and mask) of every model rank, in model-rank order.
+
+    Raises
+    ------
+    HandshakeError
+        If a report is malformed or names another rank.
+    wire.TransportTimeout
+        If a model rank does not report within ``timeout_s``.
+    """
+    from mpi4py import MPI
+
+    reports: dict[int, RankReport] = {}
+    for count in range(layout.n_model):
+        text, source = wire.recv_text(
+            layout.comm,
+            MPI.ANY_SOURCE,
+            wire.TAG_REPORT,
+            timeout_s,
+            f"the handshake reports of the model ranks ({count} of {layout.n_model} received)",
+        )
+        rank = layout.model_ranks.index(source)
+        report = parse_report(text, f"model rank {rank}")
+        if report.rank != rank:
+            raise HandshakeError(
+                f"world rank {source} reports model rank {report.rank}, not {rank}"
+            )
+        if report.has_mask:
+            mask = wire.recv_ints(layout.comm, source, wire.TAG_MASK, timeout_s, "a land mask")
+            b = report.box
+            if mask.size != b.size:
+                raise HandshakeError(
+                    f"model rank {rank}: land mask of {mask.size} points for a box of {b.size}"
+                )
+            report = RankReport(
+                report.rank,
+                report.nx,
+                report.ny,
+                b,
+                True,
+                report.fields,
+                mask.reshape(b.ny, b.nx),
+            )
+        reports[rank] = report
+    return [reports[r] for r in range(layout.n_model)]
+
+
+def handshake(
+    layout: wire.WorldLayout,
+    config: CouplingConfig,
+    closures: Mapping[str, Closure],
+    setup_problem: str | None,
+    run_dir: Path,
+) -> Setup:
+    """The handshake on every server rank (server rank 0 talks to the model ranks).
+
+    Raises
+    ------
+    ServerError
+        On any mismatch, after every model rank and every server rank was told.
+    """
+    timeout = config.server.timeout_s
+    payload: dict[str, Any]
+    if layout.rank == 0:
+        payload = _handshake_rank0(layout, config, closures, setup_problem, run_dir, timeout)
+    else:
+        payload = {}
+    payload = layout.servers.bcast(payload, root=0)
+    if "error" in payload:
+        raise ServerError(payload["error"])
+    return payload["setup"]
+
+
+def _handshake_rank0(
+    layout: wire.WorldLayout,
+    config: CouplingConfig,
+    closures: Mapping[str, Closure],
+    setup_problem: str | None,
+    run_dir: Path,
+    timeout: float,
+) -> dict[str, Any]:
+    problems: list[str] = [setup_problem] if setup_problem else []
+    reports: list[RankReport] = []
+    try:
+        reports = receive_reports(layout, timeout)
+    except (HandshakeError, wire.TransportError) as err:
+        problems.append(str(err))
+    setup: Setup | None = None
+    plan: Plan | None = None
+    if reports and not problems:
+        specs: dict[str, ClosureSpec] = {n: c.spec for n, c in closures.items()}
+        grid, where = _namelist_grid(run_dir)
+        problems += check_reports(reports, config.exchanges, specs, grid, where)
+    if reports and not problems:
+        first = reports[0]
+        mask = np.ones((first.ny, first.nx))
+        for rep in reports:
+            if rep.mask is not None:
+                mask[rep.box.slices()] = rep.mask != 0
+        setup = Setup(
+            nx=first.nx,
+            ny=first.ny,
+            model_boxes=tuple(r.box for r in reports),
+            fields=first.fields,
+            active=tuple(active_flags(first.fields, config.exchanges)),
+            halo=max(c.spec.halo for c in closures.values()),
+            boundary=config.model.boundary,
+            every=config.exchanges[0].every,
+            lag=config.exchanges[0].lag,
+            mask=mask,
+        )
+        try:
+            plan = setup.plan(layout.n_server)
+        except ValueError as err:
+            problems.append(f"no plan for {layout.n_server} server ranks: {err}")
+    keep: list[tuple[Any, Any]] = []
+    if problems:
+        source = config.source or "the configuration"
+        text = f"the model and the coupling configuration ({source}) disagree:\n" + "\n".join(
+            f"  - {p}" for p in problems
+        )
+        for dest in layout.model_ranks:
+            keep.append(wire.isend_ints(layout.comm, np.array([1]), dest, wire.TAG_REPLY))
+            keep.append(wire.isend_text(layout.comm, text, dest, wire.TAG_REPLY_TEXT))
+        _wait_quietly(keep, 5.0)
+        return {"error": text}
+    assert setup is not None and plan is not None
+    active = [a for a in setup.active]
+    for rank, dest in enumerate(layout.model_ranks):
+        reply = encode_reply(
+            plan, rank, layout.server_ranks, active, setup.every, setup.lag, timeout
+        )
+        keep.append(wire.isend_ints(layout.comm, reply, dest, wire.TAG_REPLY))
+    _wait_quietly(keep, timeout)
+    return {"setup": setup}
+
+
+def _wait_quietly(keep: Sequence[tuple[Any, Any]], timeout_s: float) -> None:
+    try:
+        wire.wait_all([req for req, _ in keep], timeout_s, "the model ranks to take the reply")
+    except wire.TransportTimeout:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# the step loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """One rectangle between a message buffer and a block array (views, built once)."""
+
+    buffer: np.ndarray  # (nz, h, w) view into a message buffer
+    field: str
+    region: tuple[slice, slice, slice]  # the rectangle in the field's block array
+
+
+class BlockServer:
+    """One server rank's block: buffers, closures and the exchange loop.
+
+    Parameters
+    ----------
+    layout
+        The world layout.
+    config
+        The run configuration.
+    closures
+        Closure per exchange name.
+    setup
+        What the handshake established.
+    """
+
+    STEP_KEYS = ("recv_wait_s", "unpack_s", "inference_s", "pack_s", "send_s")
+
+    def __init__(
+        self,
+        layout: wire.WorldLayout,
+        config: CouplingConfig,
+        closures: Mapping[str, Closure],
+        setup: Setup,
+    ) -> None:
+        self.layout = layout
+        self.config = config
+        self.closures = closures
+        self.setup = setup
+        self.rank = layout.rank
+        self.plan = setup.plan(layout.n_server)
+        self.box = self.plan.server_boxes[self.rank]
+        self.halo = setup.halo
+        self.timeout = config.server.timeout_s
+        self.send_fields = setup.active_fields("send")
+        self.recv_fields = setup.active_fields("recv")
+        hy, hx = self.plan.haloed_shape(self.rank)
+        self.blocks = {f.name: np.zeros((f.nlev, hy, hx)) for f in self.send_fields}
+        self.mask_block = assemble_global_reference(
+            setup.mask[None], self.box, self.halo, setup.boundary
+        )
+        self.in_peers = self.plan.server_recv_peers(self.rank)
+        self.out_peers = self.plan.server_send_peers(self.rank)
+        self.message_size: dict[int, int] = {}
+        self.in_bufs: dict[int, np.ndarray] = {}
+        self.unpack_copies: list[_Copy] = []
+        for r in self.in_peers:
+            self.in_bufs[r] = self._layout_buffer(
+                self.plan.sends[(r, self.rank)], "dst", self.send_fields, self.unpack_copies
+            )
+        self.out_bufs: dict[int, np.ndarray] = {}
+        self.pack_copies: list[_Copy] = []
+        for r in self.out_peers:
+            self.out_bufs[r] = self._layout_buffer(
+                self.plan.returns[(self.rank, r)], "src", self.recv_fields, self.pack_copies
+            )
+        self.send_requests: list[Any] = []
+        self.nan_policy = self._nan_policies()
+        self.nan_replaced = 0
+        self.checked_outputs: set[str] = set()
+        self.steps: list[int] = []
+        self.times: dict[str, list[float]] = {k: [] for k in self.STEP_KEYS}
+        self.model_timing: dict[int, list[float]] = {}
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    def _layout_buffer(
+        self, segments: Sequence[Any], side: str, fields: Sequence[FieldDecl], copies: list[_Copy]
+    ) -> np.ndarray:
+        """A message buffer ``[kt, field 1 segments, ...]`` and the views that fill it.
+
+        The array is at least ``DONE_LENGTH`` long (a goodbye message lands in it too); the
+        message proper is its first ``1 + levels * cells`` values.
+        """
+        cells = sum(seg.size for seg in segments)
+        size = 1 + sum(f.nlev for f in fields) * cells
+        buf = np.zeros(max(size, wire.DONE_LENGTH))
+        offset = 1
+        for f in fields:
+            for seg in segments:
+                box = seg.box(side)
+                count = f.nlev * box.size
+                view = buf[offset : offset + count].reshape(f.nlev, box.ny, box.nx)
+                copies.append(_Copy(view, f.name, (slice(None), *box.slices())))
+                offset += count
+        self.message_size[id(buf)] = size
+        return buf
+
+    def _nan_policies(self) -> dict[str, str]:
+        """on_nan of each model field (``abort`` wins when several exchanges use a field)."""
+        policy: dict[str, str] = {}
+        for ex in self.config.exchanges:
+            for model_field in (*ex.inputs.values(), *ex.outputs.values()):
+                if policy.get(model_field) != "abort":
+                    policy[model_field] = ex.on_nan
+        return policy
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve exchanges until every model rank feeding this block says goodbye.
+
+        Raises
+        ------
+        ServerError
+            On a NaN with ``on_nan = "abort"``, a closure failure, a protocol error or a timeout.
+        """
+        from mpi4py import MPI
+
+        comm = self.layout.comm
+        peers = list(self.in_peers)
+        sources = [self.layout.model_ranks[r] for r in peers]
+        recv_bufs = [self.in_bufs[r] for r in peers]
+
+        def post(i: int) -> Any:
+            buf = recv_bufs[i]
+            return comm.Irecv([buf, MPI.DOUBLE_PRECISION], source=sources[i], tag=MPI.ANY_TAG)
+
+        requests = [post(i) for i in range(len(peers))]
+        statuses = [MPI.Status() for _ in peers]
+        while True:
+            t0 = time.perf_counter()
+            try:
+                wire.wait_all(requests, self.timeout, "the fields of the model ranks", statuses)
+            except wire.TransportTimeout as err:
+                last = self.steps[-1] if self.steps else "none yet"
+                raise ServerError(
+                    f"server rank {self.rank}: {err} (model ranks {list(peers)}; last step "
+                    f"served: {last}): is a model rank dead?"
+                ) from None
+            t1 = time.perf_counter()
+            tags = [st.Get_tag() for st in statuses]
+            if all(tag == wire.TAG_DONE for tag in tags):
+                for r, buf in zip(peers, recv_bufs, strict=True):
+                    self.model_timing[r] = [float(v) for v in buf[: wire.DONE_LENGTH]]
+                break
+            kt = self._check_messages(peers, recv_bufs, statuses, tags)
+            for c in self.unpack_copies:
+                np.copyto(self.blocks[c.field][c.region], c.buffer)
+            requests = [post(i) for i in range(len(peers))]
+            t2 = time.perf_counter()
+            self._check_nan_inputs(kt)
+            outputs = self._infer(kt)
+            t3 = time.perf_counter()
+            wire.wait_all(self.send_requests, self.timeout, "the model ranks to take the outputs")
+            t4 = time.perf_counter()
+            for c in self.pack_copies:
+                np.copyto(c.buffer, outputs[c.field][c.region])
+            self.send_requests = []
+            for r in self.out_peers:
+                buf = self.out_bufs[r]
+                buf[0] = kt
+                self.send_requests.append(
+                    comm.Isend(
+                        [buf, self.message_size[id(buf)], MPI.DOUBLE_PRECISION],
+                        dest=self.layout.model_ranks[r],
+                        tag=wire.TAG_OUTPUTS,
+                    )
+                )
+            t5 = time.perf_counter()
+            self.steps.append(kt)
+            for key, value in zip(
+                self.STEP_KEYS, (t1 - t0, t2 - t1, t3 - t2, t5 - t4, t4 - t3), strict=True
+            ):
+                self.times[key].append(value)
+        wire.wait_all(self.send_requests, self.timeout, "the model ranks to take the last outputs")
+
+    def _check_messages(
+        self,
+        peers: Sequence[int],
+        bufs: Sequence[np.ndarray],
+        statuses: Sequence[Any],
+        tags: list[int],
+    ) -> int:
+        from mpi4py import MPI
+
+        steps = set()
+        for r, buf, st, tag in zip(peers, bufs, statuses, tags, strict=True):
+            if tag != wire.TAG_FIELDS:
+                raise ServerError(
+                    f"server rank {self.rank}: model rank {r} said goodbye while other model "
+                    "ranks are still exchanging (did its run stop early?)"
+                )
+            count = st.Get_count(MPI.DOUBLE_PRECISION)
+            if count != self.message_size[id(buf)]:
+                raise ServerError(
+                    f"server rank {self.rank}: model rank {r} sent {count} values, the plan "
+                    f"expects {self.message_size[id(buf)]}"
+                )
+            steps.add(int(buf[0]))
+        if len(steps) != 1:
+            raise ServerError(
+                f"server rank {self.rank}: model ranks {list(peers)} sent different steps "
+                f"{sorted(steps)}"
+            )
+        return steps.pop()
+
+    # --- NaN policy --------------------------------------------------------------------------
+
+    def _owner(self, i: int, j: int) -> int:
+        for r, box in enumerate(self.setup.model_boxes):
+            if box.contains(i, j):
+                return r
+        return -1
+
+    def _nan_check(
+        self, kt: int, name: str, interior: np.ndarray, full: np.ndarray, what: str
+    ) -> None:
+        """Abort or zero the NaNs of ``full`` (counting those of ``interior``)."""
+        if np.isfinite(interior.sum()) and np.isfinite(full.sum()):
+            return
+        bad = np.isnan(interior)
+        if not bad.any() and not np.isnan(full).any():
+            return
+        if self.nan_policy.get(name, "abort") == "abort":
+            if not bad.any():
+                return  # the NaN is in the halo: the server owning it reports it
+            k, j, i = (int(v) for v in np.argwhere(bad)[0])
+            gi, gj = self.box.i0 + i, self.box.j0 + j
+            raise ServerError(
+                f"NaN in {what} {name!r} at step {kt}, model rank {self._owner(gi, gj)}, global "
+                f"(i, j, k) = ({gi + 1}, {gj + 1}, {k + 1}) (1-based, Fortran order; "
+                f"{int(bad.sum())} NaN in server rank {self.rank}'s block; on_nan = 'abort')"
+            )
+        self.nan_replaced += int(bad.sum())
+        full[np.isnan(full)] = 0.0
+
+    def _check_nan_inputs(self, kt: int) -> None:
+        h = self.halo
+        for name, block in self.blocks.items():
+            interior = block[:, h : block.shape[1] - h, h : block.shape[2] - h]
+            self._nan_check(kt, name, interior, block, "model field")
+
+    # --- inference ---------------------------------------------------------------------------
+
+    def _infer(self, kt: int) -> dict[str, np.ndarray]:
+        """Run every exchange's closure on the block; return outputs keyed by model field."""
+        outputs: dict[str, np.ndarray] = {}
+        hy, hx = self.plan.haloed_shape(self.rank)
+        for ex in self.config.exchanges:
+            name = exchange_name(ex)
+            closure = self.closures[name]
+            spec = closure.spec
+            cut = self.halo - spec.halo
+            window = (slice(None), slice(cut, hy - cut), slice(cut, hx - cut))
+            inputs: dict[str, np.ndarray] = {}
+            nz = 1
+            for closure_input, model_field in ex.inputs.items():
+                arr = self.blocks[model_field][window]
+                nz = arr.shape[0]
+                inputs[closure_input] = arr if spec.dtype == "float64" else arr.astype(spec.dtype)
+            for extra in SERVER_SUPPLIED_INPUTS:
+                if extra in spec.input_names:
+                    mask = self.mask_block[window].astype(spec.dtype, copy=False)
+                    inputs[extra] = np.broadcast_to(mask, (nz, *mask.shape[1:]))
+            try:
+                result = closure(inputs)
+                if name not in self.checked_outputs:
+                    check_outputs(spec, result, (nz, *self.plan.interior_shape(self.rank)))
+                    self.checked_outputs.add(name)
+            except Exception as err:
+                raise ServerError(
+                    f"closure {spec.name!r} of exchange {name!r} failed at step {kt} on server "
+                    f"rank {self.rank}: {type(err).__name__}: {err}"
+                ) from None
+            for closure_output, model_field in ex.outputs.items():
+                out = np.asarray(result[closure_output], dtype=np.float64)
+                self._nan_check(kt, model_field, out, out, "closure output for")
+                outputs[model_field] = out
+        return outputs
+
+    # --- the end -----------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """This rank's timing (gathered by server rank 0)."""
+        return {
+            "rank": self.rank,
+            "steps": list(self.steps),
+            "times": {k: list(v) for k, v in self.times.items()},
+            "model": dict(self.model_timing),
+            "nan_replaced": self.nan_replaced,
+        }
+
+
+def write_timing(
+    run_dir: Path, summaries: Sequence[Mapping[str, Any]], lag: int, every: int
+) -> None:
+    """``timing.json`` (totals, max over server ranks) and ``timing_steps.json`` (per step)."""
+    server: dict[str, Any] = {"ranks": len(summaries), "exchanges": len(summaries[0]["steps"])}
+    for key in BlockServer.STEP_KEYS:
+        server[key] = max(float(np.sum(s["times"][key])) for s in summaries)
+    per_step = [
+        float(np.median(np.sum([s["times"][k] for k in BlockServer.STEP_KEYS[1:]], axis=0)))
+        for s in summaries
+        if s["steps"]
+    ]
+    server["busy_per_exchange_median_s"] = max(per_step) if per_step else 0.0
+    model_rows: dict[int, list[float]] = {}
+    for s in summaries:
+        model_rows.update({int(r): v for r, v in s["model"].items()})
+    model = {
+        "ranks": len(model_rows),
+        "wait_s_max": max((v[1] for v in model_rows.values()), default=0.0),
+        "put_s_max": max((v[2] for v in model_rows.values()), default=0.0),
+        "get_s_max": max((v[3] for v in model_rows.values()), default=0.0),
+    }
+    timing = {
+        "server": server,
+        "model": model,
+        "lag": lag,
+        "every": every,
+        "nan_replaced": int(sum(s["nan_replaced"] for s in summaries)),
+        "per_step_file": "timing_steps.json",
+    }
+    steps = {
+        "servers": [{"rank": s["rank"], "kt": s["steps"], **s["times"]} for s in summaries],
+        "model": {
+            str(r): dict(zip(("exchanges", "wait_s", "put_s", "get_s"), v, strict=True))
+            for r, v in sorted(model_rows.items())
+        },
+    }
+    (run_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+    (run_dir / "timing_steps.json").write_text(json.dumps(steps) + "\n")
+
+
+def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> int:
+    """Everything after the world split, on one server rank; return the exit status."""
+    setup_problem: str | None = None
+    closures: dict[str, Closure] = {}
+    try:
+        if config.transport != "mpi":
+            raise ServerError(f"transport {config.transport!r}: this server speaks mpi only")
+        if not config.exchanges:
+            raise ServerError("the configuration has no [[exchange]]: nothing to serve")
+        closures = build_closures(config)
+    except ServerError as err:
+        setup_problem = str(err)
+    try:
+        setup = handshake(layout, config, closures, setup_problem, run_dir)
+    except ServerError as err:
+        if layout.rank == 0:
+            print(f"mlbridge server: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        server = BlockServer(layout, config, closures, setup)
+        server.run()
+    except (ServerError, wire.TransportError) as err:
+        text = f"mlbridge server rank {layout.rank}: {err}"
+        print(f"mlbridge server: error: {text}", file=sys.stderr, flush=True)
+        wire.send_error_to_models(layout, text)
+        time.sleep(1.0)  # let the model ranks report it before mpirun ends the job
+        return 1
+    summaries = layout.servers.gather(server.summary(), root=0)
+    if layout.rank == 0:
+        assert summaries is not None
+        if config.diagnostics.timing:
+            write_timing(run_dir, summaries, setup.lag, setup.every)
+        replaced = sum(s["nan_replaced"] for s in summaries)
+        if replaced:
+            print(
+                f"mlbridge server: replaced {replaced} NaN value(s) by zero (on_nan = 'zero')",
+                flush=True,
+            )
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m bridge.server``."""
+    parser.add_argument(
+        "--config", type=Path, required=True, help="run_config.json (or coupling.toml)"
+    )
+    parser.add_argument("--run-dir", type=Path, default=Path.cwd(), help="where timing.json goes")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of a server rank (under mpirun, after the model ranks)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge.server",
+        description="mlbridge inference server (started by `mlbridge run`, after the model ranks)",
+        epilog="example:\n" + EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    from mpi4py import MPI
+
+    layout = wire.split_world(MPI.COMM_WORLD, wire.COLOUR_SERVER)
+    run_dir = args.run_dir.resolve()
+    (run_dir / f"server.{layout.rank}.pid").write_text(f"{os.getpid()}\n")
+    try:
+        config = load_config(args.config)
+    except Exception as err:  # reported through the handshake, so that the model ranks stop too
+        config = CouplingConfig()
+        problem = f"cannot load {args.config}: {err}"
+        status = serve_with_problem(layout, config, run_dir, problem)
+        return status
+    return serve(layout, config, run_dir)
+
+
+def serve_with_problem(
+    layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path, problem: str
+) -> int:
+    """Answer the handshake with ``problem`` (the configuration could not be read)."""
+    try:
+        handshake(layout, config, {}, problem, run_dir)
+    except ServerError as err:
+        if layout.rank == 0:
+            print(f"mlbridge server: error: {err}", file=sys.stderr, flush=True)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""The MPI wire protocol between the Fortran ``mlbridge`` library and the servers.
+
+Both sides split ``MPI_COMM_WORLD`` by colour (model 1, servers 2), then duplicate it for the
+bridge's own messages and all-gather the colours so that each rank knows which world ranks are
+model and which are servers. The constants below are mirrored in
+``fortran_stubs/mlbridge/mlbridge.F90``; change them together.
+
+Messages (tag: direction, type, content):
+
+* ``TAG_REPORT``: model -> server 0, characters, the handshake report (see ``bridge.handshake``).
+* ``TAG_MASK``: model -> server 0, integers, the land mask of the rank's box (when it has one).
+* ``TAG_REPLY``: server 0 -> model, integers: ``[0, version, timeout_ms, every, lag, nfields,
+  active(nfields), nroutes, routes...]`` or ``[status != 0]`` followed by ``TAG_REPLY_TEXT``.
+* ``TAG_FIELDS``: model -> server, float64: ``[kt, field 1 segments, field 2 segments, ...]``.
+* ``TAG_OUTPUTS``: server -> model, float64, the same layout for the received fields.
+* ``TAG_DONE``: model -> server, float64 ``[exchanges, wait_s, put_s, get_s]``: goodbye.
+* ``TAG_ERROR``: server -> model, characters: the server gives up; the model returns the text
+  as its error.
+
+Every wait polls with a deadline (:func:`wait_all`, :func:`probe`), so a dead peer gives a
+:class:`TransportTimeout` naming what was awaited, never a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+COLOUR_MODEL = 1
+COLOUR_SERVER = 2
+PROTOCOL_VERSION = 1
+
+TAG_REPORT = 7101
+TAG_MASK = 7102
+TAG_REPLY = 7103
+TAG_REPLY_TEXT = 7104
+TAG_FIELDS = 7201
+TAG_DONE = 7202
+TAG_OUTPUTS = 7203
+TAG_ERROR = 7204
+
+DONE_LENGTH = 4  # reals in the goodbye message
+# Waits poll busily (yielding the core) for SPIN_S, then sleep between polls: a large message moves
+# in fragments that need both sides to poll, so sleeping early would stall transfers.
+SPIN_S = 0.5
+MAX_SLEEP_S = 1e-4
+
+
+class TransportError(RuntimeError):
+    """A message broke the protocol (wrong length, wrong step, unexpected tag)."""
+
+
+class TransportTimeout(TransportError):
+    """A peer did not answer within the timeout."""
+
+
+@dataclass(frozen=True)
+class WorldLayout:
+    """Who is who in ``MPI_COMM_WORLD``, seen from one server rank.
+
+    Attributes
+    ----------
+    comm
+        Duplicate of ``MPI_COMM_WORLD`` carrying the bridge's messages.
+    servers
+        Communicator of the server ranks (from the split).
+    model_ranks
+        World rank of each model rank, in model-rank order.
+    server_ranks
+        World rank of each server rank, in server-rank order.
+    rank
+        This process's rank among the servers.
+    """
+
+    comm: Any
+    servers: Any
+    model_ranks: tuple[int, ...]
+    server_ranks: tuple[int, ...]
+    rank: int
+
+    @property
+    def n_model(self) -> int:
+        """Number of model ranks."""
+        return len(self.model_ranks)
+
+    @property
+    def n_server(self) -> int:
+        """Number of server ranks."""
+        return len(self.server_ranks)
+
+
+def split_world(world: Any, colour: int = COLOUR_SERVER) -> WorldLayout:
+    """Split ``world`` by colour, exactly as ``mlb_init`` does on the model side (collective).
+
+    Parameters
+    ----------
+    world
+        ``MPI.COMM_WORLD``.
+    colour
+        This side's colour.
+
+    Returns
+    -------
+    WorldLayout
+        The communicators and the world ranks of both sides.
+    """
+    from mpi4py import MPI
+
+    rank = world.Get_rank()
+    local = world.Split(colour, rank)
+    comm = world.Dup()
+    colours = np.empty(world.Get_size(), dtype=np.int32)
+    comm.Allgather([np.array([colour], dtype=np.int32), MPI.INTEGER], [colours, MPI.INTEGER])
+    model = tuple(int(r) for r in np.flatnonzero(colours == COLOUR_MODEL))
+    servers = tuple(int(r) for r in np.flatnonzero(colours == COLOUR_SERVER))
+    return WorldLayout(comm, local, model, servers, local.Get_rank())
+
+
+def _poll(
+    ready: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    interrupt: Callable[[], None] | None = None,
+) -> float:
+    """Call ``ready`` until it returns True; return the seconds waited.
+
+    Raises
+    ------
+    TransportTimeout
+        After ``timeout_s`` seconds, naming ``what``.
+    """
+    t0 = time.perf_counter()
+    sleep = 5e-6
+    polls = 0
+    while not ready():
+        elapsed = time.perf_counter() - t0
+        polls += 1
+        if interrupt is not None and (polls % 64 == 0 or elapsed > SPIN_S):
+            interrupt()
+        if elapsed > timeout_s:
+            raise TransportTimeout(f"timed out after {timeout_s:g} s waiting for {what}")
+        if elapsed > SPIN_S:
+            time.sleep(sleep)
+            sleep = min(2 * sleep, MAX_SLEEP_S)
+        else:
+            os.sched_yield()
+    return time.perf_counter() - t0
+
+
+def wait_all(
+    requests: Sequence[Any],
+    timeout_s: float,
+    what: str,
+    statuses: list[Any] | None = None,
+) -> float:
+    """Wait for every request, at most ``timeout_s``; return the seconds waited.
+
+    Parameters
+    ----------
+    requests
+        mpi4py requests (completed ones are fine).
+    timeout_s
+        Deadline in seconds.
+    what
+        What is awaited, for the error message.
+    statuses
+        Optional list of ``MPI.Status`` filled for each request.
+
+    Raises
+    ------
+    TransportTimeout
+        If the requests are not all complete in time.
+    """
+    from mpi4py import MPI
+
+    if not requests:
+        return 0.0
+    reqs = list(requests)
+    if statuses is None:
+        return _poll(lambda: MPI.Request.Testall(reqs), timeout_s, what)
+    return _poll(lambda: MPI.Request.Testall(reqs, statuses), timeout_s, what)
+
+
+def probe(comm: Any, source: int, tag: int, timeout_s: float, what: str) -> Any:
+    """Wait until a message ``(source, tag)`` is there; return its ``MPI.Status``.
+
+    Raises
+    ------
+    TransportTimeout
+        If none arrives within ``timeout_s``.
+    """
+    from mpi4py import MPI
+
+    status = MPI.Status()
+    _poll(lambda: comm.Iprobe(source, tag, status), timeout_s, what)
+    return status
+
+
+def recv_text(comm: Any, source: int, tag: int, timeout_s: float, what: str) -> tuple[str, int]:
+    """Receive a character message; return ``(text, source world rank)``.
+
+    Raises
+    ------
+    TransportTimeout
+        If none arrives within ``timeout_s``.
+    """
+    from mpi4py import MPI
+
+    status = probe(comm, source, tag, timeout_s, what)
+    buf = bytearray(status.Get_count(MPI.CHARACTER))
+    comm.Recv([buf, MPI.CHARACTER], source=status.Get_source(), tag=tag)
+    return buf.decode("utf-8", errors="replace"), status.Get_source()
+
+
+def recv_ints(comm: Any, source: int, tag: int, timeout_s: float, what: str) -> np.ndarray:
+    """Receive an integer (Fortran ``MPI_INTEGER``) message.
+
+    Raises
+    ------
+    TransportTimeout
+        If none arrives within ``timeout_s``.
+    """
+    from mpi4py import MPI
+
+    status = probe(comm, source, tag, timeout_s, what)
+    buf = np.empty(status.Get_count(MPI.INTEGER), dtype=np.int32)
+    comm.Recv([buf, MPI.INTEGER], source=status.Get_source(), tag=tag)
+    return buf
+
+
+def isend_text(comm: Any, text: str, dest: int, tag: int) -> tuple[Any, bytes]:
+    """Start sending a character message; return the request and the buffer to keep alive."""
+    from mpi4py import MPI
+
+    data = text.encode("utf-8")
+    return comm.Isend([data, MPI.CHARACTER], dest=dest, tag=tag), data
+
+
+def isend_ints(comm: Any, values: np.ndarray, dest: int, tag: int) -> tuple[Any, np.ndarray]:
+    """Start sending an integer message; return the request and the buffer to keep alive."""
+    from mpi4py import MPI
+
+    data = np.ascontiguousarray(values, dtype=np.int32)
+    return comm.Isend([data, MPI.INTEGER], dest=dest, tag=tag), data
+
+
+def send_error_to_models(
+    layout: WorldLayout, text: str, tag: int = TAG_ERROR, grace_s: float = 2.0
+) -> None:
+    """Tell every model rank that the servers give up, waiting at most ``grace_s`` for delivery.
+
+    The model's ``mlbridge`` picks the text up in its next wait and returns it as an error status.
+    Delivery is best effort: a model rank that is gone does not block this.
+    """
+    keep = [isend_text(layout.comm, text, dest, tag) for dest in layout.model_ranks]
+    try:
+        wait_all([req for req, _ in keep], grace_s, "the model ranks to take the error message")
+    except TransportTimeout:
+        pass

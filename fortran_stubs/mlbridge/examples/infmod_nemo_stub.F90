@@ -1,0 +1,122 @@
+MODULE infmod_stub
+   !!======================================================================
+   !!                       ***  MODULE  infmod_stub  ***
+   !! What a NEMO user adds to couple NEMO to mlbridge servers: a copy of
+   !! this module (renamed infmod) and four calls, shown at the end.
+   !!======================================================================
+   !! This file is compiled with the library (never run) so that it keeps
+   !! building. NEMO's own arrays are stood in for by arguments: in NEMO,
+   !! use par_oce (jpi, jpj, jpk, jpiglo, jpjglo, nn_hls, Nis0, Nie0, Njs0,
+   !! Nje0), dom_oce (nimpp, njmpp, tmask) and lib_mpp (ctl_stop).
+   !!
+   !!   inf_init  : called by nemogcm (nemo_init) BEFORE mpp_start: returns
+   !!               the communicator NEMO must use (as cpl_init does with OASIS)
+   !!   inf_def   : called by nemogcm after dom_init: grid, mask, fields, enddef
+   !!   inf_put   : called by stp at the beginning of the time step
+   !!   inf_get   : called by stp before the momentum trend is applied
+   !!   inf_final : called by nemogcm (nemo_closefile) at the end
+   !!----------------------------------------------------------------------
+   USE, INTRINSIC :: iso_fortran_env, ONLY: wp => real64, int32
+   USE mlbridge, ONLY: mlb_init, mlb_def_grid, mlb_def_field, mlb_enddef, mlb_put, mlb_get, &
+      &                mlb_finalize, mlb_error_message, MLB_SEND, MLB_RECV, MLB_OK
+   IMPLICIT NONE
+   PRIVATE
+
+   PUBLIC inf_init    ! called by nemogcm.F90 before mpp_start
+   PUBLIC inf_def     ! called by nemogcm.F90 after dom_init
+   PUBLIC inf_put     ! called by step.F90
+   PUBLIC inf_get     ! called by step.F90
+   PUBLIC inf_final   ! called by nemogcm.F90
+
+   INTEGER, PARAMETER :: nn_every = 1   ! exchange every time step (must match coupling.toml)
+
+CONTAINS
+
+   SUBROUTINE inf_init( kcomm )
+      !!----------------------------------------------------------------------
+      !! Split MPI_COMM_WORLD between NEMO and the servers; NEMO then runs on
+      !! kcomm:   CALL inf_init( ilocalcomm ) ; CALL mpp_start( ilocalcomm )
+      !!----------------------------------------------------------------------
+      INTEGER, INTENT(out) :: kcomm
+      INTEGER :: istat
+      CALL mlb_init( kcomm, istat )
+      CALL inf_check( istat, 'inf_init: mlb_init' )
+   END SUBROUTINE inf_init
+
+
+   SUBROUTINE inf_def( kpiglo, kpjglo, kimpp, kjmpp, kpi, kpj, kpk, ptmask )
+      !!----------------------------------------------------------------------
+      !! Global grid (jpiglo, jpjglo), interior box of this rank: first point
+      !! (nimpp + nn_hls, njmpp + nn_hls) ... in NEMO 4.2 terms, kpi = Nie0-Nis0+1,
+      !! and the surface land mask of the interior. Fields: u, v sent; the
+      !! closure's outputs received (names as in coupling.toml).
+      !!----------------------------------------------------------------------
+      INTEGER, INTENT(in) :: kpiglo, kpjglo, kimpp, kjmpp, kpi, kpj, kpk
+      REAL(wp), INTENT(in) :: ptmask(:,:)   ! (kpi, kpj) interior, 1 ocean / 0 land
+      INTEGER :: istat
+      CALL mlb_def_grid( kpiglo, kpjglo, kimpp, kjmpp, kpi, kpj, istat, mask=INT(ptmask, int32) )
+      CALL inf_check( istat, 'inf_def: mlb_def_grid' )
+      CALL mlb_def_field( 'u', kpk, MLB_SEND, nn_every, istat )
+      CALL inf_check( istat, 'inf_def: mlb_def_field u' )
+      CALL mlb_def_field( 'v', kpk, MLB_SEND, nn_every, istat )
+      CALL inf_check( istat, 'inf_def: mlb_def_field v' )
+      CALL mlb_def_field( 'u_tend', kpk, MLB_RECV, nn_every, istat )
+      CALL inf_check( istat, 'inf_def: mlb_def_field u_tend' )
+      CALL mlb_def_field( 'v_tend', kpk, MLB_RECV, nn_every, istat )
+      CALL inf_check( istat, 'inf_def: mlb_def_field v_tend' )
+      CALL mlb_enddef( istat )             ! the handshake: a mismatch stops here, with both values
+      CALL inf_check( istat, 'inf_def: mlb_enddef' )
+   END SUBROUTINE inf_def
+
+
+   SUBROUTINE inf_put( kt, pu, pv )
+      !!----------------------------------------------------------------------
+      !! Send u and v (NEMO arrays (jpi, jpj, jpk) with their nn_hls halo: the
+      !! halo is deduced from the shape) early in the step.
+      !!----------------------------------------------------------------------
+      INTEGER, INTENT(in) :: kt
+      REAL(wp), INTENT(in) :: pu(:,:,:), pv(:,:,:)
+      INTEGER :: istat
+      CALL mlb_put( 'u', kt, pu, istat )
+      CALL inf_check( istat, 'inf_put: u' )
+      CALL mlb_put( 'v', kt, pv, istat )
+      CALL inf_check( istat, 'inf_put: v' )
+   END SUBROUTINE inf_put
+
+
+   SUBROUTINE inf_get( kt, pu_tend, pv_tend )
+      !!----------------------------------------------------------------------
+      !! Receive the tendencies late in the step (the later, the more the
+      !! servers' work overlaps NEMO's); add them to the momentum trends:
+      !!    ua(:,:,:) = ua(:,:,:) + pu_tend(:,:,:) * umask(:,:,:)
+      !!----------------------------------------------------------------------
+      INTEGER, INTENT(in) :: kt
+      REAL(wp), INTENT(inout) :: pu_tend(:,:,:), pv_tend(:,:,:)
+      INTEGER :: istat
+      CALL mlb_get( 'u_tend', kt, pu_tend, istat )
+      CALL inf_check( istat, 'inf_get: u_tend' )
+      CALL mlb_get( 'v_tend', kt, pv_tend, istat )
+      CALL inf_check( istat, 'inf_get: v_tend' )
+   END SUBROUTINE inf_get
+
+
+   SUBROUTINE inf_final
+      INTEGER :: istat
+      CALL mlb_finalize( istat )
+      CALL inf_check( istat, 'inf_final: mlb_finalize' )
+   END SUBROUTINE inf_final
+
+
+   SUBROUTINE inf_check( kstatus, cdwhat )
+      !! In NEMO: CALL ctl_stop( 'STOP', cdwhat, cmsg ), which writes ocean.output and aborts.
+      INTEGER, INTENT(in) :: kstatus
+      CHARACTER(len=*), INTENT(in) :: cdwhat
+      CHARACTER(len=1024) :: cmsg
+      IF( kstatus == MLB_OK ) RETURN
+      CALL mlb_error_message( cmsg )
+      ERROR STOP 'mlbridge error (see ctl_stop in NEMO)'
+      IF( .FALSE. ) PRINT *, cdwhat, TRIM(cmsg)   ! keeps the arguments used in this stub
+   END SUBROUTINE inf_check
+
+   !!======================================================================
+END MODULE infmod_stub
