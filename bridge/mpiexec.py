@@ -12,6 +12,7 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class MpiNotFoundError(RuntimeError):
@@ -37,7 +38,10 @@ def find_mpirun() -> str:
     override = os.environ.get("MLBRIDGE_MPIRUN")
     if override:
         if shutil.which(override) is None:
-            raise MpiNotFoundError(f"MLBRIDGE_MPIRUN={override!r} is not an executable")
+            raise MpiNotFoundError(
+                f"MLBRIDGE_MPIRUN={override!r} is not an executable "
+                "(unset it to use mpirun from PATH)"
+            )
         return shutil.which(override) or override
     found = shutil.which("mpirun")
     if found is None:
@@ -85,15 +89,53 @@ def mpirun_flags(total_ranks: int, *, bind: bool = False) -> list[str]:
     return flags
 
 
-def mpmd_command(programs: Sequence[Program], *, bind: bool = False) -> list[str]:
-    """``mpirun [flags] -np N prog args : -np M prog args ...``."""
+def output_flags(log_dir: Path | str) -> list[str]:
+    """Flags that make mpirun keep each rank's stdout and stderr in files under ``log_dir``.
+
+    Open MPI 4.1 writes ``<log_dir>/1/rank.<R>/stdout`` and ``.../stderr`` for every rank ``R``
+    of ``MPI_COMM_WORLD`` (``1`` is the job's first application context; MPMD programs share
+    it and are numbered consecutively), and still forwards everything to its own stdout/stderr.
+    Use :func:`rank_log_files` to find them.
+    """
+    return ["--output-filename", str(Path(log_dir).resolve())]
+
+
+def rank_log_files(log_dir: Path | str, rank: int) -> tuple[Path, Path]:
+    """``(stdout, stderr)`` files of world rank ``rank`` written under ``--output-filename``.
+
+    The files may not exist (a rank that printed nothing, or one that never started).
+    """
+    base = Path(log_dir)
+    found = sorted(base.glob(f"*/rank.{rank}"))
+    rank_dir = found[0] if found else base / "1" / f"rank.{rank}"
+    return rank_dir / "stdout", rank_dir / "stderr"
+
+
+def mpmd_command(
+    programs: Sequence[Program], *, bind: bool = False, log_dir: Path | str | None = None
+) -> list[str]:
+    """``mpirun [flags] -np N prog args : -np M prog args ...``.
+
+    ``log_dir`` adds :func:`output_flags` (per-rank log files).
+
+    Raises
+    ------
+    ValueError
+        If there is no program or a program has fewer than 1 rank.
+    MpiNotFoundError
+        If ``mpirun`` cannot be found.
+    """
     if not programs:
         raise ValueError("an MPI job needs at least one program")
     total = sum(p.ranks for p in programs)
     cmd = [find_mpirun(), *mpirun_flags(total, bind=bind)]
+    if log_dir is not None:
+        cmd += output_flags(log_dir)
     for index, program in enumerate(programs):
         if program.ranks < 1:
-            raise ValueError(f"program {program.argv[0]!r} needs at least 1 rank, got {program.ranks}")
+            raise ValueError(
+                f"program {program.argv[0]!r} needs at least 1 rank, got {program.ranks}"
+            )
         if index:
             cmd.append(":")
         cmd += ["-np", str(program.ranks), *program.argv]
@@ -117,6 +159,8 @@ def mpi_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     # keep Open MPI quiet about missing high-speed interconnects on a workstation
     env.setdefault("OMPI_MCA_btl_base_warn_component_unused", "0")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Fortran stdout line by line, so that per-rank logs are current when a rank dies
+    env.setdefault("GFORTRAN_UNBUFFERED_PRECONNECTED", "y")
     if extra:
         env.update(extra)
     return env

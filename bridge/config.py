@@ -1,0 +1,689 @@
+"""``coupling.toml`` -> validated, frozen dataclasses (:class:`CouplingConfig`).
+
+The file describes one coupled job (see ``docs/architecture.md``)::
+
+    transport = "mpi"              # mpi | oasis
+
+    [model]
+    executable = "toy_nemo"        # a path (relative to this file), or a name found in build/bin
+    ranks = 1
+    namelist_cfg = "namelist_cfg"  # relative to this file
+    namelist_ref = ""              # empty: the toy's own fortran_stubs/toy_nemo/namelist_ref
+    boundary = "closed"            # closed | periodic: how halos are filled at the domain edge
+
+    [server]
+    ranks = 1
+    device = "cpu"                 # auto | cpu | cuda
+    threads = 1                    # torch threads per server rank
+    timeout_s = 120.0              # every blocking wait gives up after this, with a message
+
+    [run]
+    workdir = "runs"               # run directories are created below it (relative to this file)
+    steps = 0                      # > 0: run this many steps (overrides the namelist's nn_itend)
+
+    [diagnostics]                  # optional, written by the servers into the run directory
+    timing = true                  # timing.json: seconds in transfer, inference, waiting; counts
+    netcdf = false                 # diagnostics.nc: exchanged fields and closure outputs (xarray)
+    every = 1                      # write the NetCDF record every this many exchanges
+    fields = []                    # restrict the NetCDF file to these model fields ([] = all)
+
+    [[exchange]]
+    name = "laplacian"             # optional; default: the closure name without its @version
+    closure = "laplacian"          # an analytic closure, or a registry reference name[@version]
+    inputs = { u = "u" }           # closure input -> model field sent
+    outputs = { lap_u = "u_tend" } # closure output -> model field received
+    every = 1                      # exchange every this many model steps (>= 1)
+    lag = 0                        # 0 or 1
+    on_nan = "abort"               # abort | zero
+    params = { nu = 1.0e3 }        # optional, free-form: keyword arguments of the closure
+
+Every problem found in a file is reported at once, each naming the file, the table path
+(``exchange[1].lag``, 0-based like the order of the ``[[exchange]]`` blocks) and the value found
+and expected. Relative paths are resolved against the directory of the toml file, so that the
+resolved configuration (``to_dict``) is self-contained: the launcher writes it as
+``run_config.json`` into the run directory, and the servers read it back with ``from_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TOY_NAMELIST_REF = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"
+
+TRANSPORTS = ("mpi", "oasis")
+DEVICES = ("auto", "cpu", "cuda")
+BOUNDARIES = ("closed", "periodic")
+ON_NAN = ("abort", "zero")
+LAGS = (0, 1)
+
+
+class ConfigError(ValueError):
+    """A configuration (or anything checked before launch) is invalid.
+
+    Attributes
+    ----------
+    problems : list of str
+        One line per problem, each naming the file, the field and the value.
+    source : Path or None
+        The file the problems are about, when there is one.
+    """
+
+    def __init__(self, problems: list[str] | str, source: Path | str | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = Path(source) if source is not None else None
+        head = f"{self.source}: " if self.source is not None else ""
+        if len(self.problems) == 1:
+            message = head + self.problems[0]
+        else:
+            message = (
+                head
+                + f"{len(self.problems)} problems:\n"
+                + "\n".join(f"  - {p}" for p in self.problems)
+            )
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The Fortran model: executable, ranks and NEMO-style namelists.
+
+    Attributes
+    ----------
+    executable : str
+        Absolute path, or a bare name looked up in ``<build>/bin`` then on PATH
+        (see :meth:`resolve_executable`).
+    ranks : int
+        Number of model MPI ranks (>= 1).
+    namelist_cfg : Path
+        The configuration namelist (absolute once loaded from a file).
+    namelist_ref : Path
+        The reference namelist; defaults to the toy model's ``namelist_ref``.
+    boundary : str
+        ``closed`` (halo beyond the edge is zero) or ``periodic`` (wrapped in x and y).
+    """
+
+    executable: str = "toy_nemo"
+    ranks: int = 1
+    namelist_cfg: Path = Path("namelist_cfg")
+    namelist_ref: Path = TOY_NAMELIST_REF
+    boundary: str = "closed"
+
+    def resolve_executable(self, build_dir: Path) -> Path:
+        """Return the executable's path: as given, else ``build_dir/bin/NAME``, else on PATH.
+
+        A bare name that is found nowhere resolves to ``build_dir/bin/NAME`` (which does not
+        exist), so that the error message names where it was expected.
+        """
+        if "/" in self.executable:
+            return Path(self.executable)
+        in_build = Path(build_dir) / "bin" / self.executable
+        if in_build.exists():
+            return in_build
+        on_path = shutil.which(self.executable)
+        return Path(on_path) if on_path else in_build
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The Python inference servers.
+
+    Attributes
+    ----------
+    ranks : int
+        Number of server MPI ranks (>= 1).
+    device : str
+        ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    threads : int
+        Torch intra-op threads per server rank.
+    timeout_s : float
+        Seconds after which any blocking wait gives up with a message.
+    """
+
+    ranks: int = 1
+    device: str = "cpu"
+    threads: int = 1
+    timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how long to run.
+
+    Attributes
+    ----------
+    workdir : Path
+        Directory below which each run gets its own directory.
+    steps : int
+        Number of model steps to run; 0 keeps the namelist's ``nn_it000 .. nn_itend``.
+    """
+
+    workdir: Path = Path("runs")
+    steps: int = 0
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    """What the servers write into the run directory at the end of a run.
+
+    Attributes
+    ----------
+    timing : bool
+        Write ``timing.json`` (seconds in transfer, inference and waiting; counts).
+    netcdf : bool
+        Write ``diagnostics.nc`` with the exchanged fields and closure outputs.
+    every : int
+        Write a NetCDF record every this many exchanges (>= 1).
+    fields : tuple of str
+        Model fields to write to NetCDF; empty means all exchanged fields.
+    """
+
+    timing: bool = True
+    netcdf: bool = False
+    every: int = 1
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExchangeConfig:
+    """One closure coupled to the model.
+
+    Attributes
+    ----------
+    name : str
+        Unique name of the exchange (diagnostics, timing); default: the closure's name.
+    closure : str
+        Analytic closure name, or registry reference ``name[@version]``.
+    inputs : dict of str to str
+        Closure input name -> model field sent.
+    outputs : dict of str to str
+        Closure output name -> model field received.
+    every : int
+        Exchange every this many model steps (>= 1).
+    lag : int
+        0: outputs of step kt come back at kt; 1: at kt + every.
+    on_nan : str
+        ``abort`` the run, or replace non-finite outputs by ``zero``.
+    params : dict
+        Free-form closure parameters (keyword arguments of the closure).
+    """
+
+    closure: str
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    name: str = ""
+    every: int = 1
+    lag: int = 0
+    on_nan: str = "abort"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CouplingConfig:
+    """A whole ``coupling.toml``, validated, with paths resolved.
+
+    Attributes
+    ----------
+    transport : str
+        ``mpi`` or ``oasis``.
+    model, server, run, diagnostics
+        The tables of the same name.
+    exchanges : tuple of ExchangeConfig
+        The ``[[exchange]]`` blocks in file order; empty: the model runs alone.
+    source : Path or None
+        The file this was read from (None when built in code).
+    """
+
+    model: ModelConfig = ModelConfig()
+    server: ServerConfig = ServerConfig()
+    run: RunConfig = RunConfig()
+    exchanges: tuple[ExchangeConfig, ...] = ()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+    transport: str = "mpi"
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def coupled(self) -> bool:
+        """True when there is at least one exchange (servers are started)."""
+        return bool(self.exchanges)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable form (paths as absolute strings), read back by ``from_dict``."""
+        return {
+            "transport": self.transport,
+            "model": {
+                "executable": self.model.executable,
+                "ranks": self.model.ranks,
+                "namelist_cfg": str(self.model.namelist_cfg),
+                "namelist_ref": str(self.model.namelist_ref),
+                "boundary": self.model.boundary,
+            },
+            "server": dataclasses.asdict(self.server),
+            "run": {"workdir": str(self.run.workdir), "steps": self.run.steps},
+            "diagnostics": {
+                "timing": self.diagnostics.timing,
+                "netcdf": self.diagnostics.netcdf,
+                "every": self.diagnostics.every,
+                "fields": list(self.diagnostics.fields),
+            },
+            "exchange": [
+                {
+                    "name": ex.name,
+                    "closure": ex.closure,
+                    "inputs": dict(ex.inputs),
+                    "outputs": dict(ex.outputs),
+                    "every": ex.every,
+                    "lag": ex.lag,
+                    "on_nan": ex.on_nan,
+                    "params": json.loads(json.dumps(ex.params)),
+                }
+                for ex in self.exchanges
+            ],
+        }
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        base_dir: Path | None = None,
+        source: Path | str | None = None,
+    ) -> CouplingConfig:
+        """Validate a parsed ``coupling.toml`` (or ``run_config.json``) and build the config.
+
+        Parameters
+        ----------
+        data
+            The parsed document.
+        base_dir
+            Directory relative paths are resolved against (default: that of ``source``, else
+            the current directory).
+        source
+            The file ``data`` came from, named in error messages.
+
+        Raises
+        ------
+        ConfigError
+            Listing every unknown key, wrong type and out-of-range value found.
+        """
+        src = Path(source).resolve() if source is not None else None
+        if base_dir is None:
+            base_dir = src.parent if src is not None else Path.cwd()
+        parser = _Parser(Path(base_dir).resolve())
+        config = parser.coupling(data)
+        if parser.problems:
+            raise ConfigError(parser.problems, src)
+        return dataclasses.replace(config, source=src)
+
+    def with_overrides(
+        self,
+        *,
+        model_ranks: int | None = None,
+        server_ranks: int | None = None,
+        steps: int | None = None,
+        workdir: Path | str | None = None,
+    ) -> CouplingConfig:
+        """Return a copy with command-line overrides applied (None keeps the value).
+
+        Raises
+        ------
+        ConfigError
+            If a rank count or the number of steps is below 1.
+        """
+        problems = []
+        for flag, value in (
+            ("--model-ranks", model_ranks),
+            ("--server-ranks", server_ranks),
+            ("--steps", steps),
+        ):
+            if value is not None and (isinstance(value, bool) or int(value) < 1):
+                problems.append(f"{flag}: expected an integer >= 1, got {value!r}")
+        if problems:
+            raise ConfigError(problems)
+        model = self.model
+        if model_ranks is not None:
+            model = dataclasses.replace(model, ranks=int(model_ranks))
+        server = self.server
+        if server_ranks is not None:
+            server = dataclasses.replace(server, ranks=int(server_ranks))
+        run = self.run
+        if steps is not None:
+            run = dataclasses.replace(run, steps=int(steps))
+        if workdir is not None:
+            run = dataclasses.replace(run, workdir=Path(workdir).resolve())
+        return dataclasses.replace(self, model=model, server=server, run=run)
+
+
+def load_config(path: Path | str) -> CouplingConfig:
+    """Read and validate a ``coupling.toml`` (or a ``run_config.json`` written by the launcher).
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not valid TOML/JSON, or does not follow the schema; the
+        message names the file, the table path and the value.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", path) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror}", path) from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise ConfigError(f"not valid {kind}: {err}", path) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a table at the top level, got {type(data).__name__}", path)
+    return CouplingConfig.from_dict(data, source=path)
+
+
+def write_config_json(config: CouplingConfig, path: Path) -> Path:
+    """Write ``config.to_dict()`` as indented JSON to ``path``; return the path.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be written.
+    """
+    path.write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+# --- validation -----------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+class _Parser:
+    """Collects every problem of a document instead of stopping at the first."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    # -- primitives
+
+    def bad(self, where: str, value: Any, expected: str) -> None:
+        self.problems.append(f"{where} = {_show(value)}: expected {expected}")
+
+    def table(self, data: Mapping[str, Any], where: str, known: tuple[str, ...]) -> None:
+        for key in data:
+            if key not in known:
+                self.problems.append(
+                    f"{_join(where, key)}: unknown key (known keys: {', '.join(known)})"
+                )
+
+    def get(
+        self,
+        data: Mapping[str, Any],
+        where: str,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any,
+        *,
+        expected: str,
+        check: Callable[[Any], bool] | None = None,
+    ) -> Any:
+        value = data.get(key, _MISSING)
+        path = _join(where, key)
+        if value is _MISSING:
+            if default is _MISSING:
+                self.problems.append(f"{path}: missing (expected {expected})")
+            return None if default is _MISSING else default
+        # bool is an int in Python, but `ranks = true` is a mistake
+        ok_type = isinstance(value, kind) and not (
+            isinstance(value, bool) and bool not in _as_tuple(kind)
+        )
+        if not ok_type or (check is not None and not check(value)):
+            self.bad(path, value, expected)
+            return None if default is _MISSING else default
+        if float in _as_tuple(kind) and not isinstance(value, bool):
+            value = float(value)
+        return value
+
+    def positive_int(self, data: Mapping[str, Any], where: str, key: str, default: Any) -> Any:
+        return self.get(
+            data, where, key, int, default, expected="an integer >= 1", check=lambda v: v >= 1
+        )
+
+    def choice(
+        self, data: Mapping[str, Any], where: str, key: str, choices: tuple, default: Any
+    ) -> Any:
+        kind = type(choices[0])
+        expected = "one of " + ", ".join(_show(c) for c in choices)
+        return self.get(
+            data, where, key, kind, default, expected=expected, check=lambda v: v in choices
+        )
+
+    def path(self, value: str) -> Path:
+        return (self.base_dir / Path(value).expanduser()).resolve()
+
+    def sub_table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.bad(key, value, "a table")
+            return {}
+        return value
+
+    # -- tables
+
+    def coupling(self, data: Mapping[str, Any]) -> CouplingConfig:
+        self.table(data, "", ("transport", "model", "server", "run", "diagnostics", "exchange"))
+        transport = self.choice(data, "", "transport", TRANSPORTS, "mpi")
+        model = self.model(self.sub_table(data, "model"))
+        server = self.server(self.sub_table(data, "server"))
+        run = self.run(self.sub_table(data, "run"))
+        diagnostics = self.diagnostics(self.sub_table(data, "diagnostics"))
+        raw_exchanges = data.get("exchange", [])
+        if not isinstance(raw_exchanges, list):
+            self.bad("exchange", raw_exchanges, "an array of tables ([[exchange]] blocks)")
+            raw_exchanges = []
+        exchanges = []
+        for index, raw in enumerate(raw_exchanges):
+            if not isinstance(raw, dict):
+                self.bad(f"exchange[{index}]", raw, "a table")
+                continue
+            exchanges.append(self.exchange(raw, index))
+        exchanges = self.unique_names(exchanges)
+        self.check_received_fields(exchanges)
+        return CouplingConfig(
+            transport=transport,
+            model=model,
+            server=server,
+            run=run,
+            exchanges=tuple(exchanges),
+            diagnostics=diagnostics,
+        )
+
+    def model(self, data: Mapping[str, Any]) -> ModelConfig:
+        where = "model"
+        self.table(data, where, ("executable", "ranks", "namelist_cfg", "namelist_ref", "boundary"))
+        nonempty = {"expected": "a non-empty string", "check": lambda v: bool(v.strip())}
+        exe = self.get(data, where, "executable", str, "toy_nemo", **nonempty)
+        if "/" in exe:
+            exe = str(self.path(exe))
+        cfg = self.get(data, where, "namelist_cfg", str, "namelist_cfg", **nonempty)
+        ref = self.get(data, where, "namelist_ref", str, "", expected="a string (empty: the toy's)")
+        return ModelConfig(
+            executable=exe,
+            ranks=self.positive_int(data, where, "ranks", 1),
+            namelist_cfg=self.path(cfg),
+            namelist_ref=self.path(ref) if ref.strip() else TOY_NAMELIST_REF,
+            boundary=self.choice(data, where, "boundary", BOUNDARIES, "closed"),
+        )
+
+    def server(self, data: Mapping[str, Any]) -> ServerConfig:
+        where = "server"
+        self.table(data, where, ("ranks", "device", "threads", "timeout_s"))
+        return ServerConfig(
+            ranks=self.positive_int(data, where, "ranks", 1),
+            device=self.choice(data, where, "device", DEVICES, "cpu"),
+            threads=self.positive_int(data, where, "threads", 1),
+            timeout_s=self.get(
+                data,
+                where,
+                "timeout_s",
+                (int, float),
+                120.0,
+                expected="a number of seconds > 0",
+                check=lambda v: v > 0,
+            ),
+        )
+
+    def run(self, data: Mapping[str, Any]) -> RunConfig:
+        where = "run"
+        self.table(data, where, ("workdir", "steps"))
+        workdir = self.get(
+            data, where, "workdir", str, "runs", expected="a non-empty string", check=str.strip
+        )
+        steps = self.get(
+            data,
+            where,
+            "steps",
+            int,
+            0,
+            expected="an integer >= 0 (0: the namelist's)",
+            check=lambda v: v >= 0,
+        )
+        return RunConfig(workdir=self.path(workdir), steps=steps)
+
+    def diagnostics(self, data: Mapping[str, Any]) -> DiagnosticsConfig:
+        where = "diagnostics"
+        self.table(data, where, ("timing", "netcdf", "every", "fields"))
+        fields = self.get(
+            data,
+            where,
+            "fields",
+            list,
+            [],
+            expected="an array of model field names",
+            check=lambda v: all(isinstance(x, str) for x in v),
+        )
+        return DiagnosticsConfig(
+            timing=self.get(data, where, "timing", bool, True, expected="true or false"),
+            netcdf=self.get(data, where, "netcdf", bool, False, expected="true or false"),
+            every=self.positive_int(data, where, "every", 1),
+            fields=tuple(fields),
+        )
+
+    def exchange(self, data: Mapping[str, Any], index: int) -> ExchangeConfig:
+        where = f"exchange[{index}]"
+        self.table(
+            data,
+            where,
+            ("name", "closure", "inputs", "outputs", "every", "lag", "on_nan", "params"),
+        )
+        closure = self.get(
+            data,
+            where,
+            "closure",
+            str,
+            _MISSING,
+            expected="a closure name or registry reference name[@version]",
+            check=lambda v: bool(v.strip()),
+        )
+        mapping = {
+            "expected": "a table of closure name -> model field name (strings)",
+            "check": lambda v: (
+                bool(v)
+                and all(isinstance(k, str) and isinstance(x, str) and x for k, x in v.items())
+            ),
+        }
+        inputs = self.get(data, where, "inputs", dict, _MISSING, **mapping)
+        outputs = self.get(data, where, "outputs", dict, _MISSING, **mapping)
+        name = self.get(
+            data, where, "name", str, "", expected="a non-empty string", check=str.strip
+        )
+        return ExchangeConfig(
+            name=name,  # empty: given a default by unique_names
+            closure=closure or "",
+            inputs=dict(inputs or {}),
+            outputs=dict(outputs or {}),
+            every=self.positive_int(data, where, "every", 1),
+            lag=self.choice(data, where, "lag", LAGS, 0),
+            on_nan=self.choice(data, where, "on_nan", ON_NAN, "abort"),
+            params=dict(
+                self.get(
+                    data,
+                    where,
+                    "params",
+                    dict,
+                    {},
+                    expected="a table of JSON-like values (no dates)",
+                    check=_json_like,
+                )
+            ),
+        )
+
+    def unique_names(self, exchanges: list[ExchangeConfig]) -> list[ExchangeConfig]:
+        """Refuse repeated explicit names; name the others after their closure (``_2``...)."""
+        taken: dict[str, int] = {}
+        for index, ex in enumerate(exchanges):
+            if not ex.name:
+                continue
+            if ex.name in taken:
+                self.problems.append(
+                    f"exchange[{index}].name = {_show(ex.name)}: already the name of "
+                    f"exchange[{taken[ex.name]}] (give each exchange its own name)"
+                )
+            taken.setdefault(ex.name, index)
+        named = []
+        for index, ex in enumerate(exchanges):
+            if not ex.name:
+                base = ex.closure.split("@", 1)[0] or f"exchange{index}"
+                name, n = base, 1
+                while name in taken:
+                    n += 1
+                    name = f"{base}_{n}"
+                taken[name] = index
+                ex = dataclasses.replace(ex, name=name)
+            named.append(ex)
+        return named
+
+    def check_received_fields(self, exchanges: list[ExchangeConfig]) -> None:
+        receiver: dict[str, str] = {}
+        for index, ex in enumerate(exchanges):
+            for output, model_field in ex.outputs.items():
+                here = f"exchange[{index}].outputs.{output}"
+                if model_field in receiver:
+                    self.problems.append(
+                        f"{here} = {_show(model_field)}: model field {model_field!r} is already "
+                        f"received by {receiver[model_field]} (a model field can receive "
+                        "from one closure output only)"
+                    )
+                else:
+                    receiver[model_field] = here
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _show(value: Any) -> str:
+    """A value as it would be written in the toml file (``true``, ``"gpu"``, ``2``)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _json_like(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)

@@ -1,0 +1,281 @@
+"""Checks run before a job starts, so that nothing is launched that is bound to fail.
+
+Each check is a small function of a :class:`LaunchContext` that yields one line per problem
+found (naming the file, field or value it is about). :func:`validate_before_launch` runs them all
+and raises one :class:`ConfigError` listing every problem. To add a check, write such a function
+and pass ``checks=(*DEFAULT_CHECKS, my_check)``, or add it to ``DEFAULT_CHECKS`` here.
+
+Checks that need the namelists are skipped when those could not be read: that failure is
+reported once, by :func:`check_namelists`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.build import default_build_dir
+from bridge.config import ConfigError, CouplingConfig
+from bridge.mpiexec import MpiNotFoundError, find_mpirun
+from bridge.namelist import (
+    NamelistError,
+    NemoNamelist,
+    read_namelists,
+    restart_file,
+    run_patch,
+)
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """What the checks look at.
+
+    Attributes
+    ----------
+    config : CouplingConfig
+        The configuration, overrides applied.
+    namelist : NemoNamelist or None
+        The merged namelists as the model will read them (run patch applied), or None when they
+        could not be read.
+    namelist_error : str or None
+        Why the namelists could not be read.
+    build_dir : Path
+        Where bare executable names are looked up (``<build_dir>/bin``).
+    """
+
+    config: CouplingConfig
+    namelist: NemoNamelist | None
+    namelist_error: str | None
+    build_dir: Path
+
+    @property
+    def executable(self) -> Path:
+        """The model executable as it will be started."""
+        return self.config.model.resolve_executable(self.build_dir)
+
+    @property
+    def steps(self) -> int | None:
+        """Number of model steps of the run, None when unknown."""
+        if self.namelist is None:
+            return None
+        try:
+            return self.namelist.steps
+        except NamelistError:
+            return None
+
+
+Check = Callable[[LaunchContext], Iterable[str]]
+
+
+def check_mpirun(ctx: LaunchContext) -> Iterator[str]:
+    """``mpirun`` (or ``$MLBRIDGE_MPIRUN``) can be found."""
+    try:
+        find_mpirun()
+    except MpiNotFoundError as err:
+        yield str(err)
+
+
+def check_executable(ctx: LaunchContext) -> Iterator[str]:
+    """The model executable exists and is executable."""
+    exe = ctx.executable
+    hint = f" (run `mlbridge build --build-dir {ctx.build_dir}` to build it)"
+    where = f'model.executable = "{ctx.config.model.executable}"'
+    if not exe.exists():
+        yield f"{where}: {exe} does not exist{hint}"
+    elif not exe.is_file():
+        yield f"{where}: {exe} is not a file"
+    elif not os.access(exe, os.X_OK):
+        yield f"{where}: {exe} is not executable (chmod +x, or rebuild{hint})"
+
+
+def check_namelists(ctx: LaunchContext) -> Iterator[str]:
+    """The namelists exist and are readable (reported once, here)."""
+    if ctx.namelist_error:
+        yield ctx.namelist_error
+
+
+def check_time(ctx: LaunchContext) -> Iterator[str]:
+    """The time step is positive and the run has at least one step."""
+    nml = ctx.namelist
+    if nml is None:
+        return
+    try:
+        if nml.dt <= 0:
+            yield f"{nml.where('namdom', 'rn_Dt')} = {nml.dt}: the time step must be > 0"
+    except NamelistError as err:
+        yield str(err)
+    try:
+        if nml.itend < nml.it000:
+            yield (
+                f"{nml.where('namrun', 'nn_itend')} = {nml.itend} is before "
+                f"&namrun nn_it000 = {nml.it000}: the run has no step"
+            )
+    except NamelistError as err:
+        yield str(err)
+
+
+def check_decomposition(ctx: LaunchContext) -> Iterator[str]:
+    """``jpni * jpnj`` matches the model ranks, and there are not more ranks than columns."""
+    nml = ctx.namelist
+    if nml is None:
+        return
+    ranks = ctx.config.model.ranks
+    try:
+        decomposition = nml.decomposition
+    except NamelistError as err:
+        yield str(err)
+        decomposition = None
+    if decomposition is not None and decomposition[0] * decomposition[1] != ranks:
+        jpni, jpnj = decomposition
+        yield (
+            f"{nml.where('nammpp', 'jpni')} = {jpni}, jpnj = {jpnj}: {jpni * jpnj} subdomains "
+            f"but model.ranks = {ranks} (set jpni = jpnj = 0, or use --model-ranks)"
+        )
+    try:
+        grid = nml.grid
+    except NamelistError as err:
+        yield str(err)
+        return
+    if ranks > grid.columns:
+        yield (
+            f"model.ranks = {ranks}: more ranks than the {grid.nx} x {grid.ny} = {grid.columns} "
+            f"grid columns of {nml.where('namusr_def')}"
+        )
+    if decomposition is not None and (decomposition[0] > grid.nx or decomposition[1] > grid.ny):
+        yield (
+            f"{nml.where('nammpp', 'jpni')} = {decomposition[0]}, jpnj = {decomposition[1]}: "
+            f"more subdomains than grid points ({grid.nx} x {grid.ny})"
+        )
+
+
+def check_exchange_frequency(ctx: LaunchContext) -> Iterator[str]:
+    """No exchange is less frequent than the whole run (it would never happen)."""
+    steps = ctx.steps
+    if steps is None or steps < 1:
+        return
+    for index, exchange in enumerate(ctx.config.exchanges):
+        if exchange.every > steps:
+            yield (
+                f"exchange[{index}].every = {exchange.every}: longer than the run "
+                f"({steps} steps): the closure {exchange.closure!r} would never be called"
+            )
+
+
+def check_restart(ctx: LaunchContext) -> Iterator[str]:
+    """With ``ln_rstart``, the restart file exists."""
+    nml = ctx.namelist
+    if nml is None:
+        return
+    try:
+        restart = restart_file(nml)
+    except NamelistError as err:
+        yield str(err)
+        return
+    if restart is not None and not restart.is_file():
+        yield f"{nml.where('namrun', 'cn_ocerst_in')}: restart file {restart} not found"
+
+
+def check_workdir(ctx: LaunchContext) -> Iterator[str]:
+    """The work directory exists and is writable, or can be created."""
+    workdir = ctx.config.run.workdir
+    existing = next((p for p in (workdir, *workdir.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        yield f'run.workdir = "{workdir}": {existing} is not a directory'
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        yield f'run.workdir = "{workdir}": {existing} is not writable'
+
+
+DEFAULT_CHECKS: tuple[Check, ...] = (
+    check_mpirun,
+    check_executable,
+    check_namelists,
+    check_time,
+    check_decomposition,
+    check_exchange_frequency,
+    check_restart,
+    check_workdir,
+)
+
+
+def load_run_namelist(config: CouplingConfig, *, model_ranks_changed: bool = False) -> NemoNamelist:
+    """The merged namelists as the model will read them: the run's patch applied.
+
+    Parameters
+    ----------
+    config
+        The configuration (``run.steps`` > 0 patches ``nn_itend``; ``&nammlb ln_mlb`` is set
+        to whether there is an ``[[exchange]]``).
+    model_ranks_changed
+        True when the model rank count was overridden on the command line: a ``jpni x jpnj``
+        that does not match it is reset to 0 x 0 (the model chooses).
+
+    Raises
+    ------
+    NamelistError
+        If the namelists cannot be read or merged.
+    """
+    nml = read_namelists(config.model.namelist_ref, config.model.namelist_cfg)
+    patch = run_patch(
+        nml,
+        steps=config.run.steps or None,
+        model_ranks=config.model.ranks if model_ranks_changed else None,
+        coupled=config.coupled,
+    )
+    return nml.with_patch(patch)
+
+
+def find_problems(
+    config: CouplingConfig,
+    namelist: NemoNamelist | None = None,
+    *,
+    build_dir: Path | None = None,
+    checks: Sequence[Check] = DEFAULT_CHECKS,
+) -> list[str]:
+    """Run ``checks`` and return every problem found (empty: ready to launch).
+
+    ``namelist`` None: the namelists are read from the config (without patch).
+    """
+    error = None
+    if namelist is None:
+        try:
+            namelist = load_run_namelist(config)
+        except NamelistError as err:
+            error = str(err)
+    ctx = LaunchContext(config, namelist, error, Path(build_dir or default_build_dir()))
+    problems: list[str] = []
+    for check in checks:
+        problems.extend(check(ctx))
+    return problems
+
+
+def validate_before_launch(
+    config: CouplingConfig,
+    namelist: NemoNamelist | None = None,
+    *,
+    build_dir: Path | None = None,
+    checks: Sequence[Check] = DEFAULT_CHECKS,
+) -> None:
+    """Check everything that can be checked before launching; raise if anything is wrong.
+
+    Parameters
+    ----------
+    config
+        The configuration, overrides applied.
+    namelist
+        The merged namelists as the model will read them (None: read them from the config).
+    build_dir
+        Where bare executable names are looked up (default: ``build/`` or
+        ``$MLBRIDGE_BUILD_DIR``).
+    checks
+        The check functions to run.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem found, each naming its file, field and value.
+    """
+    problems = find_problems(config, namelist, build_dir=build_dir, checks=checks)
+    if problems:
+        raise ConfigError(problems, config.source)
