@@ -97,20 +97,27 @@ def build(
     bdir = (build_dir or default_build_dir()).resolve()
     build_type = "Debug" if debug else "Release"
     cache = bdir / "CMakeCache.txt"
-    configured = cache.is_file() and _cache_value(cache.read_text(), "CMAKE_BUILD_TYPE") == build_type
+    configured = (
+        cache.is_file() and _cache_value(cache.read_text(), "CMAKE_BUILD_TYPE") == build_type
+    )
     if not configured:
         _run(
             [cmake, "-S", str(SOURCE_DIR), "-B", str(bdir), f"-DCMAKE_BUILD_TYPE={build_type}"],
             "CMake configure",
             quiet,
         )
-    _run([cmake, "--build", str(bdir), "-j", str(jobs or os.cpu_count() or 1)], "CMake build", quiet)
+    _run(
+        [cmake, "--build", str(bdir), "-j", str(jobs or os.cpu_count() or 1)], "CMake build", quiet
+    )
     return read_build_info(bdir)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--build-dir", type=Path, default=None, help="build directory (default: build/ or $MLBRIDGE_BUILD_DIR)"
+        "--build-dir",
+        type=Path,
+        default=None,
+        help="build directory (default: build/ or $MLBRIDGE_BUILD_DIR)",
     )
     parser.add_argument("--debug", action="store_true", help="debug build with -Wall -fcheck=all")
     parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel build jobs")

@@ -18,7 +18,7 @@ def build_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def fortran_build() -> Path:
-    """Build (or bring up to date) the Fortran side with ``mlbridge build``; return the build dir."""
+    """Build (or update) the Fortran side with ``mlbridge build``; return the build dir."""
     bdir = build_dir()
     proc = subprocess.run(
         [sys.executable, "-m", "bridge.cli", "build", "--build-dir", str(bdir)],

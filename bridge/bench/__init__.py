@@ -11,9 +11,15 @@ import importlib
 
 BENCHES: dict[str, tuple[str, str]] = {
     "model": ("bridge.bench.model", "toy model alone: cell-updates/s and seconds per model year"),
-    "exchange": ("bridge.bench.exchange", "bridge round trip vs raw MPI ping-pong of the same bytes"),
+    "exchange": (
+        "bridge.bench.exchange",
+        "bridge round trip vs raw MPI ping-pong of the same bytes",
+    ),
     "coupled": ("bridge.bench.coupled", "model step, closure alone, coupled step (lag 0 and 1)"),
-    "closure": ("bridge.bench.closure", "closure forward time, levels batched vs one call per level"),
+    "closure": (
+        "bridge.bench.closure",
+        "closure forward time, levels batched vs one call per level",
+    ),
 }
 
 EXAMPLES = "  mlbridge bench model --repeats 3\n  mlbridge bench exchange --transport mpi\n"
@@ -23,7 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for name, (module_name, summary) in BENCHES.items():
         p = sub.add_parser(
-            name, help=summary, description=summary, formatter_class=argparse.RawDescriptionHelpFormatter
+            name,
+            help=summary,
+            description=summary,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.set_defaults(_bench_module=module_name)
         p.add_argument("--repeats", type=int, default=3, help="repeats; medians are reported")
