@@ -1,8 +1,7 @@
 """``mlbridge run``: mpirun flags, run directories, validation, and real launches.
 
-The launches use a small shell stand-in for the model (it reads the namelists, writes
-``time.step`` and ``ocean.output`` like the toy) so that the launcher is tested on its own;
-the tests at the end run the real toy model from ``examples/coarse``.
+Every launch runs the real toy model (``build/bin/toy_nemo``) under the real ``mpirun``; the
+validation tests use the toy's own ``namelist_ref`` with small ``namelist_cfg`` overrides.
 """
 
 from __future__ import annotations
@@ -20,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge import launcher, mpiexec
+from bridge import mpiexec
 from bridge.config import ConfigError, load_config, write_config_json
 from bridge.launcher import (
-    RunResult,
     _alive,
     failing_ranks,
     format_timing,
@@ -40,70 +38,22 @@ from bridge.validate import find_problems
 REPO = Path(__file__).resolve().parents[1]
 COARSE = REPO / "examples" / "coarse" / "coupling.toml"
 
-FAKE_MODEL = r"""#!/bin/sh
-# Stand-in for a NEMO-like model: reads its namelists, writes time.step and ocean.output.
-get() {
-  for f in namelist_cfg namelist_ref; do
-    v=$(sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*\([^ !]*\).*/\1/p" $f | tail -1)
-    if [ -n "$v" ]; then echo "$v" | tr -d "'\""; return; fi
-  done
-}
-rank=${OMPI_COMM_WORLD_RANK:-0}
-it000=$(get nn_it000); itend=$(get nn_itend); mode=$(get cn_mode); pause=$(get rn_pause)
-[ "$rank" = 0 ] && echo " fake model: steps $it000 to $itend, mode $mode" > ocean.output
-echo "fake model rank $rank starting"
-kt=$it000
-while [ "$kt" -le "$itend" ]; do
-  if [ "$mode" = fail ] && [ "$kt" -eq $((it000 + 1)) ] && [ "$rank" = 0 ]; then
-    echo " ===>>> : E R R O R" >> ocean.output
-    echo "         &namfake cn_mode = fail: failing on purpose at step $kt" >> ocean.output
-    echo " E R R O R: &namfake cn_mode = fail at step $kt" >&2
-    exit 3
-  fi
-  [ "$mode" = early ] && [ "$kt" -eq $((it000 + 1)) ] && exit 0
-  [ "$rank" = 0 ] && echo "$kt" > time.step
-  sleep "$pause"
-  kt=$((kt + 1))
-done
-[ "$mode" = linger ] && sleep 30
-echo "fake model rank $rank done"
-"""
-
-FAKE_REF = """\
-&namrun
-   cn_exp = "FAKE"
-   nn_it000 = 1
-   nn_itend = 10
-/
-&namdom
-   rn_Dt = 60.
-/
-&namusr_def
-   nn_nx = 8
-   nn_ny = 6
-   nn_nz = 2
-/
-&nammpp
-   jpni = 0
-   jpnj = 0
-/
-&namfake
-   cn_mode = "ok"
-   rn_pause = 0.01
-/
-"""
+TOY_REF = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"
 
 
-def make_case(tmp_path: Path, cfg: str = "", toml_extra: str = "", ranks: int = 2) -> Path:
-    """A coupling.toml running the fake model; returns its path."""
-    exe = tmp_path / "fake_model"
-    exe.write_text(FAKE_MODEL)
-    exe.chmod(0o755)
-    (tmp_path / "namelist_ref").write_text(FAKE_REF)
+def make_case(
+    tmp_path: Path, cfg: str = "", toml_extra: str = "", ranks: int = 2, exe: Path | None = None
+) -> Path:
+    """A coupling.toml running the toy (``exe``, else a copy that tests may break); its path."""
+    if exe is None:
+        exe = tmp_path / "toy_nemo_copy"
+        exe.write_bytes(b"")
+        exe.chmod(0o755)
+    (tmp_path / "namelist_ref").write_text(TOY_REF.read_text())
     (tmp_path / "namelist_cfg").write_text(cfg)
     toml = tmp_path / "coupling.toml"
     toml.write_text(
-        f'[model]\nexecutable = "./fake_model"\nranks = {ranks}\n'
+        f'[model]\nexecutable = "{exe}"\nranks = {ranks}\n'
         f'namelist_ref = "namelist_ref"\n[run]\nworkdir = "runs"\n{toml_extra}'
     )
     return toml
@@ -247,7 +197,7 @@ def test_validation_lists_every_problem(tmp_path: Path) -> None:
         "&nammpp\n jpni = 3\n jpnj = 1\n/\n"
     )
     toml = make_case(tmp_path, cfg=cfg, ranks=2)
-    (tmp_path / "fake_model").chmod(0o644)
+    (tmp_path / "toy_nemo_copy").chmod(0o644)
     problems = find_problems(load_config(toml), build_dir=tmp_path)
     text = "\n".join(problems)
     assert "model.executable" in text and "is not executable" in text
@@ -261,7 +211,8 @@ def test_validation_ranks_columns_and_frequency(tmp_path: Path) -> None:
     extra = (
         '[[exchange]]\nclosure = "c"\ninputs = {a = "u"}\noutputs = {b = "u_tend"}\nevery = 50\n'
     )
-    toml = make_case(tmp_path, toml_extra=extra, ranks=49)
+    cfg = "&namrun\n nn_it000 = 1\n nn_itend = 10\n/\n&namusr_def\n nn_nx = 8\n nn_ny = 6\n/\n"
+    toml = make_case(tmp_path, cfg=cfg, toml_extra=extra, ranks=49)
     problems = find_problems(load_config(toml), build_dir=tmp_path)
     assert any(
         "model.ranks = 49: more ranks than the 8 x 6 = 48 grid columns" in p for p in problems
@@ -275,7 +226,7 @@ def test_missing_executable_and_mpirun_are_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     toml = make_case(tmp_path)
-    toml.write_text(toml.read_text().replace('"./fake_model"', '"toy_nemo_missing"'))
+    toml.write_text(toml.read_text().replace(str(tmp_path / "toy_nemo_copy"), "toy_nemo_missing"))
     monkeypatch.setenv("MLBRIDGE_MPIRUN", "/nonexistent")
     with pytest.raises(ConfigError) as info:
         launch(toml, build_dir=tmp_path / "build")
@@ -302,83 +253,6 @@ def test_cli_exit_status_2_on_config_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert 'server.device = "gpu"' in proc.stderr and str(toml) in proc.stderr
-
-
-# --- launches of the stand-in model ----------------------------------------------------------
-
-
-def test_fake_run_succeeds_and_fills_its_run_dir(tmp_path: Path) -> None:
-    toml = make_case(tmp_path, cfg="&namrun\n nn_itend = 50\n/\n", ranks=2)
-    result = launch(toml, steps=6, quiet=True)
-    assert isinstance(result, RunResult)
-    assert result.returncode == 0, result.problems
-    assert result.reached_step == 6 == result.last_step
-    run_dir = result.run_dir
-    assert run_dir.parent == (tmp_path / "runs").resolve()
-    assert run_dir.name.startswith("FAKE_")
-    for name in ("namelist_ref", "namelist_cfg", "run_config.json", "mpirun.log", "command.txt"):
-        assert (run_dir / name).is_file(), name
-    assert "nn_itend = 6" in (run_dir / "namelist_cfg").read_text()
-    assert json.loads((run_dir / "run_config.json").read_text())["run"]["steps"] == 6
-    assert [log.label for log in result.rank_logs] == ["model 0", "model 1"]
-    assert "fake model rank 1 done" in result.rank_logs[1].stdout.read_text()
-    assert not live_job_processes(run_dir)
-
-
-def test_fake_run_model_ranks_override_resets_decomposition(tmp_path: Path) -> None:
-    toml = make_case(tmp_path, cfg="&nammpp\n jpni = 2\n jpnj = 1\n/\n", ranks=2)
-    result = launch(toml, model_ranks=1, steps=2, quiet=True)
-    assert result.ok
-    text = (result.run_dir / "namelist_cfg").read_text()
-    assert "jpni = 0" in text and "jpnj = 0" in text
-    assert len(result.rank_logs) == 1
-
-
-def test_fake_run_failure_reports_rank_and_ocean_output(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    toml = make_case(tmp_path, cfg='&namfake\n cn_mode = "fail"\n/\n')
-    result = launch(toml, quiet=True)
-    assert result.returncode == 3
-    err = capsys.readouterr().err
-    assert "FAILED with status 3" in err
-    assert "model 0 (world rank 0): exit status 3" in err
-    assert "failing on purpose at step 2" in err  # from ocean.output
-    assert "cn_mode = fail at step 2" in err  # from the rank's stderr log
-
-
-def test_model_that_stops_early_counts_as_failed(tmp_path: Path) -> None:
-    toml = make_case(tmp_path, cfg='&namfake\n cn_mode = "early"\n/\n')
-    result = launch(toml, quiet=True)
-    assert result.returncode == 1
-    assert any("stopped at step 1, before its last step 10" in p for p in result.problems)
-
-
-def test_job_lingering_after_the_last_step_is_stopped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(launcher, "LINGER_GRACE_S", 0.5)
-    toml = make_case(tmp_path, cfg='&namfake\n cn_mode = "linger"\n/\n')
-    toml.write_text(toml.read_text() + "[server]\ntimeout_s = 0.5\n")
-    start = time.monotonic()
-    result = launch(toml, steps=2, quiet=True, grace_s=2)
-    assert time.monotonic() - start < 15
-    assert result.returncode != 0
-    assert "still running 1 s after the model's last step" in result.problems[0]
-    assert not live_job_processes(result.run_dir)
-
-
-def test_timing_summary_is_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    toml = make_case(tmp_path)
-    # the stand-in plays the server's part too: it leaves a timing.json in its run dir
-    exe = tmp_path / "fake_model"
-    exe.write_text(
-        exe.read_text() + 'echo \'{"inference_s": 0.5, "exchanges": 3}\' > timing.json\n'
-    )
-    result = launch(toml, steps=2)
-    assert result.ok and result.timing == {"inference_s": 0.5, "exchanges": 3}
-    out = capsys.readouterr().out
-    assert "timing summary" in out and "0.5000 s" in out
 
 
 def _wait_for(predicate, timeout: float) -> bool:  # noqa: ANN001
@@ -418,16 +292,7 @@ def _interrupt_run(toml: Path, workdir: Path, args: list[str], startup_s: float)
     assert not left
 
 
-def test_sigint_ends_every_rank(tmp_path: Path) -> None:
-    toml = make_case(
-        tmp_path, cfg="&namrun\n nn_itend = 100000\n/\n&namfake\n rn_pause = 0.05\n/\n"
-    )
-    _interrupt_run(toml, tmp_path / "runs", [], startup_s=20)
-
-
 # --- the real toy model ------------------------------------------------------------------------
-
-needs_toy = pytest.mark.skipif(not COARSE.is_file(), reason="examples/coarse not written yet")
 
 
 def model_alone(tmp_path: Path, **model_changes: object) -> Path:
@@ -439,7 +304,6 @@ def model_alone(tmp_path: Path, **model_changes: object) -> Path:
     return write_config_json(config, tmp_path / "model_alone.json")
 
 
-@needs_toy
 def test_toy_runs_on_two_ranks(toy_exe: Path, tmp_path: Path) -> None:
     result = launch(
         model_alone(tmp_path),
@@ -457,12 +321,13 @@ def test_toy_runs_on_two_ranks(toy_exe: Path, tmp_path: Path) -> None:
     assert re.search(r"nn_itend\s*=\s*5\b", (run_dir / "namelist_cfg").read_text())
     assert result.reached_step == result.last_step == 5
     assert any(run_dir.glob("*.nc")), "the model wrote no NetCDF output"
+    assert json.loads((run_dir / "run_config.json").read_text())["run"]["steps"] == 5
+    assert "toy_nemo" in (run_dir / "command.txt").read_text()
     assert [log.label for log in result.rank_logs] == ["model 0", "model 1"]
     assert all(log.stdout.parent.is_dir() for log in result.rank_logs)
     assert not live_job_processes(run_dir)
 
 
-@needs_toy
 def test_example_runs_from_the_command_line(toy_exe: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
         [
@@ -492,7 +357,6 @@ def test_example_runs_from_the_command_line(toy_exe: Path, tmp_path: Path) -> No
     assert (run_dir / "time.step").read_text().split()[0] == "4"
 
 
-@needs_toy
 def test_toy_with_bad_namelist_entry_fails_with_its_message(
     toy_exe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -516,7 +380,6 @@ def test_toy_with_bad_namelist_entry_fails_with_its_message(
     assert not live_job_processes(result.run_dir)
 
 
-@needs_toy
 def test_toy_sigint_ends_every_rank(toy_exe: Path, tmp_path: Path) -> None:
     _interrupt_run(
         model_alone(tmp_path),
@@ -524,3 +387,12 @@ def test_toy_sigint_ends_every_rank(toy_exe: Path, tmp_path: Path) -> None:
         ["--model-ranks", "2", "--steps", "20000", "--build-dir", str(toy_exe.parents[1])],
         startup_s=60,
     )
+
+
+def test_model_ranks_override_resets_decomposition(toy_exe: Path, tmp_path: Path) -> None:
+    toml = make_case(tmp_path, cfg="&nammpp\n jpni = 2\n jpnj = 1\n/\n", ranks=2, exe=toy_exe)
+    result = launch(toml, model_ranks=1, steps=2, quiet=True)
+    assert result.ok, result.problems
+    text = (result.run_dir / "namelist_cfg").read_text()
+    assert re.search(r"jpni\s*=\s*0", text) and re.search(r"jpnj\s*=\s*0", text)
+    assert len(result.rank_logs) == 1
