@@ -16,6 +16,8 @@ The file describes one coupled job (see ``docs/architecture.md``)::
     device = "cpu"                 # auto | cpu | cuda
     threads = 1                    # torch threads per server rank
     timeout_s = 120.0              # every blocking wait gives up after this, with a message
+    registry = ""                  # closure registry directory (relative to this file); empty:
+                                   # $MLBRIDGE_HOME, else the user's data dir
 
     [run]
     workdir = "runs"               # run directories are created below it (relative to this file)
@@ -36,6 +38,9 @@ The file describes one coupled job (see ``docs/architecture.md``)::
     lag = 0                        # 0 or 1
     on_nan = "abort"               # abort | zero
     params = { nu = 1.0e3 }        # optional, free-form: keyword arguments of the closure
+    sha256 = ""                    # optional, registry closures: refuse the run unless the
+                                   # registered artifact has this sha256 (the launcher pins it
+                                   # in run_config.json)
 
 Every problem found in a file is reported at once, each naming the file, the table path
 (``exchange[1].lag``, 0-based like the order of the ``[[exchange]]`` blocks) and the value found
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import tomllib
 from collections.abc import Callable, Mapping
@@ -145,12 +151,16 @@ class ServerConfig:
         Torch intra-op threads per server rank.
     timeout_s : float
         Seconds after which any blocking wait gives up with a message.
+    registry : Path or None
+        Closure registry directory (absolute once loaded from a file); None: the default
+        registry (``$MLBRIDGE_HOME``, else the user's data directory).
     """
 
     ranks: int = 1
     device: str = "cpu"
     threads: int = 1
     timeout_s: float = 120.0
+    registry: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,10 @@ class ExchangeConfig:
         ``abort`` the run, or replace non-finite outputs by ``zero``.
     params : dict
         Free-form closure parameters (keyword arguments of the closure).
+    sha256 : str
+        Registry closures: the sha256 the registered artifact must have (empty: any). The
+        launcher fills it in ``run_config.json`` with the hash it checked, and ``closure`` with
+        the resolved ``name@version``, so that the servers load exactly what was checked.
     """
 
     closure: str
@@ -223,6 +237,7 @@ class ExchangeConfig:
     lag: int = 0
     on_nan: str = "abort"
     params: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -265,7 +280,13 @@ class CouplingConfig:
                 "namelist_ref": str(self.model.namelist_ref),
                 "boundary": self.model.boundary,
             },
-            "server": dataclasses.asdict(self.server),
+            "server": {
+                "ranks": self.server.ranks,
+                "device": self.server.device,
+                "threads": self.server.threads,
+                "timeout_s": self.server.timeout_s,
+                "registry": str(self.server.registry) if self.server.registry else "",
+            },
             "run": {"workdir": str(self.run.workdir), "steps": self.run.steps},
             "diagnostics": {
                 "timing": self.diagnostics.timing,
@@ -283,6 +304,7 @@ class CouplingConfig:
                     "lag": ex.lag,
                     "on_nan": ex.on_nan,
                     "params": json.loads(json.dumps(ex.params)),
+                    "sha256": ex.sha256,
                 }
                 for ex in self.exchanges
             ],
@@ -524,7 +546,10 @@ class _Parser:
 
     def server(self, data: Mapping[str, Any]) -> ServerConfig:
         where = "server"
-        self.table(data, where, ("ranks", "device", "threads", "timeout_s"))
+        self.table(data, where, ("ranks", "device", "threads", "timeout_s", "registry"))
+        registry = self.get(
+            data, where, "registry", str, "", expected="a directory path (empty: the default)"
+        )
         return ServerConfig(
             ranks=self.positive_int(data, where, "ranks", 1),
             device=self.choice(data, where, "device", DEVICES, "cpu"),
@@ -538,6 +563,7 @@ class _Parser:
                 expected="a number of seconds > 0",
                 check=lambda v: v > 0,
             ),
+            registry=self.path(registry) if registry.strip() else None,
         )
 
     def run(self, data: Mapping[str, Any]) -> RunConfig:
@@ -581,7 +607,7 @@ class _Parser:
         self.table(
             data,
             where,
-            ("name", "closure", "inputs", "outputs", "every", "lag", "on_nan", "params"),
+            ("name", "closure", "inputs", "outputs", "every", "lag", "on_nan", "params", "sha256"),
         )
         closure = self.get(
             data,
@@ -604,6 +630,15 @@ class _Parser:
         name = self.get(
             data, where, "name", str, "", expected="a non-empty string", check=str.strip
         )
+        sha256 = self.get(
+            data,
+            where,
+            "sha256",
+            str,
+            "",
+            expected="64 hexadecimal digits (empty: any)",
+            check=lambda v: v == "" or re.fullmatch(r"[0-9a-f]{64}", v.lower()) is not None,
+        )
         return ExchangeConfig(
             name=name,  # empty: given a default by unique_names
             closure=closure or "",
@@ -623,6 +658,7 @@ class _Parser:
                     check=_json_like,
                 )
             ),
+            sha256=sha256.lower(),
         )
 
     def unique_names(self, exchanges: list[ExchangeConfig]) -> list[ExchangeConfig]:

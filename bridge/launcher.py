@@ -16,8 +16,17 @@ Each run gets its own directory ``<workdir>/<cn_exp>_<YYYYmmdd-HHMMSS>[_n]``, ne
     logs/1/rank.<R>/stdout, logs/1/rank.<R>/stderr
                           each world rank's own output (Open MPI 4.1 ``--output-filename``);
                           ranks 0..N-1 are the model, N..N+M-1 the servers
+    closures.json         the closure of every exchange: name, version, sha256 of the
+                          registered artifact, registry (also printed when the run starts)
     ocean.output, time.step, <cn_exp>_grid.nc, ...   what the model writes (its cwd is here)
     timing.json, diagnostics.nc                      what the servers write at the end
+
+Registry closures are checked before launch (:mod:`bridge.validate_registry`: registered,
+hashes intact, loadable, inputs and outputs matching the exchange, halo within the server
+blocks); ``run_config.json`` pins each one to the ``name@version`` and sha256 that were checked,
+every rank gets ``MLBRIDGE_HOME`` set to the run's registry, and after the run the global
+attributes of ``*_grid.nc`` and ``diagnostics.nc`` name the closures (``mlbridge_closures``,
+``mlbridge_closure_<exchange>_name``, ``_version``, ``_sha256``).
 
 The job is ``mpirun -np N model`` when there is no ``[[exchange]]``, and otherwise
 ``mpirun -np N model : -np M python -m bridge.server --config RUN/run_config.json --run-dir RUN``.
@@ -63,7 +72,16 @@ from bridge.mpiexec import (
     rank_log_files,
 )
 from bridge.namelist import NamelistError, NemoNamelist, write_patched_cfg
-from bridge.validate import load_run_namelist, validate_before_launch
+from bridge.validate import DEFAULT_CHECKS, load_run_namelist, validate_before_launch
+from bridge.validate_registry import (
+    REGISTRY_ENV,
+    ClosureCheck,
+    ClosureRecord,
+    RegistryClosureCheck,
+    netcdf_attributes,
+    pin_closures,
+    write_closures_json,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_MODULE = "bridge.server"
@@ -135,6 +153,8 @@ class RunResult:
         True when the run was stopped by SIGINT/SIGTERM.
     problems : tuple of str
         Why the run counts as failed (empty on success).
+    closures : tuple of ClosureRecord
+        The closure of each exchange as checked and pinned (also in ``closures.json``).
     """
 
     run_dir: Path
@@ -147,6 +167,7 @@ class RunResult:
     reached_step: int | None
     interrupted: bool = False
     problems: tuple[str, ...] = ()
+    closures: tuple[ClosureRecord, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -253,14 +274,67 @@ def rank_logs_for(config: CouplingConfig, run_dir: Path) -> tuple[RankLog, ...]:
 def job_env(config: CouplingConfig, run_dir: Path) -> dict[str, str]:
     """Environment of every rank (exported, as ``-x`` does not reach every MPMD program)."""
     python_path = os.environ.get("PYTHONPATH", "")
-    return mpi_env(
-        {
-            RUN_DIR_ENV: str(run_dir),
-            "OMP_NUM_THREADS": str(config.server.threads),
-            # the servers start in the run directory: keep this checkout importable
-            "PYTHONPATH": str(REPO) + (os.pathsep + python_path if python_path else ""),
-        }
-    )
+    extra = {
+        RUN_DIR_ENV: str(run_dir),
+        "OMP_NUM_THREADS": str(config.server.threads),
+        # the servers start in the run directory: keep this checkout importable
+        "PYTHONPATH": str(REPO) + (os.pathsep + python_path if python_path else ""),
+    }
+    if config.server.registry is not None:
+        # the registry the closures were checked in, whatever the servers' default would be
+        extra[REGISTRY_ENV] = str(config.server.registry)
+    return mpi_env(extra)
+
+
+# --- closures: the run log and the outputs ----------------------------------------------------
+
+
+def record_closures(check: ClosureCheck, run_dir: Path, *, quiet: bool = False) -> None:
+    """Print the closures of the run (unless ``quiet``) and write ``<run_dir>/closures.json``.
+
+    Raises
+    ------
+    LaunchError
+        If ``closures.json`` cannot be written.
+    """
+    if not check.closures:
+        return
+    if not quiet:
+        for closure in check.closures:
+            print(f"mlbridge run: {closure.describe()}", flush=True)
+    try:
+        write_closures_json(check, run_dir / "closures.json")
+    except OSError as err:
+        raise LaunchError(f"{run_dir / 'closures.json'}: cannot write: {err.strerror}") from None
+
+
+def stamp_netcdf(path: Path, closures: tuple[ClosureRecord, ...] | list[ClosureRecord]) -> None:
+    """Add the closures' global attributes (:func:`netcdf_attributes`) to a NetCDF file in place.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be opened for writing or is not NetCDF.
+    """
+    import netCDF4  # only when there is something to stamp
+
+    with netCDF4.Dataset(path, "a") as dataset:
+        for key, value in netcdf_attributes(closures).items():
+            dataset.setncattr(key, value)
+
+
+def stamp_outputs(run_dir: Path, closures: tuple[ClosureRecord, ...]) -> list[str]:
+    """Stamp ``*_grid.nc`` and ``diagnostics.nc`` of the run directory; return the problems."""
+    if not closures:
+        return []
+    problems = []
+    targets = sorted(run_dir.glob("*_grid.nc")) + sorted(run_dir.glob("diagnostics*.nc"))
+    for path in targets:
+        try:
+            stamp_netcdf(path, closures)
+        except (OSError, ImportError) as err:  # the run's result stands; say what is missing
+            problems.append(f"{path}: closure attributes not written: {err}")
+    return problems
 
 
 # --- monitoring -------------------------------------------------------------------------------
@@ -943,9 +1017,15 @@ def launch(
         namelist = load_run_namelist(config, model_ranks_changed=model_ranks is not None)
     except NamelistError:
         namelist = None  # reported, with every other problem, by the validation
-    validate_before_launch(config, namelist, build_dir=bdir)
+    registry_check = RegistryClosureCheck()
+    validate_before_launch(
+        config, namelist, build_dir=bdir, checks=(*DEFAULT_CHECKS, registry_check)
+    )
     if namelist is None:  # only when a caller's checks skip the namelist problem
         raise ConfigError("the namelists could not be read", config.source)
+    closures = registry_check.result
+    assert closures is not None
+    config = pin_closures(config, closures)
 
     exe = config.model.resolve_executable(bdir)
     config = dataclasses.replace(
@@ -954,6 +1034,7 @@ def launch(
     run_dir = make_run_dir(config.run.workdir, namelist.experiment)
     print(f"mlbridge run: run directory {run_dir}", flush=True)
     prepare_run_dir(config, namelist, run_dir)
+    record_closures(closures, run_dir, quiet=quiet)
     try:
         command = mpmd_command(programs_for(config, run_dir), log_dir=run_dir / "logs")
     except MpiNotFoundError as err:
@@ -966,7 +1047,10 @@ def launch(
         command=tuple(command),
         rank_logs=rank_logs_for(config, run_dir),
     )
-    return job.run(progress=progress, quiet=quiet, grace_s=grace_s)
+    result = job.run(progress=progress, quiet=quiet, grace_s=grace_s)
+    for problem in stamp_outputs(run_dir, closures.closures):
+        print(f"mlbridge run: warning: {problem}", file=sys.stderr, flush=True)
+    return dataclasses.replace(result, closures=closures.closures)
 
 
 # --- command line -----------------------------------------------------------------------------
