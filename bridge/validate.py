@@ -187,6 +187,51 @@ def check_workdir(ctx: LaunchContext) -> Iterator[str]:
         yield f'run.workdir = "{workdir}": {existing} is not writable'
 
 
+def _names(value: object) -> list[str]:
+    """A namelist list of names (f90nml gives a str, a list, with None for empty slots)."""
+    items = value if isinstance(value, list) else [value]
+    return [str(v).strip() for v in items if v is not None and str(v).strip()]
+
+
+def check_exchange_fields(ctx: LaunchContext) -> Iterator[str]:
+    """Every model field an exchange maps is one the model defines (its ``&nammlb``).
+
+    Models with a toy-style ``&nammlb`` list the fields they send (``cn_mlb_snd``) and receive
+    (``cn_mlb_rcv``) and how often (``nn_mlb_every``); a model without those entries is checked
+    at the handshake only.
+    """
+    nml = ctx.namelist
+    if nml is None or not ctx.config.coupled:
+        return
+    lists = (("input", "send", "cn_mlb_snd"), ("output", "receive", "cn_mlb_rcv"))
+    for role, verb, entry in lists:
+        if not nml.has("nammlb", entry):
+            continue
+        defined = _names(nml.get("nammlb", entry))
+        for index, exchange in enumerate(ctx.config.exchanges):
+            mapping = exchange.inputs if role == "input" else exchange.outputs
+            for closure_name, model_name in mapping.items():
+                if model_name not in defined:
+                    yield (
+                        f"exchange[{index}] ({exchange.closure}): closure {role} "
+                        f"{closure_name!r} is mapped to model field {model_name!r}, which the "
+                        f"model does not {verb}: {nml.where('nammlb', entry)} = "
+                        f"{', '.join(defined) or 'nothing'}"
+                    )
+    if nml.has("nammlb", "nn_mlb_every"):
+        try:
+            every = nml.get_int("nammlb", "nn_mlb_every")
+        except NamelistError as err:
+            yield str(err)
+            return
+        for index, exchange in enumerate(ctx.config.exchanges):
+            if exchange.every != every:
+                yield (
+                    f"exchange[{index}].every = {exchange.every}, but the model exchanges every "
+                    f"{every} steps ({nml.where('nammlb', 'nn_mlb_every')} = {every})"
+                )
+
+
 DEFAULT_CHECKS: tuple[Check, ...] = (
     check_mpirun,
     check_executable,
@@ -194,6 +239,7 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     check_time,
     check_decomposition,
     check_exchange_frequency,
+    check_exchange_fields,
     check_restart,
     check_workdir,
 )

@@ -302,3 +302,20 @@ def test_killed_server_ends_the_job(tmp_path: Path, driver_exe: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_servers_that_never_join_do_not_hang_the_model(tmp_path: Path, driver_exe: Path) -> None:
+    """MPI ranks that never reach the world split: mlb_init gives up after MLBRIDGE_TIMEOUT_S."""
+    import sys
+
+    (tmp_path / "driver.nml").write_text(_nml(BASE))
+    idle = "from mpi4py import MPI; import time; time.sleep(60)"
+    cmd = mpmd_command(
+        [Program(1, (str(driver_exe), "driver.nml")), Program(1, (sys.executable, "-c", idle))]
+    )
+    env = mpi_env({"PYTHONPATH": str(REPO), "MLBRIDGE_TIMEOUT_S": "2"})
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert time.perf_counter() - t0 < 20
+    assert "did not reach the world split within 2.0 s" in proc.stderr, proc.stderr[-2000:]

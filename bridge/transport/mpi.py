@@ -45,6 +45,8 @@ TAG_OUTPUTS = 7203
 TAG_ERROR = 7204
 
 DONE_LENGTH = 4  # reals in the goodbye message
+JOIN_MAGIC = 7_100_001  # both sides all-reduce [JOIN_MAGIC, -JOIN_MAGIC] before the world split
+DEFAULT_JOIN_TIMEOUT_S = 600.0  # mlb_init waits as long by default
 # Waits poll busily (yielding the core) for SPIN_S, then sleep between polls: a large message moves
 # in fragments that need both sides to poll, so sleeping early would stall transfers.
 SPIN_S = 0.5
@@ -94,7 +96,55 @@ class WorldLayout:
         return len(self.server_ranks)
 
 
-def split_world(world: Any, colour: int = COLOUR_SERVER) -> WorldLayout:
+class JoinTimeout(TransportTimeout):
+    """Some rank of the job did not reach the world split in time (the model never joined)."""
+
+
+def wait_world_joined(world: Any, timeout_s: float) -> float:
+    """Wait until every rank of ``world`` reached its split; return the seconds waited.
+
+    A non-blocking all-reduce (maximum) of ``[JOIN_MAGIC, -JOIN_MAGIC]`` over ``world``, polled
+    with the timeout; ``mlb_init`` enters the same one before its split. A model that never calls
+    ``mlb_init`` (built without mlbridge, or run with ``ln_mlb = .false.``) would otherwise leave
+    the servers blocked for ever in the collective split. A model rank in some other collective
+    on ``MPI_COMM_WORLD`` shows up as an MPI error or a wrong result, never as a match.
+
+    Raises
+    ------
+    JoinTimeout
+        After ``timeout_s`` seconds, or when the reduction did not come from ``mlb_init``, with a
+        message saying what to check.
+    """
+    from mpi4py import MPI
+
+    hint = (
+        "is the model built with mlbridge and run with ln_mlb = .true. (&nammlb)? "
+        "(server.timeout_s sets this wait)"
+    )
+    mine = np.array([JOIN_MAGIC, -JOIN_MAGIC], dtype=np.int32)
+    result = np.zeros(2, dtype=np.int32)
+    try:
+        request = world.Iallreduce([mine, MPI.INTEGER], [result, MPI.INTEGER], op=MPI.MAX)
+        waited = _poll(request.Test, timeout_s, "the model ranks to call mlb_init")
+    except TransportTimeout:
+        raise JoinTimeout(
+            f"model ranks did not call mlb_init within {timeout_s:g} s: {hint}"
+        ) from None
+    except MPI.Exception as err:
+        raise JoinTimeout(
+            f"model ranks entered another MPI_COMM_WORLD collective instead of mlb_init "
+            f"({err.Get_error_string()}): {hint}"
+        ) from None
+    if not np.array_equal(result, mine):
+        raise JoinTimeout(
+            f"model ranks entered another MPI_COMM_WORLD collective instead of mlb_init: {hint}"
+        )
+    return waited
+
+
+def split_world(
+    world: Any, colour: int = COLOUR_SERVER, join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_S
+) -> WorldLayout:
     """Split ``world`` by colour, exactly as ``mlb_init`` does on the model side (collective).
 
     Parameters
@@ -103,14 +153,23 @@ def split_world(world: Any, colour: int = COLOUR_SERVER) -> WorldLayout:
         ``MPI.COMM_WORLD``.
     colour
         This side's colour.
+    join_timeout_s
+        How long to wait for every rank to reach the split (:func:`wait_world_joined`, which
+        ``mlb_init`` matches on the model side: never skip it).
 
     Returns
     -------
     WorldLayout
         The communicators and the world ranks of both sides.
+
+    Raises
+    ------
+    JoinTimeout
+        If some rank did not come in time.
     """
     from mpi4py import MPI
 
+    wait_world_joined(world, join_timeout_s)
     rank = world.Get_rank()
     local = world.Split(colour, rank)
     comm = world.Dup()
@@ -150,6 +209,17 @@ def _poll(
         else:
             os.sched_yield()
     return time.perf_counter() - t0
+
+
+def poll(ready: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """Call ``ready`` until it returns True, as every wait here does; return the seconds waited.
+
+    Raises
+    ------
+    TransportTimeout
+        After ``timeout_s`` seconds, naming ``what``.
+    """
+    return _poll(ready, timeout_s, what)
 
 
 def wait_all(

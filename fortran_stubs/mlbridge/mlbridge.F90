@@ -67,6 +67,7 @@ module mlbridge
    integer, parameter :: TAG_FIELDS = 7201, TAG_DONE = 7202, TAG_OUTPUTS = 7203, TAG_ERROR = 7204
    integer, parameter :: MAX_FIELDS = 64
    integer, parameter :: NDONE = 4            ! reals in the goodbye message
+   integer, parameter :: JOIN_MAGIC = 7100001 ! both sides all-reduce [JOIN_MAGIC, -JOIN_MAGIC] before the split
    !! waits poll busily (yielding the core) for SPIN_S, then sleep between polls: a large message
    !! moves in fragments that need both sides to poll, so sleeping early would stall transfers
    real(real64), parameter :: SPIN_S = 0.5_real64
@@ -116,6 +117,7 @@ module mlbridge
    character(len=:), allocatable, asynchronous :: report_text
    integer(int32), allocatable, asynchronous :: mask_buf(:)
    real(real64), asynchronous :: done_buf(NDONE)
+   integer, asynchronous :: join_mine(2), join_total(2)   ! the join reduction (may outlive mlb_init on a timeout)
    character(len=4096) :: last_error = ''
 
    interface mlb_put
@@ -147,7 +149,9 @@ contains
       !!------------------------------------------------------------------
       !! Start MPI if needed, split MPI_COMM_WORLD by colour and learn which
       !! world ranks are servers. Collective over MPI_COMM_WORLD (the servers
-      !! do the same). model_comm: the model's own communicator (integer
+      !! do the same). Before the split, every rank enters a non-blocking
+      !! barrier on MPI_COMM_WORLD and polls it with the timeout, so that a
+      !! job whose servers never start returns MLB_ERR_TIMEOUT, never hangs. model_comm: the model's own communicator (integer
       !! handle, as NEMO's mpi_comm_oce), to be used instead of the world.
       !! The timeout of every wait (default 600 s until the servers tell
       !! theirs) can be set with the environment variable MLBRIDGE_TIMEOUT_S.
@@ -175,6 +179,14 @@ contains
       end if
       call MPI_Comm_rank(MPI_COMM_WORLD, world_rank, ierr)
       call MPI_Comm_size(MPI_COMM_WORLD, nworld, ierr)
+      call get_environment_variable('MLBRIDGE_TIMEOUT_S', env, ilen, istat)
+      if (istat == 0 .and. ilen > 0) then
+         read(env, *, iostat=istat) tval
+         if (istat == 0 .and. tval > 0._real64) timeout_s = tval
+      end if
+      !! the split below is collective over the world: a peer that never comes would block it for ever
+      call wait_world_joined(status)
+      if (status /= MLB_OK) return
       call MPI_Comm_split(MPI_COMM_WORLD, COLOUR_MODEL, world_rank, mcomm, ierr)
       if (ierr /= MPI_SUCCESS) then
          call set_error(MLB_ERR_MPI, 'mlb_init: MPI_Comm_split of MPI_COMM_WORLD failed', status); return
@@ -198,11 +210,6 @@ contains
       end do
       model_comm = mcomm%MPI_VAL
       l_init = .true.
-      call get_environment_variable('MLBRIDGE_TIMEOUT_S', env, ilen, istat)
-      if (istat == 0 .and. ilen > 0) then
-         read(env, *, iostat=istat) tval
-         if (istat == 0 .and. tval > 0._real64) timeout_s = tval
-      end if
       if (nserv == 0) then
          call set_error(MLB_ERR_CALL, 'mlb_init: no mlbridge server rank in MPI_COMM_WORLD '// &
             & '(start the job with mlbridge run, or mpirun -np N model : -np M python -m bridge.server)', status)
@@ -422,7 +429,8 @@ contains
       !!------------------------------------------------------------------
       !! Send field name at step kt. A no-op on steps where it is not due, or
       !! when no exchange uses it. When the last due field of the step is put,
-      !! one message per server leaves (non-blocking).
+      !! one message per server leaves, and this call returns once the servers
+      !! hold it (so that their work overlaps the rest of the model's step).
       !!------------------------------------------------------------------
       character(len=*), intent(in) :: name
       integer, intent(in) :: kt
@@ -633,6 +641,49 @@ contains
    !!                          private routines
    !!----------------------------------------------------------------------
 
+   subroutine wait_world_joined(status)
+      !!------------------------------------------------------------------
+      !! Non-blocking all-reduce (maximum) of [JOIN_MAGIC, -JOIN_MAGIC] over
+      !! MPI_COMM_WORLD, polled until every rank (the servers included) has
+      !! reached its world split, at most timeout_s. Another result means some
+      !! rank is in another collective: an error too.
+      !!------------------------------------------------------------------
+      integer, intent(out) :: status
+      type(MPI_Request) :: req
+      logical :: flag
+      integer :: ierr, sleep_us
+      integer(c_int) :: irc
+      real(real64) :: t0
+      character(len=512) :: msg
+
+      status = MLB_OK
+      join_mine = [JOIN_MAGIC, -JOIN_MAGIC]
+      join_total = 0
+      call MPI_Iallreduce(join_mine, join_total, 2, MPI_INTEGER, MPI_MAX, MPI_COMM_WORLD, req, ierr)
+      if (ierr /= MPI_SUCCESS) then
+         call set_error(MLB_ERR_MPI, 'mlb_init: MPI_Iallreduce on MPI_COMM_WORLD failed', status); return
+      end if
+      t0 = MPI_Wtime()
+      sleep_us = 5
+      do
+         call MPI_Test(req, flag, MPI_STATUS_IGNORE, ierr)
+         if (ierr /= MPI_SUCCESS .or. (flag .and. any(join_total /= join_mine))) then
+            call set_error(MLB_ERR_MPI, 'mlb_init: the other programs of the job entered another collective '// &
+               & 'on MPI_COMM_WORLD than the mlbridge servers would: are they `python -m bridge.server`?', status)
+            return
+         end if
+         if (flag) exit
+         if (MPI_Wtime() - t0 > timeout_s) then
+            write(msg, '(a,f0.1,a)') 'mlb_init: the mlbridge servers did not reach the world split within ', &
+               & timeout_s, ' s (MLBRIDGE_TIMEOUT_S, default 600): did `python -m bridge.server` start? (see its log)'
+            call set_error(MLB_ERR_TIMEOUT, msg, status); return
+         end if
+         irc = c_usleep(int(sleep_us, c_int))
+         sleep_us = min(2 * sleep_us, 10 * MAX_SLEEP_US)
+      end do
+   end subroutine wait_world_joined
+
+
    subroutine set_error(code, msg, status)
       integer, intent(in) :: code
       character(len=*), intent(in) :: msg
@@ -747,8 +798,8 @@ contains
 
 
    subroutine end_put(jf, kt, status)
-      !! Count the field; when the step is complete send one message per server
-      !! and post the receives of its outputs.
+      !! Count the field; when the step is complete send one message per server,
+      !! post the receives of its outputs, and wait until the servers have the fields.
       integer, intent(in) :: jf, kt
       integer, intent(out) :: status
       integer :: jr, ierr
@@ -767,6 +818,11 @@ contains
       end do
       nexchange = nexchange + 1
       if (.not. recv_pending .and. nlev_recv > 0) call post_receives(kt, status)
+      if (status /= MLB_OK) return
+      !! Complete the transfer now: without an MPI progress thread a large message only moves
+      !! while this rank calls MPI, so leaving it in flight during the model's step would hold the
+      !! fields back from the servers until mlb_get, and no closure work would overlap the step.
+      call wait_requests(sreq, 'the servers to take the fields', status, kt)
    end subroutine end_put
 
 

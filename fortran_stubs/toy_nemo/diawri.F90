@@ -11,13 +11,19 @@ MODULE diawri
    !! Layout (netCDF/C order): u, v, h (time_counter, z, y, x) with NEMO
    !! indices: u(i,j) is on the east face of T(i,j), v(i,j) on its north face;
    !! x_t/x_u and y_t/y_v give the positions [m] from the south-west wall.
+   !! When a closure runs (coupled, or in process), the external tendencies
+   !! used in the step, u_tend, v_tend, h_tend, are written too (diagnostics
+   !! that tests compare between a coupled and an in-process run).
+   !! The file is synced after every record: a run killed mid-way leaves a
+   !! readable file.
    !!----------------------------------------------------------------------
    USE netcdf
    USE par_kind      , ONLY : wp, lc
    USE lib_mpp       , ONLY : lwp, numout
    USE mppini        , ONLY : jpiglo, jpjglo
    USE domain        , ONLY : rn_Dt
-   USE oce           , ONLY : un, vn, hn, jpk
+   USE oce           , ONLY : un, vn, hn, jpk, u_tend, v_tend, h_tend
+   USE infmod        , ONLY : ln_mlb_tend_out
    USE iom           , ONLY : iom_gather, iom_check
    USE in_out_manager, ONLY : cn_exp
    USE usrdef_nam    , ONLY : rn_dx, rn_dy, rn_rho0, rn_gprime, rn_f0, rn_beta, rn_tau0, rn_ahm, rn_bhm, rn_rfr
@@ -32,6 +38,7 @@ MODULE diawri
    CHARACTER(len=lc) ::   cfile                        ! <cn_exp>_grid.nc
    INTEGER ::   ncid = -1, nrec = 0                    ! file id, records written
    INTEGER ::   idt, idkt, idu, idv, idh, idke         ! variable ids
+   INTEGER ::   idut, idvt, idht                       ! variable ids of the tendencies (ln_mlb_tend_out)
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:) ::   zug, zvg, zhg   ! global fields (rank 0)
    REAL(wp), ALLOCATABLE, DIMENSION(:)     ::   zke             ! layer kinetic energy (rank 0)
 
@@ -93,6 +100,17 @@ CONTAINS
       CALL att( idh, 'standard_name', 'cell_thickness' )   ;   CALL att( idh, 'units', 'm' )
       CALL att( idh, 'long_name', 'isopycnal layer thickness at T points' )
       CALL att( idh, 'grid_point', 'T' )
+      IF( ln_mlb_tend_out ) THEN
+         CALL chk( nf90_def_var( ncid, 'u_tend', NF90_DOUBLE, [idx, idy, idz, idtim], idut ) )
+         CALL att( idut, 'long_name', 'external (closure) tendency of u used in the step' )
+         CALL att( idut, 'units', 'm s-2' )   ;   CALL att( idut, 'grid_point', 'U' )
+         CALL chk( nf90_def_var( ncid, 'v_tend', NF90_DOUBLE, [idx, idy, idz, idtim], idvt ) )
+         CALL att( idvt, 'long_name', 'external (closure) tendency of v used in the step' )
+         CALL att( idvt, 'units', 'm s-2' )   ;   CALL att( idvt, 'grid_point', 'V' )
+         CALL chk( nf90_def_var( ncid, 'h_tend', NF90_DOUBLE, [idx, idy, idz, idtim], idht ) )
+         CALL att( idht, 'long_name', 'external (closure) tendency of h used in the step' )
+         CALL att( idht, 'units', 'm s-1' )   ;   CALL att( idht, 'grid_point', 'T' )
+      ENDIF
       CALL chk( nf90_def_var( ncid, 'ke', NF90_DOUBLE, [idz, idtim], idke ) )
       CALL att( idke, 'long_name', 'layer kinetic energy, rho0/2 integral of h(u2+v2) over the basin' )
       CALL att( idke, 'units', 'J' )
@@ -145,25 +163,36 @@ CONTAINS
       CALL iom_gather( jpk, un, zug )
       CALL iom_gather( jpk, vn, zvg )
       CALL iom_gather( jpk, hn, zhg )
-      IF( .NOT. lwp )   RETURN
-      DO jk = 1, jpk   ! fixed summation order on the global grid: decomposition independent
-         zsum = 0._wp
-         DO jj = 2, jpjglo-1
-            DO ji = 2, jpiglo-1
-               zsum = zsum + zhg(ji,jj,jk) * (  zug(ji-1,jj,jk)**2 + zug(ji,jj,jk)**2     &
-                  &                           + zvg(ji,jj-1,jk)**2 + zvg(ji,jj,jk)**2  )
+      IF( lwp ) THEN
+         DO jk = 1, jpk   ! fixed summation order on the global grid: decomposition independent
+            zsum = 0._wp
+            DO jj = 2, jpjglo-1
+               DO ji = 2, jpiglo-1
+                  zsum = zsum + zhg(ji,jj,jk) * (  zug(ji-1,jj,jk)**2 + zug(ji,jj,jk)**2     &
+                     &                           + zvg(ji,jj-1,jk)**2 + zvg(ji,jj,jk)**2  )
+               END DO
             END DO
+            zke(jk) = 0.25_wp * rn_rho0 * rn_dx * rn_dy * zsum
          END DO
-         zke(jk) = 0.25_wp * rn_rho0 * rn_dx * rn_dy * zsum
-      END DO
-      nrec = nrec + 1
-      CALL chk( nf90_put_var( ncid, idt , [REAL(kt, wp) * rn_Dt], start=[nrec] ) )
-      CALL chk( nf90_put_var( ncid, idkt, [kt], start=[nrec] ) )
-      CALL chk( nf90_put_var( ncid, idu, zug, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
-      CALL chk( nf90_put_var( ncid, idv, zvg, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
-      CALL chk( nf90_put_var( ncid, idh, zhg, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
-      CALL chk( nf90_put_var( ncid, idke, zke, start=[1,nrec], count=[jpk,1] ) )
-      CALL chk( nf90_sync( ncid ) )
+         nrec = nrec + 1
+         CALL chk( nf90_put_var( ncid, idt , [REAL(kt, wp) * rn_Dt], start=[nrec] ) )
+         CALL chk( nf90_put_var( ncid, idkt, [kt], start=[nrec] ) )
+         CALL chk( nf90_put_var( ncid, idu, zug, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
+         CALL chk( nf90_put_var( ncid, idv, zvg, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
+         CALL chk( nf90_put_var( ncid, idh, zhg, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
+         CALL chk( nf90_put_var( ncid, idke, zke, start=[1,nrec], count=[jpk,1] ) )
+      ENDIF
+      IF( ln_mlb_tend_out ) THEN   ! the global buffers are free again
+         CALL iom_gather( jpk, u_tend, zug )
+         CALL iom_gather( jpk, v_tend, zvg )
+         CALL iom_gather( jpk, h_tend, zhg )
+         IF( lwp ) THEN
+            CALL chk( nf90_put_var( ncid, idut, zug, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
+            CALL chk( nf90_put_var( ncid, idvt, zvg, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
+            CALL chk( nf90_put_var( ncid, idht, zhg, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
+         ENDIF
+      ENDIF
+      IF( lwp )   CALL chk( nf90_sync( ncid ) )
    END SUBROUTINE dia_wri
 
 

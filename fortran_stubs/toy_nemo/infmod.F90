@@ -4,108 +4,408 @@ MODULE infmod
    !! toy_nemo :  the coupling hook to external (machine-learned) closures,
    !!             in the style of NEMO's infmod
    !!======================================================================
-   !!   inf_init  : read &nammlb; (coupled) define grid and fields
+   !!   inf_init  : before mpp_start: read &nammlb; coupled: mlb_init, which
+   !!               gives the communicator the model must run on
+   !!   inf_def   : after dom_init: check &nammlb; coupled: grid, mask, fields,
+   !!               handshake (mlb_enddef)
    !!   inf_put   : early in the step, hand u, v, h of step kt to the closures
-   !!   inf_get   : late in the step, receive u_tend, v_tend, h_tend for step kt
-   !!   inf_final : end of the run
+   !!   inf_get   : late in the step, receive u_tend, v_tend, h_tend
+   !!   inf_final : end of the run (mlb_finalize)
    !!----------------------------------------------------------------------
    !! The step adds the tendencies by forward Euler after the AB3 update:
    !!    u(n+1) = u(n) + dt * AB3(...) + dt * u_tend      (same for v, h)
-   !! Units: u_tend, v_tend [m s-2], h_tend [m s-1]. Without coupling
-   !! (ln_mlb = .false.) they are zero. The coupling library (module mlbridge)
-   !! plugs in here and nowhere else: inf_init gets the local box and the masks,
-   !! inf_put sends, inf_get receives; the rest of the model does not change.
+   !! Units: u_tend, v_tend [m s-2], h_tend [m s-1]; zero when no closure runs.
+   !! Closures run either in mlbridge servers (ln_mlb = .true., fields sent
+   !! cn_mlb_snd, received cn_mlb_rcv, every nn_mlb_every steps) or, for the
+   !! comparison tests, in process (cn_mlb_inproc = 'laplacian' or 'smooth3',
+   !! module infclosure): X_tend = closure(X) for each X of cn_mlb_snd whose
+   !! X_tend is in cn_mlb_rcv, as the Python closure maps lap_u -> u_tend.
+   !! Any error of an mlbridge call stops the run (ctl_stop) with the library's
+   !! message: every rank ends non-zero.
    !!----------------------------------------------------------------------
-   USE par_kind, ONLY : wp, lc
-   USE lib_mpp , ONLY : lwp, numout, ctl_stop, ctl_nam, nam_open
+   USE, INTRINSIC :: iso_fortran_env, ONLY : error_unit, int32
+   USE, INTRINSIC :: ieee_arithmetic, ONLY : ieee_value, ieee_quiet_nan
+   USE mpi_f08   , ONLY : MPI_Comm, MPI_COMM_WORLD, MPI_Initialized, MPI_Init, MPI_Comm_rank,   &
+      &                   MPI_Abort, MPI_Wtime
+   USE par_kind  , ONLY : wp, lc
+   USE lib_mpp   , ONLY : lwp, numout, ctl_stop
+   USE mppini    , ONLY : jpi, jpj, jpiglo, jpjglo, nimpp, njmpp
+   USE domain    , ONLY : tmask
+   USE infclosure, ONLY : inc_laplacian, inc_smooth3
+   USE mlbridge  , ONLY : mlb_init, mlb_def_grid, mlb_def_field, mlb_enddef, mlb_put, mlb_get,   &
+      &                   mlb_finalize, mlb_error_message, MLB_SEND, MLB_RECV, MLB_OK, MLB_ERR_REMOTE
 
    IMPLICIT NONE
    PRIVATE
 
-   PUBLIC   inf_init    ! called by nemogcm
+   PUBLIC   inf_init    ! called by nemogcm (before mpp_start)
+   PUBLIC   inf_def     ! called by nemogcm (after dom_init)
    PUBLIC   inf_put     ! called by step (early)
    PUBLIC   inf_get     ! called by step (late)
    PUBLIC   inf_final   ! called by nemogcm
 
-   !                                    !!* nammlb *
-   LOGICAL, PUBLIC ::   ln_mlb = .FALSE.   !: exchange fields with the mlbridge servers
+   INTEGER, PARAMETER ::   jpfld = 3                  ! u, v, h
+   INTEGER, PARAMETER ::   lf = 16                    ! length of a field name
+   CHARACTER(len=lf), PARAMETER ::   cfld(jpfld) = [CHARACTER(len=lf) :: 'u', 'v', 'h']
+   CHARACTER(len=lf), PARAMETER ::   ctnd(jpfld) = [CHARACTER(len=lf) :: 'u_tend', 'v_tend', 'h_tend']
 
-   INTEGER ::   nkt_put = -1               ! step of the last inf_put (inf_get must match it)
+   !                                      !!* nammlb *
+   LOGICAL , PUBLIC ::   ln_mlb = .FALSE.     !: exchange fields with the mlbridge servers
+   CHARACTER(len=lf) ::   cn_mlb_snd(jpfld) = cfld   ! fields sent (u, v, h; '' = unused slot)
+   CHARACTER(len=lf) ::   cn_mlb_rcv(jpfld) = ctnd   ! fields received (u_tend, v_tend, h_tend)
+   INTEGER           ::   nn_mlb_lev(jpfld) = 0      ! levels of each sent field (0: all layers)
+   INTEGER           ::   nn_mlb_every = 1           ! exchange every nn_mlb_every steps
+   CHARACTER(len=lf) ::   cn_mlb_inproc = 'none'     ! in-process closure: none | laplacian | smooth3
+   REAL(wp)          ::   rn_mlb_coef = 1._wp        ! coefficient of the in-process closure
+   INTEGER           ::   nn_mlb_nan_kt = -1         ! tests: step at which a NaN is sent (-1: never)
+   INTEGER           ::   nn_mlb_nan_i = 1, nn_mlb_nan_j = 1, nn_mlb_nan_k = 1   ! its global (i, j, k)
+   CHARACTER(len=lf) ::   cn_mlb_nan_fld = 'u'       ! the sent field that carries it
+
+   LOGICAL, PUBLIC ::   ln_mlb_tend_out = .FALSE.   !: diawri writes u_tend, v_tend, h_tend (set by inf_def)
+
+   INTEGER ::   nkt_put = -1                   ! step of the last inf_put (inf_get must match it)
+   INTEGER ::   nkt0 = -1                      ! first step seen (schedule of the in-process closure)
+   INTEGER ::   npk = 0                        ! number of layers
+   LOGICAL ::   lltend(jpfld) = .FALSE.        ! in process: X_tend = closure(X) for this X
+   REAL(wp), ALLOCATABLE, DIMENSION(:,:,:,:) ::   ztend      ! in-process outputs (jpi, jpj, jpk, 3)
+   REAL(wp), ALLOCATABLE, DIMENSION(:,:,:)   ::   zwa, zwb   ! work arrays (smooth3, NaN injection)
 
    !!----------------------------------------------------------------------
 CONTAINS
 
-   SUBROUTINE inf_init
+   SUBROUTINE inf_init( kcomm )
       !!------------------------------------------------------------------
       !!                  ***  ROUTINE inf_init  ***
-      !! ** Purpose :   read &nammlb (ref then cfg)
+      !! ** Purpose :   read &nammlb (ref then cfg); coupled, split MPI_COMM_WORLD
+      !!                with the servers (mlb_init)
+      !!
+      !! ** Method  :   called before mpp_start, so the model's communicator is
+      !!                not there yet: errors are written by world rank 0 and end
+      !!                the job with MPI_Abort(MPI_COMM_WORLD). mlb_init returns
+      !!                with an error (never hangs) when the servers do not join.
       !!------------------------------------------------------------------
-      INTEGER ::   inum, ios
-      CHARACTER(len=lc) ::   cmsg
-      NAMELIST/nammlb/ ln_mlb
+      TYPE(MPI_Comm), INTENT(out) ::   kcomm   ! communicator the model runs on
+      LOGICAL ::   llinit
+      INTEGER ::   icomm, istat
+      CHARACTER(len=lc)   ::   cmsg
+      CHARACTER(len=4096) ::   clerr
       !!------------------------------------------------------------------
-      cmsg = ''
-      CALL nam_open( 'namelist_ref', inum )
-      READ( inum, nammlb, IOSTAT=ios, IOMSG=cmsg )
-      CALL ctl_nam( ios, cmsg, 'nammlb', 'namelist_ref', inum )
-      CALL nam_open( 'namelist_cfg', inum )
-      READ( inum, nammlb, IOSTAT=ios, IOMSG=cmsg )
-      CALL ctl_nam( ios, cmsg, 'nammlb', 'namelist_cfg', inum )
+      CALL MPI_Initialized( llinit )
+      IF( .NOT. llinit )   CALL MPI_Init()   ! here, not in mlb_init: the model finalizes MPI itself
+      kcomm = MPI_COMM_WORLD
+      CALL nammlb_read( 'namelist_ref', cmsg )
+      IF( LEN_TRIM(cmsg) == 0 )   CALL nammlb_read( 'namelist_cfg', cmsg )
+      IF( LEN_TRIM(cmsg) > 0 )   CALL early_stop( cmsg, ld_each=.FALSE. )
+      IF( .NOT. ln_mlb )   RETURN
+      CALL mlb_init( icomm, istat )
+      IF( istat /= MLB_OK ) THEN
+         CALL mlb_error_message( clerr )
+         CALL early_stop( 'inf_init: mlb_init: '//TRIM(clerr), ld_each=.TRUE. )
+      ENDIF
+      kcomm%MPI_VAL = icomm
+   END SUBROUTINE inf_init
+
+
+   SUBROUTINE inf_def( kpk )
+      !!------------------------------------------------------------------
+      !!                  ***  ROUTINE inf_def  ***
+      !! ** Purpose :   check &nammlb; coupled, declare the grid, the land mask and
+      !!                the fields, and do the handshake with the servers
+      !!------------------------------------------------------------------
+      INTEGER, INTENT(in) ::   kpk   ! number of layers
+      INTEGER ::   jf, istat, ilev
+      !!------------------------------------------------------------------
+      npk = kpk
       IF( lwp ) THEN
          WRITE(numout,*)
-         WRITE(numout,*) 'inf_init : coupling hook (&nammlb)'
-         WRITE(numout,*) '~~~~~~~~'
-         WRITE(numout,'(a,l2)') '   exchange with mlbridge servers   ln_mlb = ', ln_mlb
+         WRITE(numout,*) 'inf_def : coupling hook (&nammlb)'
+         WRITE(numout,*) '~~~~~~~'
+         WRITE(numout,'(a,l2)')   '   exchange with mlbridge servers     ln_mlb        = ', ln_mlb
+         WRITE(numout,'(a,3(1x,a))') '   fields sent                        cn_mlb_snd    =', (TRIM(cn_mlb_snd(jf)), jf = 1, jpfld)
+         WRITE(numout,'(a,3(1x,i0))') '   levels sent (0: all)               nn_mlb_lev    =', nn_mlb_lev
+         WRITE(numout,'(a,3(1x,a))') '   fields received                    cn_mlb_rcv    =', (TRIM(cn_mlb_rcv(jf)), jf = 1, jpfld)
+         WRITE(numout,'(a,i0)')   '   exchange every                     nn_mlb_every  = ', nn_mlb_every
+         WRITE(numout,'(a,a)')    '   in-process closure                 cn_mlb_inproc = ', TRIM(cn_mlb_inproc)
+         WRITE(numout,'(a,es12.5)') '   its coefficient                    rn_mlb_coef   = ', rn_mlb_coef
+         IF( nn_mlb_nan_kt >= 0 )   WRITE(numout,'(a,i0,a,3(i0,1x),a)') '   TEST: NaN sent at step ', nn_mlb_nan_kt,   &
+            &   ' in '//TRIM(cn_mlb_nan_fld)//' at global (i j k) ', nn_mlb_nan_i, nn_mlb_nan_j, nn_mlb_nan_k
       ENDIF
-      IF( ln_mlb )   CALL ctl_stop( 'nammlb: ln_mlb = .true. but this toy_nemo is built without '   &
-         &                          //'the mlbridge coupling library', ld_all=.TRUE. )
-   END SUBROUTINE inf_init
+      CALL nammlb_check( kpk )
+
+      ln_mlb_tend_out = ln_mlb .OR. cn_mlb_inproc /= 'none'
+      ALLOCATE( zwa(jpi,jpj,kpk), zwb(jpi,jpj,kpk) )
+      zwa(:,:,:) = 0._wp   ;   zwb(:,:,:) = 0._wp
+      IF( cn_mlb_inproc /= 'none' ) THEN
+         ALLOCATE( ztend(jpi,jpj,kpk,jpfld) )
+         ztend(:,:,:,:) = 0._wp
+         DO jf = 1, jpfld
+            lltend(jf) = ANY( cn_mlb_snd == cfld(jf) ) .AND. ANY( cn_mlb_rcv == ctnd(jf) )
+         END DO
+      ENDIF
+      IF( .NOT. ln_mlb )   RETURN
+
+      CALL mlb_def_grid( jpiglo, jpjglo, nimpp, njmpp, jpi-2, jpj-2, istat,   &
+         &               mask=INT( tmask(2:jpi-1,2:jpj-1), int32 ) )
+      CALL inf_check( istat, 'inf_def: mlb_def_grid' )
+      DO jf = 1, jpfld
+         IF( LEN_TRIM(cn_mlb_snd(jf)) == 0 )   CYCLE
+         ilev = kpk
+         IF( nn_mlb_lev(jf) > 0 )   ilev = nn_mlb_lev(jf)
+         CALL mlb_def_field( TRIM(cn_mlb_snd(jf)), ilev, MLB_SEND, nn_mlb_every, istat )
+         CALL inf_check( istat, 'inf_def: mlb_def_field '//TRIM(cn_mlb_snd(jf)) )
+      END DO
+      DO jf = 1, jpfld
+         IF( LEN_TRIM(cn_mlb_rcv(jf)) == 0 )   CYCLE
+         CALL mlb_def_field( TRIM(cn_mlb_rcv(jf)), kpk, MLB_RECV, nn_mlb_every, istat )
+         CALL inf_check( istat, 'inf_def: mlb_def_field '//TRIM(cn_mlb_rcv(jf)) )
+      END DO
+      CALL mlb_enddef( istat )   ! the handshake: a mismatch stops here, naming both values
+      IF( istat == MLB_ERR_REMOTE )   CALL inf_check( istat, 'inf_def: mlb_enddef', ld_all=.TRUE. )   ! same answer on every rank
+      CALL inf_check( istat, 'inf_def: mlb_enddef' )
+      IF( lwp ) THEN
+         WRITE(numout,*) '   handshake with the mlbridge servers done'
+         FLUSH(numout)
+      ENDIF
+   END SUBROUTINE inf_def
 
 
    SUBROUTINE inf_put( kt, pu, pv, ph )
       !!------------------------------------------------------------------
       !!                  ***  ROUTINE inf_put  ***
-      !! ** Purpose :   send the fields of step kt (halo included) to the closures
+      !! ** Purpose :   send the fields of step kt (halo included) to the closures,
+      !!                or run the in-process closure on them
       !!------------------------------------------------------------------
       INTEGER                   , INTENT(in) ::   kt           ! time step
       REAL(wp), DIMENSION(:,:,:), INTENT(in) ::   pu, pv, ph   ! u, v, h (jpi, jpj, jpk)
+      INTEGER ::   jf
       !!------------------------------------------------------------------
       IF( ANY( SHAPE(pu) /= SHAPE(ph) ) .OR. ANY( SHAPE(pv) /= SHAPE(ph) ) )   &
          &   CALL ctl_stop( 'inf_put: u, v and h must have the same (jpi, jpj, jpk) shape' )
       nkt_put = kt
-      IF( .NOT. ln_mlb )   RETURN
-      ! coupled: mlbridge put of u, v, h (non-blocking) goes here
+      IF( nkt0 < 0 )   nkt0 = kt
+      IF( ln_mlb ) THEN
+         DO jf = 1, jpfld
+            SELECT CASE( cn_mlb_snd(jf) )
+            CASE( 'u' )   ;   CALL put_field( 'u', kt, pu )
+            CASE( 'v' )   ;   CALL put_field( 'v', kt, pv )
+            CASE( 'h' )   ;   CALL put_field( 'h', kt, ph )
+            END SELECT
+         END DO
+      ELSEIF( ALLOCATED(ztend) ) THEN
+         IF( MOD( kt - nkt0, nn_mlb_every ) /= 0 )   RETURN   ! hold the last outputs
+         IF( lltend(1) )   CALL inproc( pu, ztend(:,:,:,1) )
+         IF( lltend(2) )   CALL inproc( pv, ztend(:,:,:,2) )
+         IF( lltend(3) )   CALL inproc( ph, ztend(:,:,:,3) )
+      ENDIF
    END SUBROUTINE inf_put
 
 
    SUBROUTINE inf_get( kt, pu_tend, pv_tend, ph_tend )
       !!------------------------------------------------------------------
       !!                  ***  ROUTINE inf_get  ***
-      !! ** Purpose :   external tendencies of step kt (zero without coupling)
+      !! ** Purpose :   external tendencies of step kt (interior points; zero for a
+      !!                field no closure produces). Between exchanges the servers'
+      !!                last outputs are kept.
       !!------------------------------------------------------------------
-      INTEGER                   , INTENT(in ) ::   kt                          ! time step
-      REAL(wp), DIMENSION(:,:,:), INTENT(out) ::   pu_tend, pv_tend, ph_tend   ! [m s-2], [m s-2], [m s-1]
+      INTEGER                   , INTENT(in   ) ::   kt                          ! time step
+      REAL(wp), DIMENSION(:,:,:), INTENT(inout) ::   pu_tend, pv_tend, ph_tend   ! [m s-2], [m s-2], [m s-1]
       CHARACTER(len=lc) ::   cmsg
       !!------------------------------------------------------------------
       IF( kt /= nkt_put ) THEN
          WRITE(cmsg,'(a,i0,a,i0)') 'inf_get: called at step ', kt, ' but the last inf_put was at step ', nkt_put
          CALL ctl_stop( cmsg )
       ENDIF
-      pu_tend(:,:,:) = 0._wp   ! no closure: no external tendency
-      pv_tend(:,:,:) = 0._wp
-      ph_tend(:,:,:) = 0._wp
-      IF( .NOT. ln_mlb )   RETURN
-      ! coupled: mlbridge get of the closure outputs into pu_tend, pv_tend, ph_tend goes here
+      IF( ln_mlb ) THEN
+         CALL get_field( 'u_tend', kt, pu_tend )
+         CALL get_field( 'v_tend', kt, pv_tend )
+         CALL get_field( 'h_tend', kt, ph_tend )
+      ELSEIF( ALLOCATED(ztend) ) THEN
+         pu_tend(:,:,:) = ztend(:,:,:,1)
+         pv_tend(:,:,:) = ztend(:,:,:,2)
+         ph_tend(:,:,:) = ztend(:,:,:,3)
+      ELSE
+         pu_tend(:,:,:) = 0._wp   ! no closure: no external tendency
+         pv_tend(:,:,:) = 0._wp
+         ph_tend(:,:,:) = 0._wp
+      ENDIF
    END SUBROUTINE inf_get
 
 
    SUBROUTINE inf_final
       !!------------------------------------------------------------------
       !!                  ***  ROUTINE inf_final  ***
-      !! ** Purpose :   end the exchanges (nothing to do without coupling)
+      !! ** Purpose :   end the exchanges (the servers get this rank's goodbye)
+      !!------------------------------------------------------------------
+      INTEGER ::   istat
       !!------------------------------------------------------------------
       IF( .NOT. ln_mlb )   RETURN
+      CALL mlb_finalize( istat )
+      CALL inf_check( istat, 'inf_final: mlb_finalize' )
    END SUBROUTINE inf_final
+
+   !!----------------------------------------------------------------------
+   !!                          private routines
+   !!----------------------------------------------------------------------
+
+   SUBROUTINE put_field( cdname, kt, pf )
+      !!------------------------------------------------------------------
+      !! mlb_put of one field; at step nn_mlb_nan_kt a copy carrying a NaN at the
+      !! global point (nn_mlb_nan_i, _j, _k) is sent instead (tests of on_nan)
+      !!------------------------------------------------------------------
+      CHARACTER(len=*)          , INTENT(in) ::   cdname
+      INTEGER                   , INTENT(in) ::   kt
+      REAL(wp), DIMENSION(:,:,:), INTENT(in) ::   pf
+      INTEGER ::   istat, ii, ij
+      !!------------------------------------------------------------------
+      ii = nn_mlb_nan_i - nimpp + 2   ! local indices of the NaN point
+      ij = nn_mlb_nan_j - njmpp + 2
+      IF( kt == nn_mlb_nan_kt .AND. cdname == cn_mlb_nan_fld .AND. ii >= 2 .AND. ii <= jpi-1   &
+         &                    .AND. ij >= 2 .AND. ij <= jpj-1 ) THEN
+         zwa(:,:,:) = pf(:,:,:)
+         zwa(ii,ij,nn_mlb_nan_k) = ieee_value( 1._wp, ieee_quiet_nan )
+         CALL mlb_put( cdname, kt, zwa, istat, halo=1 )
+      ELSE
+         CALL mlb_put( cdname, kt, pf, istat, halo=1 )
+      ENDIF
+      CALL inf_check( istat, 'inf_put: mlb_put '//cdname )
+   END SUBROUTINE put_field
+
+
+   SUBROUTINE get_field( cdname, kt, pf )
+      !! mlb_get of one received field, zero when &nammlb does not receive it
+      CHARACTER(len=*)          , INTENT(in   ) ::   cdname
+      INTEGER                   , INTENT(in   ) ::   kt
+      REAL(wp), DIMENSION(:,:,:), INTENT(inout) ::   pf
+      INTEGER ::   istat
+      IF( .NOT. ANY( cn_mlb_rcv == cdname ) ) THEN
+         pf(:,:,:) = 0._wp
+         RETURN
+      ENDIF
+      CALL mlb_get( cdname, kt, pf, istat, halo=1 )
+      CALL inf_check( istat, 'inf_get: mlb_get '//cdname )
+   END SUBROUTINE get_field
+
+
+   SUBROUTINE inproc( px, pout )
+      !! the in-process closure of one field
+      REAL(wp), DIMENSION(:,:,:), INTENT(in   ) ::   px
+      REAL(wp), DIMENSION(:,:,:), INTENT(inout) ::   pout
+      SELECT CASE( cn_mlb_inproc )
+      CASE( 'laplacian' )   ;   CALL inc_laplacian( px, rn_mlb_coef, pout )
+      CASE( 'smooth3'   )   ;   CALL inc_smooth3( px, rn_mlb_coef, pout, zwa, zwb )
+      END SELECT
+   END SUBROUTINE inproc
+
+
+   SUBROUTINE inf_check( kstatus, cdwhat, ld_all )
+      !! stop the run with the library's message when an mlbridge call failed
+      INTEGER          , INTENT(in) ::   kstatus
+      CHARACTER(len=*) , INTENT(in) ::   cdwhat
+      LOGICAL, OPTIONAL, INTENT(in) ::   ld_all   ! the same error on every rank
+      CHARACTER(len=4096) ::   clerr
+      IF( kstatus == MLB_OK )   RETURN
+      CALL mlb_error_message( clerr )
+      CALL ctl_stop( cdwhat//': '//TRIM(clerr), ld_all )
+   END SUBROUTINE inf_check
+
+
+   SUBROUTINE nammlb_read( cdfile, cdmsg )
+      !!------------------------------------------------------------------
+      !! read &nammlb from cdfile; cdmsg: '' or why it failed (block absent from
+      !! namelist_cfg is fine, as for every block)
+      !!------------------------------------------------------------------
+      CHARACTER(len=*), INTENT(in ) ::   cdfile
+      CHARACTER(len=*), INTENT(out) ::   cdmsg
+      INTEGER ::   inum, ios
+      CHARACTER(len=lc) ::   cliom
+      NAMELIST/nammlb/ ln_mlb, cn_mlb_snd, cn_mlb_rcv, nn_mlb_lev, nn_mlb_every, cn_mlb_inproc, rn_mlb_coef,   &
+         &             nn_mlb_nan_kt, nn_mlb_nan_i, nn_mlb_nan_j, nn_mlb_nan_k, cn_mlb_nan_fld
+      !!------------------------------------------------------------------
+      cdmsg = ''
+      cliom = ''
+      OPEN( NEWUNIT=inum, FILE=cdfile, STATUS='old', ACTION='read', IOSTAT=ios, IOMSG=cliom )
+      IF( ios /= 0 ) THEN
+         cdmsg = 'cannot open '//TRIM(cdfile)//': '//TRIM(cliom)
+         RETURN
+      ENDIF
+      READ( inum, nammlb, IOSTAT=ios, IOMSG=cliom )
+      CLOSE( inum )
+      IF( ios == 0 )   RETURN
+      IF( ios < 0 ) THEN
+         IF( cdfile /= 'namelist_cfg' )   cdmsg = 'namelist block &nammlb not found in '//TRIM(cdfile)
+         RETURN
+      ENDIF
+      cdmsg = 'misspelled or wrong entry in namelist block &nammlb of '//TRIM(cdfile)//': '//TRIM(cliom)
+   END SUBROUTINE nammlb_read
+
+
+   SUBROUTINE nammlb_check( kpk )
+      !! refuse wrong &nammlb values before the first step, naming entry and value
+      INTEGER, INTENT(in) ::   kpk
+      INTEGER ::   jf
+      CHARACTER(len=lc) ::   cmsg
+      IF( nn_mlb_every < 1 ) THEN
+         WRITE(cmsg,'(a,i0,a)') 'nammlb: nn_mlb_every = ', nn_mlb_every, ' must be >= 1'
+         CALL ctl_stop( cmsg, ld_all=.TRUE. )
+      ENDIF
+      DO jf = 1, jpfld
+         IF( LEN_TRIM(cn_mlb_snd(jf)) > 0 .AND. .NOT. ANY( cfld == cn_mlb_snd(jf) ) )                       &
+            &   CALL ctl_stop( 'nammlb: cn_mlb_snd = "'//TRIM(cn_mlb_snd(jf))//'": the toy sends u, v or h', ld_all=.TRUE. )
+         IF( LEN_TRIM(cn_mlb_rcv(jf)) > 0 .AND. .NOT. ANY( ctnd == cn_mlb_rcv(jf) ) )                       &
+            &   CALL ctl_stop( 'nammlb: cn_mlb_rcv = "'//TRIM(cn_mlb_rcv(jf))//'": the toy receives u_tend, '// &
+            &                  'v_tend or h_tend', ld_all=.TRUE. )
+         IF( LEN_TRIM(cn_mlb_snd(jf)) > 0 .AND. COUNT( cn_mlb_snd == cn_mlb_snd(jf) ) > 1 )                 &
+            &   CALL ctl_stop( 'nammlb: cn_mlb_snd names "'//TRIM(cn_mlb_snd(jf))//'" twice', ld_all=.TRUE. )
+         IF( LEN_TRIM(cn_mlb_rcv(jf)) > 0 .AND. COUNT( cn_mlb_rcv == cn_mlb_rcv(jf) ) > 1 )                 &
+            &   CALL ctl_stop( 'nammlb: cn_mlb_rcv names "'//TRIM(cn_mlb_rcv(jf))//'" twice', ld_all=.TRUE. )
+         IF( nn_mlb_lev(jf) < 0 .OR. nn_mlb_lev(jf) > kpk ) THEN
+            WRITE(cmsg,'(a,i0,a,i0,a,i0,a)') 'nammlb: nn_mlb_lev(', jf, ') = ', nn_mlb_lev(jf),   &
+               &                              ' must be 0 (all) to nn_nz = ', kpk, ' levels'
+            CALL ctl_stop( cmsg, ld_all=.TRUE. )
+         ENDIF
+      END DO
+      SELECT CASE( cn_mlb_inproc )
+      CASE( 'none', 'laplacian', 'smooth3' )
+      CASE DEFAULT
+         CALL ctl_stop( 'nammlb: cn_mlb_inproc = "'//TRIM(cn_mlb_inproc)//'": none, laplacian or smooth3', ld_all=.TRUE. )
+      END SELECT
+      IF( ln_mlb .AND. cn_mlb_inproc /= 'none' )   CALL ctl_stop( 'nammlb: ln_mlb = .true. and cn_mlb_inproc = "'   &
+         &   //TRIM(cn_mlb_inproc)//'": closures run either in the servers or in process, not both', ld_all=.TRUE. )
+      IF( nn_mlb_nan_kt >= 0 ) THEN
+         IF( .NOT. ANY( cn_mlb_snd == cn_mlb_nan_fld ) .AND. ln_mlb )   CALL ctl_stop( 'nammlb: cn_mlb_nan_fld = "'   &
+            &   //TRIM(cn_mlb_nan_fld)//'" is not a sent field (cn_mlb_snd)', ld_all=.TRUE. )
+         IF( nn_mlb_nan_i < 1 .OR. nn_mlb_nan_i > jpiglo .OR. nn_mlb_nan_j < 1 .OR. nn_mlb_nan_j > jpjglo   &
+            & .OR. nn_mlb_nan_k < 1 .OR. nn_mlb_nan_k > kpk ) THEN
+            WRITE(cmsg,'(a,3(i0,a))') 'nammlb: NaN point (nn_mlb_nan_i, _j, _k) = (', nn_mlb_nan_i, ', ',   &
+               &                      nn_mlb_nan_j, ', ', nn_mlb_nan_k, ') is outside the grid'
+            CALL ctl_stop( cmsg, ld_all=.TRUE. )
+         ENDIF
+      ENDIF
+   END SUBROUTINE nammlb_check
+
+
+   SUBROUTINE early_stop( cdmsg, ld_each )
+      !!------------------------------------------------------------------
+      !! fatal error before mpp_start (no model communicator, no ocean.output):
+      !! ld_each: every rank writes its message; else world rank 0 writes it and the
+      !! others wait for its abort. Then MPI_Abort(MPI_COMM_WORLD, 1).
+      !!------------------------------------------------------------------
+      CHARACTER(len=*), INTENT(in) ::   cdmsg
+      LOGICAL         , INTENT(in) ::   ld_each
+      INTEGER  ::   irank
+      REAL(wp) ::   zt0
+      CALL MPI_Comm_rank( MPI_COMM_WORLD, irank )
+      IF( ld_each .OR. irank == 0 ) THEN
+         WRITE(error_unit,'(a)') ' E R R O R : '//TRIM(cdmsg)
+         FLUSH(error_unit)
+      ELSE
+         zt0 = MPI_Wtime()   ! no collective here: the servers are not in it
+         DO WHILE( MPI_Wtime() - zt0 < 5._wp )
+         END DO
+      ENDIF
+      CALL MPI_Abort( MPI_COMM_WORLD, 1 )
+      STOP 1   ! not reached
+   END SUBROUTINE early_stop
 
    !!======================================================================
 END MODULE infmod

@@ -7,7 +7,7 @@ MODULE nemogcm
    !!   nemo_init : namelists, decomposition, grid, state (rest or restart)
    !!   istate    : state at rest, optional Gaussian bump of h1
    !!----------------------------------------------------------------------
-   USE mpi_f08       , ONLY : MPI_Barrier, MPI_Wtime
+   USE mpi_f08       , ONLY : MPI_Comm, MPI_Barrier, MPI_Wtime
    USE par_kind      , ONLY : wp
    USE lib_mpp       , ONLY : mpp_start, mpp_stop, mpi_comm_oce, lwp, numout
    USE in_out_manager, ONLY : io_init, nn_it000, nn_itend, ln_rstart
@@ -22,7 +22,7 @@ MODULE nemogcm
    USE iom           , ONLY : iom_init
    USE diawri        , ONLY : dia_wri_init, dia_wri_final
    USE rst           , ONLY : rst_read
-   USE infmod        , ONLY : inf_init, inf_final
+   USE infmod        , ONLY : inf_init, inf_def, inf_final
    USE step          , ONLY : stp
 
    IMPLICIT NONE
@@ -66,8 +66,10 @@ CONTAINS
       !!                  ***  ROUTINE nemo_init  ***
       !! ** Purpose :   everything before the first step; every namelist value is
       !!                checked here, so a wrong one stops the run before any step
+      TYPE(MPI_Comm) ::   icomm   ! the model's communicator (from mlb_init when coupled)
       !!------------------------------------------------------------------
-      CALL mpp_start                    ! MPI, ocean.output
+      CALL inf_init( icomm )            ! &nammlb; coupled: split MPI_COMM_WORLD with the servers
+      CALL mpp_start( icomm )           ! MPI, ocean.output, on the model's own communicator
       CALL io_init                      ! &namrun
       CALL usr_def_nam                  ! &namusr_def
       CALL mpp_init( nn_nx, nn_ny )     ! &nammpp, decomposition
@@ -78,7 +80,7 @@ CONTAINS
       CALL ldf_init
       CALL dyn_init( nn_nz )
       CALL iom_init( nn_nz )
-      CALL inf_init                     ! &nammlb, coupling hook
+      CALL inf_def( nn_nz )             ! coupling hook: fields, handshake (or in-process closure)
       IF( ln_rstart ) THEN
          CALL rst_read                  ! state and AB3 history of a previous run
       ELSE

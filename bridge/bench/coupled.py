@@ -1,0 +1,238 @@
+"""``mlbridge bench coupled``: the toy model coupled to a server, against its parts alone.
+
+At a NEMO-like size per model rank (default 64 x 64 points, 30 layers, one model rank and one
+server rank), each repeat measures, through :func:`bridge.launcher.launch`:
+
+* **model step**: the toy alone (no exchange), its step-loop wall time per step (``ocean.output``);
+* **closure**: the closure alone, called in this process on a block of the same size with its
+  halo (u and v, all layers at once), seconds per call (between the runs of each repeat);
+* **coupled lag 0** and **coupled lag 1**: the same run with the closure in a server every step,
+  step-loop wall time per step; and the server's busy time per exchange (``timing.json``:
+  unpack, inference, pack, send).
+
+Printed, as medians over the repeats, with the targets: lag 0: ``coupled - (model + closure)``
+<= 10 % of the model step (the transfer overhead); lag 1: ``coupled <= 1.1 x max(model step,
+server step)`` (the closure hidden behind the model's step). The lag 0 overhead is also given
+with the closure's time as measured inside the server during the run (on a busy machine the
+same closure runs slower there than alone). Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.build import default_build_dir
+from bridge.namelist import write_patched_cfg
+
+REPO = Path(__file__).resolve().parents[2]
+COARSE_CFG = REPO / "examples" / "coarse" / "namelist_cfg"
+STEP_LOOP = re.compile(r"step loop of\s+(\d+)\s+steps, wall time\s+([0-9.Ee+-]+)\s+s")
+PREFIX = {"laplacian": "lap", "smooth3": "smooth", "identity": "id"}
+
+EXAMPLES = (
+    "  mlbridge bench coupled --repeats 3\n"
+    "  mlbridge bench coupled --nx 42 --nz 75 --closure smooth3 --steps 200\n"
+)
+
+
+@dataclass(frozen=True)
+class CoupledTiming:
+    """Seconds per step (medians over the repeats)."""
+
+    model_s: float
+    closure_s: float
+    lag0_s: float
+    lag1_s: float
+    server0_s: float
+    server1_s: float
+    inference0_s: float  # the closure's time inside the server (lag 0 run)
+    inference1_s: float
+
+    @property
+    def lag0_overhead(self) -> float:
+        """``(coupled - (model + closure)) / model`` with lag 0."""
+        return (self.lag0_s - (self.model_s + self.closure_s)) / self.model_s
+
+    @property
+    def lag0_transfer(self) -> float:
+        """``(coupled - (model + closure as timed in the server)) / model`` with lag 0."""
+        return (self.lag0_s - (self.model_s + self.inference0_s)) / self.model_s
+
+    @property
+    def lag1_ratio(self) -> float:
+        """``coupled / max(model, server)`` with lag 1."""
+        return self.lag1_s / max(self.model_s, self.server1_s)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``mlbridge bench coupled``."""
+    parser.add_argument("--nx", type=int, default=64, help="ocean points per rank in i and j")
+    parser.add_argument("--nz", type=int, default=30, help="layers (default 30)")
+    parser.add_argument("--steps", type=int, default=300, help="model steps per run")
+    parser.add_argument(
+        "--closure",
+        default="smooth3",
+        choices=sorted(PREFIX),
+        help="analytic closure on u and v (default smooth3, halo 3)",
+    )
+    parser.add_argument(
+        "--build-dir", type=Path, default=None, help="build directory holding bin/toy_nemo"
+    )
+
+
+def _case(work: Path, nx: int, nz: int, steps: int) -> Path:
+    """``work/namelist_cfg``: the coarse toy on ``nx + 2`` points (rim), ``nz`` layers."""
+    work.mkdir(parents=True, exist_ok=True)
+    patch = {
+        "namrun": {"cn_exp": "BENCH", "nn_itend": steps, "nn_write": 0, "nn_stock": 0},
+        "namusr_def": {"nn_nx": nx + 2, "nn_ny": nx + 2, "nn_nz": nz},
+        "nammlb": {"cn_mlb_snd": ["u", "v", ""], "cn_mlb_rcv": ["u_tend", "v_tend", ""]},
+    }
+    write_patched_cfg(COARSE_CFG, patch, work / "namelist_cfg")
+    return work
+
+
+def _config(work: Path, closure: str | None, lag: int) -> Any:
+    from bridge.config import CouplingConfig
+
+    data: dict[str, Any] = {
+        "model": {"executable": "toy_nemo", "ranks": 1, "namelist_cfg": "namelist_cfg"},
+        "server": {"ranks": 1, "timeout_s": 120.0},
+        "run": {"workdir": str(work / "runs")},
+    }
+    if closure is not None:
+        prefix = PREFIX[closure]
+        data["exchange"] = [
+            {
+                "closure": closure,
+                "inputs": {"u": "u", "v": "v"},
+                "outputs": {f"{prefix}_u": "u_tend", f"{prefix}_v": "v_tend"},
+                "params": {} if closure == "identity" else {"coefficient": 1.0e-7},
+                "lag": lag,
+            }
+        ]
+    return CouplingConfig.from_dict(data, base_dir=work)
+
+
+def _step_seconds(run_dir: Path) -> float:
+    text = (run_dir / "ocean.output").read_text()
+    match = STEP_LOOP.search(text)
+    if match is None:
+        raise RuntimeError(f"{run_dir / 'ocean.output'}: no step-loop time")
+    return float(match.group(2)) / int(match.group(1))
+
+
+def _run(work: Path, closure: str | None, lag: int, build: Path) -> tuple[float, float, float]:
+    """One launch: model seconds per step, server busy and inference seconds per exchange."""
+    import json
+
+    from bridge.launcher import launch
+
+    result = launch(_config(work, closure, lag), quiet=True, build_dir=build)
+    if result.returncode != 0:
+        raise RuntimeError(f"run failed ({result.returncode}): see {result.run_dir}")
+    timing = result.timing or {}
+    server = float(timing.get("server", {}).get("busy_per_exchange_median_s", 0.0))
+    inference = 0.0
+    steps_file = result.run_dir / "timing_steps.json"
+    if steps_file.is_file():
+        per_rank = json.loads(steps_file.read_text())["servers"]
+        inference = max(statistics.median(r["inference_s"]) for r in per_rank if r["inference_s"])
+    return _step_seconds(result.run_dir), server, inference
+
+
+def closure_seconds(closure: str, nx: int, nz: int, calls: int = 30) -> float:
+    """Median seconds of one call of the closure on u and v blocks of ``nz x nx x nx``."""
+    from bridge.closures.analytic import ANALYTIC, analytic_closure
+    from bridge.server import keep_freed_memory
+
+    keep_freed_memory()  # as the server does: the closure's cost, not the page faults'
+
+    halo = ANALYTIC[closure][0]
+    fn = analytic_closure(
+        closure, ["u", "v"], {} if closure == "identity" else {"coefficient": 1.0}
+    )
+    rng = np.random.default_rng(0)
+    shape = (nz, nx + 2 * halo, nx + 2 * halo)
+    inputs = {"u": rng.standard_normal(shape), "v": rng.standard_normal(shape)}
+    if "mask" in fn.spec.input_names:
+        inputs["mask"] = np.ones(shape)
+    times = []
+    for _ in range(calls + 3):
+        t0 = time.perf_counter()
+        fn(inputs)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[3:])
+
+
+def measure(args: argparse.Namespace, work: Path, build: Path) -> CoupledTiming:
+    """The four measurements, interleaved ``args.repeats`` times (a shared machine drifts)."""
+    _case(work, args.nx, args.nz, args.steps)
+    keys = ("model", "closure", "lag0", "lag1", "srv0", "srv1", "inf0", "inf1")
+    rows: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(max(1, args.repeats)):
+        rows["model"].append(_run(work, None, 0, build)[0])
+        rows["closure"].append(closure_seconds(args.closure, args.nx, args.nz))
+        for lag in (0, 1):
+            step, server, inference = _run(work, args.closure, lag, build)
+            rows[f"lag{lag}"].append(step)
+            rows[f"srv{lag}"].append(server)
+            rows[f"inf{lag}"].append(inference)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    return CoupledTiming(
+        model_s=med["model"],
+        closure_s=med["closure"],
+        lag0_s=med["lag0"],
+        lag1_s=med["lag1"],
+        server0_s=med["srv0"],
+        server1_s=med["srv1"],
+        inference0_s=med["inf0"],
+        inference1_s=med["inf1"],
+    )
+
+
+def report(t: CoupledTiming, args: argparse.Namespace) -> str:
+    """The table and the targets."""
+    ms = 1e3
+    lines = [
+        f"per model rank {args.nx} x {args.nx} x {args.nz}, closure {args.closure} on u and v, "
+        f"{args.steps} steps, medians over {args.repeats} repeats (ms per step)",
+        f"  model step alone          {t.model_s * ms:9.3f}",
+        f"  closure alone             {t.closure_s * ms:9.3f}",
+        f"  coupled lag 0             {t.lag0_s * ms:9.3f}   (server busy {t.server0_s * ms:.3f}, "
+        f"of which closure {t.inference0_s * ms:.3f})",
+        f"  coupled lag 1             {t.lag1_s * ms:9.3f}   (server busy {t.server1_s * ms:.3f}, "
+        f"of which closure {t.inference1_s * ms:.3f})",
+        f"  lag 0: coupled - (model + closure) = {t.lag0_overhead * 100:6.1f} % of the model step"
+        f"   (target <= 10 %: {'met' if t.lag0_overhead <= 0.10 else 'NOT met'})",
+        f"  lag 0, with the closure as timed in the server: {t.lag0_transfer * 100:6.1f} %",
+        f"  lag 1: coupled / max(model, server) = {t.lag1_ratio:6.3f}"
+        f"   (target <= 1.1: {'met' if t.lag1_ratio <= 1.1 else 'NOT met'})",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print the figures."""
+    build = Path(args.build_dir or default_build_dir()).resolve()
+    if not (build / "bin" / "toy_nemo").is_file():
+        print(f"bench coupled: {build / 'bin' / 'toy_nemo'} not found: run `mlbridge build`")
+        return 2
+    with tempfile.TemporaryDirectory(prefix="mlb-bench-coupled-") as tmp:
+        try:
+            timing = measure(args, Path(tmp), build)
+        except Exception as err:  # a failed run: say why, exit non-zero
+            print(f"bench coupled: {err}", file=sys.stderr)
+            return 1
+    print(report(timing, args))
+    return 0
