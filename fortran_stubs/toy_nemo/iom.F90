@@ -6,6 +6,7 @@ MODULE iom
    !!======================================================================
    !!   iom_init   : allocate the gather buffers once
    !!   iom_gather : owned points of every rank -> global array on rank 0
+   !!   iom_scatter: global array on rank 0 -> owned points of every rank
    !!   iom_check  : stop with the netCDF message if a call failed
    !!----------------------------------------------------------------------
    USE mpi_f08
@@ -18,8 +19,9 @@ MODULE iom
    PRIVATE
 
    PUBLIC   iom_init     ! called by nemogcm
-   PUBLIC   iom_gather   ! called by diawri, rst
-   PUBLIC   iom_check    ! called by diawri, rst
+   PUBLIC   iom_gather   ! called by diawri, rst, diatend
+   PUBLIC   iom_scatter  ! called by diatend
+   PUBLIC   iom_check    ! called by diawri, rst, diatend
 
    INTEGER ::   nlev = 0                                   ! levels the buffers were sized for
    REAL(wp), ALLOCATABLE, DIMENSION(:) ::   sbuf, rbuf    ! send buffer, receive buffer (rank 0)
@@ -87,6 +89,49 @@ CONTAINS
          END DO
       ENDIF
    END SUBROUTINE iom_gather
+
+
+   SUBROUTINE iom_scatter( kpk, pglo, ploc )
+      !!------------------------------------------------------------------
+      !!                  ***  ROUTINE iom_scatter  ***
+      !! ** Purpose :   owned points of ploc(jpi, jpj, kpk) on every rank from
+      !!                pglo(jpiglo, jpjglo, kpk) on rank 0 (pglo unused elsewhere);
+      !!                the halo of ploc is not touched: the caller fills it (lbc_lnk)
+      !!------------------------------------------------------------------
+      INTEGER ,                               INTENT(in   ) ::   kpk    ! number of levels
+      REAL(wp), DIMENSION(:,:,:)            , INTENT(in   ) ::   pglo   ! global field (rank 0)
+      REAL(wp), DIMENSION(jpi,jpj,kpk)      , INTENT(inout) ::   ploc   ! local field, halo included
+      INTEGER ::   ji, jj, jk, jr, in, iimpp, ijmpp, iowi, iowj
+      !!------------------------------------------------------------------
+      IF( kpk > nlev )   CALL ctl_stop( 'iom_scatter: more levels than the buffers hold' )
+      IF( nproc == 0 ) THEN
+         in = 0
+         DO jr = 1, jpnij
+            CALL mpp_box( jr-1, iimpp, ijmpp, iowi, iowj )
+            icnt(jr) = iowi * iowj * kpk
+            idsp(jr) = in
+            DO jk = 1, kpk
+               DO jj = ijmpp, ijmpp + iowj - 1
+                  DO ji = iimpp, iimpp + iowi - 1
+                     in = in + 1
+                     rbuf(in) = pglo(ji,jj,jk)
+                  END DO
+               END DO
+            END DO
+         END DO
+      ENDIF
+      CALL MPI_Scatterv( rbuf, icnt, idsp, MPI_DOUBLE_PRECISION,   &
+         &               sbuf, (jpi-2)*(jpj-2)*kpk, MPI_DOUBLE_PRECISION, 0, mpi_comm_oce )
+      in = 0
+      DO jk = 1, kpk
+         DO jj = 2, jpj-1
+            DO ji = 2, jpi-1
+               in = in + 1
+               ploc(ji,jj,jk) = sbuf(in)
+            END DO
+         END DO
+      END DO
+   END SUBROUTINE iom_scatter
 
 
    SUBROUTINE iom_check( kstatus, cdwhat, ld_all )

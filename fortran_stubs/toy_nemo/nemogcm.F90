@@ -3,7 +3,8 @@ MODULE nemogcm
    !!                       ***  MODULE  nemogcm  ***
    !! toy_nemo :  the model driver: initialisation, time loop, end
    !!======================================================================
-   !!   nemo_gcm  : the whole run
+   !!   nemo_gcm  : the whole run (time loop, or the offline tendency
+   !!               diagnostic of given states when &namtend ln_tend)
    !!   nemo_init : namelists, decomposition, grid, state (rest or restart)
    !!   istate    : state at rest, optional Gaussian bump of h1
    !!----------------------------------------------------------------------
@@ -21,6 +22,7 @@ MODULE nemogcm
    USE dyn           , ONLY : dyn_init
    USE iom           , ONLY : iom_init
    USE diawri        , ONLY : dia_wri_init, dia_wri_final
+   USE diatend       , ONLY : dia_tend_init, dia_tend, ln_tend
    USE rst           , ONLY : rst_read
    USE infmod        , ONLY : inf_init, inf_def, inf_final
    USE step          , ONLY : stp
@@ -43,17 +45,21 @@ CONTAINS
       REAL(wp) ::   zt0, zt1
       !!------------------------------------------------------------------
       CALL nemo_init
-      CALL MPI_Barrier( mpi_comm_oce )
-      zt0 = MPI_Wtime()
-      DO kt = nn_it000, nn_itend
-         CALL stp( kt )
-      END DO
-      CALL MPI_Barrier( mpi_comm_oce )
-      zt1 = MPI_Wtime()
-      IF( lwp ) THEN
-         WRITE(numout,*)
-         WRITE(numout,'(a,i10,a,f14.6,a)') ' nemo_gcm: step loop of ', nn_itend - nn_it000 + 1,   &
-            &                              ' steps, wall time ', zt1 - zt0, ' s'
+      IF( ln_tend ) THEN                ! offline diagnostic: no time step at all
+         CALL dia_tend
+      ELSE
+         CALL MPI_Barrier( mpi_comm_oce )
+         zt0 = MPI_Wtime()
+         DO kt = nn_it000, nn_itend
+            CALL stp( kt )
+         END DO
+         CALL MPI_Barrier( mpi_comm_oce )
+         zt1 = MPI_Wtime()
+         IF( lwp ) THEN
+            WRITE(numout,*)
+            WRITE(numout,'(a,i10,a,f14.6,a)') ' nemo_gcm: step loop of ', nn_itend - nn_it000 + 1,   &
+               &                              ' steps, wall time ', zt1 - zt0, ' s'
+         ENDIF
       ENDIF
       CALL dia_wri_final
       CALL inf_final
@@ -71,6 +77,7 @@ CONTAINS
       CALL inf_init( icomm )            ! &nammlb; coupled: split MPI_COMM_WORLD with the servers
       CALL mpp_start( icomm )           ! MPI, ocean.output, on the model's own communicator
       CALL io_init                      ! &namrun
+      CALL dia_tend_init                ! &namtend
       CALL usr_def_nam                  ! &namusr_def
       CALL mpp_init( nn_nx, nn_ny )     ! &nammpp, decomposition
       CALL lbc_init( nn_nz )
@@ -81,12 +88,14 @@ CONTAINS
       CALL dyn_init( nn_nz )
       CALL iom_init( nn_nz )
       CALL inf_def( nn_nz )             ! coupling hook: fields, handshake (or in-process closure)
-      IF( ln_rstart ) THEN
+      IF( ln_tend ) THEN
+         CONTINUE                       ! states come from cn_tend_in, no output file
+      ELSEIF( ln_rstart ) THEN
          CALL rst_read                  ! state and AB3 history of a previous run
       ELSE
          CALL istate
       ENDIF
-      CALL dia_wri_init                 ! output file created before the first step
+      IF( .NOT. ln_tend )   CALL dia_wri_init   ! output file created before the first step
       IF( lwp ) THEN
          WRITE(numout,*)
          WRITE(numout,'(a,i10,a,i10)') ' nemo_init: initialisation done, steps ', nn_it000, ' to ', nn_itend
