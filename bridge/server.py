@@ -68,8 +68,10 @@ def resolve_closure(
     threads: int,
     *,
     inputs: Sequence[str] = (),
+    registry: Path | None = None,
+    sha256: str = "",
 ) -> Closure:
-    """The closure an exchange names: an analytic closure, later a registry reference.
+    """The closure an exchange names: an analytic closure or a registry reference.
 
     Parameters
     ----------
@@ -83,6 +85,11 @@ def resolve_closure(
         Where the closure runs (used by torch closures).
     inputs
         The closure input names the exchange maps; analytic closures take their inputs from it.
+    registry
+        Registry directory (``server.registry``); None: the default registry.
+    sha256
+        Registry closures: the pinned sha256 (``exchange.sha256``) the entry's recorded hash
+        (of its artifact, or of its manifest when it has none) must equal; empty: any.
 
     Returns
     -------
@@ -114,12 +121,40 @@ def resolve_closure(
             "settings live in the manifest"
         )
     try:
-        return Registry().load(name, device=device, threads=threads)
+        reg = Registry(registry)
+        if sha256:
+            _check_pinned_hash(reg, name, sha256)
+        return reg.load(name, device=device, threads=threads)
+    except ServerError:
+        raise
     except Exception as err:  # a registry closure may fail in many ways: report, don't crash
         raise ServerError(
             f"closure {name!r} is not an analytic closure ({', '.join(sorted(ANALYTIC))}) and "
             f"cannot be loaded from the registry: {type(err).__name__}: {err}"
         ) from None
+
+
+def _check_pinned_hash(registry: Any, name: str, sha256: str) -> None:
+    """The recorded hash of registry entry ``name`` equals the pinned ``sha256``.
+
+    Raises
+    ------
+    ServerError
+        Naming the closure, the file and both hashes.
+    """
+    from bridge.registry import MANIFEST_FILE
+
+    entry = registry.show(name)
+    hashes = entry.record.get("sha256", {})
+    artifact = entry.artifact
+    path = artifact if artifact is not None else entry.directory / MANIFEST_FILE
+    recorded = hashes.get(path.name, "")
+    if recorded != sha256:
+        raise ServerError(
+            f"closure {name!r} ({entry.ref}): {path} has recorded sha256 {recorded or 'none'}, "
+            f"the exchange pins sha256 {sha256} (pin the registered content, or register the "
+            "pinned one)"
+        )
 
 
 def build_closures(config: CouplingConfig) -> dict[str, Closure]:
@@ -137,6 +172,8 @@ def build_closures(config: CouplingConfig) -> dict[str, Closure]:
             config.server.device,
             config.server.threads,
             inputs=tuple(ex.inputs),
+            registry=config.server.registry,
+            sha256=ex.sha256,
         )
         for ex in config.exchanges
     }
@@ -340,15 +377,6 @@ def _wait_quietly(keep: Sequence[tuple[Any, Any]], timeout_s: float) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Copy:
-    """One rectangle between a message buffer and a block array (views, built once)."""
-
-    buffer: np.ndarray  # (nz, h, w) view into a message buffer
-    field: str
-    region: tuple[slice, slice, slice]  # the rectangle in the field's block array
-
-
 class BlockServer:
     """One server rank's block: buffers, closures and the exchange loop.
 
@@ -385,25 +413,52 @@ class BlockServer:
         self.send_fields = setup.active_fields("send")
         self.recv_fields = setup.active_fields("recv")
         hy, hx = self.plan.haloed_shape(self.rank)
-        self.blocks = {f.name: np.zeros((f.nlev, hy, hx)) for f in self.send_fields}
+        # two sets of block arrays: the fields of the next exchange are received into one while
+        # the closure reads the other (and outputs that alias a block stay valid while they go)
+        self.block_sets = [
+            {f.name: np.zeros((f.nlev, hy, hx)) for f in self.send_fields} for _ in range(2)
+        ]
+        self.blocks = self.block_sets[0]
         self.mask_block = assemble_global_reference(
             setup.mask[None], self.box, self.halo, setup.boundary
         )
         self.in_peers = self.plan.server_recv_peers(self.rank)
         self.out_peers = self.plan.server_send_peers(self.rank)
-        self.message_size: dict[int, int] = {}
-        # the fields land straight in the block arrays (no unpack): one datatype per model rank
-        self.in_headers: dict[int, np.ndarray] = {}
-        self.in_types: dict[int, Any] = {}
-        self.in_sizes: dict[int, int] = {}
-        for r in self.in_peers:
-            self._receive_type(r)
-        self.out_bufs: dict[int, np.ndarray] = {}
-        self.pack_copies: list[_Copy] = []
-        for r in self.out_peers:
-            self.out_bufs[r] = self._layout_buffer(
-                self.plan.returns[(self.rank, r)], "src", self.recv_fields, self.pack_copies
-            )
+        levels = sum(f.nlev for f in self.recv_fields)
+        self.out_sizes = {
+            r: 1 + levels * sum(seg.size for seg in self.plan.returns[(self.rank, r)])
+            for r in self.out_peers
+        }
+        # the fields land straight in the block arrays (no unpack): one datatype per model rank,
+        # field and block set
+        self.in_headers: dict[tuple[int, int, int], np.ndarray] = {}
+        self.in_types: dict[tuple[int, int, int], Any] = {}
+        self.in_sizes: dict[tuple[int, int], int] = {}
+        # Lag 0: the messages go straight between the model's arrays and the blocks / the
+        # closure's outputs (MPI datatypes): both sides are in MPI while they move. Lag 1:
+        # contiguous buffers on both sides (with Open MPI's single-copy mechanism the receiver
+        # then pulls a message by itself), and the outputs are copied into one of two send
+        # buffers, so that the next closure never waits for the model to take them.
+        self.buffered = setup.lag > 0
+        self.in_bufs: dict[tuple[int, int, int], np.ndarray] = {}
+        self.unpack_copies: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {0: [], 1: []}
+        for parity in (0, 1):
+            for r in self.in_peers:
+                self._receive_type(r, parity)
+        self.out_bufs: dict[tuple[int, int], np.ndarray] = {}
+        Copy = tuple[np.ndarray, str, tuple[slice, ...]]
+        self.pack_copies: dict[int, list[Copy]] = {0: [], 1: []}
+        if self.buffered:
+            for parity in (0, 1):
+                for r in self.out_peers:
+                    self._output_buffer(r, parity)
+        self.parity_sends: dict[int, list[Any]] = {0: [], 1: []}
+        # the outputs leave straight from the closure's arrays: one datatype per model rank,
+        # cached by the arrays' addresses (closures tend to reuse their memory)
+        self.out_headers = {r: np.zeros(1) for r in self.out_peers}
+        self.out_types: dict[tuple[Any, ...], Any] = {}
+        self.send_keep: list[Any] = []
+        self.takes_mask = {n: _accepts_mask(c) for n, c in closures.items()}
         self.send_requests: list[Any] = []
         self.nan_policy = self._nan_policies()
         self.nan_replaced = 0
@@ -414,20 +469,38 @@ class BlockServer:
 
     # --- set-up ------------------------------------------------------------------------------
 
-    def _receive_type(self, r: int) -> None:
-        """The MPI datatype of model rank ``r``'s FIELDS message, scattering it into the blocks.
+    def _receive_type(self, r: int, parity: int) -> None:
+        """The MPI datatypes of model rank ``r``'s FIELDS messages, scattering into the blocks.
 
-        Same layout as the model packs it: the step in ``in_headers[r][0]``, then for each field
-        and each segment of the plan the rectangle ``[:, dst]`` of that field's block array.
+        One message per field, as the model sends it: the step in
+        ``in_headers[r, f, parity][0]``, then for each segment of the plan the rectangle
+        ``[:, dst]`` of the field's block array (of block set ``parity``).
         """
         from mpi4py import MPI
 
-        header = np.zeros(1)
-        lengths, displacements, types = [1], [MPI.Get_address(header)], [MPI.DOUBLE]
-        parts = []
-        size = 1
-        for f in self.send_fields:
-            block = self.blocks[f.name]
+        if self.buffered:
+            for jf, f in enumerate(self.send_fields):
+                segments = self.plan.sends[(r, self.rank)]
+                buf = np.zeros(1 + f.nlev * sum(seg.size for seg in segments))
+                offset = 1
+                block = self.block_sets[parity][f.name]
+                for seg in segments:
+                    b = seg.dst
+                    count = f.nlev * b.size
+                    view = buf[offset : offset + count].reshape(f.nlev, b.ny, b.nx)
+                    self.unpack_copies[parity].append((block[(slice(None), *b.slices())], view))
+                    offset += count
+                self.in_bufs[(r, jf, parity)] = buf
+                self.in_types[(r, jf, parity)] = MPI.DOUBLE
+                self.in_headers[(r, jf, parity)] = buf[:1]
+                self.in_sizes[(r, jf)] = buf.size
+            return
+        for jf, f in enumerate(self.send_fields):
+            header = np.zeros(1)
+            lengths, displacements, types = [1], [MPI.Get_address(header)], [MPI.DOUBLE]
+            parts = []
+            size = 1
+            block = self.block_sets[parity][f.name]
             for seg in self.plan.sends[(r, self.rank)]:
                 b = seg.dst
                 part = MPI.DOUBLE.Create_subarray(
@@ -438,35 +511,74 @@ class BlockServer:
                 displacements.append(MPI.Get_address(block))
                 types.append(part)
                 size += f.nlev * b.size
-        self.in_types[r] = MPI.Datatype.Create_struct(lengths, displacements, types).Commit()
+            self.in_types[(r, jf, parity)] = MPI.Datatype.Create_struct(
+                lengths, displacements, types
+            ).Commit()
+            for part in parts:
+                part.Free()
+            self.in_headers[(r, jf, parity)] = header
+            self.in_sizes[(r, jf)] = size
+
+    def _output_buffer(self, r: int, parity: int) -> None:
+        """Lag 1: the contiguous OUTPUTS buffer ``[kt, field 1 segments, ...]`` for model rank
+        ``r`` and the views that fill it."""
+        segments = self.plan.returns[(self.rank, r)]
+        buf = np.zeros(self.out_sizes[r])
+        offset = 1
+        for f in self.recv_fields:
+            for seg in segments:
+                b = seg.src
+                count = f.nlev * b.size
+                view = buf[offset : offset + count].reshape(f.nlev, b.ny, b.nx)
+                self.pack_copies[parity].append((view, f.name, (slice(None), *b.slices())))
+                offset += count
+        self.out_bufs[(r, parity)] = buf
+
+    def _send_type(self, r: int, outputs: Mapping[str, np.ndarray]) -> Any:
+        """The datatype of the OUTPUTS message to model rank ``r``, gathering from ``outputs``.
+
+        The step from ``out_headers[r]``, then for each received field and each segment the
+        rectangle ``[:, src]`` of the output array: the layout the model expects.
+        """
+        from mpi4py import MPI
+
+        key = (r, *((outputs[f.name].ctypes.data, outputs[f.name].shape) for f in self.recv_fields))
+        dtype = self.out_types.get(key)
+        if dtype is not None:
+            return dtype
+        header = self.out_headers[r]
+        lengths, displacements, types = [1], [MPI.Get_address(header)], [MPI.DOUBLE]
+        parts = []
+        for f in self.recv_fields:
+            out = outputs[f.name]
+            for seg in self.plan.returns[(self.rank, r)]:
+                b = seg.src
+                part = MPI.DOUBLE.Create_subarray(
+                    list(out.shape), [f.nlev, b.ny, b.nx], [0, b.j0, b.i0]
+                )
+                parts.append(part)
+                lengths.append(1)
+                displacements.append(MPI.Get_address(out))
+                types.append(part)
+        dtype = MPI.Datatype.Create_struct(lengths, displacements, types).Commit()
         for part in parts:
             part.Free()
-        self.in_headers[r] = header
-        self.in_sizes[r] = size
+        if len(self.out_types) >= 16 * max(1, len(self.out_peers)):  # closures that never reuse
+            for old in self.out_types.values():
+                old.Free()
+            self.out_types = {}
+        self.out_types[key] = dtype
+        return dtype
 
     def free_types(self) -> None:
-        """Free the receive datatypes (at the end)."""
-        for dtype in self.in_types.values():
+        """Free the datatypes (at the end)."""
+        if not self.buffered:  # lag 1 receives plain buffers (MPI.DOUBLE: nothing to free)
+            for dtype in self.in_types.values():
+                dtype.Free()
+        for dtype in self.out_types.values():
             dtype.Free()
         self.in_types = {}
-
-    def _layout_buffer(
-        self, segments: Sequence[Any], side: str, fields: Sequence[FieldDecl], copies: list[_Copy]
-    ) -> np.ndarray:
-        """A message buffer ``[kt, field 1 segments, ...]`` and the views that fill it."""
-        cells = sum(seg.size for seg in segments)
-        size = 1 + sum(f.nlev for f in fields) * cells
-        buf = np.zeros(size)
-        offset = 1
-        for f in fields:
-            for seg in segments:
-                box = seg.box(side)
-                count = f.nlev * box.size
-                view = buf[offset : offset + count].reshape(f.nlev, box.ny, box.nx)
-                copies.append(_Copy(view, f.name, (slice(None), *box.slices())))
-                offset += count
-        self.message_size[id(buf)] = size
-        return buf
+        self.out_types = {}
 
     def _nan_policies(self) -> dict[str, str]:
         """on_nan of each model field (``abort`` wins when several exchanges use a field)."""
@@ -493,13 +605,27 @@ class BlockServer:
         peers = list(self.in_peers)
         sources = [self.layout.model_ranks[r] for r in peers]
 
-        def post(i: int) -> Any:
-            return comm.Irecv(
-                [MPI.BOTTOM, 1, self.in_types[peers[i]]], source=sources[i], tag=wire.TAG_FIELDS
-            )
+        nf = len(self.send_fields)
 
-        requests = [post(i) for i in range(len(peers))]
-        statuses = [MPI.Status() for _ in peers]
+        def post(parity: int) -> list[list[Any]]:
+            # one message per field from each model rank, matched in this order (same tag)
+            return [
+                [
+                    comm.Irecv(
+                        [self.in_bufs[(r, jf, parity)], MPI.DOUBLE]
+                        if self.buffered
+                        else [MPI.BOTTOM, 1, self.in_types[(r, jf, parity)]],
+                        source=src,
+                        tag=wire.TAG_FIELDS,
+                    )
+                    for jf in range(nf)
+                ]
+                for r, src in zip(peers, sources, strict=True)
+            ]
+
+        parity = 0
+        requests = post(parity)
+        statuses = [[MPI.Status() for _ in range(nf)] for _ in peers]
         while True:
             t0 = time.perf_counter()
             try:
@@ -513,42 +639,71 @@ class BlockServer:
             t1 = time.perf_counter()
             if all(w == "done" for w in said):
                 break
-            kt = self._check_messages(peers, statuses, said)
+            kt = self._check_messages(peers, statuses, said, parity)
+            self.blocks = self.block_sets[parity]
+            # The fields of the next exchange land in the other block set (lag 1: buffer) while
+            # the closure runs. Lag 0: they cannot come before the model has the outputs, which
+            # may alias that set: post once those sends are done. Lag 1: post at once.
+            if self.buffered:
+                requests = post(1 - parity)
+                for dst, src in self.unpack_copies[parity]:
+                    np.copyto(dst, src)
+            else:
+                self._wait_sends()
+                requests = post(1 - parity)
             t2 = time.perf_counter()
             self._check_nan_inputs(kt)
             outputs = self._infer(kt)
-            requests = [post(i) for i in range(len(peers))]  # the blocks are free again
             t3 = time.perf_counter()
-            wire.wait_all(self.send_requests, self.timeout, "the model ranks to take the outputs")
-            t4 = time.perf_counter()
-            for c in self.pack_copies:
-                np.copyto(c.buffer, outputs[c.field][c.region])
-            self.send_requests = []
-            for r in self.out_peers:
-                buf = self.out_bufs[r]
-                buf[0] = kt
-                self.send_requests.append(
-                    comm.Isend(
-                        [buf, self.message_size[id(buf)], MPI.DOUBLE_PRECISION],
-                        dest=self.layout.model_ranks[r],
-                        tag=wire.TAG_OUTPUTS,
-                    )
+            if self.buffered:
+                # the buffers of this parity went two exchanges ago: long taken
+                wire.wait_all(
+                    self.parity_sends[parity], self.timeout, "the model ranks to take the outputs"
                 )
+                for view, name, region in self.pack_copies[parity]:
+                    np.copyto(view, outputs[name][region])
+                sends = [[self.out_bufs[(r, parity)], MPI.DOUBLE] for r in self.out_peers]
+                for r in self.out_peers:
+                    self.out_bufs[(r, parity)][0] = kt
+            else:
+                types = {r: self._send_type(r, outputs) for r in self.out_peers}
+                sends = [[MPI.BOTTOM, 1, types[r]] for r in self.out_peers]
+                for r in self.out_peers:
+                    self.out_headers[r][0] = kt
+            t4 = time.perf_counter()
+            requests_out = [
+                comm.Isend(msg, dest=self.layout.model_ranks[r], tag=wire.TAG_OUTPUTS)
+                for r, msg in zip(self.out_peers, sends, strict=True)
+            ]
+            if self.buffered:
+                self.parity_sends[parity] = requests_out
+            else:
+                self.send_requests = requests_out
+                self.send_keep = list(outputs.values())  # alive until the sends complete
             t5 = time.perf_counter()
+            parity = 1 - parity
             self.steps.append(kt)
             for key, value in zip(
-                self.STEP_KEYS, (t1 - t0, t2 - t1, t3 - t2, t5 - t4, t4 - t3), strict=True
+                self.STEP_KEYS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True
             ):
                 self.times[key].append(value)
-        wire.wait_all(self.send_requests, self.timeout, "the model ranks to take the last outputs")
+        wire.wait_all(
+            [*self.send_requests, *self.parity_sends[0], *self.parity_sends[1]],
+            self.timeout,
+            "the model ranks to take the last outputs",
+        )
 
     def _wait_fields_or_goodbye(
-        self, requests: list[Any], statuses: list[Any], peers: Sequence[int], sources: Sequence[int]
+        self,
+        requests: list[list[Any]],
+        statuses: list[list[Any]],
+        peers: Sequence[int],
+        sources: Sequence[int],
     ) -> list[str]:
         """Wait until each model rank sent its fields (``"fields"``) or its goodbye (``"done"``).
 
-        A goodbye (``TAG_DONE``) is received into ``model_timing`` and the fields receive posted
-        for that rank is cancelled.
+        A goodbye (``TAG_DONE``) is received into ``model_timing`` and the fields receives
+        still pending for that rank are cancelled.
 
         Raises
         ------
@@ -562,51 +717,62 @@ class BlockServer:
         comm = self.layout.comm
         said: list[str | None] = [None] * len(peers)
         goodbye = np.zeros(wire.DONE_LENGTH)
+        testall = MPI.Request.Testall
+        iprobe = comm.Iprobe
+        pending = list(range(len(peers)))
 
         def ready() -> bool:
-            for i, source in enumerate(sources):
-                if said[i] is not None:
-                    continue
+            for i in list(pending):
                 try:
-                    if requests[i].Test(statuses[i]):
+                    if testall(requests[i], statuses[i]):
                         said[i] = "fields"
+                        pending.remove(i)
                         continue
                 except MPI.Exception as err:
+                    sizes = [self.in_sizes[(peers[i], jf)] for jf in range(len(requests[i]))]
                     raise ServerError(
                         f"server rank {self.rank}: the fields of model rank {peers[i]} do not fit "
-                        f"the plan ({self.in_sizes[peers[i]]} values expected): "
-                        f"{err.Get_error_string()}"
+                        f"the plan ({sizes} values expected): {err.Get_error_string()}"
                     ) from None
-                if comm.Iprobe(source, wire.TAG_DONE):
-                    comm.Recv([goodbye, MPI.DOUBLE], source=source, tag=wire.TAG_DONE)
+                if iprobe(sources[i], wire.TAG_DONE):
+                    comm.Recv([goodbye, MPI.DOUBLE], source=sources[i], tag=wire.TAG_DONE)
                     self.model_timing[peers[i]] = [float(v) for v in goodbye]
-                    requests[i].Cancel()
-                    requests[i].Wait()
+                    for req in requests[i]:
+                        if req:
+                            req.Cancel()
+                            req.Wait()
                     said[i] = "done"
-            return all(w is not None for w in said)
+                    pending.remove(i)
+            return not pending
 
         wire.poll(ready, self.timeout, "the fields of the model ranks")
         return [str(w) for w in said]
 
     def _check_messages(
-        self, peers: Sequence[int], statuses: Sequence[Any], said: Sequence[str]
+        self,
+        peers: Sequence[int],
+        statuses: Sequence[Sequence[Any]],
+        said: Sequence[str],
+        parity: int,
     ) -> int:
         from mpi4py import MPI
 
         steps = set()
-        for r, st, what in zip(peers, statuses, said, strict=True):
+        for r, sts, what in zip(peers, statuses, said, strict=True):
             if what != "fields":
                 raise ServerError(
                     f"server rank {self.rank}: model rank {r} said goodbye while other model "
                     "ranks are still exchanging (did its run stop early?)"
                 )
-            count = st.Get_count(MPI.DOUBLE_PRECISION)
-            if count != self.in_sizes[r]:
-                raise ServerError(
-                    f"server rank {self.rank}: model rank {r} sent {count} values, the plan "
-                    f"expects {self.in_sizes[r]}"
-                )
-            steps.add(int(self.in_headers[r][0]))
+            for jf, st in enumerate(sts):
+                count = st.Get_count(MPI.DOUBLE_PRECISION)
+                if count != self.in_sizes[(r, jf)]:
+                    raise ServerError(
+                        f"server rank {self.rank}: model rank {r} sent {count} values of field "
+                        f"{self.send_fields[jf].name!r}, the plan expects "
+                        f"{self.in_sizes[(r, jf)]}"
+                    )
+                steps.add(int(self.in_headers[(r, jf, parity)][0]))
         if len(steps) != 1:
             raise ServerError(
                 f"server rank {self.rank}: model ranks {list(peers)} sent different steps "
@@ -626,7 +792,7 @@ class BlockServer:
         self, kt: int, name: str, interior: np.ndarray, full: np.ndarray, what: str
     ) -> None:
         """Abort or zero the NaNs of ``full`` (counting those of ``interior``, a view into it)."""
-        if np.isfinite(full.sum()):  # one read of the block: a NaN anywhere makes the sum NaN
+        if full.size == 0 or not np.isnan(full.max()):  # one read: max propagates a NaN
             return
         bad = np.isnan(interior)
         if not bad.any() and not np.isnan(full).any():
@@ -649,6 +815,23 @@ class BlockServer:
         for name, block in self.blocks.items():
             interior = block[:, h : block.shape[1] - h, h : block.shape[2] - h]
             self._nan_check(kt, name, interior, block, "model field")
+
+    def _wait_sends(self) -> None:
+        """Wait until the model ranks took the last outputs; forget their arrays."""
+        wire.wait_all(self.send_requests, self.timeout, "the model ranks to take the outputs")
+        self.send_requests = []
+        self.send_keep = []
+
+    def _block_holding(self, arr: np.ndarray) -> int:
+        """The block set (0, 1) with a block array that holds ``arr`` (C-contiguous), or -1."""
+        lo = arr.ctypes.data
+        hi = lo + arr.nbytes
+        for parity, blocks in enumerate(self.block_sets):
+            for block in blocks.values():
+                b0 = block.ctypes.data
+                if b0 <= lo and hi <= b0 + block.nbytes:
+                    return parity
+        return -1
 
     # --- inference ---------------------------------------------------------------------------
 
@@ -673,7 +856,10 @@ class BlockServer:
                     mask = self.mask_block[window].astype(spec.dtype, copy=False)
                     inputs[extra] = np.broadcast_to(mask, (nz, *mask.shape[1:]))
             try:
-                result = closure(inputs)
+                if self.takes_mask[name]:  # registry closures: outputs are zero on land
+                    result = closure(inputs, mask=self.mask_block[0][window[1:]])
+                else:
+                    result = closure(inputs)
                 if name not in self.checked_outputs:
                     check_outputs(spec, result, (nz, *self.plan.interior_shape(self.rank)))
                     self.checked_outputs.add(name)
@@ -683,8 +869,11 @@ class BlockServer:
                     f"rank {self.rank}: {type(err).__name__}: {err}"
                 ) from None
             for closure_output, model_field in ex.outputs.items():
-                out = np.asarray(result[closure_output], dtype=np.float64)
-                self._nan_check(kt, model_field, out, out, "closure output for")
+                out = np.ascontiguousarray(result[closure_output], dtype=np.float64)
+                holder = self._block_holding(out)
+                if holder < 0 or self.block_sets[holder] is not self.blocks:
+                    self._nan_check(kt, model_field, out, out, "closure output for")
+                # else an input passed through: its NaNs were handled with the inputs
                 outputs[model_field] = out
         return outputs
 
@@ -699,6 +888,17 @@ class BlockServer:
             "model": dict(self.model_timing),
             "nan_replaced": self.nan_replaced,
         }
+
+
+def _accepts_mask(closure: Closure) -> bool:
+    """Whether ``closure`` is called with ``mask=`` (registry closures; analytic ones are not)."""
+    import inspect
+
+    try:
+        params = inspect.signature(closure.__call__).parameters  # type: ignore[operator]
+    except (TypeError, ValueError):
+        return False
+    return "mask" in params
 
 
 def write_timing(

@@ -319,3 +319,36 @@ def test_servers_that_never_join_do_not_hang_the_model(tmp_path: Path, driver_ex
     assert proc.returncode != 0
     assert time.perf_counter() - t0 < 20
     assert "did not reach the world split within 2.0 s" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_pinned_sha256_checked_before_loading(tmp_path: Path) -> None:
+    """A registry closure whose recorded hash is not the pinned one is refused, naming both."""
+    from types import SimpleNamespace
+
+    from bridge.server import ServerError, _check_pinned_hash
+
+    entry = SimpleNamespace(
+        ref="gz@1",
+        directory=tmp_path,
+        artifact=tmp_path / "gz.ts",
+        record={"sha256": {"gz.ts": "a" * 64, "manifest.toml": "b" * 64}},
+    )
+    reg = SimpleNamespace(show=lambda name: entry)
+    _check_pinned_hash(reg, "gz", "a" * 64)  # the pinned content: accepted
+    with pytest.raises(ServerError) as info:
+        _check_pinned_hash(reg, "gz", "c" * 64)
+    text = str(info.value)
+    assert "'gz'" in text and str(tmp_path / "gz.ts") in text
+    assert "a" * 64 in text and "c" * 64 in text
+
+
+def test_mask_passed_only_to_closures_that_take_it() -> None:
+    from bridge.closures.analytic import analytic_closure
+    from bridge.server import _accepts_mask
+
+    class WithMask:
+        def __call__(self, inputs: dict, mask: object = None) -> dict:
+            return dict(inputs)
+
+    assert _accepts_mask(WithMask())
+    assert not _accepts_mask(analytic_closure("laplacian", ("u",), {}))

@@ -2,9 +2,11 @@
 
 One job per size, one model rank (``mlb_driver`` in bench mode) and one server rank. In the same
 run, between the same two processes, the driver first times a raw ``MPI_Send``/``MPI_Recv``
-ping-pong of the bytes of u and v out and two tendencies back, then the same traffic through
-``mlb_put``/``mlb_get`` with the ``identity`` closure (no compute). Medians over the repeats and
-their ratio are printed (target: bridge <= 1.25 x raw).
+ping-pong of the same bytes in the same pattern (u and v out, one message each, from contiguous
+buffers; two tendencies back, one message each; the server echoes what it received, as the
+``identity`` closure does), then the traffic through ``mlb_put``/``mlb_get`` of halo-1 arrays with
+the ``identity`` closure (no compute; the server still checks for NaN). Medians over the round
+trips and their ratio are printed (target: bridge <= 1.25 x raw).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--round-trips",
         type=int,
         default=0,
-        help="timed round trips per phase (default 20 x repeats)",
+        help="timed round trips per phase and job (default 100)",
     )
     parser.add_argument("--build-dir", type=Path, default=None, help="where bin/mlb_driver is")
 
@@ -83,7 +85,7 @@ def run_one(driver: Path, size: tuple[int, int, int], round_trips: int, work: Pa
         base_dir=work,
     )
     write_config_json(config, work / "run_config.json")
-    count = 2 * nx * ny * nz
+    count = nx * ny * nz  # values per field and message
     cmd = mpmd_command(
         [
             Program(1, (str(driver), "driver.nml")),
@@ -103,7 +105,13 @@ def run_one(driver: Path, size: tuple[int, int, int], round_trips: int, work: Pa
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"exchange bench failed (rc {proc.returncode}):\n{proc.stderr[-2000:]}")
-    return json.loads(line[len(MARK) :])
+    fig = json.loads(line[len(MARK) :])
+    fig["server_busy_s"] = float("nan")
+    timing = work / "timing.json"
+    if timing.is_file():
+        server = json.loads(timing.read_text())["server"]
+        fig["server_busy_s"] = server["busy_per_exchange_median_s"]
+    return fig
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,20 +128,39 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"bench exchange: {err}", file=sys.stderr)
         return 2
-    round_trips = args.round_trips or 20 * max(1, args.repeats)
-    print(f"{'per rank':>14} {'MB/trip':>8} {'raw ms':>8} {'bridge ms':>10} {'ratio':>6}")
+    repeats = max(1, args.repeats)
+    round_trips = args.round_trips or 100
+    figures: dict[tuple[int, int, int], list[dict]] = {size: [] for size in sizes}
     with tempfile.TemporaryDirectory(prefix="mlb-bench-") as tmp:
-        for size in sizes:
-            try:
-                fig = run_one(driver, size, round_trips, Path(tmp) / "x".join(map(str, size)))
-            except RuntimeError as err:
-                print(f"bench exchange: {err}", file=sys.stderr)
-                return 1
-            raw = statistics.median(fig["raw_s"])
-            brg = statistics.median(fig["bridge_s"])
-            mb = 4 * size[0] * size[1] * size[2] * 8 / 1e6
-            label = "x".join(map(str, size))
-            print(f"{label:>14} {mb:8.2f} {raw * 1e3:8.3f} {brg * 1e3:10.3f} {brg / raw:6.2f}")
+        for rep in range(repeats):  # sizes alternate: a shared machine drifts
+            for size in sizes:
+                work = Path(tmp) / f"{'x'.join(map(str, size))}-{rep}"
+                try:
+                    figures[size].append(run_one(driver, size, round_trips, work))
+                except RuntimeError as err:
+                    print(f"bench exchange: {err}", file=sys.stderr)
+                    return 1
+    print(
+        f"{repeats} job(s) per size, {round_trips} timed round trips per phase and job; "
+        "medians over the jobs of each job's median (ratio: range over the jobs)"
+    )
+    print(
+        f"{'per rank':>14} {'MB/trip':>8} {'raw ms':>8} {'bridge ms':>10} {'ratio':>6} "
+        f"{'ratio range':>13} {'server busy ms':>15}"
+    )
+    for size, figs in figures.items():
+        raws = [statistics.median(f["raw_s"]) for f in figs]
+        brgs = [statistics.median(f["bridge_s"]) for f in figs]
+        ratios = [b / r for b, r in zip(brgs, raws, strict=True)]
+        busy = statistics.median(f["server_busy_s"] for f in figs)
+        raw, brg = statistics.median(raws), statistics.median(brgs)
+        mb = 4 * size[0] * size[1] * size[2] * 8 / 1e6
+        label = "x".join(map(str, size))
+        print(
+            f"{label:>14} {mb:8.2f} {raw * 1e3:8.3f} {brg * 1e3:10.3f} "
+            f"{statistics.median(ratios):6.2f} {min(ratios):6.2f}-{max(ratios):<6.2f} "
+            f"{busy * 1e3:15.3f}"
+        )
     return 0
 
 
@@ -148,11 +175,14 @@ def serve(argv: Sequence[str]) -> int:
 
     config_path, count, trips = Path(argv[0]), int(argv[1]), int(argv[2])
     layout = wire.split_world(MPI.COMM_WORLD, wire.COLOUR_SERVER)
-    buf = np.empty(count)
+    # one message per field each way (u, v out; two tendencies back), as the bridge's exchange
+    bufs = [np.zeros(count), np.zeros(count)]
     world = MPI.COMM_WORLD
     for _ in range(trips):
-        world.Recv([buf, MPI.DOUBLE_PRECISION], source=0, tag=1)
-        world.Send([buf, MPI.DOUBLE_PRECISION], dest=0, tag=2)
+        for buf in bufs:
+            world.Recv([buf, MPI.DOUBLE_PRECISION], source=0, tag=1)
+        for buf in bufs:
+            world.Send([buf, MPI.DOUBLE_PRECISION], dest=0, tag=2)
     return bridge_serve(layout, load_config(config_path), config_path.parent)
 
 

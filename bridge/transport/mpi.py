@@ -11,8 +11,10 @@ Messages (tag: direction, type, content):
 * ``TAG_MASK``: model -> server 0, integers, the land mask of the rank's box (when it has one).
 * ``TAG_REPLY``: server 0 -> model, integers: ``[0, version, timeout_ms, every, lag, nfields,
   active(nfields), nroutes, routes...]`` or ``[status != 0]`` followed by ``TAG_REPLY_TEXT``.
-* ``TAG_FIELDS``: model -> server, float64: ``[kt, field 1 segments, field 2 segments, ...]``.
-* ``TAG_OUTPUTS``: server -> model, float64, the same layout for the received fields.
+* ``TAG_FIELDS``: model -> server, float64: ``[kt, segments of one field]``, one message per sent
+  field in definition order.
+* ``TAG_OUTPUTS``: server -> model, float64: ``[kt, received field 1 segments, ...]``, one message
+  per (server, model rank).
 * ``TAG_DONE``: model -> server, float64 ``[exchanges, wait_s, put_s, get_s]``: goodbye.
 * ``TAG_ERROR``: server -> model, characters: the server gives up; the model returns the text
   as its error.
@@ -47,9 +49,12 @@ TAG_ERROR = 7204
 DONE_LENGTH = 4  # reals in the goodbye message
 JOIN_MAGIC = 7_100_001  # both sides all-reduce [JOIN_MAGIC, -JOIN_MAGIC] before the world split
 DEFAULT_JOIN_TIMEOUT_S = 600.0  # mlb_init waits as long by default
-# Waits poll busily (yielding the core) for SPIN_S, then sleep between polls: a large message moves
-# in fragments that need both sides to poll, so sleeping early would stall transfers.
+# Waits poll busily for SPIN_S (yielding the core after TIGHT_S), then sleep between polls: a large
+# message moves in fragments that need both sides to poll, so sleeping early would stall transfers.
 SPIN_S = 0.5
+# The first TIGHT_S of a wait do not even yield: on a busy node a yield can hand the core away for
+# a whole time slice, in the middle of a transfer that needs both sides.
+TIGHT_S = 2e-3
 MAX_SLEEP_S = 1e-4
 
 
@@ -206,7 +211,7 @@ def _poll(
         if elapsed > SPIN_S:
             time.sleep(sleep)
             sleep = min(2 * sleep, MAX_SLEEP_S)
-        else:
+        elif elapsed > TIGHT_S:
             os.sched_yield()
     return time.perf_counter() - t0
 
