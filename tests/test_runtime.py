@@ -374,3 +374,19 @@ def test_cuda_gives_the_cpu_numbers() -> None:
     for name in ("su", "sv"):
         np.testing.assert_allclose(b[name], a[name], rtol=1e-9, atol=1e-12)
     assert gpu.stats.clipped == cpu.stats.clipped
+
+
+def test_cpu_default_runs_levels_in_cache_sized_batches() -> None:
+    from bridge.runtime import CPU_LEVELS_PER_CALL
+
+    torch.manual_seed(0)
+    module = build_cnn(2, 2, hidden=(8, 8, 8)).eval()
+    s = spec(("u", "v"), ("su", "sv"), halo=4, dtype="float64")
+    default = TorchClosure(module.double(), s)
+    assert default.levels_per_call == CPU_LEVELS_PER_CALL
+    one_call = TorchClosure(module, s, levels_per_call=1 << 30)
+    nz = 2 * CPU_LEVELS_PER_CALL + 3
+    u, v = field((nz, 17, 16), 1, np.float64), field((nz, 17, 16), 2, np.float64)
+    a, b = default({"u": u, "v": v}), one_call({"u": u, "v": v})
+    for name in ("su", "sv"):
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-14)

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         (FieldSpec("su", "U", "m s-2"), FieldSpec("sv", "V", "m s-2")),
         args.dtype,
     )
-    closure = TorchClosure(module, spec, device=device)
+    all_levels = 1 << 30  # one call on every level, whatever the device's default
+    closure = TorchClosure(module, spec, device=device, levels_per_call=all_levels)
     chunked = {
         k: TorchClosure(module, spec, device=device, levels_per_call=k)
         for k in args.levels_per_call
