@@ -35,7 +35,7 @@ import numpy as np
 
 COLOUR_MODEL = 1
 COLOUR_SERVER = 2
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: one FIELDS message per (field, server)
 
 TAG_REPORT = 7101
 TAG_MASK = 7102

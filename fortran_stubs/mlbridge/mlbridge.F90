@@ -62,7 +62,7 @@ module mlbridge
 
    !! protocol constants, shared with bridge/transport/mpi.py
    integer, parameter :: COLOUR_MODEL = 1, COLOUR_SERVER = 2
-   integer, parameter :: PROTOCOL_VERSION = 1
+   integer, parameter :: PROTOCOL_VERSION = 2  ! must equal bridge.transport.mpi.PROTOCOL_VERSION
    integer, parameter :: TAG_REPORT = 7101, TAG_MASK = 7102, TAG_REPLY = 7103, TAG_REPLY_TEXT = 7104
    integer, parameter :: TAG_FIELDS = 7201, TAG_DONE = 7202, TAG_OUTPUTS = 7203, TAG_ERROR = 7204
    integer, parameter :: MAX_FIELDS = 64
