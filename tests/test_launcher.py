@@ -396,3 +396,13 @@ def test_model_ranks_override_resets_decomposition(toy_exe: Path, tmp_path: Path
     text = (result.run_dir / "namelist_cfg").read_text()
     assert re.search(r"jpni\s*=\s*0", text) and re.search(r"jpnj\s*=\s*0", text)
     assert len(result.rank_logs) == 1
+
+
+def test_coupled_sigint_ends_model_and_server_ranks(toy_exe: Path, tmp_path: Path) -> None:
+    coupled = REPO / "examples" / "coupled_laplacian" / "coupling.toml"
+    _interrupt_run(
+        coupled,
+        tmp_path / "runs",
+        ["--steps", "200000", "--build-dir", str(toy_exe.parents[1])],
+        startup_s=60,
+    )
