@@ -2,7 +2,7 @@
 
 The file describes one coupled job (see ``docs/architecture.md``)::
 
-    transport = "mpi"              # mpi | oasis
+    transport = "mpi"              # mpi | oasis (the fields through OASIS3-MCT)
 
     [model]
     executable = "toy_nemo"        # a path (relative to this file), or a name found in build/bin
@@ -42,6 +42,27 @@ The file describes one coupled job (see ``docs/architecture.md``)::
                                    # registered artifact has this sha256 (the launcher pins it
                                    # in run_config.json)
 
+With ``transport = "oasis"`` and ``[[exchange]]`` blocks, a model that links the mlbridge library
+(built with OASIS3-MCT) moves its fields through OASIS instead of MPI messages; the handshake and
+everything else are as with ``mpi`` (``docs/oasis.md``).
+
+A model that couples through OASIS3-MCT itself and knows nothing of mlbridge (a NEMO built with
+``key_oasis3``) is described by ``transport = "oasis"`` and an ``[oasis]`` table instead of
+``[[exchange]]`` blocks (``docs/oasis.md``)::
+
+    transport = "oasis"
+
+    [model]
+    executable = "oasis_pure_model"
+    ranks = 2
+    namelist_cfg = "namelist_pure" # optional: the model's own namelist, copied into the run
+                                   # directory under its own name (not read by mlbridge)
+    [oasis]
+    nx = 12                        # ... the keys of bridge.oasis_server.OasisCouplingConfig,
+    jpni = 2                       # except device and threads ([server]) and boundary ([model])
+    namcouple = ""                 # optional: a namcouple of your own, checked field by field
+                                   # against the one this table implies before anything starts
+
 Every problem found in a file is reported at once, each naming the file, the table path
 (``exchange[1].lag``, 0-based like the order of the ``[[exchange]]`` blocks) and the value found
 and expected. Relative paths are resolved against the directory of the toml file, so that the
@@ -61,6 +82,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.oasis_server import OasisConfigError, OasisCouplingConfig
+
 REPO = Path(__file__).resolve().parents[1]
 TOY_NAMELIST_REF = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"
 
@@ -69,6 +92,8 @@ DEVICES = ("auto", "cpu", "cuda")
 BOUNDARIES = ("closed", "periodic")
 ON_NAN = ("abort", "zero")
 LAGS = (0, 1)
+FROM_ELSEWHERE = {"device": "server", "threads": "server", "boundary": "model"}
+"""Keys of the OASIS server's configuration that ``coupling.toml`` sets in another table."""
 
 
 class ConfigError(ValueError):
@@ -108,18 +133,20 @@ class ModelConfig:
         (see :meth:`resolve_executable`).
     ranks : int
         Number of model MPI ranks (>= 1).
-    namelist_cfg : Path
-        The configuration namelist (absolute once loaded from a file).
-    namelist_ref : Path
-        The reference namelist; defaults to the toy model's ``namelist_ref``.
+    namelist_cfg : Path or None
+        The configuration namelist (absolute once loaded from a file). None only for a model
+        that couples through OASIS itself and has no namelist mlbridge should copy.
+    namelist_ref : Path or None
+        The reference namelist; defaults to the toy model's ``namelist_ref`` (None, the default,
+        for an OASIS-only model: nothing to copy).
     boundary : str
         ``closed`` (halo beyond the edge is zero) or ``periodic`` (wrapped in x and y).
     """
 
     executable: str = "toy_nemo"
     ranks: int = 1
-    namelist_cfg: Path = Path("namelist_cfg")
-    namelist_ref: Path = TOY_NAMELIST_REF
+    namelist_cfg: Path | None = Path("namelist_cfg")
+    namelist_ref: Path | None = TOY_NAMELIST_REF
     boundary: str = "closed"
 
     def resolve_executable(self, build_dir: Path) -> Path:
@@ -252,6 +279,13 @@ class CouplingConfig:
         The tables of the same name.
     exchanges : tuple of ExchangeConfig
         The ``[[exchange]]`` blocks in file order; empty: the model runs alone.
+    oasis : OasisCouplingConfig or None
+        The ``[oasis]`` table: a model that couples through OASIS itself (``transport =
+        "oasis"``), served by :mod:`bridge.oasis_server`; ``device`` and ``threads`` come from
+        ``[server]``, ``boundary`` from ``[model]``.
+    namcouple : Path or None
+        ``[oasis] namcouple``: a namcouple supplied by the user (checked against ``oasis`` field
+        by field before launch, then used as is); None: generated from ``oasis``.
     source : Path or None
         The file this was read from (None when built in code).
     """
@@ -262,22 +296,29 @@ class CouplingConfig:
     exchanges: tuple[ExchangeConfig, ...] = ()
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     transport: str = "mpi"
+    oasis: OasisCouplingConfig | None = None
+    namcouple: Path | None = None
     source: Path | None = field(default=None, compare=False)
 
     @property
     def coupled(self) -> bool:
-        """True when there is at least one exchange (servers are started)."""
-        return bool(self.exchanges)
+        """True when servers are started: an exchange, or an OASIS-only model to serve."""
+        return bool(self.exchanges) or self.oasis_only
+
+    @property
+    def oasis_only(self) -> bool:
+        """True for a model that couples through OASIS itself (an ``[oasis]`` table)."""
+        return self.oasis is not None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable form (paths as absolute strings), read back by ``from_dict``."""
-        return {
+        data = {
             "transport": self.transport,
             "model": {
                 "executable": self.model.executable,
                 "ranks": self.model.ranks,
-                "namelist_cfg": str(self.model.namelist_cfg),
-                "namelist_ref": str(self.model.namelist_ref),
+                "namelist_cfg": str(self.model.namelist_cfg or ""),
+                "namelist_ref": str(self.model.namelist_ref or ""),
                 "boundary": self.model.boundary,
             },
             "server": {
@@ -309,6 +350,12 @@ class CouplingConfig:
                 for ex in self.exchanges
             ],
         }
+        if self.oasis is not None:
+            table = {k: v for k, v in self.oasis.to_mapping().items() if k not in FROM_ELSEWHERE}
+            if self.namcouple is not None:
+                table["namcouple"] = str(self.namcouple)
+            data["oasis"] = table
+        return data
 
     @classmethod
     def from_dict(
@@ -367,8 +414,23 @@ class CouplingConfig:
         ):
             if value is not None and (isinstance(value, bool) or int(value) < 1):
                 problems.append(f"{flag}: expected an integer >= 1, got {value!r}")
+        if steps is not None and self.oasis_only:
+            problems.append(
+                "--steps: the model couples through OASIS itself and its own namelist sets its "
+                "length ([oasis] runtime_s is the coupled part)"
+            )
+        if (
+            model_ranks is not None
+            and self.oasis is not None
+            and int(model_ranks) != len(self.oasis.model_boxes)
+        ):
+            problems.append(
+                f"--model-ranks {model_ranks}: [oasis] describes {len(self.oasis.model_boxes)} "
+                "model boxes (jpni x jpnj or boxes): change them there, and in the model's "
+                "namelist"
+            )
         if problems:
-            raise ConfigError(problems)
+            raise ConfigError(problems, self.source)
         model = self.model
         if model_ranks is not None:
             model = dataclasses.replace(model, ranks=int(model_ranks))
@@ -500,9 +562,18 @@ class _Parser:
     # -- tables
 
     def coupling(self, data: Mapping[str, Any]) -> CouplingConfig:
-        self.table(data, "", ("transport", "model", "server", "run", "diagnostics", "exchange"))
+        self.table(
+            data, "", ("transport", "model", "server", "run", "diagnostics", "exchange", "oasis")
+        )
         transport = self.choice(data, "", "transport", TRANSPORTS, "mpi")
-        model = self.model(self.sub_table(data, "model"))
+        raw_oasis = self.sub_table(data, "oasis") if "oasis" in data else None
+        oasis_only = raw_oasis is not None
+        if oasis_only and transport != "oasis":
+            self.problems.append(
+                f"oasis: an [oasis] table describes a model that couples through OASIS itself; "
+                f'it needs transport = "oasis" (got {_show(transport)})'
+            )
+        model = self.model(self.sub_table(data, "model"), oasis_only=oasis_only)
         server = self.server(self.sub_table(data, "server"))
         run = self.run(self.sub_table(data, "run"))
         diagnostics = self.diagnostics(self.sub_table(data, "diagnostics"))
@@ -518,6 +589,26 @@ class _Parser:
             exchanges.append(self.exchange(raw, index))
         exchanges = self.unique_names(exchanges)
         self.check_received_fields(exchanges)
+        if transport == "oasis" and not oasis_only and not exchanges:
+            self.problems.append(
+                'transport = "oasis" needs [[exchange]] blocks (a model linking the mlbridge '
+                "library, built with OASIS3-MCT) or an [oasis] table (a model that couples "
+                "through OASIS itself)"
+            )
+        oasis, namcouple = None, None
+        if raw_oasis is not None:
+            if exchanges:
+                self.problems.append(
+                    "exchange: [[exchange]] blocks and an [oasis] table: with [oasis] the model "
+                    "couples through OASIS itself and the table names the closure; remove one"
+                )
+            if run.steps:
+                self.problems.append(
+                    f"run.steps = {run.steps}: the model couples through OASIS itself and its "
+                    "own namelist sets its length (set [oasis] runtime_s and the model's "
+                    "namelist instead)"
+                )
+            oasis, namcouple = self.oasis(raw_oasis, model, server)
         return CouplingConfig(
             transport=transport,
             model=model,
@@ -525,22 +616,65 @@ class _Parser:
             run=run,
             exchanges=tuple(exchanges),
             diagnostics=diagnostics,
+            oasis=oasis,
+            namcouple=namcouple,
         )
 
-    def model(self, data: Mapping[str, Any]) -> ModelConfig:
+    def oasis(
+        self, data: Mapping[str, Any], model: ModelConfig, server: ServerConfig
+    ) -> tuple[OasisCouplingConfig | None, Path | None]:
+        """The ``[oasis]`` table (device, threads: ``[server]``; boundary: ``[model]``)."""
+        table = dict(data)
+        for key, where in FROM_ELSEWHERE.items():
+            if key in table:
+                self.problems.append(f"oasis.{key}: set it in [{where}], not in [oasis]")
+                del table[key]
+        namcouple = None
+        if "namcouple" in table:
+            value = table.pop("namcouple")
+            if not isinstance(value, str):
+                self.bad("oasis.namcouple", value, "a file path (empty: generated)")
+            elif value.strip():
+                namcouple = self.path(value)
+        table.update(device=server.device, threads=server.threads, boundary=model.boundary)
+        try:
+            oasis = OasisCouplingConfig.from_mapping(table)
+        except OasisConfigError as err:
+            self.problems.append(str(err))
+            return None, namcouple
+        if len(oasis.model_boxes) != model.ranks:
+            self.problems.append(
+                f"model.ranks = {model.ranks}, but [oasis] describes "
+                f"{len(oasis.model_boxes)} model boxes (jpni x jpnj, or boxes)"
+            )
+        return oasis, namcouple
+
+    def model(self, data: Mapping[str, Any], *, oasis_only: bool = False) -> ModelConfig:
         where = "model"
         self.table(data, where, ("executable", "ranks", "namelist_cfg", "namelist_ref", "boundary"))
         nonempty = {"expected": "a non-empty string", "check": lambda v: bool(v.strip())}
         exe = self.get(data, where, "executable", str, "toy_nemo", **nonempty)
         if "/" in exe:
             exe = str(self.path(exe))
-        cfg = self.get(data, where, "namelist_cfg", str, "namelist_cfg", **nonempty)
-        ref = self.get(data, where, "namelist_ref", str, "", expected="a string (empty: the toy's)")
+        if oasis_only:
+            # the model's own namelists, if any: copied into the run directory, never read
+            optional = {"expected": "a file path (empty: none)"}
+            cfg = self.get(data, where, "namelist_cfg", str, "", **optional)
+            ref = self.get(data, where, "namelist_ref", str, "", **optional)
+            namelist_cfg = self.path(cfg) if cfg.strip() else None
+            namelist_ref = self.path(ref) if ref.strip() else None
+        else:
+            cfg = self.get(data, where, "namelist_cfg", str, "namelist_cfg", **nonempty)
+            ref = self.get(
+                data, where, "namelist_ref", str, "", expected="a string (empty: the toy's)"
+            )
+            namelist_cfg = self.path(cfg)
+            namelist_ref = self.path(ref) if ref.strip() else TOY_NAMELIST_REF
         return ModelConfig(
             executable=exe,
             ranks=self.positive_int(data, where, "ranks", 1),
-            namelist_cfg=self.path(cfg),
-            namelist_ref=self.path(ref) if ref.strip() else TOY_NAMELIST_REF,
+            namelist_cfg=namelist_cfg,
+            namelist_ref=namelist_ref,
             boundary=self.choice(data, where, "boundary", BOUNDARIES, "closed"),
         )
 

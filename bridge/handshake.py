@@ -7,13 +7,15 @@ Each model rank sends a text report, one item per line::
     grid 40 30                      global grid nx ny
     box 0 0 20 30                   interior box: i0 j0 (0-based) nx_loc ny_loc
     mask 1                          1: a land mask message follows
+    transports mpi oasis            what the library can move fields with (absent: mpi)
     field u 3 send 1 float64        name levels direction every dtype (in mlb_def_field order)
     field u_tend 3 recv 1 float64
 
 Server rank 0 checks the reports against each other, the run's namelist grid, the configured
 exchanges and the closures' specs (:func:`check_reports`, pure), and answers every model rank
 with either an error text naming the field and both values, or its route table
-(:func:`encode_reply`). Everything here is pure Python, testable without MPI.
+(:func:`encode_reply`), whose last word names the transport of the fields (0 ``mpi``, 1
+``oasis``). Everything here is pure Python, testable without MPI.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from bridge.closures.base import ClosureSpec
 from bridge.config import ExchangeConfig
 from bridge.plan import Box, Plan, check_tiling
 from bridge.transport.mpi import PROTOCOL_VERSION
+
+#: The last word of the reply: how the fields travel after the handshake.
+TRANSPORT_CODES: dict[str, int] = {"mpi": 0, "oasis": 1}
 
 #: Closure inputs the server fills itself (never mapped in ``coupling.toml``).
 SERVER_SUPPLIED_INPUTS: tuple[str, ...] = ("mask",)
@@ -64,6 +69,7 @@ class RankReport:
     has_mask: bool
     fields: tuple[FieldDecl, ...]
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
+    transports: tuple[str, ...] = ("mpi",)
 
     def field(self, name: str) -> FieldDecl | None:
         """The declared field ``name``, or None."""
@@ -104,9 +110,11 @@ def parse_report(text: str, source: str = "a model rank") -> RankReport:
         nx, ny = (int(v) for v in items["grid"][:2])
         i0, j0, nxl, nyl = (int(v) for v in items["box"][:4])
         has_mask = items.get("mask", ["0"])[0] == "1"
+        transports = tuple(items.get("transports", ["mpi"]))
     except (KeyError, IndexError, ValueError):
         raise HandshakeError(f"{source}: incomplete handshake report:\n{text}") from None
-    return RankReport(rank, nx, ny, Box(i0, i0 + nxl, j0, j0 + nyl), has_mask, tuple(fields))
+    box = Box(i0, i0 + nxl, j0, j0 + nyl)
+    return RankReport(rank, nx, ny, box, has_mask, tuple(fields), transports=transports)
 
 
 def exchange_name(exchange: ExchangeConfig) -> str:
@@ -265,13 +273,16 @@ def encode_reply(
     every: int,
     lag: int,
     timeout_s: float,
+    transport: str = "mpi",
 ) -> np.ndarray:
     """The route table sent to model rank ``rank`` (integers, read by ``mlb_enddef``).
 
     Layout: ``[0, version, timeout_ms, every, lag, nfields, active(nfields), nroutes]``, then per
     server (in server-rank order) ``[world rank, nsend, (i0, i1, j0, j1) * nsend, nrecv,
     (i0, i1, j0, j1) * nrecv]``: model-local, 0-based, half-open boxes in the order of the plan's
-    segments, which is the order of the message layout.
+    segments, which is the order of the message layout; last, the transport of the fields
+    (:data:`TRANSPORT_CODES`: 0 ``mpi``, 1 ``oasis``). With ``oasis`` the routes still say which
+    servers a model rank says goodbye to.
     """
     out = [0, PROTOCOL_VERSION, int(round(timeout_s * 1000)), every, lag, len(active), *active]
     routes: list[int] = []
@@ -288,4 +299,4 @@ def encode_reply(
         routes.append(len(returns))
         for seg in returns:
             routes += [seg.dst.i0, seg.dst.i1, seg.dst.j0, seg.dst.j1]
-    return np.array([*out, nroutes, *routes], dtype=np.int32)
+    return np.array([*out, nroutes, *routes, TRANSPORT_CODES[transport]], dtype=np.int32)

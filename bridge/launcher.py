@@ -37,6 +37,15 @@ all ranks; a run that exits 0 but whose model did not reach its last step, or wh
 ``ocean.output`` reports an error, counts as failed (status 1). On SIGINT/SIGTERM every rank is
 stopped (mpirun first, then every process of the job after a grace period).
 
+``transport = "oasis"`` (``docs/oasis.md``): with an ``[oasis]`` table the model couples through
+OASIS itself, and the job is ``mpirun -np N model : -np M python -m bridge.oasis_server ...``
+(:func:`launch_oasis`: its namelists are copied under their own names, ``namcouple`` and
+``oasis.json`` are written, progress counts the exchanges the servers served, and success also
+needs the servers' done marker, since an OASIS abort can end every rank with status 0). OASIS
+waits without a time limit, so such a job that makes no progress for ``server.timeout_s`` is
+stopped, and the lines of OASIS's own logs (``nout.000000``, ``debug.*``) that name an error are
+added to a failure report.
+
 Exit statuses of the command: 0 success; 2 nothing was started (configuration or environment
 problem, every problem listed); 130/143 interrupted; otherwise the job's worst status.
 """
@@ -45,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -61,6 +71,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from bridge import oasis_server
 from bridge.build import default_build_dir
 from bridge.config import ConfigError, CouplingConfig, load_config, write_config_json
 from bridge.mpiexec import (
@@ -71,8 +82,24 @@ from bridge.mpiexec import (
     python_program,
     rank_log_files,
 )
+from bridge.namcouple import (
+    NamcoupleConfig,
+    NamcoupleError,
+    compare_namcouple,
+    read_namcouple,
+    write_namcouple,
+)
 from bridge.namelist import NamelistError, NemoNamelist, write_patched_cfg
-from bridge.validate import DEFAULT_CHECKS, load_run_namelist, validate_before_launch
+from bridge.transport.oasis import OasisNotAvailableError
+from bridge.validate import (
+    DEFAULT_CHECKS,
+    LaunchContext,
+    check_executable,
+    check_mpirun,
+    check_workdir,
+    load_run_namelist,
+    validate_before_launch,
+)
 from bridge.validate_registry import (
     REGISTRY_ENV,
     ClosureCheck,
@@ -95,6 +122,7 @@ ERROR_CONTEXT = 3  # lines of ocean.output shown after each E R R O R line
 EXAMPLES = (
     "  mlbridge run examples/coarse/coupling.toml\n"
     "  mlbridge run examples/coarse/coupling.toml --model-ranks 2 --steps 100 --workdir /tmp/runs\n"
+    "  mlbridge run examples/oasis_pure/coupling.toml   # a model coupled through OASIS itself\n"
 )
 
 
@@ -242,7 +270,10 @@ def programs_for(config: CouplingConfig, run_dir: Path) -> list[Program]:
     ``config.model.executable`` must already be resolved to a path.
     """
     programs = [Program(config.model.ranks, (config.model.executable,))]
-    if config.coupled:
+    if config.oasis_only:
+        config_file = run_dir / oasis_server.CONFIG_FILE
+        programs.append(oasis_server.server_programs(config_file, run_dir, config.server.ranks))
+    elif config.coupled:
         programs.append(
             python_program(
                 config.server.ranks,
@@ -271,18 +302,23 @@ def rank_logs_for(config: CouplingConfig, run_dir: Path) -> tuple[RankLog, ...]:
     return tuple(logs)
 
 
-def job_env(config: CouplingConfig, run_dir: Path) -> dict[str, str]:
+def job_env(
+    config: CouplingConfig, run_dir: Path, extra_env: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment of every rank (exported, as ``-x`` does not reach every MPMD program)."""
     python_path = os.environ.get("PYTHONPATH", "")
     extra = {
         RUN_DIR_ENV: str(run_dir),
         "OMP_NUM_THREADS": str(config.server.threads),
+        # the model's waits before the handshake (joining the servers) use the same limit
+        "MLBRIDGE_TIMEOUT_S": f"{config.server.timeout_s:g}",
         # the servers start in the run directory: keep this checkout importable
         "PYTHONPATH": str(REPO) + (os.pathsep + python_path if python_path else ""),
     }
     if config.server.registry is not None:
         # the registry the closures were checked in, whatever the servers' default would be
         extra[REGISTRY_ENV] = str(config.server.registry)
+    extra.update(extra_env or {})
     return mpi_env(extra)
 
 
@@ -349,10 +385,10 @@ def read_time_step(run_dir: Path) -> int | None:
         return None
 
 
-def read_timing(run_dir: Path) -> dict[str, Any] | None:
-    """``<run_dir>/timing.json`` as a dict, or None when absent or unreadable."""
+def read_timing(run_dir: Path, name: str = "timing.json") -> dict[str, Any] | None:
+    """``<run_dir>/timing.json`` (or ``name``) as a dict, or None when absent or unreadable."""
     try:
-        data = json.loads((run_dir / "timing.json").read_text())
+        data = json.loads((run_dir / name).read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -367,7 +403,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
             yield name, value
 
 
-def format_timing(data: dict[str, Any]) -> str:
+def format_timing(data: dict[str, Any], source: str = "timing.json") -> str:
     """A small two-column table of ``timing.json``: floats as seconds, integers as counts."""
     rows = []
     for name, value in _flatten(data):
@@ -382,7 +418,7 @@ def format_timing(data: dict[str, Any]) -> str:
         return ""
     width = max(len(name) for name, _ in rows)
     vwidth = max(len(text) for _, text in rows)
-    lines = ["timing summary (timing.json)", "-" * (width + vwidth + 3)]
+    lines = [f"timing summary ({source})", "-" * (width + vwidth + 3)]
     lines += [f"{name:<{width}}   {text:>{vwidth}}" for name, text in rows]
     return "\n".join(lines)
 
@@ -422,8 +458,11 @@ def _tail_lines(path: Path, n: int, keep: str | None = None) -> list[str]:
 class _Progress:
     """A tqdm bar on a terminal; elsewhere a plain line every 10% (and at least every minute)."""
 
-    def __init__(self, total: int, *, bar: bool, quiet: bool, stream: IO[str]) -> None:
+    def __init__(
+        self, total: int, *, bar: bool, quiet: bool, stream: IO[str], unit: str = "step"
+    ) -> None:
         self.total = max(1, total)
+        self.unit = unit
         self.quiet = quiet
         self.stream = stream
         self.done = 0
@@ -434,7 +473,11 @@ class _Progress:
             from tqdm import tqdm  # only when a bar is shown
 
             self.bar = tqdm(
-                total=self.total, unit="step", file=stream, dynamic_ncols=True, desc="model"
+                total=self.total,
+                unit=unit,
+                file=stream,
+                dynamic_ncols=True,
+                desc="model" if unit == "step" else "servers",
             )
 
     def update(self, done: int) -> None:
@@ -451,7 +494,7 @@ class _Progress:
             elapsed = self.last_line - self.start
             eta = elapsed * (self.total - done) / done
             print(
-                f"mlbridge run: step {done}/{self.total} ({100 * done // self.total}%), "
+                f"mlbridge run: {self.unit} {done}/{self.total} ({100 * done // self.total}%), "
                 f"{elapsed:.1f} s elapsed, eta {eta:.1f} s",
                 file=self.stream,
                 flush=True,
@@ -618,6 +661,28 @@ def failing_ranks(mpirun_log: str) -> dict[int, int]:
     return found
 
 
+_OASIS_TROUBLE = re.compile(r"abort|error|not found|mismatch", re.IGNORECASE)
+
+
+def oasis_messages(run_dir: Path, limit: int = 8) -> list[str]:
+    """What OASIS said about a failure: the lines of its own logs that name one.
+
+    OASIS3-MCT writes to ``nout.000000`` and ``debug.*`` in the run directory, not to the ranks'
+    output; an abort there (exit status 0) would otherwise go unexplained.
+    """
+    found: list[str] = []
+    for path in [run_dir / "nout.000000", *sorted(run_dir.glob("debug*"))]:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            text = " ".join(line.split())
+            if _OASIS_TROUBLE.search(text) and f"{path.name}: {text}" not in found:
+                found.append(f"{path.name}: {text}")
+    return found[-limit:]
+
+
 def _status(returncode: int) -> int:
     # a negative Popen status is a signal
     return 128 - returncode if returncode < 0 else returncode
@@ -781,13 +846,44 @@ class _Stream:
 
 @dataclass(frozen=True)
 class _Job:
-    """A prepared job: run directory written, command built."""
+    """A prepared job: run directory written, command built.
+
+    Progress is the model's ``time.step``; for a model that couples through OASIS itself (no
+    namelist mlbridge reads, no ``time.step`` it can rely on) it is the exchanges the servers
+    have served (``oasis_server.step``). With ``transport = "oasis"`` a job without progress
+    for ``server.timeout_s`` is stopped: ``oasis_get`` waits without a time limit.
+    """
 
     config: CouplingConfig
-    namelist: NemoNamelist
+    namelist: NemoNamelist | None
     run_dir: Path
     command: tuple[str, ...]
     rank_logs: tuple[RankLog, ...]
+    extra_env: dict[str, str] | None = None
+
+    @property
+    def unit(self) -> str:
+        """What progress counts: ``step`` (model steps) or ``exchange`` (OASIS dates served)."""
+        return "exchange" if self.config.oasis_only else "step"
+
+    def span(self) -> tuple[int, int]:
+        """First and last value of the progress count."""
+        if self.config.oasis is not None:
+            return 1, self.config.oasis.exchanges
+        assert self.namelist is not None
+        return self.namelist.it000, self.namelist.itend
+
+    def _finished(self, reached: int | None) -> bool:
+        """Whether the progress count reached its end (the servers' marker too, OASIS-only)."""
+        if self.config.oasis_only and not (self.run_dir / oasis_server.DONE_MARKER).is_file():
+            return False
+        return reached is not None and reached >= self.span()[1]
+
+    def reached(self) -> int | None:
+        """The last step (or exchange) reported so far; None before the first."""
+        if self.config.oasis_only:
+            return oasis_server.read_progress(self.run_dir)
+        return read_time_step(self.run_dir)
 
     def streams(self) -> list[_Stream]:
         """Rank 0 of each program in full, every other rank's stderr, ocean.output's errors."""
@@ -802,7 +898,7 @@ class _Job:
         return streams
 
     def run(self, *, progress: bool, quiet: bool, grace_s: float) -> RunResult:
-        first, last = self.namelist.it000, self.namelist.itend
+        first, last = self.span()
         streams = self.streams()
         shown_errors: set[str] = set()
         context = {id(stream): 0 for stream in streams}  # lines still to show after an error
@@ -822,8 +918,12 @@ class _Job:
                         shown_errors.add(line.strip())
                     bar.write(stream.label + line, sys.stderr if stream.to_stderr else sys.stdout)
 
-        env = job_env(self.config, self.run_dir)
-        bar = _Progress(last - first + 1, bar=progress, quiet=quiet, stream=sys.stderr)
+        env = job_env(self.config, self.run_dir, self.extra_env)
+        bar = _Progress(
+            last - first + 1, bar=progress, quiet=quiet, stream=sys.stderr, unit=self.unit
+        )
+        # OASIS waits without a time limit: a job that shows no progress this long is stopped
+        stall_s = self.config.server.timeout_s if self.config.transport == "oasis" else None
         interrupted: int | None = None
         stuck: str | None = None
         reaper = _Subreaper()
@@ -849,6 +949,8 @@ class _Job:
             # a job still running this long after the model's last step is stuck
             linger_s = self.config.server.timeout_s + LINGER_GRACE_S
             finished_at: float | None = None
+            seen: tuple[int | None, ...] = ()
+            changed_at = start
             try:
                 while proc.poll() is None:
                     if interrupt.signum is not None:
@@ -859,7 +961,21 @@ class _Job:
                         break
                     pump(bar)
                     reaper.watch(descendants(proc.pid))
-                    step = read_time_step(self.run_dir)
+                    step = self.reached()
+                    if stall_s is not None:
+                        now = time.monotonic()
+                        signature = (step, read_time_step(self.run_dir))
+                        if signature != seen:
+                            seen, changed_at = signature, now
+                        elif now - changed_at > stall_s:
+                            stuck = (
+                                f"no progress for {stall_s:.0f} s (server.timeout_s) at "
+                                f"{self.unit} {step or 0} of {last}: OASIS waits without a "
+                                "time limit, so the job was stopped"
+                            )
+                            bar.write(f"mlbridge run: {stuck}", sys.stderr)
+                            reaper.watch(stop_job(proc, self.run_dir, grace_s))
+                            break
                     if step is not None:
                         bar.update(step - first + 1)
                         if step >= last and finished_at is None:
@@ -880,7 +996,7 @@ class _Job:
         # no rank may outlive mpirun
         _signal_all(_alive(job_processes(self.run_dir)), signal.SIGKILL)
         pump(bar, final=True)
-        reached = read_time_step(self.run_dir)
+        reached = self.reached()
         if reached is not None:
             bar.update(reached - first + 1)
         bar.close()
@@ -926,6 +1042,16 @@ class _Job:
                 returncode = max(returncode, abs(code) % 256 or 1)
         if returncode and not problems:
             problems.append(f"mpirun exited with status {returncode}")
+        if self.config.transport == "oasis" and (returncode or not self._finished(reached)):
+            problems += [f"OASIS: {line}" for line in oasis_messages(self.run_dir)]
+        if self.config.oasis_only:
+            # an oasis_abort can end every rank with status 0: the servers' markers decide
+            problems += oasis_server.check_outcome(self.run_dir, 0)
+            last = self.span()[1]
+            if (reached or 0) < last:
+                problems.append(f"the servers served {reached or 0} of {last} exchanges")
+            return (returncode or 1 if problems else returncode), problems
+        assert self.namelist is not None
         last = self.namelist.itend
         if reached is None or reached < last:
             if reached is None:
@@ -952,13 +1078,14 @@ class _Job:
         elif not quiet:
             steps = result.last_step - result.first_step + 1
             print(
-                f"mlbridge run: finished {steps} steps in {result.elapsed:.1f} s "
+                f"mlbridge run: finished {steps} {self.unit}s in {result.elapsed:.1f} s "
                 f"(run directory {result.run_dir})",
                 flush=True,
             )
-            timing = result.timing
+            source = oasis_server.DONE_MARKER if self.config.oasis_only else "timing.json"
+            timing = read_timing(result.run_dir, source)
             if timing:
-                print(format_timing(timing), flush=True)
+                print(format_timing(timing, source), flush=True)
 
 
 def _resolve(config: CouplingConfig | Path | str) -> CouplingConfig:
@@ -1013,13 +1140,18 @@ def launch(
         model_ranks=model_ranks, server_ranks=server_ranks, steps=steps, workdir=workdir
     )
     bdir = Path(build_dir).resolve() if build_dir is not None else default_build_dir()
+    if config.oasis_only:
+        return launch_oasis(config, bdir, progress=progress, quiet=quiet, grace_s=grace_s)
     try:
         namelist = load_run_namelist(config, model_ranks_changed=model_ranks is not None)
     except NamelistError:
         namelist = None  # reported, with every other problem, by the validation
     registry_check = RegistryClosureCheck()
     validate_before_launch(
-        config, namelist, build_dir=bdir, checks=(*DEFAULT_CHECKS, registry_check)
+        config,
+        namelist,
+        build_dir=bdir,
+        checks=(*DEFAULT_CHECKS, registry_check, check_oasis_transport),
     )
     if namelist is None:  # only when a caller's checks skip the namelist problem
         raise ConfigError("the namelists could not be read", config.source)
@@ -1034,6 +1166,13 @@ def launch(
     run_dir = make_run_dir(config.run.workdir, namelist.experiment)
     print(f"mlbridge run: run directory {run_dir}", flush=True)
     prepare_run_dir(config, namelist, run_dir)
+    extra_env: dict[str, str] | None = None
+    if config.transport == "oasis":
+        try:
+            write_namcouple(library_run_namcouple(config, namelist), run_dir)
+        except OSError as err:
+            raise LaunchError(f"{run_dir}: cannot write the namcouple: {err}") from None
+        extra_env = {"MLBRIDGE_BUILD_DIR": str(bdir), **oasis_backend_env(bdir)}
     record_closures(closures, run_dir, quiet=quiet)
     try:
         command = mpmd_command(programs_for(config, run_dir), log_dir=run_dir / "logs")
@@ -1046,11 +1185,247 @@ def launch(
         run_dir=run_dir,
         command=tuple(command),
         rank_logs=rank_logs_for(config, run_dir),
+        extra_env=extra_env,
     )
     result = job.run(progress=progress, quiet=quiet, grace_s=grace_s)
     for problem in stamp_outputs(run_dir, closures.closures):
         print(f"mlbridge run: warning: {problem}", file=sys.stderr, flush=True)
     return dataclasses.replace(result, closures=closures.closures)
+
+
+# --- a model that couples through OASIS itself --------------------------------------------------
+
+
+def oasis_backend_env(build_dir: Path) -> dict[str, str]:
+    """What the OASIS servers need to find OASIS: the shim of ``build_dir`` (unless pyoasis).
+
+    Raises
+    ------
+    OasisNotAvailableError
+        If neither ``pyoasis`` nor the shim can be found.
+    """
+    from bridge.transport.oasis import find_shim
+
+    if importlib.util.find_spec("pyoasis") is not None:
+        return {}
+    return {"MLBRIDGE_OASIS_SHIM": str(find_shim(build_dir))}
+
+
+def library_run_namcouple(config: CouplingConfig, namelist: NemoNamelist) -> NamcoupleConfig:
+    """The namcouple of a toy-style model linking mlbridge, run with ``transport = "oasis"``.
+
+    The fields are those the exchanges map; their levels come from ``&nammlb nn_mlb_lev`` (sent
+    fields listed in ``cn_mlb_snd`` with a level count above 0), else all the levels of the grid
+    (``&namusr_def``); the grid and the number of steps from the namelists. The servers check it
+    against what the model ranks report at the handshake, before OASIS starts.
+
+    Raises
+    ------
+    NamelistError
+        If the grid or the run length cannot be read from the namelists.
+    NamcoupleError
+        If a field name is longer than OASIS keeps.
+    """
+    grid = namelist.grid
+    levels: dict[str, int] = {}
+    if namelist.has("nammlb", "cn_mlb_snd") and namelist.has("nammlb", "nn_mlb_lev"):
+        names, counts = namelist.get("nammlb", "cn_mlb_snd"), namelist.get("nammlb", "nn_mlb_lev")
+        names = names if isinstance(names, list) else [names]
+        counts = counts if isinstance(counts, list) else [counts]
+        for name, count in zip(names, counts, strict=False):
+            if isinstance(name, str) and name.strip() and isinstance(count, int) and count > 0:
+                levels[name.strip()] = count
+    sent = {f: levels.get(f, grid.nz) for ex in config.exchanges for f in ex.inputs.values()}
+    returned = {f: grid.nz for ex in config.exchanges for f in ex.outputs.values()}
+    return oasis_server.library_namcouple(
+        grid.nx, grid.ny, sent, returned, config.exchanges[0].every, namelist.steps
+    )
+
+
+def check_oasis_transport(ctx: LaunchContext) -> Iterator[str]:
+    """``transport = "oasis"`` with a model linking mlbridge: OASIS for the servers, a namcouple."""
+    if ctx.config.transport != "oasis" or ctx.config.oasis_only or not ctx.config.exchanges:
+        return
+    try:
+        oasis_backend_env(ctx.build_dir)
+    except OasisNotAvailableError as err:
+        yield f'transport = "oasis": {err} (or run `mlbridge build --build-dir {ctx.build_dir}`)'
+    if ctx.namelist is not None:
+        try:
+            library_run_namcouple(ctx.config, ctx.namelist)
+        except (NamelistError, NamcoupleError) as err:
+            yield f'transport = "oasis": no namcouple can be written: {err}'
+
+
+def _oasis_closure_problems(
+    config: CouplingConfig, oasis: oasis_server.OasisCouplingConfig
+) -> list[str]:
+    """The closure exists, has the mapped inputs and outputs, and fits the server blocks."""
+    from bridge.plan import plan_routes, server_blocks
+    from bridge.server import resolve_closure
+
+    try:
+        closure = resolve_closure(
+            oasis.closure, oasis.params, "cpu", 1, inputs=tuple(oasis.inputs.values())
+        )
+    except Exception as err:  # a registry closure can fail to load in many ways
+        return [f"oasis.closure = {oasis.closure!r}: {err}"]
+    problems = []
+    returned = [f.name for f in closure.spec.outputs]
+    for output in oasis.outputs:
+        if output not in returned:
+            problems.append(
+                f"oasis.outputs.{output}: closure {oasis.closure!r} has no output {output!r} "
+                f"(it returns {', '.join(returned)})"
+            )
+    needed = {f.name for f in closure.spec.inputs} - {"mask"}
+    mapped = set(oasis.inputs.values())
+    for name in sorted(needed - mapped):
+        problems.append(
+            f"oasis.inputs: closure {oasis.closure!r} needs input {name!r}, which no OASIS "
+            f"field feeds (inputs map {', '.join(sorted(mapped))})"
+        )
+    for name in sorted(mapped - needed):
+        problems.append(
+            f"oasis.inputs: {name!r} is not an input of closure {oasis.closure!r} "
+            f"(it takes {', '.join(sorted(needed))})"
+        )
+    try:
+        blocks = server_blocks(oasis.nx, oasis.ny, config.server.ranks)
+        if oasis.halo_mode == "mpi":
+            plan_routes(oasis.nx, oasis.ny, blocks, blocks, closure.spec.halo, oasis.boundary)
+    except ValueError as err:
+        problems.append(
+            f"server.ranks = {config.server.ranks} on the {oasis.nx} x {oasis.ny} grid of "
+            f"[oasis] (closure halo {closure.spec.halo}): {err}"
+        )
+    return problems
+
+
+def find_oasis_problems(config: CouplingConfig, build_dir: Path) -> list[str]:
+    """Everything that can be checked before an OASIS-only job starts.
+
+    mpirun, the model executable and the work directory (as for every run), the model's own
+    namelists, OASIS (the shim or pyoasis), a namcouple supplied by the user (field by field
+    against the ``[oasis]`` table), and the closure.
+    """
+    oasis = config.oasis
+    assert oasis is not None
+    ctx = LaunchContext(config, None, None, build_dir)
+    problems = [p for check in (check_mpirun, check_executable, check_workdir) for p in check(ctx)]
+    names: dict[str, str] = {}
+    for key in ("namelist_ref", "namelist_cfg"):
+        path = getattr(config.model, key)
+        if path is None:
+            continue
+        if not path.is_file():
+            problems.append(f'model.{key} = "{path}": file not found')
+        elif path.name in names or path.name in ("namcouple", oasis_server.CONFIG_FILE):
+            problems.append(
+                f'model.{key} = "{path}": the run directory already has a file {path.name!r} '
+                f"({names.get(path.name, 'written by mlbridge')})"
+            )
+        names[path.name] = f"model.{key}"
+    try:
+        oasis_backend_env(build_dir)
+    except OasisNotAvailableError as err:
+        problems.append(f"{err} (or run `mlbridge build --build-dir {build_dir}`)")
+    if config.namcouple is not None:
+        where = f'oasis.namcouple = "{config.namcouple}"'
+        try:
+            found = read_namcouple(config.namcouple)
+        except NamcoupleError as err:
+            problems.append(f"{where}: {err}")
+        else:
+            differences = compare_namcouple(oasis.namcouple(), found)
+            problems += [f"{where} disagrees with [oasis]: {d}" for d in differences]
+    problems += _oasis_closure_problems(config, oasis)
+    return problems
+
+
+def prepare_oasis_run_dir(config: CouplingConfig, run_dir: Path) -> None:
+    """The model's namelists (under their own names), the coupling file, ``run_config.json``,
+    ``namcouple`` (the user's, already checked, or generated) and ``oasis.json``.
+
+    Raises
+    ------
+    LaunchError
+        If a file cannot be copied or written.
+    """
+    assert config.oasis is not None
+    try:
+        for path in (config.model.namelist_ref, config.model.namelist_cfg):
+            if path is not None:
+                shutil.copyfile(path, run_dir / path.name)
+        if config.source is not None and config.source.suffix == ".toml":
+            shutil.copyfile(config.source, run_dir / "coupling.toml")
+        write_config_json(config, run_dir / "run_config.json")
+        oasis_server.prepare_run_dir(config.oasis, run_dir)
+        if config.namcouple is not None:
+            shutil.copyfile(config.namcouple, run_dir / "namcouple")
+    except OSError as err:
+        raise LaunchError(f"{run_dir}: cannot prepare the run directory: {err}") from None
+
+
+def launch_oasis(
+    config: CouplingConfig,
+    build_dir: Path,
+    *,
+    progress: bool = False,
+    quiet: bool = False,
+    grace_s: float = 5.0,
+) -> RunResult:
+    """:func:`launch` for a model that couples through OASIS itself (``config.oasis``).
+
+    The job is ``mpirun -np N model : -np M python -m bridge.oasis_server ...`` in the run
+    directory (where every component reads ``namcouple``). Success is judged by the servers'
+    markers (:func:`bridge.oasis_server.check_outcome`) as well as the ranks' exit statuses:
+    an ``oasis_abort`` can end every rank with status 0. The job is stopped when the servers
+    serve no exchange for ``server.timeout_s``. ``first_step``, ``last_step`` and
+    ``reached_step`` of the result count exchanges (1 to ``[oasis] runtime_s / period_s``).
+
+    Raises
+    ------
+    ConfigError
+        If anything checked before launch is wrong (every problem listed); nothing started.
+    LaunchError
+        If the run directory cannot be prepared or mpirun cannot be executed.
+    """
+    oasis = config.oasis
+    assert oasis is not None
+    problems = find_oasis_problems(config, build_dir)
+    if problems:
+        raise ConfigError(problems, config.source)
+    exe = config.model.resolve_executable(build_dir)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, executable=str(exe))
+    )
+    run_dir = make_run_dir(config.run.workdir, exe.name)
+    print(f"mlbridge run: run directory {run_dir}", flush=True)
+    prepare_oasis_run_dir(config, run_dir)
+    if not quiet:
+        print(
+            f"mlbridge run: OASIS component {oasis.model_component!r} ({config.model.ranks} "
+            f"ranks) served by {oasis.server_component!r} ({config.server.ranks} ranks): "
+            f"closure {oasis.closure!r}, {len(oasis.inputs)} fields in, {len(oasis.outputs)} "
+            f"out, {oasis.exchanges} exchanges every {oasis.period_s} s",
+            flush=True,
+        )
+    try:
+        command = mpmd_command(programs_for(config, run_dir), log_dir=run_dir / "logs")
+    except MpiNotFoundError as err:
+        raise ConfigError(str(err), config.source) from None
+    (run_dir / "command.txt").write_text(" ".join(command) + "\n")
+    extra_env = {"MLBRIDGE_BUILD_DIR": str(build_dir), **oasis_backend_env(build_dir)}
+    job = _Job(
+        config=config,
+        namelist=None,
+        run_dir=run_dir,
+        command=tuple(command),
+        rank_logs=rank_logs_for(config, run_dir),
+        extra_env=extra_env,
+    )
+    return job.run(progress=progress, quiet=quiet, grace_s=grace_s)
 
 
 # --- command line -----------------------------------------------------------------------------

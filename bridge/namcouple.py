@@ -50,8 +50,10 @@ GRID_NAME_MAX = 128
 RESTART_NAME_MAX = 64
 """Longest restart file name of this version (``namrstfil``)."""
 
-MODEL_NAME_MAX = 128
-"""Longest component name of this version (``prism_modnam``)."""
+MODEL_NAME_MAX = 6
+"""Longest component name of this version: the ``$NBMODEL`` reader keeps 6 characters
+(``Name for model 1 is mlbmod`` in ``nout.000000`` for ``mlbmodel``), and ``oasis_init_comp``
+with the full name then aborts ("model not found in namcouple") with exit status 0."""
 
 STATUSES = ("EXPORTED", "EXPOUT", "INPUT", "OUTPUT", "IGNORED", "IGNOUT", "AUXILARY")
 """Field statuses the namcouple of this version knows."""

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,7 @@ import numpy as np
 from bridge.mpiexec import Program, python_program
 from bridge.namcouple import (
     FIELD_NAME_MAX,
+    MODEL_NAME_MAX,
     FieldLink,
     NamcoupleConfig,
     NamcoupleError,
@@ -69,9 +71,13 @@ __all__ = [
     "OasisConfigError",
     "OasisCouplingConfig",
     "OasisServer",
+    "PROGRESS_FILE",
     "check_outcome",
+    "exchange_block_halos",
+    "library_namcouple",
     "main",
     "prepare_run_dir",
+    "read_progress",
     "server_programs",
 ]
 
@@ -84,8 +90,22 @@ DONE_MARKER = "oasis_server_done.json"
 ERROR_FILE = "oasis_server_error.txt"
 """Written by the server that gives up, before ``oasis_abort``."""
 
+PROGRESS_FILE = "oasis_server.step"
+"""Exchanges served so far, one integer, rewritten by server rank 0 after each coupling date: the
+launcher's progress, and its evidence that the job is not stuck in an ``oasis_get`` (which has no
+time limit)."""
+
 HALO_EXCHANGES = ("auto", "oasis", "mpi")
 """How server ranks get their halo: see :class:`OasisServer`; ``auto``: oasis when closed."""
+
+LIBRARY_MODEL_COMPONENT = "mlbmod"
+"""OASIS component name of a model that links the mlbridge library (``transport = "oasis"``)."""
+
+LIBRARY_SERVER_COMPONENT = "mlbsrv"
+"""OASIS component name of the servers of such a model."""
+
+LIBRARY_PREFIX = "MLB_"
+"""The servers' OASIS name of model field ``X`` is ``MLB_X`` (the model's is ``X``)."""
 
 HALO_TAG = 7301
 """MPI tag of the halo messages among server ranks (``halo_exchange = "mpi"``)."""
@@ -138,9 +158,10 @@ class OasisCouplingConfig:
     Parameters
     ----------
     model_component
-        The model's OASIS component name (``oasis_init_comp``; NEMO: ``oceanx``).
+        The model's OASIS component name (``oasis_init_comp``; NEMO: ``oceanx``), at most
+        :data:`bridge.namcouple.MODEL_NAME_MAX` (6) characters.
     server_component
-        The servers' component name.
+        The servers' component name (at most 6 characters).
     nx, ny, nz
         Global grid (T points, the whole grid) and levels the fields have.
     model_boxes
@@ -235,6 +256,14 @@ class OasisCouplingConfig:
             raise OasisConfigError(
                 f"[oasis] period_s = {self.period_s} does not divide runtime_s = {self.runtime_s}"
             )
+        for key in ("model_component", "server_component"):
+            name = getattr(self, key)
+            if len(name) > MODEL_NAME_MAX:
+                raise OasisConfigError(
+                    f"[oasis] {key} = {name!r} has {len(name)} characters; OASIS3-MCT 2.0 keeps "
+                    f"{MODEL_NAME_MAX} of a component name ($NBMODEL), so oasis_init_comp would "
+                    "not find it in the namcouple"
+                )
         if self.model_component == self.server_component:
             raise OasisConfigError(
                 f"[oasis] model_component and server_component are both {self.model_component!r}"
@@ -411,6 +440,66 @@ class OasisCouplingConfig:
         )
 
 
+def library_namcouple(
+    nx: int,
+    ny: int,
+    sent: Mapping[str, int],
+    returned: Mapping[str, int],
+    every: int,
+    steps: int,
+    nlogprt: int = 1,
+) -> NamcoupleConfig:
+    """The namcouple of a run whose model links mlbridge with ``transport = "oasis"``.
+
+    Every field the exchanges use is a flat grid of ``nx*ny`` by its levels; model field ``X``
+    is ``X`` in the model (component :data:`LIBRARY_MODEL_COMPONENT`) and ``MLB_X`` in the
+    servers (:data:`LIBRARY_SERVER_COMPONENT`). OASIS dates count model steps from the first
+    exchange (``date = kt - kt0``), so the frequency is ``every`` and ``$RUNTIME`` the number of
+    steps of the run: the time step of the model plays no part.
+
+    Parameters
+    ----------
+    nx, ny
+        The global grid.
+    sent, returned
+        Levels of each model field sent to the servers and received from them.
+    every
+        Exchange every this many steps.
+    steps
+        Steps of the run.
+    nlogprt
+        OASIS log level.
+
+    Raises
+    ------
+    NamcoupleError
+        If a name is longer than OASIS keeps (the message names it).
+    """
+    links = []
+    for k, (name, nlev) in enumerate(sent.items(), start=1):
+        links.append(
+            FieldLink(
+                src=name, dst=LIBRARY_PREFIX + name, freq_s=every, src_grid="mlbm",
+                dst_grid="mlbs", src_nx=nx * ny, src_ny=nlev, dst_nx=nx * ny, dst_ny=nlev,
+                restart_file=f"rst_s{k}.nc",
+            )
+        )  # fmt: skip
+    for k, (name, nlev) in enumerate(returned.items(), start=1):
+        links.append(
+            FieldLink(
+                src=LIBRARY_PREFIX + name, dst=name, freq_s=every, src_grid="mlbs",
+                dst_grid="mlbm", src_nx=nx * ny, src_ny=nlev, dst_nx=nx * ny, dst_ny=nlev,
+                restart_file=f"rst_r{k}.nc",
+            )
+        )  # fmt: skip
+    return NamcoupleConfig(
+        models=(LIBRARY_MODEL_COMPONENT, LIBRARY_SERVER_COMPONENT),
+        runtime_s=steps,
+        fields=tuple(links),
+        nlogprt=nlogprt,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # run directory and job (used by the launcher)
 # --------------------------------------------------------------------------------------------
@@ -561,34 +650,7 @@ class OasisServer:
         self, interior: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]
     ) -> None:
         """Fill the halo of ``out`` from the other servers' blocks (MPI, non-blocking)."""
-        from mpi4py import MPI
-
-        names = list(interior)
-        nz = self.config.nz
-        requests = []
-        recv_buffers: list[tuple[int, np.ndarray]] = []
-        for src in self.routes.server_recv_peers(self.rank):
-            segments = self.routes.sends[(src, self.rank)]
-            if src == self.rank:  # wrapped cells of one's own block (periodic)
-                for name in names:
-                    unpack(pack(interior[name], segments), segments, out[name], side="dst")
-                continue
-            buf = np.empty(len(names) * nz * sum(seg.size for seg in segments))
-            requests.append(self.comm.Irecv(buf, source=src, tag=HALO_TAG))
-            recv_buffers.append((src, buf))
-        send_buffers = []  # kept alive until Waitall
-        for (src, dst), segments in self.routes.sends.items():
-            if src != self.rank or dst == self.rank:
-                continue
-            buf = np.concatenate([pack(interior[name], segments) for name in names])
-            send_buffers.append(buf)
-            requests.append(self.comm.Isend(buf, dest=dst, tag=HALO_TAG))
-        MPI.Request.Waitall(requests)
-        for src, buf in recv_buffers:
-            segments = self.routes.sends[(src, self.rank)]
-            per_field = nz * sum(seg.size for seg in segments)
-            for k, name in enumerate(names):
-                unpack(buf[k * per_field : (k + 1) * per_field], segments, out[name], side="dst")
+        exchange_block_halos(self.comm, self.routes, self.rank, interior, out)
 
     def step(self, date: int) -> None:
         """One coupling date: get, halo exchange, closure, NaN check, put."""
@@ -633,11 +695,95 @@ class OasisServer:
                 "(1-based)"
             )
 
-    def run(self) -> int:
-        """Serve every coupling date; return the number served."""
+    def run(self, on_step: Callable[[int], None] | None = None) -> int:
+        """Serve every coupling date; return the number served.
+
+        Parameters
+        ----------
+        on_step
+            Called with the number of dates served after each one (progress).
+        """
         for n in range(self.config.exchanges):
             self.step(n * self.config.period_s)
+            if on_step is not None:
+                on_step(n + 1)
         return self.config.exchanges
+
+
+def write_progress(run_dir: Path, served: int) -> None:
+    """Rewrite ``RUN/oasis_server.step`` (atomically: the launcher reads it while it changes)."""
+    path = run_dir / PROGRESS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(f"{served}\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # progress is a convenience: never a reason to stop serving
+
+
+def read_progress(run_dir: Path) -> int | None:
+    """Exchanges served so far (``RUN/oasis_server.step``); None before the first one."""
+    try:
+        return int((run_dir / PROGRESS_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def exchange_block_halos(
+    comm: Any,
+    routes: Any,
+    rank: int,
+    interior: Mapping[str, np.ndarray],
+    out: Mapping[str, np.ndarray],
+) -> None:
+    """Fill the halos of server ``rank``'s haloed blocks from the other servers' blocks.
+
+    Parameters
+    ----------
+    comm
+        The servers' communicator (``mpi4py``).
+    routes
+        ``plan_routes(nx, ny, blocks, blocks, halo, boundary)``: the server blocks playing the
+        model boxes (wrapped cells of one's own block, when periodic, are copied locally).
+    rank
+        This server's rank in ``comm``.
+    interior
+        Each field on this rank's block alone, ``(nlev, by, bx)`` (views are fine).
+    out
+        The same fields on the haloed block, ``(nlev, by + 2h, bx + 2h)``, filled in place.
+    """
+    from mpi4py import MPI
+
+    names = list(interior)
+    levels = {name: interior[name].shape[0] for name in names}
+    requests = []
+    recv_buffers: list[tuple[int, np.ndarray]] = []
+    for src in routes.server_recv_peers(rank):
+        segments = routes.sends[(src, rank)]
+        if src == rank:  # wrapped cells of one's own block (periodic)
+            for name in names:
+                unpack(pack(interior[name], segments), segments, out[name], side="dst")
+            continue
+        cells = sum(seg.size for seg in segments)
+        buf = np.empty(sum(levels.values()) * cells)
+        requests.append(comm.Irecv(buf, source=src, tag=HALO_TAG))
+        recv_buffers.append((src, buf))
+    send_buffers = []  # kept alive until Waitall
+    for (src, dst), segments in routes.sends.items():
+        if src != rank or dst == rank:
+            continue
+        buf = np.concatenate([pack(interior[name], segments) for name in names])
+        send_buffers.append(buf)
+        requests.append(comm.Isend(buf, dest=dst, tag=HALO_TAG))
+    MPI.Request.Waitall(requests)
+    for src, buf in recv_buffers:
+        segments = routes.sends[(src, rank)]
+        cells = sum(seg.size for seg in segments)
+        offset = 0
+        for name in names:
+            count = levels[name] * cells
+            unpack(buf[offset : offset + count], segments, out[name], side="dst")
+            offset += count
 
 
 def _fail(run_dir: Path, message: str, backend: Any = None) -> int:
@@ -703,7 +849,8 @@ def serve(
         comm = backend.init(config.server_component)
         server = OasisServer(config, comm, backend, closure)
         backend.enddef()
-        served = server.run()
+        rank = comm.Get_rank()
+        served = server.run((lambda n: write_progress(run_dir, n)) if rank == 0 else None)
     except (_Stop, OasisError) as err:
         return _fail(run_dir, str(err), backend)
     except Exception as err:  # a closure may fail in many ways: report it, end the job
@@ -711,7 +858,6 @@ def serve(
             run_dir, f"closure {config.closure!r} failed: {type(err).__name__}: {err}", backend
         )
     timings = comm.gather(server.timing, root=0)
-    rank = comm.Get_rank()
     backend.terminate()
     if rank == 0:
         summary = {

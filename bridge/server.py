@@ -14,6 +14,12 @@ Started by ``mlbridge run`` after the model ranks in one MPMD job. Every server 
    interior part it owns; until every model rank said goodbye;
 5. writes ``RUN/timing.json`` (server rank 0; per-step figures in ``RUN/timing_steps.json``).
 
+With ``transport = "oasis"`` steps 1 to 3 are the same (the handshake stays on MPI, and also
+checks that every model rank's library can use OASIS and that the ``namcouple`` the launcher
+wrote matches the fields reported); then every rank joins OASIS as ``mlbsrv`` and the fields
+move through ``oasis_get``/``oasis_put`` on flat partitions (:class:`OasisBlockServer`); the
+goodbye messages still come over MPI.
+
 Exit status: 0, or 1 after a handshake mismatch, a NaN with ``on_nan = "abort"``, a closure
 failure or a timeout; the message goes to stderr and, when the model is waiting, to every model
 rank (which returns it as an error status).
@@ -22,6 +28,7 @@ rank (which returns it as an error status).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -46,6 +53,7 @@ from bridge.handshake import (
     exchange_name,
     parse_report,
 )
+from bridge.oasis_server import exchange_block_halos
 from bridge.plan import Box, Plan, assemble_global_reference, plan_routes, server_blocks
 from bridge.transport import mpi as wire
 
@@ -260,15 +268,7 @@ def receive_reports(layout: wire.WorldLayout, timeout_s: float) -> list[RankRepo
                 raise HandshakeError(
                     f"model rank {rank}: land mask of {mask.size} points for a box of {b.size}"
                 )
-            report = RankReport(
-                report.rank,
-                report.nx,
-                report.ny,
-                b,
-                True,
-                report.fields,
-                mask.reshape(b.ny, b.nx),
-            )
+            report = dataclasses.replace(report, mask=mask.reshape(b.ny, b.nx))
         reports[rank] = report
     return [reports[r] for r in range(layout.n_model)]
 
@@ -319,6 +319,8 @@ def _handshake_rank0(
         specs: dict[str, ClosureSpec] = {n: c.spec for n, c in closures.items()}
         grid, where = _namelist_grid(run_dir)
         problems += check_reports(reports, config.exchanges, specs, grid, where)
+    if reports and not problems and config.transport == "oasis":
+        problems += _check_oasis_reports(reports, config, run_dir)
     if reports and not problems:
         first = reports[0]
         mask = np.ones((first.ny, first.nx))
@@ -358,11 +360,49 @@ def _handshake_rank0(
     active = [a for a in setup.active]
     for rank, dest in enumerate(layout.model_ranks):
         reply = encode_reply(
-            plan, rank, layout.server_ranks, active, setup.every, setup.lag, timeout
-        )
+            plan, rank, layout.server_ranks, active, setup.every, setup.lag, timeout,
+            config.transport,
+        )  # fmt: skip
         keep.append(wire.isend_ints(layout.comm, reply, dest, wire.TAG_REPLY))
     _wait_quietly(keep, timeout)
     return {"setup": setup}
+
+
+def _check_oasis_reports(
+    reports: Sequence[RankReport], config: CouplingConfig, run_dir: Path
+) -> list[str]:
+    """``transport = "oasis"``: every library can use OASIS; the namcouple fits the fields."""
+    from bridge.namcouple import NamcoupleError, compare_namcouple, read_namcouple
+    from bridge.oasis_server import library_namcouple
+
+    problems = [
+        f"model rank {r.rank}: its mlbridge library was built without OASIS3-MCT (it reports "
+        f"transports {', '.join(r.transports)}): install liboasis3-dev and rebuild it, or use "
+        'transport = "mpi"'
+        for r in reports
+        if "oasis" not in r.transports
+    ]
+    first = reports[0]
+    active = active_flags(first.fields, config.exchanges)
+    used = [f for f, a in zip(first.fields, active, strict=True) if a]
+    try:
+        found = read_namcouple(run_dir / "namcouple")
+    except NamcoupleError as err:
+        return [*problems, f"transport = 'oasis': {err}"]
+    expected = library_namcouple(
+        first.nx,
+        first.ny,
+        {f.name: f.nlev for f in used if f.direction == "send"},
+        {f.name: f.nlev for f in used if f.direction == "recv"},
+        config.exchanges[0].every,
+        found.runtime_s,
+        found.nlogprt,
+    )
+    problems += [
+        f"{run_dir / 'namcouple'} does not match the fields the model defines: {p}"
+        for p in compare_namcouple(expected, found)
+    ]
+    return problems
 
 
 def _wait_quietly(keep: Sequence[tuple[Any, Any]], timeout_s: float) -> None:
@@ -901,6 +941,128 @@ def _accepts_mask(closure: Closure) -> bool:
     return "mask" in params
 
 
+class OasisBlockServer(BlockServer):
+    """``transport = "oasis"``: the fields come and go through OASIS instead of MPI messages.
+
+    Every server rank joins OASIS as :data:`bridge.oasis_server.LIBRARY_SERVER_COMPONENT` and
+    defines the sent fields on its block grown by the halo (a closed boundary: MCT brings every
+    halo cell from the model rank that owns it) or on its block alone (periodic: the servers
+    then exchange the halo over MPI), and the returned fields on its block
+    (:class:`bridge.transport.oasis.ServerBlockFields`). OASIS dates count model steps from the
+    first exchange: the servers serve the dates ``0, every, ...`` below the namcouple's
+    ``$RUNTIME`` (the number of steps), then take the model ranks' goodbye over MPI.
+
+    Parameters
+    ----------
+    layout, config, closures, setup
+        As :class:`BlockServer`.
+    backend
+        An OASIS binding (:func:`bridge.transport.oasis.open_backend`), not yet initialised.
+    steps
+        Steps of the run (the namcouple's ``$RUNTIME``).
+    first_step
+        The model's first step (``nn_it000``), to name steps in messages.
+    """
+
+    def __init__(
+        self,
+        layout: wire.WorldLayout,
+        config: CouplingConfig,
+        closures: Mapping[str, Closure],
+        setup: Setup,
+        backend: Any,
+        steps: int,
+        first_step: int,
+    ) -> None:
+        from bridge.oasis_server import LIBRARY_PREFIX, LIBRARY_SERVER_COMPONENT
+        from bridge.transport.oasis import ServerBlockFields
+
+        super().__init__(layout, config, closures, setup)
+        self.backend = backend
+        self.dates = list(range(0, steps, setup.every))
+        self.first_step = first_step
+        self.halo_mode = "oasis" if setup.boundary == "closed" else "mpi"
+        blocks = self.plan.server_boxes
+        self.halo_routes = plan_routes(
+            setup.nx, setup.ny, blocks, blocks, self.halo, setup.boundary
+        )
+        backend.init(LIBRARY_SERVER_COMPONENT)  # collective over the whole job
+        self.fields = ServerBlockFields(
+            backend,
+            setup.nx,
+            setup.ny,
+            self.box,
+            self.halo,
+            self.halo_mode,
+            {f.name: f.nlev for f in self.send_fields},
+            {f.name: f.nlev for f in self.recv_fields},
+            LIBRARY_PREFIX,
+        )
+        backend.enddef()
+
+    def run(self) -> None:
+        """Serve every coupling date, end OASIS, then take the model ranks' goodbye (MPI)."""
+        from mpi4py import MPI
+
+        h = self.halo
+        for date in self.dates:
+            kt = self.first_step + date
+            t0 = time.perf_counter()
+            self.fields.get(date, self.blocks)
+            t1 = time.perf_counter()
+            if self.halo_mode == "mpi":
+                interior = {
+                    name: b[:, h : b.shape[1] - h, h : b.shape[2] - h]
+                    for name, b in self.blocks.items()
+                }
+                exchange_block_halos(
+                    self.layout.servers, self.halo_routes, self.rank, interior, self.blocks
+                )
+            t2 = time.perf_counter()
+            self._check_nan_inputs(kt)
+            outputs = self._infer(kt)
+            t3 = time.perf_counter()
+            self.fields.put(date, outputs)
+            t4 = time.perf_counter()
+            self.steps.append(kt)
+            for key, value in zip(
+                self.STEP_KEYS, (t1 - t0, t2 - t1, t3 - t2, 0.0, t4 - t3), strict=True
+            ):
+                self.times[key].append(value)
+        self.backend.terminate()
+        peers = list(self.in_peers)
+        bufs = [np.zeros(wire.DONE_LENGTH) for _ in peers]
+        requests = [
+            self.layout.comm.Irecv(
+                [buf, MPI.DOUBLE_PRECISION],
+                source=self.layout.model_ranks[r],
+                tag=wire.TAG_DONE,
+            )
+            for r, buf in zip(peers, bufs, strict=True)
+        ]
+        try:
+            wire.wait_all(requests, self.timeout, "the model ranks' goodbye")
+        except wire.TransportTimeout as err:
+            raise ServerError(f"server rank {self.rank}: {err}") from None
+        for r, buf in zip(peers, bufs, strict=True):
+            self.model_timing[r] = [float(v) for v in buf]
+
+
+def _oasis_run_length(run_dir: Path) -> tuple[int, int]:
+    """``transport = "oasis"``: steps of the run (the namcouple's ``$RUNTIME``) and first step."""
+    from bridge.namcouple import read_namcouple
+
+    steps = read_namcouple(run_dir / "namcouple").runtime_s
+    first = 0
+    try:
+        from bridge.namelist import read_namelists
+
+        first = read_namelists(run_dir / "namelist_ref", run_dir / "namelist_cfg").it000
+    except Exception:  # a model without a NEMO-style namelist: steps are named by date
+        pass
+    return steps, first
+
+
 def write_timing(
     run_dir: Path, summaries: Sequence[Mapping[str, Any]], lag: int, every: int
 ) -> None:
@@ -946,11 +1108,19 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
     """Everything after the world split, on one server rank; return the exit status."""
     setup_problem: str | None = None
     closures: dict[str, Closure] = {}
+    backend: Any = None
     try:
-        if config.transport != "mpi":
-            raise ServerError(f"transport {config.transport!r}: this server speaks mpi only")
+        if config.transport not in ("mpi", "oasis"):
+            raise ServerError(f"transport {config.transport!r}: this server speaks mpi and oasis")
         if not config.exchanges:
             raise ServerError("the configuration has no [[exchange]]: nothing to serve")
+        if config.transport == "oasis":
+            from bridge.transport.oasis import OasisNotAvailableError, open_backend
+
+            try:
+                backend = open_backend()
+            except OasisNotAvailableError as err:
+                raise ServerError(str(err)) from None
         closures = build_closures(config)
     except ServerError as err:
         setup_problem = str(err)
@@ -959,7 +1129,13 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
     except ServerError:
         return 1  # server rank 0 has reported it
     try:
-        server = BlockServer(layout, config, closures, setup)
+        if config.transport == "oasis":
+            steps, first = _oasis_run_length(run_dir)
+            server: BlockServer = OasisBlockServer(
+                layout, config, closures, setup, backend, steps, first
+            )
+        else:
+            server = BlockServer(layout, config, closures, setup)
         try:
             server.run()
         finally:

@@ -264,6 +264,9 @@ def test_box_segments_follow_the_c_ordered_block() -> None:
     block = flat.reshape(nz, ny, nx)[:, 1:4, 2:5]
     assert np.array_equal(picked, block.reshape(-1))
     assert orange_partition(box_segments(nx, ny, nz, box))[:4].tolist() == [3, 6, 9, 3]
+    # whole rows follow each other in the flat space: one segment per level, or one in all
+    assert box_segments(nx, ny, nz, Box(0, nx, 1, 4)) == [(7, 21), (42, 21)]
+    assert box_segments(nx, ny, nz, Box(0, nx, 0, ny)) == [(0, nx * ny * nz)]
 
 
 def test_missing_oasis_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

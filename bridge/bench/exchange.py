@@ -7,6 +7,10 @@ buffers; two tendencies back, one message each; the server echoes what it receiv
 ``identity`` closure does), then the traffic through ``mlb_put``/``mlb_get`` of halo-1 arrays with
 the ``identity`` closure (no compute; the server still checks for NaN). Medians over the round
 trips and their ratio are printed (target: bridge <= 1.25 x raw).
+
+``--transport mpi,oasis`` times each size with both transports in the same run (``oasis``: the
+fields go through ``oasis_put``/``oasis_get`` after the same handshake, see ``docs/oasis.md``),
+each job with its own raw ping-pong, and prints the OASIS round trip over the MPI one.
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-EXAMPLES = "  mlbridge bench exchange --sizes 42x42x75,128x128x30 --repeats 3\n"
+EXAMPLES = (
+    "  mlbridge bench exchange --sizes 42x42x75,128x128x30 --repeats 3\n"
+    "  mlbridge bench exchange --transport mpi,oasis --sizes 42x42x75 --repeats 1\n"
+)
+TRANSPORTS = ("mpi", "oasis")
 REPO = Path(__file__).resolve().parents[2]
 MARK = "mlb_driver bench:"
 
@@ -39,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="timed round trips per phase and job (default 100)",
     )
     parser.add_argument("--build-dir", type=Path, default=None, help="where bin/mlb_driver is")
+    parser.add_argument(
+        "--transport",
+        default="mpi",
+        help="comma-separated transports to time, in the same run: mpi, oasis (default: mpi)",
+    )
 
 
 def _parse_sizes(text: str) -> list[tuple[int, int, int]]:
@@ -52,7 +65,9 @@ def _parse_sizes(text: str) -> list[tuple[int, int, int]]:
     return sizes
 
 
-def run_one(driver: Path, size: tuple[int, int, int], round_trips: int, work: Path) -> dict:
+def run_one(
+    driver: Path, size: tuple[int, int, int], round_trips: int, work: Path, transport: str = "mpi"
+) -> dict:
     """One job: return the driver's figures (seconds per round trip, raw and bridge).
 
     Raises
@@ -72,6 +87,7 @@ def run_one(driver: Path, size: tuple[int, int, int], round_trips: int, work: Pa
     )
     config = CouplingConfig.from_dict(
         {
+            "transport": transport,
             "model": {"executable": str(driver), "ranks": 1},
             "server": {"ranks": 1, "timeout_s": 120.0},
             "exchange": [
@@ -85,6 +101,16 @@ def run_one(driver: Path, size: tuple[int, int, int], round_trips: int, work: Pa
         base_dir=work,
     )
     write_config_json(config, work / "run_config.json")
+    env = {"PYTHONPATH": str(REPO)}
+    if transport == "oasis":
+        from bridge.launcher import oasis_backend_env
+        from bridge.namcouple import write_namcouple
+        from bridge.oasis_server import library_namcouple
+
+        # the driver exchanges at every step, warm-up (5) included: that many OASIS dates
+        sent, back = {"u": nz, "v": nz}, {"u_tend": nz, "v_tend": nz}
+        write_namcouple(library_namcouple(nx, ny, sent, back, 1, round_trips + 5), work)
+        env.update(oasis_backend_env(driver.parent.parent))
     count = nx * ny * nz  # values per field and message
     cmd = mpmd_command(
         [
@@ -99,9 +125,7 @@ def run_one(driver: Path, size: tuple[int, int, int], round_trips: int, work: Pa
             ),
         ]
     )
-    proc = subprocess.run(
-        cmd, cwd=work, env=mpi_env({"PYTHONPATH": str(REPO)}), capture_output=True, text=True
-    )
+    proc = subprocess.run(cmd, cwd=work, env=mpi_env(env), capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"exchange bench failed (rc {proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -128,15 +152,25 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"bench exchange: {err}", file=sys.stderr)
         return 2
+    transports = [t.strip() for t in args.transport.split(",") if t.strip()]
+    if not transports or set(transports) - set(TRANSPORTS):
+        print(
+            f"bench exchange: --transport {args.transport!r}: expected {TRANSPORTS}",
+            file=sys.stderr,
+        )
+        return 2
     repeats = max(1, args.repeats)
     round_trips = args.round_trips or 100
-    figures: dict[tuple[int, int, int], list[dict]] = {size: [] for size in sizes}
+    Key = tuple[tuple[int, int, int], str]
+    figures: dict[Key, list[dict]] = {(s, t): [] for s in sizes for t in transports}
     with tempfile.TemporaryDirectory(prefix="mlb-bench-") as tmp:
-        for rep in range(repeats):  # sizes alternate: a shared machine drifts
-            for size in sizes:
-                work = Path(tmp) / f"{'x'.join(map(str, size))}-{rep}"
+        for rep in range(repeats):  # sizes and transports alternate: a shared machine drifts
+            for size, transport in figures:
+                work = Path(tmp) / f"{'x'.join(map(str, size))}-{transport}-{rep}"
                 try:
-                    figures[size].append(run_one(driver, size, round_trips, work))
+                    figures[(size, transport)].append(
+                        run_one(driver, size, round_trips, work, transport)
+                    )
                 except RuntimeError as err:
                     print(f"bench exchange: {err}", file=sys.stderr)
                     return 1
@@ -145,10 +179,11 @@ def run(args: argparse.Namespace) -> int:
         "medians over the jobs of each job's median (ratio: range over the jobs)"
     )
     print(
-        f"{'per rank':>14} {'MB/trip':>8} {'raw ms':>8} {'bridge ms':>10} {'ratio':>6} "
-        f"{'ratio range':>13} {'server busy ms':>15}"
+        f"{'per rank':>14} {'MB/trip':>8} {'transport':>9} {'raw ms':>8} {'bridge ms':>10} "
+        f"{'ratio':>6} {'ratio range':>13} {'server busy ms':>15}"
     )
-    for size, figs in figures.items():
+    bridge_ms: dict[Key, float] = {}
+    for (size, transport), figs in figures.items():
         raws = [statistics.median(f["raw_s"]) for f in figs]
         brgs = [statistics.median(f["bridge_s"]) for f in figs]
         ratios = [b / r for b, r in zip(brgs, raws, strict=True)]
@@ -156,11 +191,15 @@ def run(args: argparse.Namespace) -> int:
         raw, brg = statistics.median(raws), statistics.median(brgs)
         mb = 4 * size[0] * size[1] * size[2] * 8 / 1e6
         label = "x".join(map(str, size))
+        bridge_ms[(size, transport)] = brg * 1e3
         print(
-            f"{label:>14} {mb:8.2f} {raw * 1e3:8.3f} {brg * 1e3:10.3f} "
+            f"{label:>14} {mb:8.2f} {transport:>9} {raw * 1e3:8.3f} {brg * 1e3:10.3f} "
             f"{statistics.median(ratios):6.2f} {min(ratios):6.2f}-{max(ratios):<6.2f} "
             f"{busy * 1e3:15.3f}"
         )
+        if transport == "oasis" and (size, "mpi") in bridge_ms:
+            ratio = bridge_ms[(size, "oasis")] / bridge_ms[(size, "mpi")]
+            print(f"{label:>14} {'':8} {'oasis/mpi':>9} {'':8} {'':10} {ratio:6.2f}")
     return 0
 
 

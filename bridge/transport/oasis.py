@@ -44,6 +44,7 @@ __all__ = [
     "OasisNotAvailableError",
     "OasisVar",
     "PyOasis",
+    "ServerBlockFields",
     "ShimOasis",
     "box_segments",
     "find_shim",
@@ -148,7 +149,9 @@ def box_segments(nx: int, ny: int, nz: int, box: Box) -> list[tuple[int, int]]:
     """Orange segments of ``box`` (all levels) in the flat ``nx * ny * nz`` index space.
 
     One segment ``(offset, length)`` per (level, row) of the box, levels outer, rows inner, so the
-    local points follow the C-ordered ``(nz, box.ny, box.nx)`` block.
+    local points follow the C-ordered ``(nz, box.ny, box.nx)`` block; segments that follow each
+    other in the flat space (a box spanning whole rows) are merged, as fewer segments make
+    OASIS's routing cheaper.
 
     Raises
     ------
@@ -161,7 +164,15 @@ def box_segments(nx: int, ny: int, nz: int, box: Box) -> list[tuple[int, int]]:
         raise ValueError(f"box {box} lies outside the {nx} x {ny} grid")
     if box.size == 0:
         return []
-    return [(box.i0 + nx * (j + ny * k), box.nx) for k in range(nz) for j in range(box.j0, box.j1)]
+    segments: list[tuple[int, int]] = []
+    for k in range(nz):
+        for j in range(box.j0, box.j1):
+            offset = box.i0 + nx * (j + ny * k)
+            if segments and sum(segments[-1]) == offset:
+                segments[-1] = (segments[-1][0], segments[-1][1] + box.nx)
+            else:
+                segments.append((offset, box.nx))
+    return segments
 
 
 def orange_partition(segments: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -178,6 +189,84 @@ def orange_partition(segments: Sequence[tuple[int, int]]) -> np.ndarray:
             raise ValueError(f"bad orange segment (offset={offset}, length={length})")
         flat += [int(offset), int(length)]
     return np.asarray(flat, dtype=np.int32)
+
+
+class ServerBlockFields:
+    """A server rank's OASIS fields for a model that links the mlbridge library.
+
+    The model puts each sent field on its interior box (flat partitions, one segment per level
+    and row) and gets each returned field there; this server rank defines the sent fields on its
+    block grown by the halo (clipped to the grid: MCT routes every halo cell from the model rank
+    that owns it) or, with ``halo_mode = "mpi"``, on its block alone (the caller then exchanges
+    the halo among the servers), and the returned fields on its block. The OASIS name of model
+    field ``X`` is ``X`` on the model's side and ``prefix + X`` here.
+
+    Parameters
+    ----------
+    backend
+        An :class:`OasisBackend` after ``init``.
+    nx, ny
+        The global grid.
+    block
+        This server rank's block (global, 0-based, half-open).
+    halo
+        The halo the closures need.
+    halo_mode
+        ``"oasis"`` or ``"mpi"``.
+    sent, returned
+        Levels of each field the model sends, and of each it receives, in definition order.
+    prefix
+        The servers' name prefix.
+    """
+
+    def __init__(
+        self,
+        backend: OasisBackend,
+        nx: int,
+        ny: int,
+        block: Box,
+        halo: int,
+        halo_mode: str,
+        sent: dict[str, int],
+        returned: dict[str, int],
+        prefix: str,
+    ) -> None:
+        self.backend = backend
+        hbox = block.grow(halo)
+        received = hbox.intersect(Box(0, nx, 0, ny)) if halo_mode == "oasis" else block
+        assert received is not None  # a block is never empty
+        self.received_box = received
+        self.received_at = received.shift(-hbox.i0, -hbox.j0)
+        partitions: dict[tuple[Box, int], Any] = {}
+
+        def partition(box: Box, nlev: int) -> Any:
+            if (box, nlev) not in partitions:
+                segments = box_segments(nx, ny, nlev, box)
+                partitions[(box, nlev)] = backend.def_partition(segments, nx * ny * nlev)
+            return partitions[(box, nlev)]
+
+        self.in_vars = {
+            name: backend.def_var(prefix + name, partition(received, n), "in", n * received.size)
+            for name, n in sent.items()
+        }
+        self.out_vars = {
+            name: backend.def_var(prefix + name, partition(block, n), "out", n * block.size)
+            for name, n in returned.items()
+        }
+        self.scratch = {name: np.zeros((n, *received.shape)) for name, n in sent.items()}
+
+    def get(self, date: int, blocks: dict[str, np.ndarray]) -> None:
+        """``oasis_get`` of every sent field at ``date`` into the haloed ``blocks``."""
+        where = (slice(None), *self.received_at.slices())
+        for name, var in self.in_vars.items():
+            self.backend.get(var, date, self.scratch[name].reshape(-1))
+            blocks[name][where] = self.scratch[name]
+
+    def put(self, date: int, outputs: dict[str, np.ndarray]) -> None:
+        """``oasis_put`` every returned field at ``date`` from ``outputs`` (``(nlev, by, bx)``)."""
+        for name, var in self.out_vars.items():
+            array = np.ascontiguousarray(outputs[name], dtype=np.float64)
+            self.backend.put(var, date, array.reshape(-1))
 
 
 # --------------------------------------------------------------------------------------------

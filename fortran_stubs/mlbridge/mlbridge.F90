@@ -21,6 +21,10 @@
 !!   - step numbers: the first kt given to mlb_put is the first step kt0;
 !!     fields are exchanged on steps where MOD(kt - kt0, every) == 0.
 !!   - one coupling per process (module state, as OASIS).
+!!   - transport: the handshake always goes over MPI; the fields then move
+!!     in MPI messages (transport = "mpi") or, in a library built with
+!!     OASIS3-MCT (MLB_WITH_OASIS), through oasis_put / oasis_get when the
+!!     servers' reply says transport = "oasis" (module mlbridge_oasis).
 !!----------------------------------------------------------------------
 !!   mlb_init          : split MPI_COMM_WORLD, return the model communicator
 !!   mlb_def_grid      : global grid, this rank's interior box, land mask
@@ -35,6 +39,9 @@ module mlbridge
    use, intrinsic :: iso_fortran_env, only: real32, real64, int32
    use, intrinsic :: iso_c_binding, only: c_int
    use mpi_f08
+#ifdef MLB_WITH_OASIS
+   use mlbridge_oasis, only: mlbo_start, mlbo_put, mlbo_get, mlbo_stop, MLBO_OK
+#endif
    implicit none
    private
 
@@ -58,6 +65,7 @@ module mlbridge
    integer, parameter, public :: MLB_ERR_MPI = 3       ! an MPI call failed
    integer, parameter, public :: MLB_ERR_TIMEOUT = 4   ! a peer did not answer in time
    integer, parameter, public :: MLB_ERR_REMOTE = 5    ! a server reported an error (message kept)
+   integer, parameter, public :: MLB_ERR_OASIS = 6     ! an OASIS call failed (transport = "oasis")
    integer, parameter, public :: MLB_NAME_LEN = 32
 
    !! protocol constants, shared with bridge/transport/mpi.py
@@ -67,6 +75,7 @@ module mlbridge
    integer, parameter :: TAG_FIELDS = 7201, TAG_DONE = 7202, TAG_OUTPUTS = 7203, TAG_ERROR = 7204
    integer, parameter :: MAX_FIELDS = 64
    integer, parameter :: NDONE = 4            ! reals in the goodbye message
+   integer, parameter :: TRANSPORT_OASIS = 1  ! last word of the handshake reply (0: mpi)
    integer, parameter :: JOIN_MAGIC = 7100001 ! both sides all-reduce [JOIN_MAGIC, -JOIN_MAGIC] before the split
    !! waits poll busily (yielding the core) for SPIN_S, then sleep between polls: a large message
    !! moves in fragments that need both sides to poll, so sleeping early would stall transfers
@@ -85,6 +94,7 @@ module mlbridge
       logical :: active = .true.       ! set by the handshake: some exchange uses it
       integer :: lev_offset = 0        ! levels of the active fields before it, same direction
       logical :: put_done = .false.
+      integer :: got_date = -1         ! transport oasis: date of the outputs in store (-1: none)
    end type field_t
 
    type :: route_t
@@ -112,6 +122,10 @@ module mlbridge
    integer :: kt0 = -huge(1), put_kt = -huge(1), get_kt = -huge(1)
    integer :: recv_posted_kt = -huge(1)    ! step whose outputs the posted receives wait for
    logical :: recv_pending = .false.
+   logical :: l_oasis = .false.            ! the fields travel through OASIS (the servers' reply says so)
+#ifdef MLB_WITH_OASIS
+   real(real64), allocatable :: flat(:,:)  ! transport oasis: one field's box, flat, as oasis_put/get take it
+#endif
    real(real64) :: timeout_s = 600._real64
    real(real64) :: t_wait = 0._real64, t_put = 0._real64, t_get = 0._real64
    integer :: nexchange = 0
@@ -349,6 +363,11 @@ contains
       report_text = report_text//trim(line)//new_line('a')
       write(line, '(a,i0)') 'mask ', merge(1, 0, allocated(land_mask))
       report_text = report_text//trim(line)//new_line('a')
+#ifdef MLB_WITH_OASIS
+      report_text = report_text//'transports mpi oasis'//new_line('a')
+#else
+      report_text = report_text//'transports mpi'//new_line('a')
+#endif
       do jf = 1, nfields
          write(line, '(a,1x,a,1x,i0,1x,a,1x,i0,1x,a)') 'field', trim(fields(jf)%name), fields(jf)%nlev, &
             & trim(merge('send', 'recv', fields(jf)%direction == MLB_SEND)), fields(jf)%every, &
@@ -379,7 +398,8 @@ contains
          call set_error(MLB_ERR_REMOTE, 'mlbridge handshake rejected: '//text, status)
          return
       end if
-      !! 3. the route table: version, timeout_ms, every, lag, nfields, active(nfields), nroutes, routes
+      !! 3. the route table: version, timeout_ms, every, lag, nfields, active(nfields), nroutes, routes,
+      !!    then the transport (0 mpi, 1 oasis)
       if (reply(2) /= PROTOCOL_VERSION .or. reply(6) /= nfields) then
          call set_error(MLB_ERR_REMOTE, 'mlb_enddef: the server speaks another protocol version', status)
          return
@@ -425,6 +445,18 @@ contains
          rreq(jr) = MPI_REQUEST_NULL
       end do
       sreq(:) = MPI_REQUEST_NULL
+      l_oasis = .false.
+      if (p <= nint) l_oasis = reply(p) == TRANSPORT_OASIS
+#ifndef MLB_WITH_OASIS
+      if (l_oasis) then
+         l_oasis = .false.
+         call set_error(MLB_ERR_CALL, 'mlb_enddef: the servers chose transport = "oasis", but this mlbridge '// &
+            & 'library was built without OASIS3-MCT (MLB_WITH_OASIS)', status)
+         return
+      end if
+#endif
+      !! transport oasis: the store holds the received fields one after another
+      if (l_oasis) nr = nx_loc * ny_loc * nlev_recv
       !! lag 1: the fields are copied into sendbuf, one region per (field, route), and put returns
       !! at once: the servers take them when their closure of the previous exchange is done
       allocate(soff(nfields, nroutes))
@@ -448,6 +480,12 @@ contains
       put_type(:,:) = MPI_DATATYPE_NULL
       put_addr(:,:) = 0
       put_key(:,:,:) = -1
+#ifdef MLB_WITH_OASIS
+      if (l_oasis) then
+         call oasis_start(status)
+         if (status /= MLB_OK) return
+      end if
+#endif
       l_enddef = .true.
       status = MLB_OK
    end subroutine mlb_enddef
@@ -475,6 +513,14 @@ contains
       t0 = MPI_Wtime()
       call begin_put(name, kt, shape(array), real64, halo, jf, h, skip, status)
       if (status /= MLB_OK .or. skip) return
+#ifdef MLB_WITH_OASIS
+      if (l_oasis) then
+         call oasis_put_field(jf, kt, array(h + 1:h + nx_loc, h + 1:h + ny_loc, 1:fields(jf)%nlev), status)
+         if (status == MLB_OK) call end_put(jf, kt, status)
+         t_put = t_put + (MPI_Wtime() - t0)
+         return
+      end if
+#endif
       if (lag > 0) then
          call pack_field(jf, kt, array, h, status)
       else if (is_contiguous(array)) then
@@ -508,6 +554,14 @@ contains
       if (status /= MLB_OK .or. skip) return
       allocate(tmp(nx_loc, ny_loc, fields(jf)%nlev))
       tmp(:,:,:) = real(array(h + 1:h + nx_loc, h + 1:h + ny_loc, 1:fields(jf)%nlev), real64)
+#ifdef MLB_WITH_OASIS
+      if (l_oasis) then
+         call oasis_put_field(jf, kt, tmp, status)
+         if (status == MLB_OK) call end_put(jf, kt, status)
+         t_put = t_put + (MPI_Wtime() - t0)
+         return
+      end if
+#endif
       if (lag > 0) then
          call pack_field(jf, kt, tmp, 0, status)
       else
@@ -541,6 +595,10 @@ contains
       nl = fields(jf)%nlev
       if (.not. fields(jf)%active) then
          array(h + 1:h + nx_loc, h + 1:h + ny_loc, 1:nl) = 0._real64
+      else if (l_oasis) then
+         n = fields(jf)%lev_offset * nx_loc * ny_loc
+         array(h + 1:h + nx_loc, h + 1:h + ny_loc, 1:nl) = &
+            & reshape(store(n + 1:n + nx_loc * ny_loc * nl), [nx_loc, ny_loc, nl])
       else
          do jr = 1, nroutes
             if (routes(jr)%nrecv == 0) cycle
@@ -579,6 +637,10 @@ contains
       nl = fields(jf)%nlev
       if (.not. fields(jf)%active) then
          array(h + 1:h + nx_loc, h + 1:h + ny_loc, 1:nl) = 0._real32
+      else if (l_oasis) then
+         n = fields(jf)%lev_offset * nx_loc * ny_loc
+         array(h + 1:h + nx_loc, h + 1:h + ny_loc, 1:nl) = &
+            & real(reshape(store(n + 1:n + nx_loc * ny_loc * nl), [nx_loc, ny_loc, nl]), real32)
       else
          do jr = 1, nroutes
             if (routes(jr)%nrecv == 0) cycle
@@ -623,6 +685,12 @@ contains
             if (status /= MLB_OK) return
             recv_pending = .false.
          end if
+#ifdef MLB_WITH_OASIS
+         if (l_oasis) then
+            call oasis_finish(status)
+            if (status /= MLB_OK) return
+         end if
+#endif
          done_buf = [real(nexchange, real64), t_wait, t_put, t_get]
          do jr = 1, nroutes
             if (routes(jr)%nsend > 0) then
@@ -639,7 +707,7 @@ contains
          end do
          deallocate(routes, sreq, rreq, recvbuf, store, sendbuf, soff, header, put_type, put_addr, put_key)
       end if
-      l_init = .false.; l_grid = .false.; l_enddef = .false.; nfields = 0
+      l_init = .false.; l_grid = .false.; l_enddef = .false.; l_oasis = .false.; nfields = 0
       if (l_own_mpi) then
          call MPI_Finalized(done, ierr)
          if (.not. done) call MPI_Finalize(ierr)
@@ -804,6 +872,12 @@ contains
          end if
          call wait_requests(sreq, 'the servers to take the fields of the previous exchange', status, put_kt)
          if (status /= MLB_OK) return
+#ifdef MLB_WITH_OASIS
+         if (l_oasis .and. lag > 0) then
+            call oasis_take_lagged(kt, status)
+            if (status /= MLB_OK) return
+         end if
+#endif
          put_kt = kt
          nput_done = 0
          fields(1:nfields)%put_done = .false.
@@ -923,6 +997,7 @@ contains
       nput_done = nput_done + 1
       if (nput_done < nput_due) return
       nexchange = nexchange + 1
+      if (l_oasis) return  ! every field left in its own oasis_put; outputs come by oasis_get
       if (.not. recv_pending .and. nlev_recv > 0) call post_receives(kt, status)
       if (status /= MLB_OK) return
       !! Lag 1: complete the sends now. Without an MPI progress thread a large message moves only
@@ -980,6 +1055,12 @@ contains
       if (status /= MLB_OK) return
       if (.not. fields(jf)%active .or. nlev_recv == 0) return
       if (kt0 == -huge(1)) kt0 = kt
+#ifdef MLB_WITH_OASIS
+      if (l_oasis) then
+         call oasis_get_field(jf, kt, status)
+         return
+      end if
+#endif
       if (.not. is_due(kt) .or. kt == get_kt) return
       get_kt = kt
       if (lag == 0 .and. put_kt /= kt) then
@@ -1006,6 +1087,138 @@ contains
       !! lag 1: the outputs of this step are received at the next exchange
       if (.not. recv_pending .and. put_kt == kt .and. recv_posted_kt < kt) call post_receives(kt, status)
    end subroutine begin_get
+
+
+#ifdef MLB_WITH_OASIS
+   !!----------------------------------------------------------------------
+   !!          transport = "oasis" (module mlbridge_oasis underneath)
+   !!----------------------------------------------------------------------
+
+   subroutine oasis_start(status)
+      !! Join OASIS and define this rank's fields, flat, on its interior box. Collective over the job.
+      integer, intent(out) :: status
+      integer :: jf, ierr
+      character(len=MLB_NAME_LEN) :: names(nfields)
+      character(len=512) :: msg
+
+      do jf = 1, nfields
+         names(jf) = fields(jf)%name
+      end do
+      allocate(flat(nx_loc * ny_loc * max(1, maxval(fields(1:nfields)%nlev)), 1))
+      flat(:,:) = 0._real64
+      call mlbo_start(nx_glo, ny_glo, gi0, gj0, nx_loc, ny_loc, names, fields(1:nfields)%nlev, &
+         &            fields(1:nfields)%direction == MLB_SEND, fields(1:nfields)%active, ierr, msg)
+      if (ierr /= MLBO_OK) then
+         call set_error(MLB_ERR_OASIS, 'mlb_enddef: '//trim(msg), status); return
+      end if
+      status = MLB_OK
+   end subroutine oasis_start
+
+
+   subroutine oasis_put_field(jf, kt, pfield, status)
+      !! oasis_put of field jf (its interior box, all its levels) at step kt: date kt - kt0.
+      integer, intent(in) :: jf, kt
+      real(real64), intent(in) :: pfield(:,:,:)
+      integer, intent(out) :: status
+      integer :: n, ierr
+      character(len=512) :: msg
+
+      n = size(pfield)
+      flat(1:n, 1) = reshape(pfield, [n])
+      call mlbo_put(jf, kt - kt0, flat(1:n, :), ierr, msg)
+      if (ierr /= MLBO_OK) then
+         call set_error(MLB_ERR_OASIS, 'mlb_put('//trim(fields(jf)%name)//'): '//trim(msg), status); return
+      end if
+      status = MLB_OK
+   end subroutine oasis_put_field
+
+
+   subroutine oasis_get_field(jf, kt, status)
+      !! Make the store of received field jf current at step kt: on a due step, the outputs of
+      !! kt (lag 0) or of kt - every (lag 1; zeros before the first); between them, unchanged.
+      integer, intent(in) :: jf, kt
+      integer, intent(out) :: status
+      character(len=256) :: msg
+
+      status = MLB_OK
+      if (.not. is_due(kt)) return
+      if (lag == 0 .and. put_kt /= kt) then
+         write(msg, '(a,i0,a)') 'mlb_get: field '//trim(fields(jf)%name)//' at step ', kt, &
+            & ' (lag 0): every sent field of that step must be put first'
+         call set_error(MLB_ERR_CALL, msg, status); return
+      end if
+      call oasis_catch_up(jf, kt - kt0 - lag * every, status)
+   end subroutine oasis_get_field
+
+
+   subroutine oasis_take_lagged(kt, status)
+      !! Lag 1, before the first put of step kt: take the outputs of kt - every now, since the
+      !! dates a component gives OASIS must never go back (a get at kt - every after a put at kt
+      !! aborts: "model seems to be running backwards"). mlb_get at kt then returns them.
+      integer, intent(in) :: kt
+      integer, intent(out) :: status
+      integer :: jf
+
+      status = MLB_OK
+      do jf = 1, nfields
+         if (.not. fields(jf)%active .or. fields(jf)%direction /= MLB_RECV) cycle
+         call oasis_catch_up(jf, kt - kt0 - lag * every, status)
+         if (status /= MLB_OK) return
+      end do
+   end subroutine oasis_take_lagged
+
+
+   subroutine oasis_catch_up(jf, kdate, status)
+      !! oasis_get of field jf at every coupling date after the last one got, up to kdate, the
+      !! last one kept in the store: OASIS delivers the dates of a field in order only.
+      integer, intent(in) :: jf, kdate
+      integer, intent(out) :: status
+      integer :: n, off, idate, ierr
+      real(real64) :: t0
+      character(len=512) :: msg
+
+      status = MLB_OK
+      if (kdate < 0 .or. kdate <= fields(jf)%got_date) return
+      n = nx_loc * ny_loc * fields(jf)%nlev
+      off = fields(jf)%lev_offset * nx_loc * ny_loc
+      t0 = MPI_Wtime()
+      idate = 0
+      if (fields(jf)%got_date >= 0) idate = fields(jf)%got_date + every
+      do while (idate <= kdate)
+         call mlbo_get(jf, idate, flat(1:n, :), ierr, msg)
+         if (ierr /= MLBO_OK) then
+            call set_error(MLB_ERR_OASIS, 'mlb_get('//trim(fields(jf)%name)//'): '//trim(msg), status); return
+         end if
+         fields(jf)%got_date = idate
+         idate = idate + every
+      end do
+      store(off + 1:off + n) = flat(1:n, 1)
+      t_wait = t_wait + (MPI_Wtime() - t0)
+   end subroutine oasis_catch_up
+
+
+   subroutine oasis_finish(status)
+      !! Take the outputs still due (those of the last exchange with lag 1) so that every
+      !! oasis_put of the servers is matched, then oasis_terminate. Collective over the job.
+      integer, intent(out) :: status
+      integer :: jf, ierr
+      character(len=512) :: msg
+
+      status = MLB_OK
+      if (put_kt /= -huge(1)) then
+         do jf = 1, nfields
+            if (.not. fields(jf)%active .or. fields(jf)%direction /= MLB_RECV) cycle
+            call oasis_catch_up(jf, put_kt - kt0, status)
+            if (status /= MLB_OK) return
+         end do
+      end if
+      call mlbo_stop(ierr, msg)
+      if (ierr /= MLBO_OK) then
+         call set_error(MLB_ERR_OASIS, 'mlb_finalize: '//trim(msg), status); return
+      end if
+      deallocate(flat)
+   end subroutine oasis_finish
+#endif
 
 
    subroutine wait_requests(reqs, what, status, kt)
