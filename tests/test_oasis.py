@@ -238,6 +238,7 @@ def test_too_long_field_name_is_refused_before_start() -> None:
     ("changes", "message"),
     [
         ({"boxes": [[0, 6, 0, 10], [5, 12, 0, 10]]}, "overlap"),
+        ({"boxes": [[0, 6, 0, 10], [7, 12, 0, 10]]}, "do not cover the 12 x 10 grid"),
         ({"boxes": [[0, 12, 0, 10]], "jpni": 1}, "either boxes or jpni"),
         ({"period_s": 7000}, "does not divide"),
         ({"server_prefix": ""}, "server_prefix must not be empty"),
