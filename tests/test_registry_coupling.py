@@ -385,8 +385,7 @@ def test_toy_grid_nc_names_the_closure(
     from bridge.namelist import read_namelists
 
     toy_ref = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"
-    if not read_namelists(toy_ref, toy_ref).has("nammlb", "cn_mlb_snd"):
-        pytest.skip("this toy_nemo does not declare its coupled fields in &nammlb")
+    assert read_namelists(toy_ref, toy_ref).has("nammlb", "cn_mlb_snd")
     (tmp_path / "namelist_cfg").write_text(TOY_CFG)
     (tmp_path / "coupling.toml").write_text(
         f'[model]\nexecutable = "{toy_exe}"\nranks = 2\n'
