@@ -1,28 +1,38 @@
 """``make demo``: the main job of the project, end to end.
 
-1. the coarse double gyre run alone for a few model years (the baseline);
-2. the same configuration coupled, over MPI, to a Python inference server running a closure
-   (the example ``examples/coupled_laplacian``), for a shorter period;
-3. a figure of each run and a comparison, written under ``runs/demo/``.
+1. the coarse double gyre spun up alone for a few model years (a restart at the end);
+2. from that restart, the same period twice: the model alone, and the model coupled over MPI to
+   a Python inference server running a closure (``examples/coupled_laplacian``: Laplacian
+   friction on u and v computed in the server);
+3. figures under ``runs/demo/``: the spin-up, and the two continuations side by side.
 
-Usage: ``python -m bridge.demo [--years 3] [--coupled-days 60] [--out runs/demo]``.
+Usage: ``python -m bridge.demo [--years 3] [--coupled-days 180] [--out runs/demo]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS_PER_DAY = 60  # coarse configuration: rn_Dt = 1440 s
+COARSE = REPO / "examples" / "coarse" / "coupling.toml"
+COUPLED = REPO / "examples" / "coupled_laplacian" / "coupling.toml"
 
 
-def _run(toml: Path, steps: int, workdir: Path, what: str) -> Path:
+def _run(toml: Path, out: Path, what: str, steps: int, patch: dict) -> Path:
+    """Run ``toml`` with its namelist_cfg patched; return the run's ``*_grid.nc``."""
+    from bridge.config import load_config
     from bridge.launcher import launch
+    from bridge.namelist import write_patched_cfg
 
+    config = load_config(toml)
+    cfg = write_patched_cfg(config.model.namelist_cfg, patch, out / f"namelist_cfg.{what}")
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, namelist_cfg=cfg))
     print(f"== {what}: {toml.relative_to(REPO)}, {steps} steps", flush=True)
-    result = launch(toml, steps=steps, workdir=workdir, progress=sys.stderr.isatty())
+    result = launch(config, steps=steps, workdir=out, progress=sys.stderr.isatty())
     if not result.ok:
         raise SystemExit(f"demo: {what} failed (exit {result.returncode}), see {result.run_dir}")
     grids = sorted(result.run_dir.glob("*_grid.nc"))
@@ -34,34 +44,49 @@ def _run(toml: Path, steps: int, workdir: Path, what: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bridge.demo",
-        description="Run the coarse double gyre alone and coupled, and plot both.",
-        epilog="example:\n  python -m bridge.demo --years 3 --coupled-days 60\n",
+        description="Spin up the coarse double gyre, then continue it alone and coupled.",
+        epilog="example:\n  python -m bridge.demo --years 3 --coupled-days 180\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--years", type=float, default=3.0, help="model years run alone")
+    parser.add_argument("--years", type=float, default=3.0, help="model years of spin-up")
     parser.add_argument(
-        "--coupled-days", type=int, default=60, help="model days of the coupled run (0: skip)"
+        "--coupled-days", type=int, default=180, help="model days run alone and coupled"
     )
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "demo", help="output folder")
     args = parser.parse_args(argv)
 
-    from bridge.plots import plot_run
+    from bridge.plots import plot_comparison, plot_run
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    steps = max(1, round(args.years * 365 * STEPS_PER_DAY))
-    alone = _run(REPO / "examples" / "coarse" / "coupling.toml", steps, out, "coarse run alone")
-    png = plot_run(alone, out / "coarse_alone.png", title=f"coarse, alone, {args.years:g} years")
+    spin = max(1, round(args.years * 365 * STEPS_PER_DAY))
+    grid = _run(COARSE, out, "spin-up", spin, {"namrun": {"nn_stock": spin}})
+    png = plot_run(grid, out / "coarse_alone.png", title=f"coarse, {args.years:g} years alone")
     print(f"figure: {png}")
+    restart = sorted(grid.parent.glob(f"*_{spin:08d}_restart.nc"))
+    if args.coupled_days <= 0 or not restart:
+        return 0
 
-    coupled_toml = REPO / "examples" / "coupled_laplacian" / "coupling.toml"
-    if args.coupled_days > 0 and coupled_toml.is_file():
-        coupled = _run(coupled_toml, args.coupled_days * STEPS_PER_DAY, out, "coupled run")
-        png = plot_run(coupled, out / "coupled.png", title="coarse, coupled to a Python closure")
-        print(f"figure: {png}")
-        timing = coupled.parent / "timing.json"
-        if timing.is_file():
-            print(f"timing summary: {timing}")
+    steps = args.coupled_days * STEPS_PER_DAY
+    cont = {
+        "nn_it000": spin + 1,
+        "ln_rstart": True,
+        "cn_ocerst_in": str(restart[0].with_suffix("")),
+        "nn_write": min(600, steps),
+        "nn_stock": 0,
+    }
+    alone = _run(COARSE, out, "alone", steps, {"namrun": {**cont, "cn_exp": "ALONE"}})
+    coupled = _run(COUPLED, out, "coupled", steps, {"namrun": cont})
+    png = plot_comparison(
+        {"alone": alone, "coupled": coupled},
+        out / "coupled.png",
+        title=f"{args.coupled_days} days from year {args.years:g}: alone, and coupled to a "
+        "Python server (Laplacian friction)",
+    )
+    print(f"figure: {png}")
+    timing = coupled.parent / "timing.json"
+    if timing.is_file():
+        print(f"timing summary: {timing}")
     return 0
 
 

@@ -135,3 +135,36 @@ def plot_run(grid_nc: str | Path, png: str | Path, time_index: int = -1, title: 
         fig.savefig(png, dpi=90)
         plt.close(fig)
     return Path(png)
+
+
+def plot_comparison(runs: dict[str, str | Path], png: str | Path, title: str = "") -> Path:
+    """Runs side by side: top-layer vorticity at the last record of each, and their total KE.
+
+    Parameters
+    ----------
+    runs
+        Label -> ``<cn_exp>_grid.nc`` of each run (same grid).
+    png
+        The figure to write.
+    title
+        Figure title.
+    """
+    plt = _agg()
+    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(5.6 * (len(runs) + 1), 5))
+    for ax, (label, grid_nc) in zip(axes[:-1], runs.items(), strict=True):
+        with _open(grid_nc) as ds:
+            _draw_vorticity(ax, ds, -1, 0)
+            ax.set_title(f"{label}: {ax.get_title()}")
+            years = ds["time_counter"].values / SECONDS_PER_YEAR
+            axes[-1].plot(years, ds["ke"].values.sum(axis=1) / 1e15, label=label)
+    axes[-1].set_xlabel("model years")
+    axes[-1].set_ylabel("total kinetic energy [PJ]")
+    axes[-1].set_title("basin kinetic energy")
+    axes[-1].legend()
+    axes[-1].grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return Path(png)
