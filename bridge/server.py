@@ -417,6 +417,28 @@ def _wait_quietly(keep: Sequence[tuple[Any, Any]], timeout_s: float) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _boxes_datatype(header: np.ndarray, pieces: Sequence[tuple[np.ndarray, int, Box]]) -> Any:
+    """A committed MPI datatype: ``header[0]``, then ``array[:nlev, box]`` for each piece.
+
+    The message the model expects (step number, then the segments in plan order), gathered
+    straight from the arrays, without a pack copy.
+    """
+    from mpi4py import MPI
+
+    lengths, displacements, types = [1], [MPI.Get_address(header)], [MPI.DOUBLE]
+    parts = []
+    for array, nlev, b in pieces:
+        part = MPI.DOUBLE.Create_subarray(list(array.shape), [nlev, b.ny, b.nx], [0, b.j0, b.i0])
+        parts.append(part)
+        lengths.append(1)
+        displacements.append(MPI.Get_address(array))
+        types.append(part)
+    dtype = MPI.Datatype.Create_struct(lengths, displacements, types).Commit()
+    for part in parts:
+        part.Free()
+    return dtype
+
+
 class BlockServer:
     """One server rank's block: buffers, closures and the exchange loop.
 
@@ -537,27 +559,13 @@ class BlockServer:
             return
         for jf, f in enumerate(self.send_fields):
             header = np.zeros(1)
-            lengths, displacements, types = [1], [MPI.Get_address(header)], [MPI.DOUBLE]
-            parts = []
-            size = 1
             block = self.block_sets[parity][f.name]
-            for seg in self.plan.sends[(r, self.rank)]:
-                b = seg.dst
-                part = MPI.DOUBLE.Create_subarray(
-                    list(block.shape), [f.nlev, b.ny, b.nx], [0, b.j0, b.i0]
-                )
-                parts.append(part)
-                lengths.append(1)
-                displacements.append(MPI.Get_address(block))
-                types.append(part)
-                size += f.nlev * b.size
-            self.in_types[(r, jf, parity)] = MPI.Datatype.Create_struct(
-                lengths, displacements, types
-            ).Commit()
-            for part in parts:
-                part.Free()
+            boxes = [seg.dst for seg in self.plan.sends[(r, self.rank)]]
+            self.in_types[(r, jf, parity)] = _boxes_datatype(
+                header, [(block, f.nlev, b) for b in boxes]
+            )
             self.in_headers[(r, jf, parity)] = header
-            self.in_sizes[(r, jf)] = size
+            self.in_sizes[(r, jf)] = 1 + sum(f.nlev * b.size for b in boxes)
 
     def _output_buffer(self, r: int, parity: int) -> None:
         """Lag 1: the contiguous OUTPUTS buffer ``[kt, field 1 segments, ...]`` for model rank
@@ -580,29 +588,19 @@ class BlockServer:
         The step from ``out_headers[r]``, then for each received field and each segment the
         rectangle ``[:, src]`` of the output array: the layout the model expects.
         """
-        from mpi4py import MPI
 
         key = (r, *((outputs[f.name].ctypes.data, outputs[f.name].shape) for f in self.recv_fields))
         dtype = self.out_types.get(key)
         if dtype is not None:
             return dtype
-        header = self.out_headers[r]
-        lengths, displacements, types = [1], [MPI.Get_address(header)], [MPI.DOUBLE]
-        parts = []
-        for f in self.recv_fields:
-            out = outputs[f.name]
-            for seg in self.plan.returns[(self.rank, r)]:
-                b = seg.src
-                part = MPI.DOUBLE.Create_subarray(
-                    list(out.shape), [f.nlev, b.ny, b.nx], [0, b.j0, b.i0]
-                )
-                parts.append(part)
-                lengths.append(1)
-                displacements.append(MPI.Get_address(out))
-                types.append(part)
-        dtype = MPI.Datatype.Create_struct(lengths, displacements, types).Commit()
-        for part in parts:
-            part.Free()
+        dtype = _boxes_datatype(
+            self.out_headers[r],
+            [
+                (outputs[f.name], f.nlev, seg.src)
+                for f in self.recv_fields
+                for seg in self.plan.returns[(self.rank, r)]
+            ],
+        )
         if len(self.out_types) >= 16 * max(1, len(self.out_peers)):  # closures that never reuse
             for old in self.out_types.values():
                 old.Free()
