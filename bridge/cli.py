@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "show": "bridge.registry_cli",
     "verify": "bridge.registry_cli",
     "remove": "bridge.registry_cli",
+    "evaluate": "bridge.evaluate_runs",
 }
 
 SUMMARIES: dict[str, str] = {
@@ -33,6 +34,7 @@ SUMMARIES: dict[str, str] = {
     "show": "show a registered closure's manifest",
     "verify": "re-hash registered artifacts",
     "remove": "remove a registered closure",
+    "evaluate": "run baseline and hybrid ensembles and score them against the coarse-grained truth",
 }
 
 

@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -109,6 +109,27 @@ def _torch_dtype(name: str) -> torch.dtype:
 # -- the torch closure ----------------------------------------------------------------------------
 
 
+class ClipRecord(NamedTuple):
+    """The worst exceedance of an output's clip bound in one call.
+
+    Attributes
+    ----------
+    value
+        The value before clipping with the largest magnitude, in physical units.
+    index
+        Its flat (C-order) index in the ``(nz, ny, nx)`` output.
+    count
+        How many values of the output the bound cut in that call.
+    bound
+        The clip bound.
+    """
+
+    value: float
+    index: int
+    count: int
+    bound: float
+
+
 @dataclass
 class ClosureStats:
     """Running counters of one closure instance (read by the server for its summary).
@@ -119,10 +140,14 @@ class ClosureStats:
         Forward calls so far.
     clipped
         Per output, how many values the clip bound has cut so far.
+    last_clip
+        Per output whose bound the last call exceeded, its :class:`ClipRecord` (reset by every
+        call: outputs within their bound are absent).
     """
 
     calls: int = 0
     clipped: dict[str, int] = field(default_factory=dict)
+    last_clip: dict[str, ClipRecord] = field(default_factory=dict)
 
 
 class TorchClosure:
@@ -264,6 +289,7 @@ class TorchClosure:
         """
         import torch
 
+        self.stats.last_clip = {}
         shape = check_inputs(self.spec, inputs)
         arrays = [inputs[n] for n in self.spec.input_names]
         caller_dtype = np.result_type(*arrays)
@@ -283,6 +309,10 @@ class TorchClosure:
                     over = int(torch.count_nonzero(y.abs() > bound))
                     if over:
                         self.stats.clipped[name] += over
+                        mag = torch.nan_to_num(y.abs(), nan=0.0, posinf=float("inf"))
+                        worst = int(torch.argmax(mag))  # flat, C order, as numpy's
+                        value = float(y.reshape(-1)[worst])
+                        self.stats.last_clip[name] = ClipRecord(value, worst, over, bound)
                         y = y.clamp(-bound, bound)
                 if mask_t is not None:
                     y = y.masked_fill(~mask_t, 0.0)
@@ -433,6 +463,7 @@ class ManifestClosure:
         self, inputs: Mapping[str, np.ndarray], mask: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
         """Run the inner closure; see :meth:`TorchClosure.__call__` for arguments and errors."""
+        self.stats.last_clip = {}
         shape = check_inputs(self.spec, inputs)
         caller_dtype = np.result_type(*inputs.values())
         cast = {n: np.asarray(a, dtype=self._dtype) for n, a in inputs.items()}
@@ -452,6 +483,9 @@ class ManifestClosure:
                 over = int(np.count_nonzero(np.abs(y) > bound))
                 if over:
                     self.stats.clipped[name] += over
+                    worst = int(np.nanargmax(np.abs(y)))  # a NaN is no exceedance
+                    value = float(y.reshape(-1)[worst])
+                    self.stats.last_clip[name] = ClipRecord(value, worst, over, bound)
                     y = np.clip(y, -bound, bound)
             if m is not None:
                 y = np.where(m, y, 0.0)

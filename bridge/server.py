@@ -58,6 +58,17 @@ from bridge.plan import Box, Plan, assemble_global_reference, plan_routes, serve
 from bridge.transport import mpi as wire
 
 EXAMPLES = "  python -m bridge.server --config runs/x/run_config.json --run-dir runs/x\n"
+CLIP_REPORT_LIMIT = 20  # clip lines a server rank writes in a run; then one "not shown" line
+
+
+def global_point(index: int, shape: Sequence[int], i0: int, j0: int) -> tuple[int, int, int]:
+    """Global ``(i, j, k)``, 1-based (Fortran order), of flat index ``index`` of a block.
+
+    ``shape`` is the block's ``(nz, ny, nx)`` (C order), ``(i0, j0)`` the 0-based global indices
+    of its first point: the same convention as the NaN messages.
+    """
+    k, j, i = np.unravel_index(index, tuple(shape))
+    return int(i0 + i) + 1, int(j0 + j) + 1, int(k) + 1
 
 
 class ServerError(RuntimeError):
@@ -524,6 +535,12 @@ class BlockServer:
         self.send_requests: list[Any] = []
         self.nan_policy = self._nan_policies()
         self.nan_replaced = 0
+        # values cut by the closures' clip bounds, per model field (fields with a bound only)
+        self.clipped: dict[str, int] = {}
+        for ex in config.exchanges:
+            bounded = getattr(getattr(closures[exchange_name(ex)], "stats", None), "clipped", {})
+            self.clipped.update({mf: 0 for co, mf in ex.outputs.items() if co in bounded})
+        self.clip_lines = 0
         self.checked_outputs: set[str] = set()
         self.steps: list[int] = []
         self.times: dict[str, list[float]] = {k: [] for k in self.STEP_KEYS}
@@ -912,8 +929,37 @@ class BlockServer:
                 if holder < 0 or self.block_sets[holder] is not self.blocks:
                     self._nan_check(kt, model_field, out, out, "closure output for")
                 # else an input passed through: its NaNs were handled with the inputs
+                self._clip_report(kt, closure, closure_output, model_field, out.shape)
                 outputs[model_field] = out
         return outputs
+
+    def _clip_report(
+        self, kt: int, closure: Closure, output: str, field: str, shape: Sequence[int]
+    ) -> None:
+        """Count and report (one line, the worst value) the clipping of the last closure call."""
+        stats = getattr(closure, "stats", None)
+        record = getattr(stats, "last_clip", {}).get(output)
+        if record is None:
+            return
+        self.clipped[field] = self.clipped.get(field, 0) + record.count
+        self.clip_lines += 1
+        if self.clip_lines > CLIP_REPORT_LIMIT:
+            if self.clip_lines == CLIP_REPORT_LIMIT + 1:
+                print(
+                    f"mlbridge server rank {self.rank}: further clip events not shown (the totals "
+                    "per field are in the run's summary)",
+                    flush=True,
+                )
+            return
+        gi, gj, k = global_point(record.index, shape, self.box.i0, self.box.j0)
+        print(
+            f"mlbridge server rank {self.rank}: clip at step {kt}: {field!r} (closure output "
+            f"{output!r}) = {record.value:.6g} before clipping to +-{record.bound:.6g} at "
+            f"model rank {self._owner(gi - 1, gj - 1)}, global (i, j, k) = ({gi}, {gj}, {k}) "
+            f"(1-based, Fortran order; the largest of {record.count} value(s) clipped in server "
+            f"rank {self.rank}'s block)",
+            flush=True,
+        )
 
     # --- the end -----------------------------------------------------------------------------
 
@@ -925,6 +971,7 @@ class BlockServer:
             "times": {k: list(v) for k, v in self.times.items()},
             "model": dict(self.model_timing),
             "nan_replaced": self.nan_replaced,
+            "clipped": dict(self.clipped),
         }
 
 
@@ -1061,6 +1108,15 @@ def _oasis_run_length(run_dir: Path) -> tuple[int, int]:
     return steps, first
 
 
+def merged_clipped(summaries: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Values cut by the clip bounds per model field, summed over the server ranks."""
+    total: dict[str, int] = {}
+    for s in summaries:
+        for name, n in s.get("clipped", {}).items():
+            total[name] = total.get(name, 0) + int(n)
+    return total
+
+
 def write_timing(
     run_dir: Path, summaries: Sequence[Mapping[str, Any]], lag: int, every: int
 ) -> None:
@@ -1089,6 +1145,7 @@ def write_timing(
         "lag": lag,
         "every": every,
         "nan_replaced": int(sum(s["nan_replaced"] for s in summaries)),
+        "clipped": merged_clipped(summaries),
         "per_step_file": "timing_steps.json",
     }
     steps = {
@@ -1153,6 +1210,14 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
         if replaced:
             print(
                 f"mlbridge server: replaced {replaced} NaN value(s) by zero (on_nan = 'zero')",
+                flush=True,
+            )
+        clipped = merged_clipped(summaries)
+        if any(clipped.values()):
+            counts = ", ".join(f"{name} {n}" for name, n in clipped.items())
+            print(
+                f"mlbridge server: clipped {sum(clipped.values())} value(s) to the closures' "
+                f"clip bounds ({counts})",
                 flush=True,
             )
     return 0
