@@ -11,7 +11,7 @@ APT_PACKAGES := gfortran libopenmpi-dev openmpi-bin libnetcdff-dev liboasis3-dev
 TORCH_VERSION := 2.13.0
 export MPI4PY_MPIABI := openmpi
 
-.PHONY: all setup apt venv build demo test lint clean
+.PHONY: all setup apt venv build demo test lint clean truth data train evaluate
 
 all: test
 
@@ -46,6 +46,41 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+# Long jobs of the trained closures (docs/closures.md), each resumable; not part of `make test`.
+#   make data       fine truth years 1..7 (about 2.5 min a year on 2 cores) + the dataset of 5..7
+#   make train      the CNN and the Zanna & Bolton fit -> models/artifacts/subgrid_cnn
+#   make evaluate   the truth to year EVAL_TRUTH_LAST, then baseline, ZB and CNN ensembles
+TRAIN_YEARS := 5 6 7
+TRUTH_YEARS := 12
+EVAL_TRUTH := 8-12
+EVAL_ARGS := --members 3 --years 5 --eval-years 3-5
+ARTIFACTS := models/artifacts/subgrid_cnn
+
+truth: setup
+	$(BIN)/python -m models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \
+	  --years $(TRUTH_YEARS) --write-days 5
+
+data: setup
+	$(BIN)/python -m models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \
+	  --years $(lastword $(TRAIN_YEARS)) --write-days 5
+	@for y in $(TRAIN_YEARS); do \
+	  d=$$(printf 'year_%03d' $$y); \
+	  $(BIN)/python -c "import json,sys; print(json.load(open('runs/truth/'+sys.argv[1]+'.json'))['grid'])" $$d \
+	    | xargs -I{} $(BIN)/python -m models.subgrid.make_data runs/truth/{} \
+	      --fine-cfg runs/truth/$$d/namelist_cfg --coarse-cfg examples/coarse/namelist_cfg \
+	      --out data/subgrid/$$d --chunk 37 || exit 1; \
+	done
+
+train: data
+	$(BIN)/python -m models.subgrid.train $(foreach y,$(TRAIN_YEARS),data/subgrid/$(shell printf 'year_%03d' $(y))) \
+	  --out $(ARTIFACTS) --epochs 40
+
+evaluate: truth
+	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/manifest.toml --home examples/subgrid_cnn/registry
+	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/zanna_bolton.toml --home examples/subgrid_zb/registry
+	$(BIN)/mlbridge evaluate --truth runs/truth --truth-years $(EVAL_TRUTH) \
+	  --experiments examples/evaluate/eval.toml --out runs/eval $(EVAL_ARGS)
 
 lint: venv
 	$(BIN)/ruff check bridge models tests examples
