@@ -1,11 +1,10 @@
 """``make demo``: the main job of the project, end to end.
 
 1. the coarse double gyre spun up alone for a few model years (a restart at the end);
-2. the trained subgrid momentum CNN (``models/artifacts/subgrid_cnn``, trained on the
-   coarse-grained 8-km truth) registered in ``examples/subgrid_cnn/registry``;
-3. from the restart, the same period twice: the model alone, and the model coupled over MPI to
-   a Python inference server running the CNN every step (``examples/subgrid_cnn``);
-4. figures under ``runs/demo/``: the spin-up, and the two continuations side by side.
+2. from that restart, the same period twice: the model alone, and the model coupled over MPI to
+   a Python inference server running a closure (``examples/coupled_laplacian``: Laplacian
+   friction on u and v computed in the server);
+3. figures under ``runs/demo/``: the spin-up, and the two continuations side by side.
 
 Usage: ``python -m bridge.demo [--years 3] [--coupled-days 180] [--out runs/demo]``.
 """
@@ -20,8 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 STEPS_PER_DAY = 60  # coarse configuration: rn_Dt = 1440 s
 COARSE = REPO / "examples" / "coarse" / "coupling.toml"
-COUPLED = REPO / "examples" / "subgrid_cnn" / "coupling.toml"
-CNN_MANIFEST = REPO / "models" / "artifacts" / "subgrid_cnn" / "manifest.toml"
+COUPLED = REPO / "examples" / "coupled_laplacian" / "coupling.toml"
 
 
 def _run(toml: Path, out: Path, what: str, steps: int, patch: dict) -> Path:
@@ -69,10 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.coupled_days <= 0 or not restart:
         return 0
 
-    from bridge.registry import Registry
-
-    ref = Registry(COUPLED.parent / "registry").register(None, CNN_MANIFEST)
-    print(f"== registered {ref} ({CNN_MANIFEST.relative_to(REPO)})", flush=True)
     steps = args.coupled_days * STEPS_PER_DAY
     cont = {
         "nn_it000": spin + 1,
@@ -87,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         {"alone": alone, "coupled": coupled},
         out / "coupled.png",
         title=f"{args.coupled_days} days from year {args.years:g}: alone, and coupled to a "
-        "Python server (trained subgrid CNN)",
+        "Python server (Laplacian friction)",
     )
     print(f"figure: {png}")
     timing = coupled.parent / "timing.json"
