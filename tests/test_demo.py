@@ -59,7 +59,9 @@ def test_subgrid_examples_run_coupled(fortran_build: Path, tmp_path: Path) -> No
             REPO / "examples" / name, folder, ignore=shutil.ignore_patterns("registry", "runs")
         )
         write_patched_cfg(
-            folder / "namelist_cfg", {"namrun": {"nn_write": 60}}, folder / "namelist_cfg"
+            REPO / "examples" / name / "namelist_cfg",
+            {"namrun": {"nn_write": 60}},
+            folder / "namelist_cfg",
         )
         Registry(folder / "registry").register(None, art / manifest)
         result = launch(
