@@ -14,16 +14,19 @@ MODULE diawri
    !! When a closure runs (coupled, or in process), the external tendencies
    !! used in the step, u_tend, v_tend, h_tend, are written too (diagnostics
    !! that tests compare between a coupled and an in-process run).
+   !! With &namnudge ln_nudge, the nudging tendency averaged over the steps
+   !! since the previous record is written too: nudge_u, nudge_v, nudge_h.
    !! The file is synced after every record: a run killed mid-way leaves a
    !! readable file.
    !!----------------------------------------------------------------------
    USE netcdf
    USE par_kind      , ONLY : wp, lc
    USE lib_mpp       , ONLY : lwp, numout
-   USE mppini        , ONLY : jpiglo, jpjglo
+   USE mppini        , ONLY : jpi, jpj, jpiglo, jpjglo
    USE domain        , ONLY : rn_Dt
    USE oce           , ONLY : un, vn, hn, jpk, u_tend, v_tend, h_tend
    USE infmod        , ONLY : ln_mlb_tend_out
+   USE nudging       , ONLY : ln_nudge, nud_mean
    USE iom           , ONLY : iom_gather, iom_check
    USE in_out_manager, ONLY : cn_exp
    USE usrdef_nam    , ONLY : rn_dx, rn_dy, rn_rho0, rn_gprime, rn_f0, rn_beta, rn_tau0, rn_ahm, rn_bhm, rn_rfr
@@ -39,8 +42,10 @@ MODULE diawri
    INTEGER ::   ncid = -1, nrec = 0                    ! file id, records written
    INTEGER ::   idt, idkt, idu, idv, idh, idke         ! variable ids
    INTEGER ::   idut, idvt, idht                       ! variable ids of the tendencies (ln_mlb_tend_out)
+   INTEGER ::   idnu, idnv, idnh                       ! variable ids of the nudging tendencies (ln_nudge)
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:) ::   zug, zvg, zhg   ! global fields (rank 0)
    REAL(wp), ALLOCATABLE, DIMENSION(:)     ::   zke             ! layer kinetic energy (rank 0)
+   REAL(wp), ALLOCATABLE, DIMENSION(:,:,:) ::   zwu, zwv, zwh   ! local nudging tendencies (ln_nudge)
 
    !!----------------------------------------------------------------------
 CONTAINS
@@ -58,6 +63,7 @@ CONTAINS
       ELSE
          ALLOCATE( zug(1,1,1), zvg(1,1,1), zhg(1,1,1), zke(1) )
       ENDIF
+      IF( ln_nudge )   ALLOCATE( zwu(jpi,jpj,jpk), zwv(jpi,jpj,jpk), zwh(jpi,jpj,jpk) )
       IF( .NOT. lwp )   RETURN
       cfile = TRIM(cn_exp)//'_grid.nc'
       CALL iom_check( nf90_create( cfile, IOR(NF90_CLOBBER, NF90_64BIT_OFFSET), ncid ), 'diawri: create '//TRIM(cfile) )
@@ -110,6 +116,17 @@ CONTAINS
          CALL chk( nf90_def_var( ncid, 'h_tend', NF90_DOUBLE, [idx, idy, idz, idtim], idht ) )
          CALL att( idht, 'long_name', 'external (closure) tendency of h used in the step' )
          CALL att( idht, 'units', 'm s-1' )   ;   CALL att( idht, 'grid_point', 'T' )
+      ENDIF
+      IF( ln_nudge ) THEN
+         CALL chk( nf90_def_var( ncid, 'nudge_u', NF90_DOUBLE, [idx, idy, idz, idtim], idnu ) )
+         CALL att( idnu, 'long_name', 'nudging tendency of u averaged since the previous record' )
+         CALL att( idnu, 'units', 'm s-2' )   ;   CALL att( idnu, 'grid_point', 'U' )
+         CALL chk( nf90_def_var( ncid, 'nudge_v', NF90_DOUBLE, [idx, idy, idz, idtim], idnv ) )
+         CALL att( idnv, 'long_name', 'nudging tendency of v averaged since the previous record' )
+         CALL att( idnv, 'units', 'm s-2' )   ;   CALL att( idnv, 'grid_point', 'V' )
+         CALL chk( nf90_def_var( ncid, 'nudge_h', NF90_DOUBLE, [idx, idy, idz, idtim], idnh ) )
+         CALL att( idnh, 'long_name', 'nudging tendency of h averaged since the previous record' )
+         CALL att( idnh, 'units', 'm s-1' )   ;   CALL att( idnh, 'grid_point', 'T' )
       ENDIF
       CALL chk( nf90_def_var( ncid, 'ke', NF90_DOUBLE, [idz, idtim], idke ) )
       CALL att( idke, 'long_name', 'layer kinetic energy, rho0/2 integral of h(u2+v2) over the basin' )
@@ -190,6 +207,17 @@ CONTAINS
             CALL chk( nf90_put_var( ncid, idut, zug, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
             CALL chk( nf90_put_var( ncid, idvt, zvg, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
             CALL chk( nf90_put_var( ncid, idht, zhg, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
+         ENDIF
+      ENDIF
+      IF( ln_nudge ) THEN
+         CALL nud_mean( zwu, zwv, zwh )
+         CALL iom_gather( jpk, zwu, zug )
+         CALL iom_gather( jpk, zwv, zvg )
+         CALL iom_gather( jpk, zwh, zhg )
+         IF( lwp ) THEN
+            CALL chk( nf90_put_var( ncid, idnu, zug, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
+            CALL chk( nf90_put_var( ncid, idnv, zvg, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
+            CALL chk( nf90_put_var( ncid, idnh, zhg, start=[1,1,1,nrec], count=[jpiglo,jpjglo,jpk,1] ) )
          ENDIF
       ENDIF
       IF( lwp )   CALL chk( nf90_sync( ncid ) )

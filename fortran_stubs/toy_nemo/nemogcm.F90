@@ -25,6 +25,7 @@ MODULE nemogcm
    USE diatend       , ONLY : dia_tend_init, dia_tend, ln_tend
    USE rst           , ONLY : rst_read
    USE infmod        , ONLY : inf_init, inf_def, inf_final
+   USE nudging       , ONLY : nud_init
    USE step          , ONLY : stp
 
    IMPLICIT NONE
@@ -88,6 +89,7 @@ CONTAINS
       CALL dyn_init( nn_nz )
       CALL iom_init( nn_nz )
       CALL inf_def( nn_nz )             ! coupling hook: fields, handshake (or in-process closure)
+      CALL nud_init( nn_nz, ln_tend )   ! &namnudge: truth file opened and checked (rank 0)
       IF( ln_tend ) THEN
          CONTINUE                       ! states come from cn_tend_in, no output file
       ELSEIF( ln_rstart ) THEN

@@ -10,6 +10,8 @@ MODULE step
    !!    x(n+1) = x(n) + dt ( 23 T(n) - 16 T(n-1) + 5 T(n-2) ) / 12 + dt x_tend
    !! started by forward Euler then AB2 (nab = tendencies already held);
    !! the two previous tendencies go into the restart (bit for bit restarts).
+   !! With &namnudge ln_nudge, the nudging toward a truth follows the update
+   !! (module nudging); without it nothing else changes.
    !!----------------------------------------------------------------------
    USE par_kind      , ONLY : wp
    USE mppini        , ONLY : jpi, jpj
@@ -18,6 +20,7 @@ MODULE step
    USE dyn           , ONLY : dyn_tend
    USE lbclnk        , ONLY : lbc_lnk
    USE infmod        , ONLY : inf_put, inf_get
+   USE nudging       , ONLY : ln_nudge, nud_step
    USE diawri        , ONLY : dia_wri
    USE rst           , ONLY : rst_write
    USE stpctl        , ONLY : stp_ctl
@@ -43,6 +46,7 @@ CONTAINS
       CALL dyn_tend( un, vn, hn, uta(:,:,:,nnow), vta(:,:,:,nnow), hta(:,:,:,nnow) )        ! model physics
       CALL inf_get( kt, u_tend, v_tend, h_tend )                                            ! closures end
       CALL stp_ab3
+      IF( ln_nudge )   CALL nud_step( kt, un, vn, hn )                                   ! relaxation toward a truth
       CALL lbc_lnk( un, vn, hn )
 
       iswap = nm2   ;   nm2 = nm1   ;   nm1 = nnow   ;   nnow = iswap   ! tendency slots: n -> n-1 -> n-2

@@ -1,0 +1,250 @@
+"""The bias-correction twin experiment, end to end (Bretherton et al. 2022, Gregory et al. 2023).
+
+Stages, each resumable (one model year per job, :func:`models.subgrid.truth.run_truth`):
+
+1. ``truth``: the twin truth, the coarse configuration with another wind amplitude
+   (``rn_tau0 = 0.065`` instead of 0.05: the model error is the wind), written every
+   ``--write-days``.
+2. ``nudged``: the coarse model (``rn_tau0 = 0.05``) nudged toward the twin truth
+   (``&namnudge``, ``rn_nudge_tau`` = ``--nudge-days``) over the same years, written every
+   ``--sample-days`` with the nudging tendency averaged over each output interval.
+   The nudging file of year ``y`` is the truth's grid file of year ``y`` preceded by the
+   truth state at the start of the year (the last record of year ``y - 1``, the state at rest
+   for year 1), so that every step of the year lies between two records.
+3. ``train``: the (state, mean nudging tendency) pairs of the training years
+   (:mod:`models.bias.dataset`) train a small CNN (:mod:`models.bias.train`).
+4. ``evaluate``: from the nudged state at the end of the training years, the coarse model
+   without and with the correction (coupled through the bridge) over the held-out years;
+   RMSE of the time-mean u, v and interface depths against the twin truth
+   (:mod:`models.bias.evaluate`).
+
+Usage::
+
+    python -m models.bias.twin --out runs/bias            # every stage, full size
+    python -m models.bias.twin --out runs/bias --stage truth --stage nudged
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.subgrid.truth import SECONDS_PER_DAY, TruthError, grid_files, run_truth
+
+REPO = Path(__file__).resolve().parents[2]
+COARSE = REPO / "examples" / "coarse" / "coupling.toml"
+STAGES = ("truth", "nudged", "train", "evaluate")
+
+
+@dataclasses.dataclass
+class TwinSettings:
+    """Sizes and physics of the experiment (the defaults are the full-size run)."""
+
+    nx: int = 64
+    ny: int = 64
+    spinup_years: int = 3
+    train_years: int = 4
+    eval_years: int = 2
+    tau0_truth: float = 0.065
+    tau0_model: float = 0.05
+    nudge_days: float = 5.0
+    write_days: float = 1.0  # truth output: brackets every step of the nudged run
+    sample_days: float = 5.0  # nudged output: one training pair per interval
+    eval_days: float = 5.0  # output of the evaluation runs
+    every: int = 1  # exchange interval of the corrected run [steps]
+    epochs: int = 40
+    hidden: tuple[int, ...] = (16, 16)
+    kernel_sizes: tuple[int, ...] = (3, 3, 3)  # halo 3
+    clip_factor: float = 2.0
+    config: Path = COARSE
+
+    @property
+    def years(self) -> int:
+        return self.spinup_years + self.train_years + self.eval_years
+
+    @property
+    def train_range(self) -> tuple[int, int]:
+        return self.spinup_years + 1, self.spinup_years + self.train_years
+
+    @property
+    def eval_range(self) -> tuple[int, int]:
+        return self.spinup_years + self.train_years + 1, self.years
+
+    def grid_patch(self) -> dict[str, dict[str, Any]]:
+        return {"namusr_def": {"nn_nx": self.nx, "nn_ny": self.ny}}
+
+
+def _patch(s: TwinSettings, tau0: float, **blocks: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    patch = s.grid_patch()
+    patch["namusr_def"]["rn_tau0"] = tau0
+    for block, entries in blocks.items():
+        patch.setdefault(block, {}).update(entries)
+    return patch
+
+
+def run_twin_truth(out: Path, s: TwinSettings) -> list[Path]:
+    """Stage 1: the twin truth, years 1..s.years; its grid files."""
+    run_truth(
+        s.config, out / "truth", s.years, write_days=s.write_days, patch=_patch(s, s.tau0_truth)
+    )
+    return grid_files(out / "truth", 1, s.years)
+
+
+def _rest_state(grid: Path, h_layer: float) -> dict[str, np.ndarray]:
+    import netCDF4
+
+    with netCDF4.Dataset(grid) as nc:
+        tmask = np.asarray(nc["tmask"][:], dtype=float)  # (y, x)
+        nz = len(nc.dimensions["z"])
+    h = np.broadcast_to(h_layer * tmask, (nz, *tmask.shape)).copy()
+    return {"u": np.zeros_like(h), "v": np.zeros_like(h), "h": h, "kt": np.array(0)}
+
+
+def write_nudge_file(target: Path, grid: Path, start: dict[str, np.ndarray]) -> None:
+    """``target``: the state ``start`` (its kt) then every record of ``grid`` (u, v, h, kt)."""
+    import netCDF4
+
+    tmp = target.with_name(target.name + ".tmp")
+    with netCDF4.Dataset(grid) as src, netCDF4.Dataset(tmp, "w") as dst:
+        for name in ("x", "y", "z"):
+            dst.createDimension(name, len(src.dimensions[name]))
+        dst.createDimension("time_counter", None)
+        kt = dst.createVariable("kt", "i4", ("time_counter",))
+        kt[0] = int(start["kt"])
+        kt[1:] = np.asarray(src["kt"][:])
+        for name in ("u", "v", "h"):
+            var = dst.createVariable(name, "f8", ("time_counter", "z", "y", "x"))
+            var[0] = start[name]
+            var[1:] = np.asarray(src[name][:])
+        dst.source = f"truth state at kt = {int(start['kt'])}, then {grid}"
+    os.replace(tmp, target)
+
+
+def _last_record(grid: Path) -> dict[str, np.ndarray]:
+    import netCDF4
+
+    with netCDF4.Dataset(grid) as nc:
+        out = {n: np.asarray(nc[n][-1]) for n in ("u", "v", "h")}
+        out["kt"] = np.array(int(nc["kt"][-1]))
+    return out
+
+
+def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
+    """Stage 2: the coarse model nudged toward the twin truth, years 1..s.years; grid files."""
+    from bridge.config import TOY_NAMELIST_REF, load_config
+    from bridge.namelist import read_namelists
+
+    truth = grid_files(out / "truth", 1, s.years)
+    cfg = load_config(s.config)
+    nml = read_namelists(cfg.model.namelist_ref or TOY_NAMELIST_REF, cfg.model.namelist_cfg)
+    if float(nml.get("namusr_def", "rn_bump") or 0.0) != 0.0:
+        raise TruthError("the year-1 nudging file assumes a start at rest: rn_bump must be 0")
+    h_layer = float(nml.get("namusr_def", "rn_htot")) / float(nml.get("namusr_def", "nn_nz"))
+    folder = out / "nudged"
+    folder.mkdir(parents=True, exist_ok=True)
+    nudge_in = (folder / "nudge_in.nc").resolve()
+    patch = _patch(
+        s,
+        s.tau0_model,
+        namnudge={
+            "ln_nudge": True,
+            "cn_nudge_in": str(nudge_in),
+            "rn_nudge_tau": s.nudge_days * SECONDS_PER_DAY,
+        },
+    )
+    for year in range(1, s.years + 1):
+        start = _rest_state(truth[0], h_layer) if year == 1 else _last_record(truth[year - 2])
+        write_nudge_file(nudge_in, truth[year - 1], start)
+        run_truth(s.config, folder, year, write_days=s.sample_days, patch=patch)
+    return grid_files(folder, 1, s.years)
+
+
+def run_all(out: Path, s: TwinSettings, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+    """Run the stages asked for (in order); their timings and the evaluation's results."""
+    from models.bias import evaluate, train
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "twin.json").write_text(
+        json.dumps(dataclasses.asdict(s), indent=2, default=str, sort_keys=True) + "\n"
+    )
+    timings: dict[str, float] = {}
+    result: dict[str, Any] = {"timings": timings}
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        t0 = time.perf_counter()
+        if stage == "truth":
+            run_twin_truth(out, s)
+        elif stage == "nudged":
+            run_nudged(out, s)
+        elif stage == "train":
+            first, last = s.train_range
+            result["train"] = train.train(grid_files(out / "nudged", first, last), out / "model", s)
+        else:
+            result["evaluate"] = evaluate.evaluate(out, s)
+        timings[stage] = time.perf_counter() - t0
+        print(f"== stage {stage} done in {timings[stage]:.0f} s", flush=True)
+    return result
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    d = TwinSettings()
+    p = argparse.ArgumentParser(
+        prog="python -m models.bias.twin",
+        description="Bias-correction twin: twin truth, nudged model, training, evaluation.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", type=Path, required=True, help="experiment folder (resumable)")
+    p.add_argument("--stage", action="append", choices=STAGES, help="stages (default: all)")
+    p.add_argument("--config", type=Path, default=d.config, help="coarse coupling.toml")
+    p.add_argument("--nx", type=int, default=d.nx)
+    p.add_argument("--ny", type=int, default=d.ny)
+    p.add_argument("--spinup-years", type=int, default=d.spinup_years)
+    p.add_argument("--train-years", type=int, default=d.train_years)
+    p.add_argument("--eval-years", type=int, default=d.eval_years)
+    p.add_argument("--tau0-truth", type=float, default=d.tau0_truth, help="twin truth rn_tau0")
+    p.add_argument("--tau0-model", type=float, default=d.tau0_model, help="model rn_tau0")
+    p.add_argument("--nudge-days", type=float, default=d.nudge_days, help="rn_nudge_tau [days]")
+    p.add_argument("--write-days", type=float, default=d.write_days, help="truth output [days]")
+    p.add_argument("--sample-days", type=float, default=d.sample_days, help="nudged output")
+    p.add_argument("--eval-days", type=float, default=d.eval_days, help="evaluation output")
+    p.add_argument("--every", type=int, default=d.every, help="exchange interval [steps]")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--hidden", type=_ints, default=d.hidden, help="e.g. 16,16")
+    p.add_argument("--kernel-sizes", type=_ints, default=d.kernel_sizes, help="e.g. 3,3,3")
+    p.add_argument("--clip-factor", type=float, default=d.clip_factor)
+    a = p.parse_args(argv)
+    s = TwinSettings(
+        **{
+            f.name: getattr(a, f.name)
+            for f in dataclasses.fields(TwinSettings)
+            if hasattr(a, f.name)
+        }
+    )
+    if s.train_years < 1 or s.eval_years < 1 or s.spinup_years < 0:
+        p.error("needs --train-years >= 1, --eval-years >= 1, --spinup-years >= 0")
+    try:
+        result = run_all(a.out, s, tuple(a.stage or STAGES))
+    except TruthError as exc:
+        print(f"bias twin: {exc}", file=sys.stderr)
+        return 1
+    if "evaluate" in result:
+        print(json.dumps(result["evaluate"]["rmse"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
