@@ -217,3 +217,11 @@ def test_evaluate_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
     main_evaluate(tmp_path / "truth", "1", exps, out, members=2, years=1, eval_years="1", bump=5.0)
     again = json.loads((out / "metrics.json").read_text())
     assert again["experiments"] == metrics["experiments"]
+
+
+def test_the_example_experiments_file_loads() -> None:
+    """``examples/evaluate/eval.toml`` (``make evaluate``) names existing coupling.toml files."""
+    repo = Path(__file__).resolve().parents[1]
+    experiments = load_experiments(repo / "examples" / "evaluate" / "eval.toml")
+    assert [e.name for e in experiments] == ["baseline", "zb", "cnn"]
+    assert all(e.config.is_file() for e in experiments)
