@@ -54,7 +54,7 @@ def test_years_chain_and_resume_bit_for_bit(toy_exe: Path, small: Path, tmp_path
     # year 3 lost (record gone, folder half there): only it runs again, to the same numbers
     (out / "year_003.json").unlink()
     redo = run_truth(small, out, 3, write_days=73)
-    assert read_year(out, 3) is not None and redo[2].grid != records[2].grid
+    assert read_year(out, 3) is not None  # its record written again: the year ran again
     np.testing.assert_array_equal(_h(out / redo[2].grid), h3)
     assert json.loads((out / "year_002.json").read_text())["grid"] == records[1].grid
 
