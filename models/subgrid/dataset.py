@@ -18,7 +18,6 @@ filter, grids) is refused rather than mixed. :func:`open_dataset` concatenates t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ import xarray as xr
 from bridge.manifest import Manifest, load_manifest
 from bridge.mpiexec import Program, mpi_env, mpmd_command
 from bridge.namelist import read_namelists, write_patched_cfg
+from bridge.registry import sha256_file
 from models.subgrid.coarsen import refinement, t_mask, u_mask, v_mask
 from models.subgrid.forcing import coarsen_state, subgrid_forcing
 
@@ -222,14 +222,6 @@ def code_revision(repo: Path = REPO) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return proc.stdout.strip() if proc.returncode == 0 else "unknown"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -447,7 +439,7 @@ def build_dataset(
         for ichunk in range(nchunks):
             name = f"chunk_{ichunk:04d}.nc"
             done = index["chunks"].get(str(ichunk))
-            if done and (out_dir / name).exists() and _sha256(out_dir / name) == done["sha256"]:
+            if done and (out_dir / name).exists() and sha256_file(out_dir / name) == done["sha256"]:
                 report.skipped.append(ichunk)
                 continue
             if max_chunks is not None and len(report.written) >= max_chunks:
@@ -493,7 +485,7 @@ def build_dataset(
             index["chunks"][str(ichunk)] = {
                 "file": name,
                 "records": [r0, r1],
-                "sha256": _sha256(out_dir / name),
+                "sha256": sha256_file(out_dir / name),
             }
             _write_json(index_path, index)
             report.written.append(ichunk)
@@ -523,7 +515,7 @@ def open_dataset(out_dir: Path) -> xr.Dataset:
         path = out_dir / entry["file"]
         if not path.exists():
             raise DatasetError(f"{path}: listed in {index_path} but missing")
-        if _sha256(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             raise DatasetError(f"{path}: sha256 differs from the one in {index_path}")
         with xr.open_dataset(path, decode_times=False) as ds:
             parts.append(ds.load())

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from bridge.registry import sha256_file
 
 DAYS_PER_YEAR = 365
 SECONDS_PER_DAY = 86400.0
@@ -52,15 +53,6 @@ class YearRecord:
     sha256: str
     seconds: float
     seeded_from: str = ""
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -89,7 +81,7 @@ def read_year(out: Path, year: int, *, check: bool = True) -> YearRecord | None:
     restart = out / record.restart
     if not restart.is_file():
         return None
-    if check and sha256_of(restart) != record.sha256:
+    if check and sha256_file(restart) != record.sha256:
         return None
     return record
 
@@ -184,7 +176,7 @@ def run_truth(
                         year=seed_year,
                         grid="",
                         restart=str(target.relative_to(out)),
-                        sha256=sha256_of(target),
+                        sha256=sha256_file(target),
                         seconds=0.0,
                         seeded_from=str(Path(seed_restart).resolve()),
                     )
@@ -251,7 +243,7 @@ def run_truth(
             year=year,
             grid=str(grids[0].relative_to(out)),
             restart=str(restart.relative_to(out)),
-            sha256=sha256_of(restart),
+            sha256=sha256_file(restart),
             seconds=seconds,
         )
         _write_json(year_record_path(out, year), dataclasses.asdict(record))
