@@ -30,6 +30,10 @@ class CNNConfig:
         Channels of each hidden layer; one more convolution than entries.
     kernel_sizes
         Odd kernel size of each convolution, ``len(hidden) + 1`` of them.
+    bias
+        Whether the convolutions carry biases. Without them the network maps a field at rest
+        to exactly zero (and scales with the amplitude of its input, ReLU being positively
+        homogeneous), which is what a momentum closure should do: a resting ocean is not forced.
 
     Raises
     ------
@@ -41,6 +45,7 @@ class CNNConfig:
     out_channels: int = 2
     hidden: tuple[int, ...] = (32, 32, 32)
     kernel_sizes: tuple[int, ...] = (3, 3, 3, 3)
+    bias: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(c) for c in self.hidden))
@@ -77,7 +82,9 @@ class SubgridCNN(nn.Module):
         widths = (config.in_channels, *config.hidden, config.out_channels)
         layers: list[nn.Module] = []
         for i, k in enumerate(config.kernel_sizes):
-            layers.append(nn.Conv2d(widths[i], widths[i + 1], kernel_size=k, padding=0))
+            layers.append(
+                nn.Conv2d(widths[i], widths[i + 1], kernel_size=k, padding=0, bias=config.bias)
+            )
             if i < len(config.kernel_sizes) - 1:
                 layers.append(nn.ReLU())
         self.layers = nn.Sequential(*layers)
@@ -91,12 +98,13 @@ def build_cnn(
     out_channels: int = 2,
     hidden: Sequence[int] = (32, 32, 32),
     kernel_sizes: Sequence[int] = (3, 3, 3, 3),
+    bias: bool = True,
 ) -> SubgridCNN:
     """Build the reference CNN (the ``entry_point`` a ``state_dict`` manifest names).
 
     Parameters
     ----------
-    in_channels, out_channels, hidden, kernel_sizes
+    in_channels, out_channels, hidden, kernel_sizes, bias
         See :class:`CNNConfig`; the defaults (four 3x3 layers) consume a halo of 4.
 
     Returns
@@ -109,4 +117,6 @@ def build_cnn(
     ValueError
         If the configuration is invalid.
     """
-    return SubgridCNN(CNNConfig(in_channels, out_channels, tuple(hidden), tuple(kernel_sizes)))
+    return SubgridCNN(
+        CNNConfig(in_channels, out_channels, tuple(hidden), tuple(kernel_sizes), bool(bias))
+    )

@@ -322,6 +322,49 @@ def test_dataset_end_to_end_and_resumable(
         build_dataset(_settings(tiny_pair, chunk=3), tmp_path / "straight", runner)
 
 
+def test_inviscid_forcing_leaves_the_viscosity_out(
+    toy_exe: Path, tmp_path: Path, tiny_pair: dict[str, Path]
+) -> None:
+    """``inviscid``: both tendencies without lateral viscosity. The difference to the default
+    forcing is then exactly C(fine viscous tendency) - coarse viscous tendency(C state)."""
+    import dataclasses
+
+    runner = ToyRunner(toy_exe, ranks=1)
+    viscous = _settings(tiny_pair, chunk=4)
+    inviscid = dataclasses.replace(viscous, inviscid=True)
+    build_dataset(viscous, tmp_path / "visc", runner)
+    build_dataset(inviscid, tmp_path / "inv", runner)
+    a, b = open_dataset(tmp_path / "visc"), open_dataset(tmp_path / "inv")
+    assert b.attrs["inviscid"] == 1 and a.attrs["inviscid"] == 0
+    assert "without lateral viscosity" in b.attrs["forcing_definition"]
+    np.testing.assert_array_equal(a["u"].values, b["u"].values)
+    diff = np.abs(a["su"].values - b["su"].values).max()
+    assert diff > 1e-3 * np.abs(a["su"].values).max(), "the viscosity made no difference"
+    # the viscous parts alone, from the model's own tendency mode
+    with xr.open_dataset(tiny_pair["run"], decode_times=False) as fine:
+        u, v, h = (fine[n].values[:4].astype(np.float64) for n in ("u", "v", "h"))
+        t = fine["time_counter"].values[:4].astype(np.float64)
+    from models.subgrid.dataset import _states_file
+
+    def viscous_part(cfg: Path, states: Path, work: Path) -> np.ndarray:
+        full = runner.tendencies(cfg, states, work / "full")
+        inv = runner.tendencies(cfg, states, work / "inv", inviscid=True)
+        return full["dudt"].values - inv["dudt"].values
+
+    fine_states = _states_file(tmp_path / "fs.nc", u, v, h, t)
+    cu, cv, ch = (cg.coarsen_u(u, 4), cg.coarsen_v(v, 4), cg.coarsen_t(h, 4))
+    coarse_states = _states_file(tmp_path / "cs.nc", cu, cv, ch, t)
+    expected = cg.coarsen_u(
+        viscous_part(tiny_pair["fine_cfg"], fine_states, tmp_path / "f"), 4
+    ) - viscous_part(tiny_pair["coarse_cfg"], coarse_states, tmp_path / "c")
+    np.testing.assert_allclose(
+        a["su"].values - b["su"].values, expected, rtol=0, atol=1e-12 * np.abs(a["su"]).max()
+    )
+    # the other setting in the same folder is refused, not mixed
+    with pytest.raises(DatasetError, match="other settings"):
+        build_dataset(viscous, tmp_path / "inv", runner)
+
+
 def test_make_data_cli(
     toy_exe: Path, tmp_path: Path, tiny_pair: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -367,7 +410,9 @@ def test_train_writes_a_closure_the_runtime_runs_as_trained(
     from bridge.runtime import load_closure
     from models.subgrid.train import TrainSettings, train
 
-    settings = TrainSettings(hidden=(4, 4), kernel_sizes=(3, 3, 3), epochs=3, val_frac=0.25)
+    settings = TrainSettings(
+        hidden=(4, 4), kernel_sizes=(3, 3, 3), epochs=3, val_frac=0.25, input_noise=0.3
+    )
     result = train(
         [tiny_data], tmp_path / "art", settings, coarse_cfg=tiny_pair["coarse_cfg"], progress=False
     )
@@ -399,6 +444,10 @@ def test_train_writes_a_closure_the_runtime_runs_as_trained(
     np.testing.assert_allclose(
         online["su"][:, umask], ref[:, 0][:, umask], rtol=1e-4, atol=1e-6 * ss
     )
+    # no biases (the default): an ocean at rest gets exactly no forcing
+    rest = closure({"u": np.zeros_like(np.pad(u, pad)), "v": np.zeros_like(np.pad(v, pad))})
+    assert not np.any(rest["su"]) and not np.any(rest["sv"])
+    assert not any(n.endswith("bias") for n, _ in net.named_parameters())
 
 
 def test_train_refuses_a_dataset_of_another_grid(tiny_data: Path, tmp_path: Path) -> None:

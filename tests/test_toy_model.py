@@ -120,8 +120,13 @@ def test_restart_refuses_wrong_first_step(toy_exe: Path, tmp_path: Path) -> None
     assert "nn_it000 = 3" in proc.stderr and "must be 5" in proc.stderr
 
 
-def test_volume_conserved_without_forcing(toy_exe: Path, tmp_path: Path) -> None:
-    """No wind, drag or viscosity: an initial bump adjusts, the layer volumes stay to round-off."""
+@pytest.mark.parametrize("aeiv", [0.0, 5.0e3], ids=["adiabatic", "thickness-diffusion"])
+def test_volume_conserved_without_forcing(toy_exe: Path, tmp_path: Path, aeiv: float) -> None:
+    """No wind, drag or viscosity: an initial bump adjusts, the layer volumes stay to round-off.
+
+    With the thickness diffusion on, each layer's volume is still conserved: its eddy-induced
+    flux is a divergence with no flux through the walls.
+    """
     patch = merge(
         SMALL_BASIN,
         _short(300, 10),
@@ -135,6 +140,7 @@ def test_volume_conserved_without_forcing(toy_exe: Path, tmp_path: Path) -> None
                 "rn_bhm": 0.0,
                 "rn_shlat": 0.0,
                 "rn_bump": 100.0,
+                "rn_aeiv": aeiv,
             }
         },
     )
@@ -145,6 +151,26 @@ def test_volume_conserved_without_forcing(toy_exe: Path, tmp_path: Path) -> None
     assert np.abs(out["u"]).max() > 1e-3, "the bump did not move anything"
     drift = np.abs(volume - volume[0]) / volume[0]
     assert drift.max() < 1e-12, f"relative volume drift {drift.max():.3e}"
+
+
+def test_thickness_diffusion_flattens_a_bump(toy_exe: Path, tmp_path: Path) -> None:
+    """rn_aeiv removes interface-height variance (available potential energy)."""
+    base = {
+        "namusr_def": {
+            "nn_nx": 30,
+            "nn_ny": 30,
+            "rn_tau0": 0.0,
+            "rn_bump": 100.0,
+        }
+    }
+    variance = {}
+    for aeiv in (0.0, 2.0e4):
+        patch = merge(_short(200, 200), base, {"namusr_def": {"rn_aeiv": aeiv}})
+        run_dir = make_run_dir(tmp_path / f"aeiv_{aeiv}", patch)
+        check_ok(run_toy(toy_exe, run_dir, 1), run_dir)
+        h = read_nc(run_dir / "TOY_grid.nc")["h"][-1, 0, 1:-1, 1:-1]
+        variance[aeiv] = float(np.var(h))
+    assert variance[2.0e4] < 0.5 * variance[0.0], variance
 
 
 @pytest.mark.slow
@@ -190,6 +216,7 @@ def _expect_refusal(proc, run_dir: Path, *needles: str) -> None:  # noqa: ANN001
         ),
         ({"namusr_def": {"nn_nz": 101}}, 1, ("nn_nz", "101")),
         ({"namusr_def": {"nn_nz": 0}}, 1, ("nn_nz", "= 0")),
+        ({"namusr_def": {"rn_aeiv": -1.0}}, 1, ("rn_aeiv", "must be >= 0")),
     ],
     ids=[
         "misspelled-rn_Dtt",
@@ -200,6 +227,7 @@ def _expect_refusal(proc, run_dir: Path, *needles: str) -> None:  # noqa: ANN001
         "ranks>columns",
         "nz>100",
         "nz=0",
+        "negative-aeiv",
     ],
 )
 def test_bad_namelist_refused(

@@ -18,13 +18,15 @@ NAMELIST_REF = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"
 COARSE_CFG = REPO / "examples" / "coarse" / "namelist_cfg"
 
 # a small basin whose sizes divide by none of the decompositions tested, with every
-# physical term switched on (wind, drag, Laplacian and biharmonic viscosity, no slip)
+# physical term switched on (wind, drag, Laplacian and biharmonic viscosity, thickness
+# diffusion, no slip)
 SMALL_BASIN: dict[str, dict[str, Any]] = {
     "namusr_def": {
         "nn_nx": 23,
         "nn_ny": 17,
         "rn_ahm": 300.0,
         "rn_bhm": 2.0e11,
+        "rn_aeiv": 500.0,
         "rn_shlat": 2.0,
         "rn_bump": 20.0,
     },

@@ -32,7 +32,7 @@ MODULE diatend
    USE iom           , ONLY : iom_gather, iom_scatter, iom_check
    USE infmod        , ONLY : ln_mlb
    USE usrdef_nam    , ONLY : rn_dx, rn_dy, rn_rho0, rn_gprime, rn_f0, rn_beta, rn_tau0,   &
-      &                       rn_hmin, rn_ahm, rn_bhm, rn_rfr, rn_shlat
+      &                       rn_hmin, rn_ahm, rn_bhm, rn_aeiv, rn_rfr, rn_shlat
 
    IMPLICIT NONE
    PRIVATE
@@ -188,6 +188,7 @@ CONTAINS
          CALL chkout( nf90_put_att( ncout, NF90_GLOBAL, 'rn_hmin', rn_hmin ) )
          CALL chkout( nf90_put_att( ncout, NF90_GLOBAL, 'rn_ahm', rn_ahm ) )
          CALL chkout( nf90_put_att( ncout, NF90_GLOBAL, 'rn_bhm', rn_bhm ) )
+         CALL chkout( nf90_put_att( ncout, NF90_GLOBAL, 'rn_aeiv', rn_aeiv ) )
          CALL chkout( nf90_put_att( ncout, NF90_GLOBAL, 'rn_rfr', rn_rfr ) )
          CALL chkout( nf90_put_att( ncout, NF90_GLOBAL, 'rn_shlat', rn_shlat ) )
          CALL chkout( nf90_enddef( ncout ) )

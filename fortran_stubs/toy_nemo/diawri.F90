@@ -29,7 +29,8 @@ MODULE diawri
    USE nudging       , ONLY : ln_nudge, nud_mean
    USE iom           , ONLY : iom_gather, iom_check
    USE in_out_manager, ONLY : cn_exp
-   USE usrdef_nam    , ONLY : rn_dx, rn_dy, rn_rho0, rn_gprime, rn_f0, rn_beta, rn_tau0, rn_ahm, rn_bhm, rn_rfr
+   USE usrdef_nam    , ONLY : rn_dx, rn_dy, rn_rho0, rn_gprime, rn_f0, rn_beta, rn_tau0, rn_ahm, rn_bhm, rn_rfr,   &
+      &                       rn_aeiv
 
    IMPLICIT NONE
    PRIVATE
@@ -145,6 +146,7 @@ CONTAINS
       CALL chk( nf90_put_att( ncid, NF90_GLOBAL, 'rn_tau0', rn_tau0 ) )
       CALL chk( nf90_put_att( ncid, NF90_GLOBAL, 'rn_ahm', rn_ahm ) )
       CALL chk( nf90_put_att( ncid, NF90_GLOBAL, 'rn_bhm', rn_bhm ) )
+      CALL chk( nf90_put_att( ncid, NF90_GLOBAL, 'rn_aeiv', rn_aeiv ) )
       CALL chk( nf90_put_att( ncid, NF90_GLOBAL, 'rn_rfr', rn_rfr ) )
       CALL chk( nf90_enddef( ncid ) )
 

@@ -10,7 +10,7 @@ MODULE dyn
    !! Per layer k (abyss N+1 at rest):
    !!   du/dt =  q V  - d/dx( P_k + K ) + D_u + tau_x/(rho0 max(h1,hmin)) [k=1] - r u [k=N]
    !!   dv/dt = -q U  - d/dy( P_k + K ) + D_v                              - r v [k=N]
-   !!   dh/dt = -div( h u )
+   !!   dh/dt = -div( h u ) + div( aeiv grad h )   (thickness diffusion, GM in layer form)
    !! q = (f + zeta) / h_f potential vorticity at f points, (U, V) = (e2u h_u u, e1v h_v v)
    !! mass fluxes with centred thickness (h_u = mean of the 2 neighbours),
    !! q V and q U by the energy-conserving scheme of Sadourny (NEMO's ENE),
@@ -22,7 +22,7 @@ MODULE dyn
    USE mppini    , ONLY : jpi, jpj
    USE domain    , ONLY : e2u, e1v, e2v, e1u, r1_e1u, r1_e2v, r1_e1e2t, r1_e1e2f,   &
       &                   umask, vmask, tmask, fmask, r1_nf, rland_f, ff_f
-   USE usrdef_nam, ONLY : rn_gprime, rn_rho0, rn_hmin, rn_rfr, rn_ahm, rn_bhm
+   USE usrdef_nam, ONLY : rn_gprime, rn_rho0, rn_hmin, rn_rfr, rn_ahm, rn_bhm, rn_aeiv
    USE sbcwnd    , ONLY : utau
    USE ldfdyn    , ONLY : ldf_lap
    USE lbclnk    , ONLY : lbc_lnk
@@ -137,6 +137,19 @@ CONTAINS
                   &            * ( zUf(ji,jj) - zUf(ji-1,jj) + zVf(ji,jj) - zVf(ji,jj-1) )
             END DO
          END DO
+
+         ! thickness diffusion: eddy-induced volume flux -aeiv grad h, none through walls
+         IF( rn_aeiv > 0._wp ) THEN
+            DO jj = 2, jpj-1
+               DO ji = 2, jpi-1
+                  pha(ji,jj,jk) = pha(ji,jj,jk) + rn_aeiv * tmask(ji,jj) * r1_e1e2t(ji,jj) * (                     &
+                     &              e2u(ji  ,jj) * r1_e1u(ji  ,jj) * umask(ji  ,jj) * ( ph(ji+1,jj,jk) - ph(ji  ,jj,jk) )   &
+                     &            - e2u(ji-1,jj) * r1_e1u(ji-1,jj) * umask(ji-1,jj) * ( ph(ji  ,jj,jk) - ph(ji-1,jj,jk) )   &
+                     &            + e1v(ji,jj  ) * r1_e2v(ji,jj  ) * vmask(ji,jj  ) * ( ph(ji,jj+1,jk) - ph(ji,jj  ,jk) )   &
+                     &            - e1v(ji,jj-1) * r1_e2v(ji,jj-1) * vmask(ji,jj-1) * ( ph(ji,jj  ,jk) - ph(ji,jj-1,jk) )  )
+               END DO
+            END DO
+         ENDIF
 
          ! lateral viscosity
          IF( rn_ahm > 0._wp )   CALL ldf_lap( pu(:,:,jk), pv(:,:,jk), pua(:,:,jk), pva(:,:,jk), rn_ahm )

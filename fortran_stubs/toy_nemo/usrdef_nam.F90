@@ -33,6 +33,7 @@ MODULE usrdef_nam
    REAL(wp), PUBLIC ::   rn_rfr    = 1.e-7_wp  !: linear drag on the deepest layer [s-1]
    REAL(wp), PUBLIC ::   rn_ahm    = 0._wp     !: Laplacian viscosity [m2 s-1]
    REAL(wp), PUBLIC ::   rn_bhm    = 5.e11_wp  !: biharmonic viscosity (> 0) [m4 s-1]
+   REAL(wp), PUBLIC ::   rn_aeiv   = 0._wp     !: thickness diffusivity (Gent-McWilliams, layer form) [m2 s-1]
    REAL(wp), PUBLIC ::   rn_shlat  = 0._wp     !: lateral condition: 0 free slip, 2 no slip
    REAL(wp), PUBLIC ::   rn_bump   = 0._wp     !: initial Gaussian bump of h1 at mid-basin [m]
 
@@ -47,7 +48,7 @@ CONTAINS
       INTEGER ::   inum, ios
       CHARACTER(len=lc) ::   cmsg, cval
       NAMELIST/namusr_def/ nn_nx, nn_ny, nn_nz, rn_dx, rn_dy, rn_htot, rn_gprime, rn_rho0,   &
-         &                 rn_f0, rn_beta, rn_tau0, rn_hmin, rn_rfr, rn_ahm, rn_bhm, rn_shlat, rn_bump
+         &                 rn_f0, rn_beta, rn_tau0, rn_hmin, rn_rfr, rn_ahm, rn_bhm, rn_aeiv, rn_shlat, rn_bump
       !!------------------------------------------------------------------
       cmsg = ''
       CALL nam_open( 'namelist_ref', inum )
@@ -76,6 +77,7 @@ CONTAINS
       CALL not_negative( 'rn_rfr' , rn_rfr  )
       CALL not_negative( 'rn_ahm' , rn_ahm  )
       CALL not_negative( 'rn_bhm' , rn_bhm  )
+      CALL not_negative( 'rn_aeiv', rn_aeiv )
       IF( rn_shlat < 0._wp .OR. rn_shlat > 2._wp ) THEN
          WRITE(cval,'(g0)') rn_shlat   ;   CALL refuse( 'rn_shlat', cval, 'must be in [0, 2]' )
       ENDIF
@@ -102,6 +104,7 @@ CONTAINS
          WRITE(numout,'(a,es12.4)') '   bottom-layer linear drag [s-1]    rn_rfr    = ', rn_rfr
          WRITE(numout,'(a,es12.4)') '   Laplacian viscosity [m2 s-1]      rn_ahm    = ', rn_ahm
          WRITE(numout,'(a,es12.4)') '   biharmonic viscosity [m4 s-1]     rn_bhm    = ', rn_bhm
+         WRITE(numout,'(a,es12.4)') '   thickness diffusivity [m2 s-1]    rn_aeiv   = ', rn_aeiv
          WRITE(numout,'(a,es12.4)') '   lateral slip (0 free, 2 no)       rn_shlat  = ', rn_shlat
          WRITE(numout,'(a,es12.4)') '   initial bump of h1 [m]            rn_bump   = ', rn_bump
       ENDIF

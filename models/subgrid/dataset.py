@@ -121,8 +121,11 @@ class ToyRunner:
     ranks: int = 1
     timeout_s: float = 3600.0
 
-    def tendencies(self, cfg: Path, states: Path, workdir: Path) -> xr.Dataset:
-        """``dudt, dvdt, dhdt`` of every record of ``states`` on the grid of ``cfg``.
+    def tendencies(
+        self, cfg: Path, states: Path, workdir: Path, *, inviscid: bool = False
+    ) -> xr.Dataset:
+        """``dudt, dvdt, dhdt`` of every record of ``states`` on the grid of ``cfg``
+        (with ``inviscid``, the lateral viscosities ``rn_ahm, rn_bhm`` of ``cfg`` set to 0).
 
         Raises
         ------
@@ -141,6 +144,8 @@ class ToyRunner:
             "nammpp": {"jpni": 0, "jpnj": 0},
             "nammlb": {"ln_mlb": False},
         }
+        if inviscid:
+            patch["namusr_def"] = {"rn_ahm": 0.0, "rn_bhm": 0.0}
         write_patched_cfg(cfg, patch, workdir / "namelist_cfg")
         cmd = mpmd_command([Program(self.ranks, (str(self.exe),))])
         proc = subprocess.run(
@@ -177,6 +182,10 @@ class DatasetSettings:
         ``"face"`` or ``"box"`` (:func:`models.subgrid.coarsen.coarsen_u`).
     first_record
         First snapshot used (0-based), e.g. to drop the spin-up.
+    inviscid
+        Compute both tendencies without lateral viscosity, so that the forcing holds the
+        unresolved eddy fluxes only and not minus the coarse model's own viscosity (which a
+        closure would then learn to cancel, removing the dissipation the coarse grid needs).
     """
 
     fine_run: Path
@@ -185,10 +194,12 @@ class DatasetSettings:
     chunk: int = 8
     u_filter: str = "face"
     first_record: int = 0
+    inviscid: bool = False
 
     def as_record(self) -> dict[str, Any]:
         """JSON-able form kept in the index."""
         return {
+            "inviscid": self.inviscid,
             "fine_run": str(self.fine_run.resolve()),
             "fine_cfg": str(self.fine_cfg.resolve()),
             "coarse_cfg": str(self.coarse_cfg.resolve()),
@@ -420,7 +431,9 @@ def build_dataset(
             "Conventions": "CF-1.8",
             "title": "toy_nemo subgrid momentum forcing: coarse-grained truth and its forcing",
             "forcing_definition": "su = C_u(fine du/dt) - coarse du/dt(C(u, v, h)); adding su to "
-            "the coarse tendency gives the tendency of the filtered truth",
+            "the coarse tendency gives the tendency of the filtered truth"
+            + ("; both tendencies without lateral viscosity" if settings.inviscid else ""),
+            "inviscid": int(settings.inviscid),
             "coarse_graining": f"box filter of one coarse cell, factor {factor}, "
             f"u_filter = {settings.u_filter} (models/subgrid/coarsen.py)",
             "fine_run_file": str(settings.fine_run.resolve()),
@@ -455,12 +468,16 @@ def build_dataset(
                 shutil.rmtree(work)
             work.mkdir(parents=True)
             fine_states = _states_file(work / "fine_states.nc", u, v, h, time)
-            tf = runner.tendencies(settings.fine_cfg, fine_states, work / "fine")
+            tf = runner.tendencies(
+                settings.fine_cfg, fine_states, work / "fine", inviscid=settings.inviscid
+            )
             coarse = coarsen_state(u, v, h, factor, settings.u_filter)
             coarse_states = _states_file(
                 work / "coarse_states.nc", coarse.u, coarse.v, coarse.h, time
             )
-            tc = runner.tendencies(settings.coarse_cfg, coarse_states, work / "coarse")
+            tc = runner.tendencies(
+                settings.coarse_cfg, coarse_states, work / "coarse", inviscid=settings.inviscid
+            )
             su, sv = subgrid_forcing(
                 tf["dudt"].values,
                 tf["dvdt"].values,

@@ -65,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="toy_nemo executable (default $MLBRIDGE_BUILD_DIR or build/, bin/toy_nemo)",
     )
+    p.add_argument(
+        "--inviscid",
+        action="store_true",
+        help="both tendencies without lateral viscosity: the forcing holds the eddy fluxes only",
+    )
     p.add_argument("--ranks", type=int, default=1, help="MPI ranks of the tendency runs")
     p.add_argument(
         "--max-chunks",
@@ -83,7 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make_data: error: {exe}: no toy_nemo executable (mlbridge build)", file=sys.stderr)
         return 2
     settings = DatasetSettings(
-        args.fine_run, args.fine_cfg, args.coarse_cfg, args.chunk, args.u_filter, args.first_record
+        args.fine_run,
+        args.fine_cfg,
+        args.coarse_cfg,
+        args.chunk,
+        args.u_filter,
+        args.first_record,
+        args.inviscid,
     )
     try:
         report = build_dataset(

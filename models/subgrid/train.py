@@ -42,7 +42,15 @@ ARTIFACT = "subgrid_cnn.ts"
 
 @dataclass
 class TrainSettings:
-    """How the CNN is trained."""
+    """How the CNN is trained.
+
+    ``bias = False`` builds the network without biases, so that a resting ocean gets no forcing
+    (with biases a CNN returns a constant field for zero input, which spins a coarse model up
+    from rest on its own). ``input_noise`` is the standard deviation of Gaussian noise added to
+    the normalised ``u, v`` at ocean points of every training batch (0: none): it teaches the
+    network states near, not only on, the coarse-grained truth, which the coarse model leaves
+    as soon as it runs on its own.
+    """
 
     hidden: tuple[int, ...] = (16, 16, 16)
     kernel_sizes: tuple[int, ...] = (3, 3, 3, 3)
@@ -52,6 +60,8 @@ class TrainSettings:
     val_frac: float = 0.2
     seed: int = 0
     clip_factor: float = 3.0
+    bias: bool = False
+    input_noise: float = 0.0
     max_minutes: float = 20.0
     threads: int = 2
     version: str = "1"
@@ -175,7 +185,7 @@ def train(
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
     rng = np.random.default_rng(settings.seed)
-    cfg = CNNConfig(2, 2, settings.hidden, settings.kernel_sizes)
+    cfg = CNNConfig(2, 2, settings.hidden, settings.kernel_sizes, settings.bias)
     halo = cfg.halo
     if halo > 5:
         raise ValueError(f"halo {halo} > 5: the closure must stay cheap to exchange")
@@ -255,7 +265,11 @@ def train(
     w = torch.from_numpy(np.stack([umask, vmask]).astype(np.float32))[None]
     wsum = float(w.sum())
 
-    model = build_cnn(2, 2, settings.hidden, settings.kernel_sizes)
+    model = build_cnn(2, 2, settings.hidden, settings.kernel_sizes, settings.bias)
+    noise_mask = torch.from_numpy(
+        np.pad(np.stack([umask, vmask]).astype(np.float32), ((0, 0), (halo, halo), (halo, halo)))
+    )[None]
+    noise_gen = torch.Generator().manual_seed(settings.seed)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs)
 
@@ -272,7 +286,11 @@ def train(
         for i in range(0, len(order), settings.batch):
             idx = torch.from_numpy(order[i : i + settings.batch])
             opt.zero_grad()
-            loss = loss_of(model(xt[idx]), yt[idx])
+            xb = xt[idx]
+            if settings.input_noise > 0:
+                noise = torch.randn(xb.shape, generator=noise_gen) * settings.input_noise
+                xb = xb + noise * noise_mask
+            loss = loss_of(model(xb), yt[idx])
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
@@ -312,7 +330,8 @@ def train(
         "code_revision": code_revision(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "notes": f"models.cnn.build_cnn(2, 2, hidden={settings.hidden}, "
-        f"kernel_sizes={settings.kernel_sizes}); {epochs} epochs, seed {settings.seed}, "
+        f"kernel_sizes={settings.kernel_sizes}, bias={settings.bias}); input noise "
+        f"{settings.input_noise}; {epochs} epochs, seed {settings.seed}, "
         f"{nt - nval} training / {nval} validation snapshots x {nz} layers; clip = "
         f"{settings.clip_factor} x max |S| of the training data",
     }
@@ -386,6 +405,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-frac", type=float, default=d.val_frac)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--clip-factor", type=float, default=d.clip_factor)
+    parser.add_argument(
+        "--bias",
+        action=argparse.BooleanOptionalAction,
+        default=d.bias,
+        help="biases in the convolutions (default: none, so a fluid at rest is not forced)",
+    )
+    parser.add_argument(
+        "--input-noise",
+        type=float,
+        default=d.input_noise,
+        help="std of the noise added to the normalised inputs while training (default 0)",
+    )
     parser.add_argument("--max-minutes", type=float, default=d.max_minutes)
     parser.add_argument("--threads", type=int, default=d.threads)
     args = parser.parse_args(argv)
@@ -398,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         val_frac=args.val_frac,
         seed=args.seed,
         clip_factor=args.clip_factor,
+        bias=args.bias,
+        input_noise=args.input_noise,
         max_minutes=args.max_minutes,
         threads=args.threads,
     )
