@@ -1,12 +1,13 @@
 """``make demo``: the main job of the project, end to end.
 
-1. the coarse double gyre spun up alone for a few model years (a restart at the end);
-2. from that restart, the same period twice: the model alone, and the model coupled over MPI to
-   a Python inference server running a closure (``examples/coupled_laplacian``: Laplacian
-   friction on u and v computed in the server);
-3. figures under ``runs/demo/``: the spin-up, and the two continuations side by side.
+1. the trained subgrid momentum CNN (``models/artifacts/subgrid_cnn``) registered in the
+   demo's own registry (``runs/demo/registry``), which checks its hash and runs its dry pass;
+2. the coarse double gyre spun up alone for a few model years (a restart at the end);
+3. from that restart, the same period twice: the model alone, and the model coupled over MPI to
+   a Python inference server running the CNN every step (``examples/subgrid_cnn``);
+4. figures under ``runs/demo/``: the spin-up, and the two continuations side by side.
 
-Usage: ``python -m bridge.demo [--years 3] [--coupled-days 180] [--out runs/demo]``.
+Usage: ``python -m bridge.demo [--years 5] [--coupled-days 365] [--out runs/demo]``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 STEPS_PER_DAY = 60  # coarse configuration: rn_Dt = 1440 s
 COARSE = REPO / "examples" / "coarse" / "coupling.toml"
-COUPLED = REPO / "examples" / "coupled_laplacian" / "coupling.toml"
+COUPLED = REPO / "examples" / "subgrid_cnn" / "coupling.toml"
+CLOSURE_MANIFEST = REPO / "models" / "artifacts" / "subgrid_cnn" / "manifest.toml"
 
 
-def _run(toml: Path, out: Path, what: str, steps: int, patch: dict) -> Path:
-    """Run ``toml`` with its namelist_cfg patched; return the run's ``*_grid.nc``."""
+def _run(
+    toml: Path, out: Path, what: str, steps: int, patch: dict, registry: Path | None = None
+) -> Path:
+    """Run ``toml`` with its namelist_cfg patched (and its closures taken from ``registry``);
+    return the run's ``*_grid.nc``."""
     from bridge.config import load_config
     from bridge.launcher import launch
     from bridge.namelist import write_patched_cfg
@@ -31,6 +36,10 @@ def _run(toml: Path, out: Path, what: str, steps: int, patch: dict) -> Path:
     config = load_config(toml)
     cfg = write_patched_cfg(config.model.namelist_cfg, patch, out / f"namelist_cfg.{what}")
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, namelist_cfg=cfg))
+    if registry is not None:
+        config = dataclasses.replace(
+            config, server=dataclasses.replace(config.server, registry=registry)
+        )
     print(f"== {what}: {toml.relative_to(REPO)}, {steps} steps", flush=True)
     result = launch(config, steps=steps, workdir=out, progress=sys.stderr.isatty())
     if not result.ok:
@@ -44,13 +53,14 @@ def _run(toml: Path, out: Path, what: str, steps: int, patch: dict) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bridge.demo",
-        description="Spin up the coarse double gyre, then continue it alone and coupled.",
-        epilog="example:\n  python -m bridge.demo --years 3 --coupled-days 180\n",
+        description="Register the trained subgrid CNN, spin up the coarse double gyre, then "
+        "continue it alone and coupled to the CNN.",
+        epilog="example:\n  python -m bridge.demo --years 5 --coupled-days 365\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--years", type=float, default=3.0, help="model years of spin-up")
+    parser.add_argument("--years", type=float, default=5.0, help="model years of spin-up (5)")
     parser.add_argument(
-        "--coupled-days", type=int, default=180, help="model days run alone and coupled"
+        "--coupled-days", type=int, default=365, help="model days run alone and coupled (365)"
     )
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "demo", help="output folder")
     args = parser.parse_args(argv)
@@ -59,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    from bridge.registry import Registry
+
+    registry = out / "registry"
+    ref = Registry(registry).register(None, CLOSURE_MANIFEST, force=True)  # the demo's own
+    print(f"== registered {ref} in {registry}", flush=True)
     spin = max(1, round(args.years * 365 * STEPS_PER_DAY))
     grid = _run(COARSE, out, "spin-up", spin, {"namrun": {"nn_stock": spin}})
     png = plot_run(grid, out / "coarse_alone.png", title=f"coarse, {args.years:g} years alone")
@@ -76,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         "nn_stock": 0,
     }
     alone = _run(COARSE, out, "alone", steps, {"namrun": {**cont, "cn_exp": "ALONE"}})
-    coupled = _run(COUPLED, out, "coupled", steps, {"namrun": cont})
+    coupled = _run(COUPLED, out, "coupled", steps, {"namrun": cont}, registry=registry)
     png = plot_comparison(
-        {"alone": alone, "coupled": coupled},
+        {"alone": alone, f"coupled to {ref}": coupled},
         out / "coupled.png",
-        title=f"{args.coupled_days} days from year {args.years:g}: alone, and coupled to a "
-        "Python server (Laplacian friction)",
+        title=f"{args.coupled_days} days from year {args.years:g}: alone, and coupled to the "
+        "trained subgrid CNN in a Python server",
     )
     print(f"figure: {png}")
     timing = coupled.parent / "timing.json"
