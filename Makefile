@@ -49,12 +49,15 @@ test: setup
 
 # Long jobs of the trained closures (docs/closures.md), each resumable; not part of `make test`.
 #   make data       fine truth years 1..7 (about 2.5 min a year on 2 cores) + the dataset of 5..7
-#   make train      the CNN and the Zanna & Bolton fit -> models/artifacts/subgrid_cnn
-#   make evaluate   the truth to year EVAL_TRUTH_LAST, then baseline, ZB and CNN ensembles
+#                   (the inviscid forcing: the closure learns the eddy fluxes, not the viscosity)
+#   make train      the CNN (no biases, input noise) and the Zanna & Bolton fit
+#                   -> models/artifacts/subgrid_cnn
+#   make evaluate   the truth to year 14, then 3 members of baseline, ZB and CNN, 20 years each,
+#                   scored over their years 11-20 against the truth's years 8-14
 TRAIN_YEARS := 5 6 7
-TRUTH_YEARS := 12
-EVAL_TRUTH := 8-12
-EVAL_ARGS := --members 3 --years 5 --eval-years 3-5
+TRUTH_YEARS := 14
+EVAL_TRUTH := 8-14
+EVAL_ARGS := --members 3 --years 20 --eval-years 11-20
 ARTIFACTS := models/artifacts/subgrid_cnn
 
 truth: setup
@@ -69,12 +72,12 @@ data: setup
 	  $(BIN)/python -c "import json,sys; print(json.load(open('runs/truth/'+sys.argv[1]+'.json'))['grid'])" $$d \
 	    | xargs -I{} $(BIN)/python -m models.subgrid.make_data runs/truth/{} \
 	      --fine-cfg runs/truth/$$d/namelist_cfg --coarse-cfg examples/coarse/namelist_cfg \
-	      --out data/subgrid/$$d --chunk 37 || exit 1; \
+	      --out data/subgrid/$$d --chunk 37 --inviscid || exit 1; \
 	done
 
 train: data
 	$(BIN)/python -m models.subgrid.train $(foreach y,$(TRAIN_YEARS),data/subgrid/$(shell printf 'year_%03d' $(y))) \
-	  --out $(ARTIFACTS) --epochs 40
+	  --out $(ARTIFACTS) --epochs 40 --input-noise 0.1
 
 evaluate: truth
 	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/manifest.toml --home examples/subgrid_cnn/registry

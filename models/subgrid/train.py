@@ -64,7 +64,7 @@ class TrainSettings:
     input_noise: float = 0.0
     max_minutes: float = 20.0
     threads: int = 2
-    version: str = "1"
+    version: str = "2"
 
 
 @dataclass
@@ -326,7 +326,8 @@ def train(
             f"{Path(d).name}: {p.attrs.get('fine_run_file', '?')}"
             for d, p in zip(data_dirs, parts, strict=True)
         )
-        + f" (coarse-grained with {ds.attrs.get('coarse_graining', '?')})",
+        + f" (coarse-grained with {ds.attrs.get('coarse_graining', '?')}); forcing: "
+        + str(ds.attrs.get("forcing_definition", "?")),
         "code_revision": code_revision(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "notes": f"models.cnn.build_cnn(2, 2, hidden={settings.hidden}, "
