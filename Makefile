@@ -52,11 +52,11 @@ test: setup
 #                   (the inviscid forcing: the closure learns the eddy fluxes, not the viscosity)
 #   make train      the CNN (no biases, input noise) and the Zanna & Bolton fit
 #                   -> models/artifacts/subgrid_cnn
-#   make evaluate   the truth to year 14, then 3 members of baseline, ZB and CNN, 20 years each,
-#                   scored over their years 11-20 against the truth's years 8-14
+#   make evaluate   the truth to year 12, then 3 members of baseline, ZB and CNN, 20 years each,
+#                   scored over their years 11-20 against the truth's years 8-12
 TRAIN_YEARS := 5 6 7
-TRUTH_YEARS := 14
-EVAL_TRUTH := 8-14
+TRUTH_YEARS := 12
+EVAL_TRUTH := 8-12
 EVAL_ARGS := --members 3 --years 20 --eval-years 11-20
 ARTIFACTS := models/artifacts/subgrid_cnn
 
