@@ -383,6 +383,10 @@ def test_make_data_cli(
     ]
     assert main(args) == 0
     assert open_dataset(tmp_path / "d").sizes["time_counter"] == 4
+    inv = args + ["--inviscid"]
+    inv[inv.index("--out") + 1] = str(tmp_path / "inv")
+    assert main(inv) == 0
+    assert open_dataset(tmp_path / "inv").attrs["inviscid"] == 1
     bad = args[:4] + [str(tiny_pair["fine_cfg"])] + args[5:]  # coarse cfg = the fine one
     bad[bad.index("--out") + 1] = str(tmp_path / "bad")
     assert main(bad) == 2
