@@ -186,12 +186,14 @@ def run_members(
     *,
     write_days: float = 5.0,
     bump: float = 1.0,
+    namelist_patch: dict[str, dict[str, Any]] | None = None,
     progress: bool = False,
 ) -> list[MemberRun]:
     """Run (or resume) every member of every experiment, one after the other.
 
-    Member ``m`` gets ``&namusr_def rn_bump = bump * m`` [m]. A failed member (blow-up, crash) is
-    recorded with its error and the others go on.
+    Member ``m`` gets ``&namusr_def rn_bump = bump * m`` [m], on top of ``namelist_patch``
+    (block -> entry -> value, applied to every experiment's ``namelist_cfg``). A failed member
+    (blow-up, crash) is recorded with its error and the others go on.
     """
     from models.subgrid.truth import TruthError, run_truth
 
@@ -214,7 +216,7 @@ def run_members(
                     folder,
                     years,
                     write_days=write_days,
-                    patch={"namusr_def": {"rn_bump": amp}},
+                    patch=_member_patch(namelist_patch, amp),
                     progress=progress,
                 )
             except TruthError as exc:
@@ -222,6 +224,47 @@ def run_members(
                 print(f"[evaluate]   {exp.name} member {member} FAILED: {exc}", flush=True)
             runs.append(run)
     return runs
+
+
+def _member_patch(
+    namelist_patch: dict[str, dict[str, Any]] | None, bump: float
+) -> dict[str, dict[str, Any]]:
+    patch = {block: dict(entries) for block, entries in (namelist_patch or {}).items()}
+    patch.setdefault("namusr_def", {})["rn_bump"] = bump
+    return patch
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["namusr_def.rn_bhm=1.5e11", ...]`` as a namelist patch (numbers and booleans typed).
+
+    Raises
+    ------
+    EvalError
+        If an item is not ``block.entry=value`` or sets ``rn_bump`` (the members' own entry).
+    """
+    patch: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        block, dot, entry = key.strip().partition(".")
+        if not (sep and dot and block and entry and text.strip()):
+            raise EvalError(
+                f"--set {item!r}: expected block.entry=value, e.g. namusr_def.rn_bhm=1e11"
+            )
+        if entry.lower() == "rn_bump":
+            raise EvalError(f"--set {item!r}: rn_bump is what tells the members apart (--bump)")
+        value: Any = text.strip()
+        low = value.lower()
+        if low in (".true.", "true", ".false.", "false"):
+            value = low.strip(".") == "true"
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(value)
+                    break
+                except ValueError:
+                    pass
+        patch.setdefault(block.lower(), {})[entry.lower()] = value
+    return patch
 
 
 def _read_vars(path: Path, names: tuple[str, ...], start: int = 0, stop: int | None = None):  # noqa: ANN202
@@ -559,6 +602,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--u-filter", choices=("face", "box"), default="face", help="coarse-graining of u, v"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="BLOCK.ENTRY=VALUE",
+        help="namelist entry set in every experiment's runs, e.g. namusr_def.rn_bhm=1.5e11 "
+        "(repeatable)",
+    )
 
 
 def main_evaluate(
@@ -573,6 +624,7 @@ def main_evaluate(
     write_days: float = 5.0,
     bump: float = 1.0,
     u_filter: str = "face",
+    namelist_patch: dict[str, dict[str, Any]] | None = None,
     progress: bool = False,
 ) -> Evaluation:
     """Run, evaluate and write everything (the body of ``mlbridge evaluate``).
@@ -602,7 +654,14 @@ def main_evaluate(
     out.mkdir(parents=True, exist_ok=True)
 
     runs = run_members(
-        exps, out, members, years, write_days=write_days, bump=bump, progress=progress
+        exps,
+        out,
+        members,
+        years,
+        write_days=write_days,
+        bump=bump,
+        namelist_patch=namelist_patch,
+        progress=progress,
     )
     usable = [r for r in runs if not r.error]
     if not any(r.experiment == BASELINE for r in usable):
@@ -629,6 +688,7 @@ def main_evaluate(
         "eval_years": list(e_years),
         "write_days": write_days,
         "bump": bump,
+        "namelist_patch": namelist_patch or {},
         "u_filter": u_filter,
         "dx": dx,
         "dy": dy,
@@ -653,6 +713,7 @@ def run(args: argparse.Namespace) -> int:
             write_days=args.write_days,
             bump=args.bump,
             u_filter=args.u_filter,
+            namelist_patch=parse_set(args.set),
             progress=sys.stderr.isatty(),
         )
     except EvalError as exc:

@@ -225,3 +225,23 @@ def test_the_example_experiments_file_loads() -> None:
     experiments = load_experiments(repo / "examples" / "evaluate" / "eval.toml")
     assert [e.name for e in experiments] == ["baseline", "zb", "cnn"]
     assert all(e.config.is_file() for e in experiments)
+
+
+def test_set_entries_become_a_namelist_patch_for_every_member() -> None:
+    from bridge.evaluate_runs import _member_patch, parse_set
+
+    patch = parse_set(
+        ["namusr_def.rn_bhm=1.5e11", "NAMUSR_DEF.nn_nz=3", "namnudge.ln_nudge=.false."]
+    )
+    assert patch == {
+        "namusr_def": {"rn_bhm": 1.5e11, "nn_nz": 3},
+        "namnudge": {"ln_nudge": False},
+    }
+    assert isinstance(patch["namusr_def"]["nn_nz"], int)
+    member = _member_patch(patch, 2.0)
+    assert member["namusr_def"] == {"rn_bhm": 1.5e11, "nn_nz": 3, "rn_bump": 2.0}
+    assert "rn_bump" not in patch["namusr_def"], "the shared patch was changed"
+    with pytest.raises(EvalError, match="block.entry=value"):
+        parse_set(["rn_bhm=1e11"])
+    with pytest.raises(EvalError, match="tells the members apart"):
+        parse_set(["namusr_def.rn_bump=3"])
