@@ -235,13 +235,17 @@ def _member_patch(
 
 
 def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["namusr_def.rn_bhm=1.5e11", ...]`` as a namelist patch (numbers and booleans typed).
+    """``["namusr_def.rn_bhm=1.5e11", ...]`` as a namelist patch, each value typed as in a
+    namelist file.
 
     Raises
     ------
     EvalError
-        If an item is not ``block.entry=value`` or sets ``rn_bump`` (the members' own entry).
+        If an item is not ``block.entry=value``, its value is no namelist value, or it sets
+        ``rn_bump`` (the members' own entry).
     """
+    from bridge.namelist import NamelistError, parse_value
+
     patch: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -252,17 +256,10 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
             )
         if entry.lower() == "rn_bump":
             raise EvalError(f"--set {item!r}: rn_bump is what tells the members apart (--bump)")
-        value: Any = text.strip()
-        low = value.lower()
-        if low in (".true.", "true", ".false.", "false"):
-            value = low.strip(".") == "true"
-        else:
-            for kind in (int, float):
-                try:
-                    value = kind(value)
-                    break
-                except ValueError:
-                    pass
+        try:
+            value = parse_value(text.strip())
+        except NamelistError as exc:
+            raise EvalError(f"--set {item!r}: {exc}") from None
         patch.setdefault(block.lower(), {})[entry.lower()] = value
     return patch
 

@@ -325,6 +325,21 @@ def run_patch(
     return patch
 
 
+def parse_value(text: str) -> Any:
+    """A namelist value written as in a namelist file (``1.5e11``, ``3``, ``.false.``, ``'x'``),
+    typed by f90nml exactly as it types the files.
+
+    Raises
+    ------
+    NamelistError
+        If f90nml cannot read it.
+    """
+    try:
+        return f90nml.reads(f"&value v = {text} /")["value"]["v"]
+    except (ValueError, IndexError, KeyError) as err:
+        raise NamelistError(f"{text!r}: not a namelist value ({err})") from None
+
+
 def write_patched_cfg(
     cfg_path: Path | str, patch: Mapping[str, Mapping[str, Any]], out_path: Path | str
 ) -> Path:

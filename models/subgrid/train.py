@@ -266,9 +266,7 @@ def train(
     wsum = float(w.sum())
 
     model = build_cnn(2, 2, settings.hidden, settings.kernel_sizes, settings.bias)
-    noise_mask = torch.from_numpy(
-        np.pad(np.stack([umask, vmask]).astype(np.float32), ((0, 0), (halo, halo), (halo, halo)))
-    )[None]
+    noise_mask = torch.nn.functional.pad(w, (halo, halo, halo, halo))  # ocean points, padded
     noise_gen = torch.Generator().manual_seed(settings.seed)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs)
