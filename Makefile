@@ -61,22 +61,22 @@ EVAL_ARGS := --members 3 --years 20 --eval-years 11-20
 ARTIFACTS := models/artifacts/subgrid_cnn
 
 truth: setup
-	$(BIN)/python -m models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \
+	$(BIN)/python -m mlbridge_models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \
 	  --years $(TRUTH_YEARS) --write-days 5
 
 data: setup
-	$(BIN)/python -m models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \
+	$(BIN)/python -m mlbridge_models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \
 	  --years $(lastword $(TRAIN_YEARS)) --write-days 5
 	@for y in $(TRAIN_YEARS); do \
 	  d=$$(printf 'year_%03d' $$y); \
 	  $(BIN)/python -c "import json,sys; print(json.load(open('runs/truth/'+sys.argv[1]+'.json'))['grid'])" $$d \
-	    | xargs -I{} $(BIN)/python -m models.subgrid.make_data runs/truth/{} \
+	    | xargs -I{} $(BIN)/python -m mlbridge_models.subgrid.make_data runs/truth/{} \
 	      --fine-cfg runs/truth/$$d/namelist_cfg --coarse-cfg examples/coarse/namelist_cfg \
 	      --out data/subgrid/$$d --chunk 37 --inviscid || exit 1; \
 	done
 
 train: data
-	$(BIN)/python -m models.subgrid.train $(foreach y,$(TRAIN_YEARS),data/subgrid/$(shell printf 'year_%03d' $(y))) \
+	$(BIN)/python -m mlbridge_models.subgrid.train $(foreach y,$(TRAIN_YEARS),data/subgrid/$(shell printf 'year_%03d' $(y))) \
 	  --out $(ARTIFACTS) --epochs 40 --input-noise 0.1
 
 evaluate: truth

@@ -14,15 +14,15 @@ import sys
 
 # sub-command -> module providing add_arguments/run/EXAMPLES
 COMMANDS: dict[str, str] = {
-    "build": "bridge.build",
-    "run": "bridge.launcher",
+    "build": "bridge.launch.build",
+    "run": "bridge.launch.launcher",
     "bench": "bridge.bench",
-    "register": "bridge.registry_cli",
-    "list": "bridge.registry_cli",
-    "show": "bridge.registry_cli",
-    "verify": "bridge.registry_cli",
-    "remove": "bridge.registry_cli",
-    "evaluate": "bridge.evaluate_runs",
+    "register": "bridge.registry.cli",
+    "list": "bridge.registry.cli",
+    "show": "bridge.registry.cli",
+    "verify": "bridge.registry.cli",
+    "remove": "bridge.registry.cli",
+    "evaluate": "mlbridge_models.evaluation.runs",
 }
 
 SUMMARIES: dict[str, str] = {

@@ -29,9 +29,9 @@ def _run(
 ) -> Path:
     """Run ``toml`` with its namelist_cfg patched (and its closures taken from ``registry``);
     return the run's ``*_grid.nc``."""
-    from bridge.config import load_config
-    from bridge.launcher import launch
-    from bridge.namelist import write_patched_cfg
+    from bridge.config.coupling import load_config
+    from bridge.config.namelist import write_patched_cfg
+    from bridge.launch.launcher import launch
 
     config = load_config(toml)
     cfg = write_patched_cfg(config.model.namelist_cfg, patch, out / f"namelist_cfg.{what}")
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    from bridge.registry import Registry
+    from bridge.registry.store import Registry
 
     registry = out / "registry"
     ref = Registry(registry).register(None, CLOSURE_MANIFEST, force=True)  # the demo's own

@@ -229,7 +229,7 @@ def manifest_toml(
     return f"""name = "zanna_bolton"
 version = "{version}"
 format = "python"
-entry_point = "models.zanna_bolton:build_zanna_bolton"
+entry_point = "mlbridge_models.zanna_bolton:build_zanna_bolton"
 halo = {HALO}
 dtype = "float64"
 description = "Zanna & Bolton (2020) analytic subgrid momentum forcing, eq. 6"

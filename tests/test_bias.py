@@ -1,4 +1,4 @@
-"""Bias-correction twin: the toy's nudging (&namnudge) and a tiny end-to-end of models.bias."""
+"""Bias-correction twin: the toy's nudging (&namnudge) and a tiny end-to-end of mlbridge_models.bias."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_refused(
 
 def test_pipeline_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
     """The whole twin on a 10 x 10 basin: truth, nudged, training, coupled evaluation."""
-    from models.bias.twin import TwinSettings, run_all
+    from mlbridge_models.bias.twin import TwinSettings, run_all
 
     s = TwinSettings(
         nx=10,

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlbridge_models.zanna_bolton import manifest_toml
 from toy_helpers import COARSE_CFG, SMALL_BASIN, merge, read_nc
 
-from bridge.config import CouplingConfig
-from bridge.launcher import RunResult, launch
-from bridge.namelist import write_patched_cfg
-from bridge.runtime import ClipRecord, ManifestClosure
-from bridge.server import CLIP_REPORT_LIMIT, global_point, merged_clipped
-from models.zanna_bolton import manifest_toml
+from bridge.config.coupling import CouplingConfig
+from bridge.config.namelist import write_patched_cfg
+from bridge.launch.launcher import RunResult, launch
+from bridge.registry.runtime import ClipRecord, ManifestClosure
+from bridge.server.engine import CLIP_REPORT_LIMIT, global_point, merged_clipped
 
 REPO = Path(__file__).resolve().parents[1]
 NX, NY, NZ = 23, 17, 2
@@ -56,7 +56,7 @@ def test_merged_clipped_sums_over_server_ranks() -> None:
 
 
 def test_last_clip_records_worst_value_and_resets(tmp_path: Path) -> None:
-    from bridge.registry import Registry
+    from bridge.registry.store import Registry
 
     home = register(tmp_path)
     closure = Registry(home).load("zanna_bolton@1", device="cpu")
@@ -78,7 +78,7 @@ def test_last_clip_records_worst_value_and_resets(tmp_path: Path) -> None:
 def test_torch_last_clip_on_a_channel_view_skips_nan() -> None:
     torch = pytest.importorskip("torch")
     from bridge.closures.base import ClosureSpec, FieldSpec
-    from bridge.runtime import TorchClosure
+    from bridge.registry.runtime import TorchClosure
 
     class Channels(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from models.cnn import CNNConfig, build_cnn
+from mlbridge_models.cnn import CNNConfig, build_cnn
 
 
 def test_halo_is_what_the_valid_convolutions_consume() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import (
+from bridge.config.coupling import (
     TOY_NAMELIST_REF,
     ConfigError,
     CouplingConfig,

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from bridge.closures.analytic import laplacian_op, smooth3_op
-from bridge.config import CouplingConfig, write_config_json
-from bridge.mpiexec import Program, mpi_env, mpmd_command, python_program
+from bridge.config.coupling import CouplingConfig, write_config_json
+from bridge.launch.mpiexec import Program, mpi_env, mpmd_command, python_program
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = {"laplacian": "lap", "smooth3": "smooth", "identity": "id"}
@@ -325,7 +325,7 @@ def test_pinned_sha256_checked_before_loading(tmp_path: Path) -> None:
     """A registry closure whose recorded hash is not the pinned one is refused, naming both."""
     from types import SimpleNamespace
 
-    from bridge.server import ServerError, _check_pinned_hash
+    from bridge.server.engine import ServerError, _check_pinned_hash
 
     entry = SimpleNamespace(
         ref="gz@1",
@@ -344,7 +344,7 @@ def test_pinned_sha256_checked_before_loading(tmp_path: Path) -> None:
 
 def test_mask_passed_only_to_closures_that_take_it() -> None:
     from bridge.closures.analytic import analytic_closure
-    from bridge.server import _accepts_mask
+    from bridge.server.engine import _accepts_mask
 
     class WithMask:
         def __call__(self, inputs: dict, mask: object = None) -> dict:

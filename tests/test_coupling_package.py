@@ -10,8 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bridge.config import CouplingConfig, write_config_json
-from bridge.mpiexec import Program, mpi_env, mpmd_command, python_program
+from bridge.config.coupling import CouplingConfig, write_config_json
+from bridge.launch.mpiexec import Program, mpi_env, mpmd_command, python_program
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,12 +26,12 @@ import numpy as np
 import pytest
 from toy_helpers import COARSE_CFG, NAMELIST_REF, SMALL_BASIN, merge, read_nc
 
-import bridge.launcher as launcher_module
+import bridge.launch.launcher as launcher_module
 from bridge.closures.analytic import laplacian_op, smooth3_op
-from bridge.config import ConfigError, CouplingConfig
-from bridge.launcher import RunResult, launch
-from bridge.namelist import write_patched_cfg
-from bridge.validate import DEFAULT_CHECKS, check_exchange_fields, find_problems
+from bridge.config.coupling import ConfigError, CouplingConfig
+from bridge.config.namelist import write_patched_cfg
+from bridge.launch.checks import DEFAULT_CHECKS, check_exchange_fields, find_problems
+from bridge.launch.launcher import RunResult, launch
 
 REPO = Path(__file__).resolve().parents[1]
 COEF = 2.0e-5  # s-1: visible tendencies, stable over a few steps

@@ -46,10 +46,10 @@ def test_subgrid_examples_run_coupled(fortran_build: Path, tmp_path: Path) -> No
 
     import xarray as xr
 
-    from bridge.config import load_config
-    from bridge.launcher import launch
-    from bridge.namelist import write_patched_cfg
-    from bridge.registry import Registry
+    from bridge.config.coupling import load_config
+    from bridge.config.namelist import write_patched_cfg
+    from bridge.launch.launcher import launch
+    from bridge.registry.store import Registry
 
     art = REPO / "models" / "artifacts" / "subgrid_cnn"
     last = {}

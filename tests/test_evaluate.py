@@ -1,11 +1,10 @@
-"""Metrics of bridge.evaluate on synthetic fields whose answers are known."""
+"""Metrics of mlbridge_models.evaluation.metrics on synthetic fields whose answers are known."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from bridge import evaluate as ev
+from mlbridge_models.evaluation import metrics as ev
 
 DX = 32.0e3
 

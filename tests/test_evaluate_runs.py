@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 
 import pytest
+from mlbridge_models.evaluation.runs import EvalError, load_experiments, main_evaluate, parse_years
 
-from bridge.evaluate_runs import EvalError, load_experiments, main_evaluate, parse_years
-from bridge.namelist import write_patched_cfg
+from bridge.config.namelist import write_patched_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,7 +157,7 @@ def _config(folder: Path, src: str, patch: dict, extra: str = "") -> Path:
 
 
 def test_evaluate_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
-    from models.subgrid.truth import run_truth
+    from mlbridge_models.subgrid.truth import run_truth
 
     fine = _config(
         tmp_path / "fine",
@@ -228,7 +228,7 @@ def test_the_example_experiments_file_loads() -> None:
 
 
 def test_set_entries_become_a_namelist_patch_for_every_member() -> None:
-    from bridge.evaluate_runs import _member_patch, parse_set
+    from mlbridge_models.evaluation.runs import _member_patch, parse_set
 
     patch = parse_set(
         ["namusr_def.rn_bhm=1.5e11", "NAMUSR_DEF.nn_nz=3", "namnudge.ln_nudge=.false."]

@@ -19,21 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge import mpiexec
-from bridge.config import ConfigError, load_config, write_config_json
-from bridge.launcher import (
-    _alive,
-    failing_ranks,
-    format_timing,
-    job_processes,
-    launch,
-    make_run_dir,
-    mpi_aborts,
-    programs_for,
-    run_dir_name,
-)
-from bridge.namelist import write_patched_cfg
-from bridge.validate import find_problems
+from bridge.config.coupling import ConfigError, load_config, write_config_json
+from bridge.config.namelist import write_patched_cfg
+from bridge.launch import mpiexec
+from bridge.launch.checks import find_problems
+from bridge.launch.launcher import launch, programs_for
+from bridge.launch.rundir import format_timing, make_run_dir, run_dir_name
+from bridge.launch.supervise import _alive, failing_ranks, job_processes, mpi_aborts
 
 REPO = Path(__file__).resolve().parents[1]
 COARSE = REPO / "examples" / "coarse" / "coupling.toml"

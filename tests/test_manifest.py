@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.closures.base import ClosureSpec, FieldSpec
-from bridge.manifest import (
+from bridge.registry.manifest import (
     FieldEntry,
     Manifest,
     ManifestError,
@@ -47,7 +47,7 @@ dtype = "float64"
 device = "cpu"
 description = "subgrid momentum forcing"
 license = "Apache-2.0"
-entry_point = "models.cnn:build_cnn"
+entry_point = "mlbridge_models.cnn:build_cnn"
 
 [arch]
 in_channels = 2
@@ -176,7 +176,7 @@ def test_python_manifest_needs_no_artifact() -> None:
         ('units = "m s-1"', 'units = "m s-1"\nscale = "big"', ["'inputs[0].scale'", "'big'"]),
         ('units = "m s-1"', 'units = "m s-1"\nclip = 1.0', ["'inputs[0].clip'"]),
         ('units = "m s-2"', 'units = "m s-2"\nclip = -1.0', ["'outputs[0].clip'", "-1.0"]),
-        ("halo = 4", 'halo = 4\nentry_point = "models.cnn:build_cnn"', ["'entry_point'"]),
+        ("halo = 4", 'halo = 4\nentry_point = "mlbridge_models.cnn:build_cnn"', ["'entry_point'"]),
         ('name = "u"', 'name = "2u"', ["'inputs[0].name'", "'2u'"]),
         ("halo = 4", "halo = 4\n[provenance]\nauthor = 1", ["'provenance.author'"]),
         (
@@ -216,7 +216,7 @@ def test_missing_keys_in_fields_and_artifact(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match=r"\['entry_point'\] missing"):
         parse_manifest(state_dict)
     with pytest.raises(ManifestError, match="'entry_point': expected 'module:callable'"):
-        parse_manifest(state_dict.replace("halo = 4", 'halo = 4\nentry_point = "models.cnn"'))
+        parse_manifest(state_dict.replace("halo = 4", 'halo = 4\nentry_point = "mlbridge_models.cnn"'))
 
 
 def test_inputs_must_be_a_nonempty_array_of_unique_tables() -> None:

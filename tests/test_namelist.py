@@ -7,7 +7,7 @@ from pathlib import Path
 import f90nml
 import pytest
 
-from bridge.namelist import (
+from bridge.config.namelist import (
     Grid,
     NamelistError,
     read_namelists,

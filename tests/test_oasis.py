@@ -2,9 +2,9 @@
 
 The unit tests need nothing beyond Python. The others build ``fortran_stubs/oasis`` (the ctypes shim
 and ``oasis_pure_model``, a model that calls OASIS only) into ``<build dir>/oasis`` and run it under
-the real ``mpirun`` with ``bridge.oasis_server``; they are skipped when OASIS3-MCT is not installed
+the real ``mpirun`` with ``python -m bridge.server --oasis``; they are skipped when OASIS3-MCT is not installed
 (``liboasis3-dev``). With this OASIS version an abort can end every rank with exit status 0, so
-every run is judged by its outputs and markers (:func:`bridge.oasis_server.check_outcome`).
+every run is judged by its outputs and markers (:func:`bridge.paths.check_outcome`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import numpy as np
 import pytest
 
 from bridge.closures.analytic import laplacian_op
-from bridge.mpiexec import Program, mpi_env, mpmd_command
-from bridge.namcouple import (
+from bridge.config.namcouple import (
     FIELD_NAME_MAX,
     FieldLink,
     NamcoupleConfig,
@@ -34,16 +33,12 @@ from bridge.namcouple import (
     parse_namcouple,
     write_namcouple,
 )
-from bridge.oasis_server import (
-    DONE_MARKER,
-    ERROR_FILE,
-    OasisConfigError,
-    OasisCouplingConfig,
-    check_outcome,
-    prepare_run_dir,
-    server_programs,
-)
-from bridge.plan import Box
+from bridge.config.oasis import OasisConfigError, OasisCouplingConfig
+from bridge.domain.plan import Box
+from bridge.launch.mpiexec import Program, mpi_env, mpmd_command
+from bridge.launch.oasis import oasis_server_program as server_programs
+from bridge.launch.oasis import write_oasis_files as prepare_run_dir
+from bridge.paths import DONE_MARKER, ERROR_FILE, check_outcome
 from bridge.transport.oasis import (
     OasisNotAvailableError,
     box_segments,

@@ -28,13 +28,14 @@ import pytest
 import test_coupling_toy as toy
 from test_oasis import expected_output, read_received
 
-import bridge.launcher as launcher_module
-from bridge import oasis_server
-from bridge.config import ConfigError, CouplingConfig, load_config
-from bridge.launcher import RunResult
-from bridge.namcouple import read_namcouple, write_namcouple
-from bridge.oasis_server import DONE_MARKER, OasisCouplingConfig
-from bridge.validate import find_problems
+import bridge.launch.launcher as launcher_module
+from bridge.config import oasis as oasis_config
+from bridge.config.coupling import ConfigError, CouplingConfig, load_config
+from bridge.config.namcouple import read_namcouple, write_namcouple
+from bridge.config.oasis import OasisCouplingConfig
+from bridge.launch.checks import find_problems
+from bridge.launch.launcher import RunResult
+from bridge.paths import DONE_MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "oasis_pure"
@@ -388,11 +389,11 @@ def test_toy_oasis_abort_with_status_zero_is_reported(
 ) -> None:
     # a namcouple naming another model component, and servers that do not check it (a
     # sitecustomize on their PYTHONPATH): the model's oasis_init_comp aborts, exit status 0
-    monkeypatch.setattr(oasis_server, "LIBRARY_MODEL_COMPONENT", "mlbxxx")
+    monkeypatch.setattr(oasis_config, "LIBRARY_MODEL_COMPONENT", "mlbxxx")
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        "import bridge.namcouple\nbridge.namcouple.compare_namcouple = lambda *args: []\n"
+        "import bridge.config.namcouple\nbridge.config.namcouple.compare_namcouple = lambda *args: []\n"
     )
     monkeypatch.setenv("PYTHONPATH", str(site))
     config = toy.config_for(

@@ -1,4 +1,4 @@
-"""Tests of ``bridge.plan``: pure logic, no MPI, fast."""
+"""Tests of ``bridge.domain.plan``: pure logic, no MPI, fast."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from bridge.plan import (
+from bridge.domain.plan import (
     Box,
     Plan,
     Segment,

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mlbridge_models.cnn import build_cnn
 
 from bridge.cli import main
-from bridge.registry import (
+from bridge.registry.runtime import ManifestClosure, TorchClosure
+from bridge.registry.store import (
     HashMismatchError,
     NotRegisteredError,
     RegistrationError,
@@ -21,8 +23,6 @@ from bridge.registry import (
     default_root,
     version_key,
 )
-from bridge.runtime import ManifestClosure, TorchClosure
-from models.cnn import build_cnn
 
 HIDDEN = (8, 8, 8)
 
@@ -117,7 +117,7 @@ def write_manifest(
     halo: int = 4,
     outputs: tuple[str, ...] = ("su", "sv"),
     dtype: str = "float32",
-    entry_point: str = "models.cnn:build_cnn",
+    entry_point: str = "mlbridge_models.cnn:build_cnn",
     arch: str = f"in_channels = 2\nout_channels = 2\nhidden = {list(HIDDEN)}",
     extra: str = "",
 ) -> Path:

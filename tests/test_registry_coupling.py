@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bridge.config import ConfigError, load_config
-from bridge.launcher import RunResult, launch, stamp_outputs
-from bridge.validate_registry import (
+from bridge.config.coupling import ConfigError, load_config
+from bridge.launch.closure_checks import (
     ClosureRecord,
     inspect_closures,
     netcdf_attributes,
     pin_closures,
 )
+from bridge.launch.launcher import RunResult, launch, stamp_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "register_cnn"
@@ -116,7 +116,7 @@ def received(run_dir: Path, n: int, steps: int) -> np.ndarray:
 
 def offline(home: Path, ref: str, steps: int) -> np.ndarray:
     """The closure applied once, here, to each step's global fields padded with zeros."""
-    from bridge.registry import Registry
+    from bridge.registry.store import Registry
 
     closure = Registry(home).load(ref, device="cpu")
     out = np.zeros((steps, 2, NZ, NY, NX))
@@ -149,7 +149,7 @@ def assert_ok(result: RunResult) -> None:
 
 
 def test_tampered_artifact_refused_with_file_and_both_hashes(case: Path) -> None:
-    from bridge.registry import Registry, sha256_file
+    from bridge.registry.store import Registry, sha256_file
 
     artifact = case / "registry" / "gz-toy" / "1" / "gz_toy.ts"
     recorded = Registry(case / "registry").show("gz-toy@1").record["sha256"]["gz_toy.ts"]
@@ -212,7 +212,7 @@ def test_halo_larger_than_server_block_refused(case: Path) -> None:
 
 def test_wrong_format_refused(case: Path) -> None:
     """An artifact that is not TorchScript (its record rewritten to match) fails to load."""
-    from bridge.registry import sha256_file
+    from bridge.registry.store import sha256_file
 
     vdir = case / "registry" / "gz-toy" / "1"
     (vdir / "gz_toy.ts").write_bytes(b"not a torchscript archive")
@@ -382,7 +382,7 @@ def test_toy_grid_nc_names_the_closure(
     tmp_path: Path, toy_exe: Path, registry: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The toy model coupled to the registered CNN: its REGTOY_grid.nc names the closure."""
-    from bridge.namelist import read_namelists
+    from bridge.config.namelist import read_namelists
 
     toy_ref = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"
     assert read_namelists(toy_ref, toy_ref).has("nammlb", "cn_mlb_snd")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from mlbridge_models.cnn import CNNConfig, build_cnn
 
 from bridge.closures.base import (
     Closure,
@@ -14,15 +15,14 @@ from bridge.closures.base import (
     ClosureSpec,
     FieldSpec,
 )
-from bridge.manifest import Normalisation, parse_manifest
-from bridge.runtime import (
+from bridge.registry.manifest import Normalisation, parse_manifest
+from bridge.registry.runtime import (
     ClosureLoadError,
     ManifestClosure,
     TorchClosure,
     load_closure,
     resolve_device,
 )
-from models.cnn import CNNConfig, build_cnn
 
 CUDA = torch.cuda.is_available()
 
@@ -377,7 +377,7 @@ def test_cuda_gives_the_cpu_numbers() -> None:
 
 
 def test_cpu_default_runs_levels_in_cache_sized_batches() -> None:
-    from bridge.runtime import CPU_LEVELS_PER_CALL
+    from bridge.registry.runtime import CPU_LEVELS_PER_CALL
 
     torch.manual_seed(0)
     module = build_cnn(2, 2, hidden=(8, 8, 8)).eval()

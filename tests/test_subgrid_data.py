@@ -13,12 +13,8 @@ import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
-from toy_helpers import NAMELIST_REF, SMALL_BASIN, check_ok, make_run_dir, merge, read_nc, run_toy
-
-from bridge.manifest import Manifest, parse_manifest
-from bridge.namelist import write_patched_cfg
-from models.subgrid import coarsen as cg
-from models.subgrid.dataset import (
+from mlbridge_models.subgrid import coarsen as cg
+from mlbridge_models.subgrid.dataset import (
     DatasetError,
     DatasetSettings,
     ToyRunner,
@@ -26,8 +22,12 @@ from models.subgrid.dataset import (
     check_dataset,
     open_dataset,
 )
-from models.subgrid.forcing import subgrid_forcing
-from models.subgrid.make_data import main
+from mlbridge_models.subgrid.forcing import subgrid_forcing
+from mlbridge_models.subgrid.make_data import main
+from toy_helpers import NAMELIST_REF, SMALL_BASIN, check_ok, make_run_dir, merge, read_nc, run_toy
+
+from bridge.config.namelist import write_patched_cfg
+from bridge.registry.manifest import Manifest, parse_manifest
 
 TEND = ("dudt", "dvdt", "dhdt")
 
@@ -266,7 +266,7 @@ def _manifest(units_su: str = "m s-2") -> Manifest:
             "version": "1",
             "format": "python",
             "halo": 2,
-            "entry_point": "models.zanna_bolton:build_zanna_bolton",
+            "entry_point": "mlbridge_models.zanna_bolton:build_zanna_bolton",
             "inputs": [
                 {"name": "u", "grid": "U", "units": "m s-1"},
                 {"name": "v", "grid": "V", "units": "m s-1"},
@@ -344,7 +344,7 @@ def test_inviscid_forcing_leaves_the_viscosity_out(
     with xr.open_dataset(tiny_pair["run"], decode_times=False) as fine:
         u, v, h = (fine[n].values[:4].astype(np.float64) for n in ("u", "v", "h"))
         t = fine["time_counter"].values[:4].astype(np.float64)
-    from models.subgrid.dataset import _states_file
+    from mlbridge_models.subgrid.dataset import _states_file
 
     def viscous_part(cfg: Path, states: Path, work: Path) -> np.ndarray:
         full = runner.tendencies(cfg, states, work / "full")
@@ -409,10 +409,10 @@ def test_train_writes_a_closure_the_runtime_runs_as_trained(
     tiny_data: Path, tiny_pair: dict[str, Path], tmp_path: Path
 ) -> None:
     import torch
+    from mlbridge_models.subgrid.train import TrainSettings, train
 
-    from bridge.manifest import load_manifest
-    from bridge.runtime import load_closure
-    from models.subgrid.train import TrainSettings, train
+    from bridge.registry.manifest import load_manifest
+    from bridge.registry.runtime import load_closure
 
     settings = TrainSettings(
         hidden=(4, 4), kernel_sizes=(3, 3, 3), epochs=3, val_frac=0.25, input_noise=0.3
@@ -455,7 +455,7 @@ def test_train_writes_a_closure_the_runtime_runs_as_trained(
 
 
 def test_train_refuses_a_dataset_of_another_grid(tiny_data: Path, tmp_path: Path) -> None:
-    from models.subgrid.train import TrainSettings, train
+    from mlbridge_models.subgrid.train import TrainSettings, train
 
     coarse64 = Path(__file__).resolve().parents[1] / "examples" / "coarse" / "namelist_cfg"
     with pytest.raises(

@@ -1,4 +1,4 @@
-"""``models.subgrid.truth``: year-by-year runs from restarts, resumed after an interruption.
+"""``mlbridge_models.subgrid.truth``: year-by-year runs from restarts, resumed after an interruption.
 
 A 10 x 10 coarse basin (a model year in about a second) under real mpirun.
 """
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from mlbridge_models.subgrid.truth import TruthError, grid_files, main, read_year, run_truth
 
-from bridge.namelist import write_patched_cfg
-from models.subgrid.truth import TruthError, grid_files, main, read_year, run_truth
+from bridge.config.namelist import write_patched_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bridge.transport import mpi as wire
+from bridge import wire
 
 LIBRARY = Path(__file__).resolve().parents[1] / "fortran_stubs" / "mlbridge" / "mlbridge.F90"
 
@@ -30,7 +30,7 @@ def test_protocol_version_tags_and_colours_agree() -> None:
     for name in names:
         assert name in fortran, f"{name} is not a parameter of {LIBRARY.name}"
         assert fortran[name] == getattr(wire, name), (
-            f"{name}: {LIBRARY.name} says {fortran[name]}, bridge/transport/mpi.py says "
+            f"{name}: {LIBRARY.name} says {fortran[name]}, bridge/wire.py says "
             f"{getattr(wire, name)}"
         )
 

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from bridge.closures.base import Closure, ClosureInputError
-from bridge.registry import Registry
-from models.zanna_bolton import (
+from mlbridge_models.zanna_bolton import (
     HALO,
     ZannaBoltonClosure,
     build_zanna_bolton,
     default_kappa,
     manifest_toml,
 )
+
+from bridge.closures.base import Closure, ClosureInputError
+from bridge.registry.store import Registry
 
 REPO = Path(__file__).resolve().parents[1]
 DX, DY = 32.0e3, 24.0e3

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from bridge.mpiexec import Program, mpi_env, mpmd_command
-from bridge.namelist import write_patched_cfg
+from bridge.config.namelist import write_patched_cfg
+from bridge.launch.mpiexec import Program, mpi_env, mpmd_command
 
 REPO = Path(__file__).resolve().parents[1]
 NAMELIST_REF = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"

@@ -59,15 +59,15 @@ def run(args: argparse.Namespace) -> int:
 
     Raises
     ------
-    bridge.runtime.ClosureLoadError
+    bridge.registry.runtime.ClosureLoadError
         If ``--device cuda`` is asked for without a GPU.
     """
     import numpy as np
     import torch
+    from mlbridge_models.cnn import CNNConfig, build_cnn
 
     from bridge.closures.base import ClosureSpec, FieldSpec
-    from bridge.runtime import TorchClosure, resolve_device
-    from models.cnn import CNNConfig, build_cnn
+    from bridge.registry.runtime import TorchClosure, resolve_device
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -1,7 +1,7 @@
 """``mlbridge bench coupled``: the toy model coupled to a server, against its parts alone.
 
 At a NEMO-like size per model rank (default 64 x 64 points, 30 layers, one model rank and one
-server rank), each repeat measures, through :func:`bridge.launcher.launch`:
+server rank), each repeat measures, through :func:`bridge.launch.launcher.launch`:
 
 * **model step**: the toy alone (no exchange), its step-loop wall time per step (``ocean.output``);
 * **closure**: the closure alone, called in this process on a block of the same size with its
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from bridge.build import default_build_dir
-from bridge.namelist import write_patched_cfg
+from bridge.config.namelist import write_patched_cfg
+from bridge.launch.build import default_build_dir
 
 REPO = Path(__file__).resolve().parents[2]
 COARSE_CFG = REPO / "examples" / "coarse" / "namelist_cfg"
@@ -103,7 +103,7 @@ def _case(work: Path, nx: int, nz: int, steps: int) -> Path:
 
 
 def _config(work: Path, closure: str | None, lag: int) -> Any:
-    from bridge.config import CouplingConfig
+    from bridge.config.coupling import CouplingConfig
 
     data: dict[str, Any] = {
         "model": {"executable": "toy_nemo", "ranks": 1, "namelist_cfg": "namelist_cfg"},
@@ -136,7 +136,7 @@ def _run(work: Path, closure: str | None, lag: int, build: Path) -> tuple[float,
     """One launch: model seconds per step, server busy and inference seconds per exchange."""
     import json
 
-    from bridge.launcher import launch
+    from bridge.launch.launcher import launch
 
     result = launch(_config(work, closure, lag), quiet=True, build_dir=build)
     if result.returncode != 0:
@@ -154,7 +154,7 @@ def _run(work: Path, closure: str | None, lag: int, build: Path) -> tuple[float,
 def closure_seconds(closure: str, nx: int, nz: int, calls: int = 30) -> float:
     """Median seconds of one call of the closure on u and v blocks of ``nz x nx x nx``."""
     from bridge.closures.analytic import ANALYTIC, analytic_closure
-    from bridge.server import keep_freed_memory
+    from bridge.server.engine import keep_freed_memory
 
     keep_freed_memory()  # as the server does: the closure's cost, not the page faults'
 

@@ -75,8 +75,8 @@ def run_one(
     RuntimeError
         If the job fails or prints no figures.
     """
-    from bridge.config import CouplingConfig, write_config_json
-    from bridge.mpiexec import Program, mpi_env, mpmd_command, python_program
+    from bridge.config.coupling import CouplingConfig, write_config_json
+    from bridge.launch.mpiexec import Program, mpi_env, mpmd_command, python_program
 
     nx, ny, nz = size
     work.mkdir(parents=True, exist_ok=True)
@@ -103,9 +103,9 @@ def run_one(
     write_config_json(config, work / "run_config.json")
     env = {"PYTHONPATH": str(REPO)}
     if transport == "oasis":
-        from bridge.launcher import oasis_backend_env
-        from bridge.namcouple import write_namcouple
-        from bridge.oasis_server import library_namcouple
+        from bridge.config.namcouple import write_namcouple
+        from bridge.config.oasis import library_namcouple
+        from bridge.launch.launcher import oasis_backend_env
 
         # the driver exchanges at every step, warm-up (5) included: that many OASIS dates
         sent, back = {"u": nz, "v": nz}, {"u_tend": nz, "v_tend": nz}
@@ -140,7 +140,7 @@ def run_one(
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print medians and ratios."""
-    from bridge.build import default_build_dir
+    from bridge.launch.build import default_build_dir
 
     build = args.build_dir or default_build_dir()
     driver = Path(build) / "bin" / "mlb_driver"
@@ -208,12 +208,13 @@ def serve(argv: Sequence[str]) -> int:
     import numpy as np
     from mpi4py import MPI
 
-    from bridge.config import load_config
-    from bridge.server import serve as bridge_serve
+    from bridge.config.coupling import load_config
+    from bridge.server.engine import serve as bridge_serve
     from bridge.transport import mpi as wire
+    from bridge.wire import COLOUR_SERVER
 
     config_path, count, trips = Path(argv[0]), int(argv[1]), int(argv[2])
-    layout = wire.split_world(MPI.COMM_WORLD, wire.COLOUR_SERVER)
+    layout = wire.split_world(MPI.COMM_WORLD, COLOUR_SERVER)
     # one message per field each way (u, v out; two tendencies back), as the bridge's exchange
     bufs = [np.zeros(count), np.zeros(count)]
     world = MPI.COMM_WORLD

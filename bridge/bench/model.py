@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.build import default_build_dir
-from bridge.mpiexec import Program, mpi_env, mpmd_command
-from bridge.namelist import read_namelists, write_patched_cfg
+from bridge.config.namelist import read_namelists, write_patched_cfg
+from bridge.launch.build import default_build_dir
+from bridge.launch.mpiexec import Program, mpi_env, mpmd_command
 
 REPO = Path(__file__).resolve().parents[2]
 NAMELIST_REF = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"

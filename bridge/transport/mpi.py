@@ -7,7 +7,7 @@ model and which are servers. The constants below are mirrored in
 
 Messages (tag: direction, type, content):
 
-* ``TAG_REPORT``: model -> server 0, characters, the handshake report (see ``bridge.handshake``).
+* ``TAG_REPORT``: model -> server 0, characters, the handshake report (see ``bridge.protocol.handshake``).
 * ``TAG_MASK``: model -> server 0, integers, the land mask of the rank's box (when it has one).
 * ``TAG_REPLY``: server 0 -> model, integers: ``[0, version, timeout_ms, every, lag, nfields,
   active(nfields), nroutes, routes...]`` or ``[status != 0]`` followed by ``TAG_REPLY_TEXT``.
@@ -33,22 +33,14 @@ from typing import Any
 
 import numpy as np
 
-COLOUR_MODEL = 1
-COLOUR_SERVER = 2
-PROTOCOL_VERSION = 2  # 2: one FIELDS message per (field, server)
+from bridge.wire import (
+    COLOUR_MODEL,
+    COLOUR_SERVER,
+    DEFAULT_JOIN_TIMEOUT_S,
+    JOIN_MAGIC,
+    TAG_ERROR,
+)
 
-TAG_REPORT = 7101
-TAG_MASK = 7102
-TAG_REPLY = 7103
-TAG_REPLY_TEXT = 7104
-TAG_FIELDS = 7201
-TAG_DONE = 7202
-TAG_OUTPUTS = 7203
-TAG_ERROR = 7204
-
-DONE_LENGTH = 4  # reals in the goodbye message
-JOIN_MAGIC = 7_100_001  # both sides all-reduce [JOIN_MAGIC, -JOIN_MAGIC] before the world split
-DEFAULT_JOIN_TIMEOUT_S = 600.0  # mlb_init waits as long by default
 # Waits poll busily for SPIN_S (yielding the core after TIGHT_S), then sleep between polls: a large
 # message moves in fragments that need both sides to poll, so sleeping early would stall transfers.
 SPIN_S = 0.5

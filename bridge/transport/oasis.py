@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from bridge.plan import Box
+from bridge.domain.plan import Box
 
 __all__ = [
     "NAME_MAX",

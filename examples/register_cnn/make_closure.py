@@ -65,7 +65,7 @@ scale = 1.0e-3
 
 [provenance]
 training_data = "none: random weights, for the coupling example and tests"
-notes = "models.cnn.build_cnn(2, 2, hidden={hidden}), torch.manual_seed({seed})"
+notes = "mlbridge_models.cnn.build_cnn(2, 2, hidden={hidden}), torch.manual_seed({seed})"
 """
 
 
@@ -87,8 +87,7 @@ def write_closure(out_dir: Path, *, seed: int = SEED, version: str = VERSION) ->
         The manifest.
     """
     import torch
-
-    from models.cnn import build_cnn
+    from mlbridge_models.cnn import build_cnn
 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -104,7 +103,7 @@ def write_closure(out_dir: Path, *, seed: int = SEED, version: str = VERSION) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the closure files and register them; print the reference."""
-    from bridge.registry import Registry
+    from bridge.registry.store import Registry
 
     parser = argparse.ArgumentParser(
         description="Build, save and register the example CNN closure gz-toy@1.",

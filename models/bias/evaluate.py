@@ -1,11 +1,11 @@
 """The coarse model without and with the bias correction against the twin truth.
 
 Both runs start from the nudged model's restart at the end of the training years and run the
-held-out years (:func:`models.subgrid.truth.run_truth`, resumable); the corrected one couples
+held-out years (:func:`mlbridge_models.subgrid.truth.run_truth`, resumable); the corrected one couples
 the trained closure through the bridge (``examples/bias_correction/coupling.toml``, with the
 experiment's own registry). Scores: RMSE of the time-mean ``u``, ``v`` over the ocean points
 (``umask``, ``vmask``) and of each interface depth of the time-mean ``h``
-(:func:`bridge.evaluate.interface_rmse`) over the held-out years, against the twin truth's
+(:func:`mlbridge_models.evaluation.metrics.interface_rmse`) over the held-out years, against the twin truth's
 time means over the same years. Written: ``evaluation.json`` and ``evaluation.png``.
 """
 
@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from bridge.evaluate import interface_depths, interface_rmse, rmse
-from models.subgrid.truth import grid_files, read_year, run_truth
+from mlbridge_models.evaluation.metrics import interface_depths, interface_rmse, rmse
+from mlbridge_models.subgrid.truth import grid_files, read_year, run_truth
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "bias_correction" / "coupling.toml"
@@ -99,9 +98,10 @@ def figure(path: Path, means: dict[str, dict[str, np.ndarray]], result: dict[str
 
 def evaluate(out: Path, s: Any) -> dict[str, Any]:
     """Run (or resume) the held-out years without and with the correction; score them."""
-    from bridge.config import load_config
-    from bridge.registry import Registry
-    from models.bias.twin import _patch
+    from mlbridge_models.bias.twin import _patch
+
+    from bridge.config.coupling import load_config
+    from bridge.registry.store import Registry
 
     out = Path(out).resolve()
     first, last = s.eval_range

@@ -1,6 +1,6 @@
 """Train the bias-correction CNN on (state, mean nudging tendency) pairs; TorchScript + manifest.
 
-The network (:func:`models.cnn.build_cnn`, valid convolutions) maps ``u, v, h`` of one layer
+The network (:func:`mlbridge_models.cnn.build_cnn`, valid convolutions) maps ``u, v, h`` of one layer
 to ``cu, cv, ch`` of that layer; samples and layers are the batch, the fields padded with zeros
 by the halo (what the bridge hands a closure at the walls). Normalisation: ``u, v`` by their
 RMS, ``h`` by its mean (offset) and standard deviation, each output by its RMS; the loss is the
@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.bias.dataset import GRID_POINTS, INPUTS, load
+from mlbridge_models.bias.dataset import GRID_POINTS, INPUTS, load
 
 NAME = "bias-cnn"
 ARTIFACT = "bias_cnn.ts"
@@ -100,8 +99,7 @@ def train(
     ``settings``: epochs, hidden, kernel_sizes, clip_factor (a :class:`TwinSettings`).
     """
     import torch
-
-    from models.cnn import CNNConfig, build_cnn
+    from mlbridge_models.cnn import CNNConfig, build_cnn
 
     start = time.perf_counter()
     torch.manual_seed(seed)

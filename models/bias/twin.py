@@ -1,6 +1,6 @@
 """The bias-correction twin experiment, end to end (Bretherton et al. 2022, Gregory et al. 2023).
 
-Stages, each resumable (one model year per job, :func:`models.subgrid.truth.run_truth`):
+Stages, each resumable (one model year per job, :func:`mlbridge_models.subgrid.truth.run_truth`):
 
 1. ``truth``: the twin truth, the coarse configuration with another wind amplitude
    (``rn_tau0 = 0.065`` instead of 0.05: the model error is the wind), written every
@@ -12,16 +12,16 @@ Stages, each resumable (one model year per job, :func:`models.subgrid.truth.run_
    truth state at the start of the year (the last record of year ``y - 1``, the state at rest
    for year 1), so that every step of the year lies between two records.
 3. ``train``: the (state, mean nudging tendency) pairs of the training years
-   (:mod:`models.bias.dataset`) train a small CNN (:mod:`models.bias.train`).
+   (:mod:`mlbridge_models.bias.dataset`) train a small CNN (:mod:`mlbridge_models.bias.train`).
 4. ``evaluate``: from the nudged state at the end of the training years, the coarse model
    without and with the correction (coupled through the bridge) over the held-out years;
    RMSE of the time-mean u, v and interface depths against the twin truth
-   (:mod:`models.bias.evaluate`).
+   (:mod:`mlbridge_models.bias.evaluate`).
 
 Usage::
 
-    python -m models.bias.twin --out runs/bias            # every stage, full size
-    python -m models.bias.twin --out runs/bias --stage truth --stage nudged
+    python -m mlbridge_models.bias.twin --out runs/bias            # every stage, full size
+    python -m mlbridge_models.bias.twin --out runs/bias --stage truth --stage nudged
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.subgrid.truth import SECONDS_PER_DAY, TruthError, grid_files, run_truth
+from mlbridge_models.subgrid.truth import SECONDS_PER_DAY, TruthError, grid_files, run_truth
 
 REPO = Path(__file__).resolve().parents[2]
 COARSE = REPO / "examples" / "coarse" / "coupling.toml"
@@ -139,8 +138,8 @@ def _last_record(grid: Path) -> dict[str, np.ndarray]:
 
 def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
     """Stage 2: the coarse model nudged toward the twin truth, years 1..s.years; grid files."""
-    from bridge.config import TOY_NAMELIST_REF, load_config
-    from bridge.namelist import read_namelists
+    from bridge.config.coupling import TOY_NAMELIST_REF, load_config
+    from bridge.config.namelist import read_namelists
 
     truth = grid_files(out / "truth", 1, s.years)
     cfg = load_config(s.config)
@@ -169,7 +168,7 @@ def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
 
 def run_all(out: Path, s: TwinSettings, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
     """Run the stages asked for (in order); their timings and the evaluation's results."""
-    from models.bias import evaluate, train
+    from mlbridge_models.bias import evaluate, train
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +202,7 @@ def _ints(text: str) -> tuple[int, ...]:
 def main(argv: list[str] | None = None) -> int:
     d = TwinSettings()
     p = argparse.ArgumentParser(
-        prog="python -m models.bias.twin",
+        prog="python -m mlbridge_models.bias.twin",
         description="Bias-correction twin: twin truth, nudged model, training, evaluation.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

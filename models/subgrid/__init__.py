@@ -1,9 +1,9 @@
 """Training data of the subgrid momentum closures, built from the toy model's own runs.
 
-* :mod:`models.subgrid.coarsen`: C-grid coarse-graining, fine grid -> coarse grid (pure numpy).
-* :mod:`models.subgrid.forcing`: the subgrid momentum forcing from fine and coarse tendencies.
-* :mod:`models.subgrid.dataset`: the resumable dataset writer and its validation.
-* ``python -m models.subgrid.make_data``: the command that writes a dataset.
+* :mod:`mlbridge_models.subgrid.coarsen`: C-grid coarse-graining, fine grid -> coarse grid (pure numpy).
+* :mod:`mlbridge_models.subgrid.forcing`: the subgrid momentum forcing from fine and coarse tendencies.
+* :mod:`mlbridge_models.subgrid.dataset`: the resumable dataset writer and its validation.
+* ``python -m mlbridge_models.subgrid.make_data``: the command that writes a dataset.
 
 Definitions and sign conventions: ``docs/closures.md``.
 """

@@ -4,9 +4,9 @@ Pipeline, one chunk of fine snapshots at a time (``build_dataset``):
 
 1. the chunk's fine ``u, v, h`` are written to ``states.nc`` and the toy's ``&namtend`` mode on
    the fine grid gives their tendencies;
-2. the states are coarse-grained (:mod:`models.subgrid.coarsen`) and the same mode on the coarse
+2. the states are coarse-grained (:mod:`mlbridge_models.subgrid.coarsen`) and the same mode on the coarse
    grid gives the coarse tendencies of the coarse-grained states;
-3. ``su, sv`` (:func:`models.subgrid.forcing.subgrid_forcing`) and the coarse state go into
+3. ``su, sv`` (:func:`mlbridge_models.subgrid.forcing.subgrid_forcing`) and the coarse state go into
    ``chunk_NNNN.nc`` (CF attributes, units, provenance), written under a temporary name and
    renamed, then recorded in ``index.json`` (also replaced atomically).
 
@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from mlbridge_models.subgrid.coarsen import refinement, t_mask, u_mask, v_mask
+from mlbridge_models.subgrid.forcing import coarsen_state, subgrid_forcing
 
-from bridge.manifest import Manifest, load_manifest
-from bridge.mpiexec import Program, mpi_env, mpmd_command
-from bridge.namelist import read_namelists, write_patched_cfg
-from bridge.registry import sha256_file
-from models.subgrid.coarsen import refinement, t_mask, u_mask, v_mask
-from models.subgrid.forcing import coarsen_state, subgrid_forcing
+from bridge.config.namelist import read_namelists, write_patched_cfg
+from bridge.launch.mpiexec import Program, mpi_env, mpmd_command
+from bridge.registry.manifest import Manifest, load_manifest
+from bridge.registry.store import sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -179,7 +179,7 @@ class DatasetSettings:
     chunk
         Snapshots per chunk file.
     u_filter
-        ``"face"`` or ``"box"`` (:func:`models.subgrid.coarsen.coarsen_u`).
+        ``"face"`` or ``"box"`` (:func:`mlbridge_models.subgrid.coarsen.coarsen_u`).
     first_record
         First snapshot used (0-based), e.g. to drop the spin-up.
     inviscid

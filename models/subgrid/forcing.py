@@ -1,6 +1,6 @@
 """The subgrid momentum forcing: what the coarse model misses of the filtered truth's tendency.
 
-With ``C`` the coarse-graining of :mod:`models.subgrid.coarsen` (linear), ``T_f`` the fine
+With ``C`` the coarse-graining of :mod:`mlbridge_models.subgrid.coarsen` (linear), ``T_f`` the fine
 model's dynamical tendency and ``T_c`` the coarse model's own tendency operator (both from the
 toy's ``&namtend`` mode, so exactly what the models compute in a step):
 
@@ -18,8 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from models.subgrid.coarsen import coarsen_t, coarsen_u, coarsen_v
+from mlbridge_models.subgrid.coarsen import coarsen_t, coarsen_u, coarsen_v
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def subgrid_forcing(
     coarse_dudt, coarse_dvdt
         Coarse model tendencies of the coarse-grained state ``(..., ny_c, nx_c)`` [m s-2].
     factor, u_filter
-        As in :func:`models.subgrid.coarsen.coarsen_u`; must be those of the coarse state.
+        As in :func:`mlbridge_models.subgrid.coarsen.coarsen_u`; must be those of the coarse state.
 
     Returns
     -------

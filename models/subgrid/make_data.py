@@ -1,4 +1,4 @@
-"""``python -m models.subgrid.make_data``: the subgrid training dataset of a fine toy run.
+"""``python -m mlbridge_models.subgrid.make_data``: the subgrid training dataset of a fine toy run.
 
 Resumable: rerun the same command after an interruption and the chunks already written are kept.
 """
@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from models.subgrid.dataset import (
+from mlbridge_models.subgrid.dataset import (
     REPO,
     DatasetError,
     DatasetSettings,
@@ -20,7 +20,7 @@ from models.subgrid.dataset import (
 )
 
 EXAMPLE = """example:
-  python -m models.subgrid.make_data runs/fine/FINE_grid.nc \\
+  python -m mlbridge_models.subgrid.make_data runs/fine/FINE_grid.nc \\
       --fine-cfg examples/fine/namelist_cfg --coarse-cfg examples/coarse/namelist_cfg \\
       --out data/subgrid --chunk 8 --ranks 2 --first-record 73
 """
@@ -34,7 +34,7 @@ def _default_exe() -> Path:
 def parser() -> argparse.ArgumentParser:
     """The command line of ``make_data``."""
     p = argparse.ArgumentParser(
-        prog="python -m models.subgrid.make_data",
+        prog="python -m mlbridge_models.subgrid.make_data",
         description="Coarse-grain a fine toy_nemo run and write the subgrid momentum forcing "
         "(su, sv) with the coarse state (u, v, h), chunk by chunk (resumable).",
         epilog=EXAMPLE,

@@ -1,6 +1,6 @@
 """Train the subgrid momentum CNN and fit the Zanna & Bolton coefficient on a ``make_data`` dataset.
 
-The CNN (:mod:`models.cnn`, valid convolutions, halo = sum of the kernels' half widths) maps the
+The CNN (:mod:`mlbridge_models.cnn`, valid convolutions, halo = sum of the kernels' half widths) maps the
 coarse ``u, v`` of one layer to ``su, sv`` of that layer; layers and snapshots are the batch.
 It sees the whole coarse field padded with zeros by its halo, which is what the bridge hands a
 closure at a closed edge (cells outside the grid are zero), so training and online use agree at
@@ -19,7 +19,7 @@ against the manifest: variables, units, grid points and the coarse grid size mus
 
 Usage::
 
-    python -m models.subgrid.train data/subgrid/year_009 data/subgrid/year_010 \\
+    python -m mlbridge_models.subgrid.train data/subgrid/year_009 data/subgrid/year_010 \\
         --out models/artifacts/subgrid_cnn --epochs 60
 """
 
@@ -144,7 +144,7 @@ def _r2(pred: np.ndarray, true: np.ndarray, mask: np.ndarray) -> float:
 
 def fit_kappa(u, v, su, sv, umask, vmask, dx: float, dy: float) -> float:
     """Least-squares ``kappa`` of Zanna & Bolton on ocean points (NaN stencil points dropped)."""
-    from models.zanna_bolton import zanna_bolton_forcing
+    from mlbridge_models.zanna_bolton import zanna_bolton_forcing
 
     zx, zy = zanna_bolton_forcing(u, v, dx, dy, 1.0)
     num = den = 0.0
@@ -169,17 +169,22 @@ def train(
 
     Raises
     ------
-    models.subgrid.dataset.DatasetError
+    mlbridge_models.subgrid.dataset.DatasetError
         If a dataset is missing or changed, or disagrees with the manifest (units, grid
         points, variables, coarse grid size).
     """
     import torch
     import xarray as xr
+    from mlbridge_models.cnn import CNNConfig, build_cnn
+    from mlbridge_models.subgrid.dataset import (
+        DatasetError,
+        check_dataset,
+        code_revision,
+        open_dataset,
+    )
+    from mlbridge_models.zanna_bolton import zanna_bolton_forcing
 
-    from bridge.manifest import parse_manifest
-    from models.cnn import CNNConfig, build_cnn
-    from models.subgrid.dataset import DatasetError, check_dataset, code_revision, open_dataset
-    from models.zanna_bolton import zanna_bolton_forcing
+    from bridge.registry.manifest import parse_manifest
 
     start = time.perf_counter()
     torch.manual_seed(settings.seed)
@@ -207,8 +212,8 @@ def train(
     )
     grid = None
     if coarse_cfg is not None:
-        from bridge.config import TOY_NAMELIST_REF
-        from bridge.namelist import read_namelists
+        from bridge.config.coupling import TOY_NAMELIST_REF
+        from bridge.config.namelist import read_namelists
 
         nml = read_namelists(TOY_NAMELIST_REF, coarse_cfg)
         grid = (int(nml.get("namusr_def", "nn_ny")), int(nml.get("namusr_def", "nn_nx")))
@@ -328,7 +333,7 @@ def train(
         + str(ds.attrs.get("forcing_definition", "?")),
         "code_revision": code_revision(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "notes": f"models.cnn.build_cnn(2, 2, hidden={settings.hidden}, "
+        "notes": f"mlbridge_models.cnn.build_cnn(2, 2, hidden={settings.hidden}, "
         f"kernel_sizes={settings.kernel_sizes}, bias={settings.bias}); input noise "
         f"{settings.input_noise}; {epochs} epochs, seed {settings.seed}, "
         f"{nt - nval} training / {nval} validation snapshots x {nz} layers; clip = "
@@ -353,7 +358,7 @@ def train(
     )
     parse_manifest(text)  # refuse to write a manifest the registry would refuse
     (out / "manifest.toml").write_text(text)
-    from models.zanna_bolton import manifest_toml
+    from mlbridge_models.zanna_bolton import manifest_toml
 
     (out / "zanna_bolton.toml").write_text(manifest_toml(dx, dy, kappa, version="fit"))
     seconds = time.perf_counter() - start
@@ -380,10 +385,10 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m models.subgrid.train",
+        prog="python -m mlbridge_models.subgrid.train",
         description="Train the subgrid CNN and fit the Zanna & Bolton coefficient on make_data "
         "datasets; write the artifact and manifests.",
-        epilog="example:\n  python -m models.subgrid.train data/subgrid/year_009 "
+        epilog="example:\n  python -m mlbridge_models.subgrid.train data/subgrid/year_009 "
         "data/subgrid/year_010 \\\n      --out models/artifacts/subgrid_cnn --epochs 60\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -433,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         max_minutes=args.max_minutes,
         threads=args.threads,
     )
-    from models.subgrid.dataset import DatasetError
+    from mlbridge_models.subgrid.dataset import DatasetError
 
     try:
         result = train(args.data, args.out, settings, coarse_cfg=args.coarse_cfg)

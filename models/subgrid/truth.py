@@ -12,11 +12,11 @@ as the end of year N (copied in, recorded with its origin).
 
 Usage::
 
-    python -m models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \\
+    python -m mlbridge_models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \\
         --years 20 --write-days 5
 
     # continue a 4-year run made by hand
-    python -m models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \\
+    python -m mlbridge_models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \\
         --years 20 --seed-restart runs-toy/fine/FINE_00350400_restart.nc --seed-year 4
 """
 
@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bridge.registry import sha256_file
+from bridge.registry.store import sha256_file
 
 DAYS_PER_YEAR = 365
 SECONDS_PER_DAY = 86400.0
@@ -125,9 +125,9 @@ def run_truth(
         If the settings differ from those stored in ``out``, or a year's job fails (its
         folder is kept for the post-mortem; the years before it stay recorded).
     """
-    from bridge.config import TOY_NAMELIST_REF, load_config
-    from bridge.launcher import launch
-    from bridge.namelist import read_namelists, write_patched_cfg
+    from bridge.config.coupling import TOY_NAMELIST_REF, load_config
+    from bridge.config.namelist import read_namelists, write_patched_cfg
+    from bridge.launch.launcher import launch
 
     patch = {k: dict(v) for k, v in (patch or {}).items()}
     out = Path(out).resolve()
@@ -272,13 +272,13 @@ def _parse_patch(items: list[str]) -> dict[str, dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m models.subgrid.truth",
+        prog="python -m mlbridge_models.subgrid.truth",
         description="Run a toy configuration for many model years, one resumable job per year.",
         epilog=(
             "examples:\n"
-            "  python -m models.subgrid.truth --config examples/fine/coupling.toml \\\n"
+            "  python -m mlbridge_models.subgrid.truth --config examples/fine/coupling.toml \\\n"
             "      --out runs/truth --years 20 --write-days 5\n"
-            "  python -m models.subgrid.truth --config examples/coarse/coupling.toml \\\n"
+            "  python -m mlbridge_models.subgrid.truth --config examples/coarse/coupling.toml \\\n"
             "      --out runs/twin --years 12 --set namusr_def.rn_tau0=0.06\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -22,9 +22,9 @@ registry exchange gets the resolved ``name@version`` and its artifact's sha256, 
 checked. :class:`ClosureRecord` is what the run records about each closure (``closures.json``,
 the start of the run log, the global attributes of the run's NetCDF files).
 
-The checks have the signature of :mod:`bridge.validate` checks (a function of a
-:class:`~bridge.validate.LaunchContext` yielding problems); the launcher runs them after
-:data:`bridge.validate.DEFAULT_CHECKS`, in the same :func:`~bridge.validate.validate_before_launch`.
+The checks have the signature of :mod:`bridge.launch.checks` checks (a function of a
+:class:`~bridge.launch.checks.LaunchContext` yielding problems); the launcher runs them after
+:data:`bridge.launch.checks.DEFAULT_CHECKS`, in the same :func:`~bridge.launch.checks.validate_before_launch`.
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.config import CouplingConfig, ExchangeConfig
-from bridge.handshake import SERVER_SUPPLIED_INPUTS, exchange_name
-from bridge.namelist import NamelistError, NemoNamelist
-from bridge.plan import server_blocks
+from bridge.config.coupling import CouplingConfig, ExchangeConfig, exchange_name
+from bridge.config.namelist import NamelistError, NemoNamelist
+from bridge.domain.plan import server_blocks
+from bridge.protocol.handshake import SERVER_SUPPLIED_INPUTS
 
-if TYPE_CHECKING:  # bridge.validate may import these checks: no import cycle at run time
-    from bridge.validate import LaunchContext
+if TYPE_CHECKING:  # bridge.launch.checks may import these checks: no import cycle at run time
+    from bridge.launch.checks import LaunchContext
 
 #: The environment variable that names the registry directory (read by every rank).
 REGISTRY_ENV = "MLBRIDGE_HOME"
@@ -140,7 +140,7 @@ class ClosureCheck:
 
 def registry_root(config: CouplingConfig) -> Path:
     """The registry of a run: ``[server] registry``, else the default (``$MLBRIDGE_HOME``...)."""
-    from bridge.registry import default_root
+    from bridge.registry.store import default_root
 
     root = config.server.registry if config.server.registry is not None else default_root()
     return Path(root).expanduser().resolve()
@@ -202,7 +202,7 @@ def inspect_closures(
     ClosureCheck
         The resolved closures and every problem found (see the module docstring).
     """
-    from bridge.registry import Registry
+    from bridge.registry.store import Registry
 
     root = registry_root(config)
     registry = Registry(root)
@@ -231,7 +231,7 @@ def _inspect_one(
 ) -> tuple[ClosureRecord | None, list[str]]:
     """Resolve and check one registry exchange; the record is None when it cannot be resolved."""
     from bridge.closures.analytic import ANALYTIC
-    from bridge.registry import MANIFEST_FILE, RegistryError
+    from bridge.registry.store import MANIFEST_FILE, RegistryError
 
     where = _where(ex, index)
     try:
@@ -352,7 +352,7 @@ def check_registry_closures(ctx: LaunchContext) -> Iterator[str]:
 class RegistryClosureCheck:
     """:func:`check_registry_closures` that keeps what it resolved (for pinning).
 
-    An instance is a check for :func:`bridge.validate.validate_before_launch`; after the
+    An instance is a check for :func:`bridge.launch.checks.validate_before_launch`; after the
     validation, :attr:`result` holds the resolved closures.
 
     Parameters
@@ -374,7 +374,7 @@ class RegistryClosureCheck:
         yield from self.result.problems
 
 
-#: Checks to run after :data:`bridge.validate.DEFAULT_CHECKS`.
+#: Checks to run after :data:`bridge.launch.checks.DEFAULT_CHECKS`.
 REGISTRY_CHECKS = (check_registry_closures,)
 
 

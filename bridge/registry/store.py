@@ -27,10 +27,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.manifest import Manifest, ManifestError, load_manifest, manifest_to_toml
+from bridge.registry.manifest import Manifest, ManifestError, load_manifest, manifest_to_toml
 
 if TYPE_CHECKING:
-    from bridge.runtime import ManifestClosure, TorchClosure
+    from bridge.registry.runtime import ManifestClosure, TorchClosure
 
 MANIFEST_FILE = "manifest.toml"
 RECORD_FILE = "record.json"
@@ -327,7 +327,7 @@ class Registry:
 
     @staticmethod
     def _dry_run(staging: Path, src_manifest: Path, ref: str) -> dict[str, Any]:
-        from bridge.runtime import dry_run, load_closure
+        from bridge.registry.runtime import dry_run, load_closure
 
         staged = load_manifest(staging / MANIFEST_FILE)
         shape = (3, 8 + 2 * staged.halo, 8 + 2 * staged.halo)
@@ -518,8 +518,8 @@ class Registry:
         Returns
         -------
         Closure
-            A :class:`~bridge.runtime.TorchClosure` or, for ``python`` manifests, a
-            :class:`~bridge.runtime.ManifestClosure`.
+            A :class:`~bridge.registry.runtime.TorchClosure` or, for ``python`` manifests, a
+            :class:`~bridge.registry.runtime.ManifestClosure`.
 
         Raises
         ------
@@ -530,7 +530,7 @@ class Registry:
         RegistryError
             If the stored manifest cannot be read.
         """
-        from bridge.runtime import load_closure
+        from bridge.registry.runtime import load_closure
 
         entry = self.show(ref)
         problems = _hash_problems(entry)

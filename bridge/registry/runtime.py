@@ -30,7 +30,7 @@ from bridge.closures.base import (
     check_inputs,
     check_outputs,
 )
-from bridge.manifest import Manifest, Normalisation
+from bridge.registry.manifest import Manifest, Normalisation
 
 if TYPE_CHECKING:
     import torch

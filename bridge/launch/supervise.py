@@ -1,116 +1,32 @@
-"""``mlbridge run``: run a coupled Fortran + Python job described by a ``coupling.toml``.
-
-Everything that can be checked is checked before anything starts (:mod:`bridge.validate`).
-Each run gets its own directory ``<workdir>/<cn_exp>_<YYYYmmdd-HHMMSS>[_n]``, never reused::
-
-    coupling.toml         copy of the file the run was started from (when there is one)
-    run_config.json       the resolved configuration (absolute paths, overrides applied);
-                          the servers read it (``python -m bridge.server --config ...``)
-    namelist_ref          copy of the reference namelist
-    namelist_cfg          the configuration namelist, patched for this run: nn_itend (--steps),
-                          jpni = jpnj = 0 (--model-ranks), ln_mlb (whether there are
-                          exchanges), cn_ocerst_in made absolute
-    command.txt           the mpirun command line, to re-run by hand
-    mpirun.log            everything mpirun printed: all ranks' output, interleaved, and
-                          mpirun's own messages (which rank failed, with what status)
-    logs/1/rank.<R>/stdout, logs/1/rank.<R>/stderr
-                          each world rank's own output (Open MPI 4.1 ``--output-filename``);
-                          ranks 0..N-1 are the model, N..N+M-1 the servers
-    closures.json         the closure of every exchange: name, version, sha256 of the
-                          registered artifact, registry (also printed when the run starts)
-    ocean.output, time.step, <cn_exp>_grid.nc, ...   what the model writes (its cwd is here)
-    timing.json, diagnostics.nc                      what the servers write at the end
-
-Registry closures are checked before launch (:mod:`bridge.validate_registry`: registered,
-hashes intact, loadable, inputs and outputs matching the exchange, halo within the server
-blocks); ``run_config.json`` pins each one to the ``name@version`` and sha256 that were checked,
-every rank gets ``MLBRIDGE_HOME`` set to the run's registry, and after the run the global
-attributes of ``*_grid.nc`` and ``diagnostics.nc`` name the closures (``mlbridge_closures``,
-``mlbridge_closure_<exchange>_name``, ``_version``, ``_sha256``).
-
-The job is ``mpirun -np N model`` when there is no ``[[exchange]]``, and otherwise
-``mpirun -np N model : -np M python -m bridge.server --config RUN/run_config.json --run-dir RUN``.
-While it runs the terminal shows model rank 0's and server rank 0's output, every rank's
-stderr, and ``E R R O R`` lines of ``ocean.output``; progress (read from ``time.step``) is a
-tqdm bar on a terminal and a plain line every 10% otherwise. The exit status is the worst of
-all ranks; a run that exits 0 but whose model did not reach its last step, or whose
-``ocean.output`` reports an error, counts as failed (status 1). On SIGINT/SIGTERM every rank is
-stopped (mpirun first, then every process of the job after a grace period).
-
-``transport = "oasis"`` (``docs/oasis.md``): with an ``[oasis]`` table the model couples through
-OASIS itself, and the job is ``mpirun -np N model : -np M python -m bridge.oasis_server ...``
-(:func:`launch_oasis`: its namelists are copied under their own names, ``namcouple`` and
-``oasis.json`` are written, progress counts the exchanges the servers served, and success also
-needs the servers' done marker, since an OASIS abort can end every rank with status 0). OASIS
-waits without a time limit, so such a job that makes no progress for ``server.timeout_s`` is
-stopped, and the lines of OASIS's own logs (``nout.000000``, ``debug.*``) that name an error are
-added to a failure report.
-
-Exit statuses of the command: 0 success; 2 nothing was started (configuration or environment
-problem, every problem listed); 130/143 interrupted; otherwise the job's worst status.
-"""
+"""Running the job: progress, log streaming, stopping every process, and why a job failed."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import importlib.util
-import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from bridge import oasis_server
-from bridge.build import default_build_dir
-from bridge.config import ConfigError, CouplingConfig, load_config, write_config_json
-from bridge.mpiexec import (
-    MpiNotFoundError,
-    Program,
-    mpi_env,
-    mpmd_command,
-    python_program,
-    rank_log_files,
-)
-from bridge.namcouple import (
-    NamcoupleConfig,
-    NamcoupleError,
-    compare_namcouple,
-    read_namcouple,
-    write_namcouple,
-)
-from bridge.namelist import NamelistError, NemoNamelist, write_patched_cfg
-from bridge.transport.oasis import OasisNotAvailableError
-from bridge.validate import (
-    DEFAULT_CHECKS,
-    LaunchContext,
-    check_executable,
-    check_mpirun,
-    check_workdir,
-    load_run_namelist,
-    validate_before_launch,
-)
-from bridge.validate_registry import (
+from bridge import paths
+from bridge.config.coupling import CouplingConfig
+from bridge.config.namelist import NemoNamelist
+from bridge.launch.closure_checks import (
     REGISTRY_ENV,
-    ClosureCheck,
     ClosureRecord,
-    RegistryClosureCheck,
-    netcdf_attributes,
-    pin_closures,
-    write_closures_json,
 )
+from bridge.launch.mpiexec import (
+    mpi_env,
+)
+from bridge.launch.rundir import LaunchError, format_timing, read_time_step, read_timing
 
-REPO = Path(__file__).resolve().parents[1]
 SERVER_MODULE = "bridge.server"
 RUN_DIR_ENV = "MLBRIDGE_RUN_DIR"  # exported to every rank: also marks the job's processes
 ERROR_MARK = "E R R O R"
@@ -125,9 +41,6 @@ EXAMPLES = (
     "  mlbridge run examples/oasis_pure/coupling.toml   # a model coupled through OASIS itself\n"
 )
 
-
-class LaunchError(RuntimeError):
-    """The job could not be started (mpirun failed to execute, run directory not writable)."""
 
 
 @dataclass(frozen=True)
@@ -207,100 +120,6 @@ class RunResult:
         return read_timing(self.run_dir)
 
 
-# --- run directory ----------------------------------------------------------------------------
-
-
-def run_dir_name(experiment: str, now: datetime) -> str:
-    """``<experiment>_<YYYYmmdd-HHMMSS>``, the experiment name made safe for a file name."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment.strip()).strip("._") or "run"
-    return f"{safe}_{now:%Y%m%d-%H%M%S}"
-
-
-def make_run_dir(workdir: Path, experiment: str, now: datetime | None = None) -> Path:
-    """Create and return a new run directory below ``workdir`` (``_2``, ``_3``... if taken).
-
-    Raises
-    ------
-    LaunchError
-        If the directory cannot be created.
-    """
-    base = run_dir_name(experiment, now or datetime.now())
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise LaunchError(f"run.workdir {workdir}: cannot create: {err.strerror}") from None
-    for n in range(1, 10_000):
-        candidate = workdir / (base if n == 1 else f"{base}_{n}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        except OSError as err:
-            raise LaunchError(
-                f"{candidate}: cannot create the run directory: {err.strerror}"
-            ) from None
-        return candidate
-    raise LaunchError(f"{workdir}: no free run directory name for {base}")
-
-
-def prepare_run_dir(config: CouplingConfig, namelist: NemoNamelist, run_dir: Path) -> None:
-    """Copy the namelists (cfg with ``namelist.patch``), the coupling file, ``run_config.json``.
-
-    Raises
-    ------
-    LaunchError
-        If a file cannot be copied or written.
-    """
-    try:
-        shutil.copyfile(namelist.ref_path, run_dir / "namelist_ref")
-        write_patched_cfg(namelist.cfg_path, namelist.patch, run_dir / "namelist_cfg")
-        if config.source is not None and config.source.suffix == ".toml":
-            shutil.copyfile(config.source, run_dir / "coupling.toml")
-        write_config_json(config, run_dir / "run_config.json")
-    except (OSError, NamelistError) as err:
-        raise LaunchError(f"{run_dir}: cannot prepare the run directory: {err}") from None
-
-
-# --- command ----------------------------------------------------------------------------------
-
-
-def programs_for(config: CouplingConfig, run_dir: Path) -> list[Program]:
-    """The MPMD programs: the model, then the servers when there is an exchange.
-
-    ``config.model.executable`` must already be resolved to a path.
-    """
-    programs = [Program(config.model.ranks, (config.model.executable,))]
-    if config.oasis_only:
-        config_file = run_dir / oasis_server.CONFIG_FILE
-        programs.append(oasis_server.server_programs(config_file, run_dir, config.server.ranks))
-    elif config.coupled:
-        programs.append(
-            python_program(
-                config.server.ranks,
-                SERVER_MODULE,
-                "--config",
-                str(run_dir / "run_config.json"),
-                "--run-dir",
-                str(run_dir),
-            )
-        )
-    return programs
-
-
-def rank_logs_for(config: CouplingConfig, run_dir: Path) -> tuple[RankLog, ...]:
-    """Where each world rank's stdout/stderr go (model ranks first, then servers)."""
-    logs = []
-    groups = [("model", config.model.ranks)]
-    if config.coupled:
-        groups.append(("server", config.server.ranks))
-    rank = 0
-    for program, count in groups:
-        for local in range(count):
-            out, err = rank_log_files(run_dir / "logs", rank)
-            logs.append(RankLog(rank, program, local, out, err))
-            rank += 1
-    return tuple(logs)
-
 
 def job_env(
     config: CouplingConfig, run_dir: Path, extra_env: dict[str, str] | None = None
@@ -312,9 +131,10 @@ def job_env(
         "OMP_NUM_THREADS": str(config.server.threads),
         # the model's waits before the handshake (joining the servers) use the same limit
         "MLBRIDGE_TIMEOUT_S": f"{config.server.timeout_s:g}",
-        # the servers start in the run directory: keep this checkout importable
-        "PYTHONPATH": str(REPO) + (os.pathsep + python_path if python_path else ""),
     }
+    checkout = paths.checkout_root()
+    if checkout is not None:  # the servers start in the run directory: keep the checkout importable
+        extra["PYTHONPATH"] = str(checkout) + (os.pathsep + python_path if python_path else "")
     if config.server.registry is not None:
         # the registry the closures were checked in, whatever the servers' default would be
         extra[REGISTRY_ENV] = str(config.server.registry)
@@ -322,105 +142,6 @@ def job_env(
     return mpi_env(extra)
 
 
-# --- closures: the run log and the outputs ----------------------------------------------------
-
-
-def record_closures(check: ClosureCheck, run_dir: Path, *, quiet: bool = False) -> None:
-    """Print the closures of the run (unless ``quiet``) and write ``<run_dir>/closures.json``.
-
-    Raises
-    ------
-    LaunchError
-        If ``closures.json`` cannot be written.
-    """
-    if not check.closures:
-        return
-    if not quiet:
-        for closure in check.closures:
-            print(f"mlbridge run: {closure.describe()}", flush=True)
-    try:
-        write_closures_json(check, run_dir / "closures.json")
-    except OSError as err:
-        raise LaunchError(f"{run_dir / 'closures.json'}: cannot write: {err.strerror}") from None
-
-
-def stamp_netcdf(path: Path, closures: tuple[ClosureRecord, ...] | list[ClosureRecord]) -> None:
-    """Add the closures' global attributes (:func:`netcdf_attributes`) to a NetCDF file in place.
-
-    Raises
-    ------
-    OSError
-        If the file cannot be opened for writing or is not NetCDF.
-    """
-    import netCDF4  # only when there is something to stamp
-
-    with netCDF4.Dataset(path, "a") as dataset:
-        for key, value in netcdf_attributes(closures).items():
-            dataset.setncattr(key, value)
-
-
-def stamp_outputs(run_dir: Path, closures: tuple[ClosureRecord, ...]) -> list[str]:
-    """Stamp ``*_grid.nc`` and ``diagnostics.nc`` of the run directory; return the problems."""
-    if not closures:
-        return []
-    problems = []
-    targets = sorted(run_dir.glob("*_grid.nc")) + sorted(run_dir.glob("diagnostics*.nc"))
-    for path in targets:
-        try:
-            stamp_netcdf(path, closures)
-        except (OSError, ImportError) as err:  # the run's result stands; say what is missing
-            problems.append(f"{path}: closure attributes not written: {err}")
-    return problems
-
-
-# --- monitoring -------------------------------------------------------------------------------
-
-
-def read_time_step(run_dir: Path) -> int | None:
-    """The model's current step from ``<run_dir>/time.step`` (None: absent or being rewritten)."""
-    try:
-        text = (run_dir / "time.step").read_text(errors="replace").split()
-        return int(text[0]) if text else None
-    except (OSError, ValueError):
-        return None
-
-
-def read_timing(run_dir: Path, name: str = "timing.json") -> dict[str, Any] | None:
-    """``<run_dir>/timing.json`` (or ``name``) as a dict, or None when absent or unreadable."""
-    try:
-        data = json.loads((run_dir / name).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _flatten(value, name + ".")
-        else:
-            yield name, value
-
-
-def format_timing(data: dict[str, Any], source: str = "timing.json") -> str:
-    """A small two-column table of ``timing.json``: floats as seconds, integers as counts."""
-    rows = []
-    for name, value in _flatten(data):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            text = str(value)
-        elif isinstance(value, int):
-            text = f"{value:d}"
-        else:
-            text = f"{value:.4f} s" if math.isfinite(value) else str(value)
-        rows.append((name, text))
-    if not rows:
-        return ""
-    width = max(len(name) for name, _ in rows)
-    vwidth = max(len(text) for _, text in rows)
-    lines = [f"timing summary ({source})", "-" * (width + vwidth + 3)]
-    lines += [f"{name:<{width}}   {text:>{vwidth}}" for name, text in rows]
-    return "\n".join(lines)
 
 
 class _Tail:
@@ -754,7 +475,6 @@ def _mpirun_messages(log_text: str) -> list[str]:
     return lines[-TAIL_LINES:]
 
 
-# --- launch -----------------------------------------------------------------------------------
 
 
 class _Subreaper:
@@ -875,14 +595,14 @@ class _Job:
 
     def _finished(self, reached: int | None) -> bool:
         """Whether the progress count reached its end (the servers' marker too, OASIS-only)."""
-        if self.config.oasis_only and not (self.run_dir / oasis_server.DONE_MARKER).is_file():
+        if self.config.oasis_only and not (self.run_dir / paths.DONE_MARKER).is_file():
             return False
         return reached is not None and reached >= self.span()[1]
 
     def reached(self) -> int | None:
         """The last step (or exchange) reported so far; None before the first."""
         if self.config.oasis_only:
-            return oasis_server.read_progress(self.run_dir)
+            return paths.read_progress(self.run_dir)
         return read_time_step(self.run_dir)
 
     def streams(self) -> list[_Stream]:
@@ -1046,7 +766,7 @@ class _Job:
             problems += [f"OASIS: {line}" for line in oasis_messages(self.run_dir)]
         if self.config.oasis_only:
             # an oasis_abort can end every rank with status 0: the servers' markers decide
-            problems += oasis_server.check_outcome(self.run_dir, 0)
+            problems += paths.check_outcome(self.run_dir, 0)
             last = self.span()[1]
             if (reached or 0) < last:
                 problems.append(f"the servers served {reached or 0} of {last} exchanges")
@@ -1082,398 +802,9 @@ class _Job:
                 f"(run directory {result.run_dir})",
                 flush=True,
             )
-            source = oasis_server.DONE_MARKER if self.config.oasis_only else "timing.json"
+            source = paths.DONE_MARKER if self.config.oasis_only else "timing.json"
             timing = read_timing(result.run_dir, source)
             if timing:
                 print(format_timing(timing, source), flush=True)
 
 
-def _resolve(config: CouplingConfig | Path | str) -> CouplingConfig:
-    return config if isinstance(config, CouplingConfig) else load_config(config)
-
-
-def launch(
-    config: CouplingConfig | Path | str,
-    *,
-    model_ranks: int | None = None,
-    server_ranks: int | None = None,
-    steps: int | None = None,
-    workdir: Path | str | None = None,
-    build_dir: Path | str | None = None,
-    progress: bool = False,
-    quiet: bool = False,
-    grace_s: float = 5.0,
-) -> RunResult:
-    """Validate, prepare a run directory, run the job, and report how it went.
-
-    Parameters
-    ----------
-    config
-        A loaded configuration, or the path of a ``coupling.toml``.
-    model_ranks, server_ranks, steps, workdir
-        Overrides of ``model.ranks``, ``server.ranks``, ``run.steps``, ``run.workdir``.
-    build_dir
-        Where a bare ``model.executable`` name is looked up (``<build_dir>/bin``); default
-        ``build/`` or ``$MLBRIDGE_BUILD_DIR``.
-    progress
-        Show a tqdm progress bar (else a plain line every 10%).
-    quiet
-        Print nothing but the run directory and, on failure, the failure report.
-    grace_s
-        Seconds between asking the ranks to stop (SIGTERM) and killing them, on interrupt.
-
-    Returns
-    -------
-    RunResult
-        The run directory, exit status, elapsed time and per-rank logs.
-
-    Raises
-    ------
-    ConfigError
-        If the configuration, the namelists or the environment (mpirun, executable) are not
-        fit to run; every problem is listed. Nothing has been started.
-    LaunchError
-        If the run directory cannot be prepared or mpirun cannot be executed.
-    """
-    base = _resolve(config)
-    config = base.with_overrides(
-        model_ranks=model_ranks, server_ranks=server_ranks, steps=steps, workdir=workdir
-    )
-    bdir = Path(build_dir).resolve() if build_dir is not None else default_build_dir()
-    if config.oasis_only:
-        return launch_oasis(config, bdir, progress=progress, quiet=quiet, grace_s=grace_s)
-    try:
-        namelist = load_run_namelist(config, model_ranks_changed=model_ranks is not None)
-    except NamelistError:
-        namelist = None  # reported, with every other problem, by the validation
-    registry_check = RegistryClosureCheck()
-    validate_before_launch(
-        config,
-        namelist,
-        build_dir=bdir,
-        checks=(*DEFAULT_CHECKS, registry_check, check_oasis_transport),
-    )
-    if namelist is None:  # only when a caller's checks skip the namelist problem
-        raise ConfigError("the namelists could not be read", config.source)
-    closures = registry_check.result
-    assert closures is not None
-    config = pin_closures(config, closures)
-
-    exe = config.model.resolve_executable(bdir)
-    config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, executable=str(exe))
-    )
-    run_dir = make_run_dir(config.run.workdir, namelist.experiment)
-    print(f"mlbridge run: run directory {run_dir}", flush=True)
-    prepare_run_dir(config, namelist, run_dir)
-    extra_env: dict[str, str] | None = None
-    if config.transport == "oasis":
-        try:
-            write_namcouple(library_run_namcouple(config, namelist), run_dir)
-        except OSError as err:
-            raise LaunchError(f"{run_dir}: cannot write the namcouple: {err}") from None
-        extra_env = {"MLBRIDGE_BUILD_DIR": str(bdir), **oasis_backend_env(bdir)}
-    record_closures(closures, run_dir, quiet=quiet)
-    try:
-        command = mpmd_command(programs_for(config, run_dir), log_dir=run_dir / "logs")
-    except MpiNotFoundError as err:
-        raise ConfigError(str(err), config.source) from None
-    (run_dir / "command.txt").write_text(" ".join(command) + "\n")
-    job = _Job(
-        config=config,
-        namelist=namelist,
-        run_dir=run_dir,
-        command=tuple(command),
-        rank_logs=rank_logs_for(config, run_dir),
-        extra_env=extra_env,
-    )
-    result = job.run(progress=progress, quiet=quiet, grace_s=grace_s)
-    for problem in stamp_outputs(run_dir, closures.closures):
-        print(f"mlbridge run: warning: {problem}", file=sys.stderr, flush=True)
-    return dataclasses.replace(result, closures=closures.closures)
-
-
-# --- a model that couples through OASIS itself --------------------------------------------------
-
-
-def oasis_backend_env(build_dir: Path) -> dict[str, str]:
-    """What the OASIS servers need to find OASIS: the shim of ``build_dir`` (unless pyoasis).
-
-    Raises
-    ------
-    OasisNotAvailableError
-        If neither ``pyoasis`` nor the shim can be found.
-    """
-    from bridge.transport.oasis import find_shim
-
-    if importlib.util.find_spec("pyoasis") is not None:
-        return {}
-    return {"MLBRIDGE_OASIS_SHIM": str(find_shim(build_dir))}
-
-
-def library_run_namcouple(config: CouplingConfig, namelist: NemoNamelist) -> NamcoupleConfig:
-    """The namcouple of a toy-style model linking mlbridge, run with ``transport = "oasis"``.
-
-    The fields are those the exchanges map; their levels come from ``&nammlb nn_mlb_lev`` (sent
-    fields listed in ``cn_mlb_snd`` with a level count above 0), else all the levels of the grid
-    (``&namusr_def``); the grid and the number of steps from the namelists. The servers check it
-    against what the model ranks report at the handshake, before OASIS starts.
-
-    Raises
-    ------
-    NamelistError
-        If the grid or the run length cannot be read from the namelists.
-    NamcoupleError
-        If a field name is longer than OASIS keeps.
-    """
-    grid = namelist.grid
-    levels: dict[str, int] = {}
-    if namelist.has("nammlb", "cn_mlb_snd") and namelist.has("nammlb", "nn_mlb_lev"):
-        names, counts = namelist.get("nammlb", "cn_mlb_snd"), namelist.get("nammlb", "nn_mlb_lev")
-        names = names if isinstance(names, list) else [names]
-        counts = counts if isinstance(counts, list) else [counts]
-        for name, count in zip(names, counts, strict=False):
-            if isinstance(name, str) and name.strip() and isinstance(count, int) and count > 0:
-                levels[name.strip()] = count
-    sent = {f: levels.get(f, grid.nz) for ex in config.exchanges for f in ex.inputs.values()}
-    returned = {f: grid.nz for ex in config.exchanges for f in ex.outputs.values()}
-    return oasis_server.library_namcouple(
-        grid.nx, grid.ny, sent, returned, config.exchanges[0].every, namelist.steps
-    )
-
-
-def check_oasis_transport(ctx: LaunchContext) -> Iterator[str]:
-    """``transport = "oasis"`` with a model linking mlbridge: OASIS for the servers, a namcouple."""
-    if ctx.config.transport != "oasis" or ctx.config.oasis_only or not ctx.config.exchanges:
-        return
-    try:
-        oasis_backend_env(ctx.build_dir)
-    except OasisNotAvailableError as err:
-        yield f'transport = "oasis": {err} (or run `mlbridge build --build-dir {ctx.build_dir}`)'
-    if ctx.namelist is not None:
-        try:
-            library_run_namcouple(ctx.config, ctx.namelist)
-        except (NamelistError, NamcoupleError) as err:
-            yield f'transport = "oasis": no namcouple can be written: {err}'
-
-
-def _oasis_closure_problems(
-    config: CouplingConfig, oasis: oasis_server.OasisCouplingConfig
-) -> list[str]:
-    """The closure exists, has the mapped inputs and outputs, and fits the server blocks."""
-    from bridge.plan import plan_routes, server_blocks
-    from bridge.server import resolve_closure
-
-    try:
-        closure = resolve_closure(
-            oasis.closure, oasis.params, "cpu", 1, inputs=tuple(oasis.inputs.values())
-        )
-    except Exception as err:  # a registry closure can fail to load in many ways
-        return [f"oasis.closure = {oasis.closure!r}: {err}"]
-    problems = []
-    returned = [f.name for f in closure.spec.outputs]
-    for output in oasis.outputs:
-        if output not in returned:
-            problems.append(
-                f"oasis.outputs.{output}: closure {oasis.closure!r} has no output {output!r} "
-                f"(it returns {', '.join(returned)})"
-            )
-    needed = {f.name for f in closure.spec.inputs} - {"mask"}
-    mapped = set(oasis.inputs.values())
-    for name in sorted(needed - mapped):
-        problems.append(
-            f"oasis.inputs: closure {oasis.closure!r} needs input {name!r}, which no OASIS "
-            f"field feeds (inputs map {', '.join(sorted(mapped))})"
-        )
-    for name in sorted(mapped - needed):
-        problems.append(
-            f"oasis.inputs: {name!r} is not an input of closure {oasis.closure!r} "
-            f"(it takes {', '.join(sorted(needed))})"
-        )
-    try:
-        blocks = server_blocks(oasis.nx, oasis.ny, config.server.ranks)
-        if oasis.halo_mode == "mpi":
-            plan_routes(oasis.nx, oasis.ny, blocks, blocks, closure.spec.halo, oasis.boundary)
-    except ValueError as err:
-        problems.append(
-            f"server.ranks = {config.server.ranks} on the {oasis.nx} x {oasis.ny} grid of "
-            f"[oasis] (closure halo {closure.spec.halo}): {err}"
-        )
-    return problems
-
-
-def find_oasis_problems(config: CouplingConfig, build_dir: Path) -> list[str]:
-    """Everything that can be checked before an OASIS-only job starts.
-
-    mpirun, the model executable and the work directory (as for every run), the model's own
-    namelists, OASIS (the shim or pyoasis), a namcouple supplied by the user (field by field
-    against the ``[oasis]`` table), and the closure.
-    """
-    oasis = config.oasis
-    assert oasis is not None
-    ctx = LaunchContext(config, None, None, build_dir)
-    problems = [p for check in (check_mpirun, check_executable, check_workdir) for p in check(ctx)]
-    names: dict[str, str] = {}
-    for key in ("namelist_ref", "namelist_cfg"):
-        path = getattr(config.model, key)
-        if path is None:
-            continue
-        if not path.is_file():
-            problems.append(f'model.{key} = "{path}": file not found')
-        elif path.name in names or path.name in ("namcouple", oasis_server.CONFIG_FILE):
-            problems.append(
-                f'model.{key} = "{path}": the run directory already has a file {path.name!r} '
-                f"({names.get(path.name, 'written by mlbridge')})"
-            )
-        names[path.name] = f"model.{key}"
-    try:
-        oasis_backend_env(build_dir)
-    except OasisNotAvailableError as err:
-        problems.append(f"{err} (or run `mlbridge build --build-dir {build_dir}`)")
-    if config.namcouple is not None:
-        where = f'oasis.namcouple = "{config.namcouple}"'
-        try:
-            found = read_namcouple(config.namcouple)
-        except NamcoupleError as err:
-            problems.append(f"{where}: {err}")
-        else:
-            differences = compare_namcouple(oasis.namcouple(), found)
-            problems += [f"{where} disagrees with [oasis]: {d}" for d in differences]
-    problems += _oasis_closure_problems(config, oasis)
-    return problems
-
-
-def prepare_oasis_run_dir(config: CouplingConfig, run_dir: Path) -> None:
-    """The model's namelists (under their own names), the coupling file, ``run_config.json``,
-    ``namcouple`` (the user's, already checked, or generated) and ``oasis.json``.
-
-    Raises
-    ------
-    LaunchError
-        If a file cannot be copied or written.
-    """
-    assert config.oasis is not None
-    try:
-        for path in (config.model.namelist_ref, config.model.namelist_cfg):
-            if path is not None:
-                shutil.copyfile(path, run_dir / path.name)
-        if config.source is not None and config.source.suffix == ".toml":
-            shutil.copyfile(config.source, run_dir / "coupling.toml")
-        write_config_json(config, run_dir / "run_config.json")
-        oasis_server.prepare_run_dir(config.oasis, run_dir)
-        if config.namcouple is not None:
-            shutil.copyfile(config.namcouple, run_dir / "namcouple")
-    except OSError as err:
-        raise LaunchError(f"{run_dir}: cannot prepare the run directory: {err}") from None
-
-
-def launch_oasis(
-    config: CouplingConfig,
-    build_dir: Path,
-    *,
-    progress: bool = False,
-    quiet: bool = False,
-    grace_s: float = 5.0,
-) -> RunResult:
-    """:func:`launch` for a model that couples through OASIS itself (``config.oasis``).
-
-    The job is ``mpirun -np N model : -np M python -m bridge.oasis_server ...`` in the run
-    directory (where every component reads ``namcouple``). Success is judged by the servers'
-    markers (:func:`bridge.oasis_server.check_outcome`) as well as the ranks' exit statuses:
-    an ``oasis_abort`` can end every rank with status 0. The job is stopped when the servers
-    serve no exchange for ``server.timeout_s``. ``first_step``, ``last_step`` and
-    ``reached_step`` of the result count exchanges (1 to ``[oasis] runtime_s / period_s``).
-
-    Raises
-    ------
-    ConfigError
-        If anything checked before launch is wrong (every problem listed); nothing started.
-    LaunchError
-        If the run directory cannot be prepared or mpirun cannot be executed.
-    """
-    oasis = config.oasis
-    assert oasis is not None
-    problems = find_oasis_problems(config, build_dir)
-    if problems:
-        raise ConfigError(problems, config.source)
-    exe = config.model.resolve_executable(build_dir)
-    config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, executable=str(exe))
-    )
-    run_dir = make_run_dir(config.run.workdir, exe.name)
-    print(f"mlbridge run: run directory {run_dir}", flush=True)
-    prepare_oasis_run_dir(config, run_dir)
-    if not quiet:
-        print(
-            f"mlbridge run: OASIS component {oasis.model_component!r} ({config.model.ranks} "
-            f"ranks) served by {oasis.server_component!r} ({config.server.ranks} ranks): "
-            f"closure {oasis.closure!r}, {len(oasis.inputs)} fields in, {len(oasis.outputs)} "
-            f"out, {oasis.exchanges} exchanges every {oasis.period_s} s",
-            flush=True,
-        )
-    try:
-        command = mpmd_command(programs_for(config, run_dir), log_dir=run_dir / "logs")
-    except MpiNotFoundError as err:
-        raise ConfigError(str(err), config.source) from None
-    (run_dir / "command.txt").write_text(" ".join(command) + "\n")
-    extra_env = {"MLBRIDGE_BUILD_DIR": str(build_dir), **oasis_backend_env(build_dir)}
-    job = _Job(
-        config=config,
-        namelist=None,
-        run_dir=run_dir,
-        command=tuple(command),
-        rank_logs=rank_logs_for(config, run_dir),
-        extra_env=extra_env,
-    )
-    return job.run(progress=progress, quiet=quiet, grace_s=grace_s)
-
-
-# --- command line -----------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``mlbridge run``."""
-    parser.add_argument("config", type=Path, metavar="CONFIG.toml", help="the coupling file")
-    parser.add_argument(
-        "--model-ranks", type=int, metavar="N", help="model MPI ranks (overrides model.ranks)"
-    )
-    parser.add_argument(
-        "--server-ranks", type=int, metavar="M", help="server MPI ranks (overrides server.ranks)"
-    )
-    parser.add_argument(
-        "--steps", type=int, metavar="K", help="run K model steps (overrides the namelist)"
-    )
-    parser.add_argument(
-        "--workdir", type=Path, metavar="DIR", help="create the run directory below DIR"
-    )
-    parser.add_argument(
-        "--build-dir",
-        type=Path,
-        metavar="DIR",
-        help="where a bare executable name is looked up (default build/ or $MLBRIDGE_BUILD_DIR)",
-    )
-    parser.add_argument(
-        "--progress",
-        action="store_true",
-        help="show a progress bar even when stderr is not a terminal",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no log streaming, no progress")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``mlbridge run``; return the job's exit status (2: nothing was started)."""
-    try:
-        result = launch(
-            args.config,
-            model_ranks=args.model_ranks,
-            server_ranks=args.server_ranks,
-            steps=args.steps,
-            workdir=args.workdir,
-            build_dir=args.build_dir,
-            progress=args.progress or sys.stderr.isatty(),
-            quiet=args.quiet,
-        )
-    except (ConfigError, LaunchError) as err:
-        print(f"mlbridge run: error: {err}", file=sys.stderr)
-        return 2
-    return result.returncode

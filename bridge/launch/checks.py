@@ -16,16 +16,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.build import default_build_dir
-from bridge.config import ConfigError, CouplingConfig
-from bridge.mpiexec import MpiNotFoundError, find_mpirun
-from bridge.namelist import (
+from bridge.config.coupling import ConfigError, CouplingConfig
+from bridge.config.namelist import (
     NamelistError,
     NemoNamelist,
     read_namelists,
     restart_file,
     run_patch,
 )
+from bridge.launch.build import default_build_dir
+from bridge.launch.mpiexec import MpiNotFoundError, find_mpirun
 
 
 @dataclass(frozen=True)

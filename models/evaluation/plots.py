@@ -4,7 +4,7 @@ Same style as :mod:`bridge.plots` (matplotlib's Agg backend imported inside the 
 PNG per function, returns its path); the truth is drawn in black, the experiments in the colour
 cycle in the order given::
 
-    from bridge.eval_plots import plot_time_mean_ke
+    from mlbridge_models.evaluation.plots import plot_time_mean_ke
     plot_time_mean_ke("ke.png", {"baseline": ke_b, "zb": ke_zb}, ke_truth)
 """
 
@@ -53,7 +53,7 @@ def plot_time_mean_ke(png: str | Path, ke: Mapping[str, np.ndarray], truth: np.n
 def plot_spectra(png: str | Path, spectra: Mapping) -> Path:  # noqa: ANN001
     """KE spectra (log-log), one panel per layer, up to the grid's Nyquist wavenumber.
 
-    ``spectra``: name -> :class:`bridge.evaluate.Spectrum` with ``e`` of shape ``(z, nk)``;
+    ``spectra``: name -> :class:`mlbridge_models.evaluation.metrics.Spectrum` with ``e`` of shape ``(z, nk)``;
     the entry ``"truth"`` is drawn in black.
     """
     plt = _agg()

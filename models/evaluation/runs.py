@@ -1,10 +1,10 @@
 """evaluate coarse runs (baseline and hybrids, several members) against the coarse-grained truth
 
 ``mlbridge evaluate`` runs every experiment of an ``eval.toml`` as an ensemble of coarse runs
-(``models.subgrid.truth.run_truth``, one resumable job per model year; the members differ only by
+(``mlbridge_models.subgrid.truth.run_truth``, one resumable job per model year; the members differ only by
 the amplitude of the initial bump ``&namusr_def rn_bump``), coarse-grains the fine truth's years
 file by file (``models/subgrid/coarsen.py``: ``h`` block mean, ``u, v`` the ``face`` filter), and
-computes the metrics of ``bridge/evaluate.py`` over the evaluation years of all members pooled
+computes the metrics of ``models/evaluation/metrics.py`` over the evaluation years of all members pooled
 (definitions in ``docs/closures.md``)::
 
     mlbridge evaluate --truth runs/truth --truth-years 10-12 --experiments eval.toml \\
@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from bridge import evaluate as ev
+from mlbridge_models.evaluation import metrics as ev
 
 EXAMPLES = (
     "  mlbridge evaluate --truth runs/truth --truth-years 10-12 --experiments eval.toml \\\n"
@@ -195,7 +194,7 @@ def run_members(
     (block -> entry -> value, applied to every experiment's ``namelist_cfg``). A failed member
     (blow-up, crash) is recorded with its error and the others go on.
     """
-    from models.subgrid.truth import TruthError, run_truth
+    from mlbridge_models.subgrid.truth import TruthError, run_truth
 
     runs: list[MemberRun] = []
     total = len(experiments) * members
@@ -244,7 +243,7 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
         If an item is not ``block.entry=value``, its value is no namelist value, or it sets
         ``rn_bump`` (the members' own entry).
     """
-    from bridge.namelist import NamelistError, parse_value
+    from bridge.config.namelist import NamelistError, parse_value
 
     patch: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -308,7 +307,7 @@ def coarse_truth(
         If the fine grid is not an integer refinement of the coarse one with the same factor in
         x, y and ``dx``.
     """
-    from models.subgrid import coarsen as cg
+    from mlbridge_models.subgrid import coarsen as cg
 
     info = _grid_info(files[0])
     try:
@@ -449,7 +448,7 @@ def load_runs(
 ) -> dict[str, ev.Flow]:
     """Read every member's years: the KE series and NaN check of each run (all years), and the
     eval years of the usable members pooled per experiment."""
-    from models.subgrid.truth import TruthError, grid_files
+    from mlbridge_models.subgrid.truth import TruthError, grid_files
 
     pooled: dict[str, list[ev.Flow]] = {}
     for run in runs:
@@ -538,7 +537,7 @@ def markdown_table(metrics: dict[str, Any]) -> str:
 
 def write_outputs(result: Evaluation, out: Path, x_km: np.ndarray, y_km: np.ndarray) -> list[Path]:
     """``metrics.json``, ``table.md`` and the figures in ``out``."""
-    from bridge import eval_plots as ep
+    from mlbridge_models.evaluation import plots as ep
 
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.json"
@@ -632,7 +631,7 @@ def main_evaluate(
         On bad arguments, a missing truth year, grids that do not pair, or a baseline with no
         usable member.
     """
-    from models.subgrid.truth import TruthError, grid_files
+    from mlbridge_models.subgrid.truth import TruthError, grid_files
 
     if members < 1:
         raise EvalError(f"--members {members}: at least 1")

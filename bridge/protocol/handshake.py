@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bridge.closures.base import ClosureSpec
-from bridge.config import ExchangeConfig
-from bridge.plan import Box, Plan, check_tiling
-from bridge.transport.mpi import PROTOCOL_VERSION
+from bridge.config.coupling import ExchangeConfig, exchange_name
+from bridge.domain.plan import Box, Plan, check_tiling
+from bridge.wire import PROTOCOL_VERSION
 
 #: The last word of the reply: how the fields travel after the handshake.
 TRANSPORT_CODES: dict[str, int] = {"mpi": 0, "oasis": 1}
@@ -115,11 +115,6 @@ def parse_report(text: str, source: str = "a model rank") -> RankReport:
         raise HandshakeError(f"{source}: incomplete handshake report:\n{text}") from None
     box = Box(i0, i0 + nxl, j0, j0 + nyl)
     return RankReport(rank, nx, ny, box, has_mask, tuple(fields), transports=transports)
-
-
-def exchange_name(exchange: ExchangeConfig) -> str:
-    """The name an exchange goes by in messages."""
-    return exchange.name or exchange.closure
 
 
 def check_reports(

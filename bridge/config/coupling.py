@@ -58,7 +58,7 @@ A model that couples through OASIS3-MCT itself and knows nothing of mlbridge (a 
     namelist_cfg = "namelist_pure" # optional: the model's own namelist, copied into the run
                                    # directory under its own name (not read by mlbridge)
     [oasis]
-    nx = 12                        # ... the keys of bridge.oasis_server.OasisCouplingConfig,
+    nx = 12                        # ... the keys of bridge.config.oasis.OasisCouplingConfig,
     jpni = 2                       # except device and threads ([server]) and boundary ([model])
     namcouple = ""                 # optional: a namcouple of your own, checked field by field
                                    # against the one this table implies before anything starts
@@ -82,15 +82,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.oasis_server import OasisConfigError, OasisCouplingConfig
+from bridge import paths
+from bridge.config.oasis import ON_NAN, OasisConfigError, OasisCouplingConfig
+from bridge.domain.plan import BOUNDARIES
 
-REPO = Path(__file__).resolve().parents[1]
-TOY_NAMELIST_REF = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"
+TOY_NAMELIST_REF = paths.toy_namelist_ref()
+"""The default reference namelist of a run: the toy's own (``model.namelist_ref = ""``)."""
 
 TRANSPORTS = ("mpi", "oasis")
 DEVICES = ("auto", "cpu", "cuda")
-BOUNDARIES = ("closed", "periodic")
-ON_NAN = ("abort", "zero")
 LAGS = (0, 1)
 FROM_ELSEWHERE = {"device": "server", "threads": "server", "boundary": "model"}
 """Keys of the OASIS server's configuration that ``coupling.toml`` sets in another table."""
@@ -267,6 +267,11 @@ class ExchangeConfig:
     sha256: str = ""
 
 
+def exchange_name(exchange: ExchangeConfig) -> str:
+    """The name an exchange goes by in messages, timing and diagnostics."""
+    return exchange.name or exchange.closure
+
+
 @dataclass(frozen=True)
 class CouplingConfig:
     """A whole ``coupling.toml``, validated, with paths resolved.
@@ -281,7 +286,7 @@ class CouplingConfig:
         The ``[[exchange]]`` blocks in file order; empty: the model runs alone.
     oasis : OasisCouplingConfig or None
         The ``[oasis]`` table: a model that couples through OASIS itself (``transport =
-        "oasis"``), served by :mod:`bridge.oasis_server`; ``device`` and ``threads`` come from
+        "oasis"``), served by :func:`bridge.server.main.serve_oasis_model`; ``device`` and ``threads`` come from
         ``[server]``, ``boundary`` from ``[model]``.
     namcouple : Path or None
         ``[oasis] namcouple``: a namcouple supplied by the user (checked against ``oasis`` field

@@ -260,7 +260,7 @@ def _link_lines(link: FieldLink) -> list[str]:
 
 def format_namcouple(config: NamcoupleConfig) -> str:
     """The namcouple text of ``config`` (OASIS3-MCT 2.0 format)."""
-    lines = ["# namcouple written by mlbridge (bridge/namcouple.py); do not edit by hand"]
+    lines = ["# namcouple written by mlbridge (bridge/config/namcouple.py); do not edit by hand"]
     lines += _block("NFIELDS", [str(len(config.fields))])
     lines += _block("NBMODEL", [f"{len(config.models)} {' '.join(config.models)}"])
     lines += _block("RUNTIME", [str(config.runtime_s)])

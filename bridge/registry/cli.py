@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bridge.manifest import ManifestError
-from bridge.registry import MANIFEST_FILE, Registry, RegistryError
+from bridge.registry.manifest import ManifestError
+from bridge.registry.store import MANIFEST_FILE, Registry, RegistryError
 
 EXAMPLES: dict[str, str] = {
     "register": (

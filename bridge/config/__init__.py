@@ -1,0 +1,1 @@
+"""Configuration: ``coupling.toml`` and its dataclasses, NEMO-style namelists, the namcouple."""

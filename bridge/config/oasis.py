@@ -1,0 +1,432 @@
+"""The ``[oasis]`` table: a model that couples through OASIS3-MCT and knows nothing of mlbridge.
+
+A model such as a NEMO built with ``key_oasis3`` defines its own OASIS partitions and fields;
+there is no handshake. Everything the servers need comes from this table
+(:class:`OasisCouplingConfig`): the model component's name, the global grid ``nx x ny x nz``, the
+model ranks' boxes (or NEMO's ``jpni x jpnj`` rule), the OASIS names of the fields the model puts
+and gets, the closure, the coupling period and run length. Also here: the namcouple of a model
+that links the mlbridge library with ``transport = "oasis"`` (:func:`library_namcouple`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.config.namcouple import (
+    FIELD_NAME_MAX,
+    MODEL_NAME_MAX,
+    FieldLink,
+    NamcoupleConfig,
+    NamcoupleError,
+)
+from bridge.domain.plan import BOUNDARIES, Box, check_tiling, split_1d
+
+ON_NAN = ("abort", "zero")
+"""What the servers do with a non-finite value (as ``[[exchange]] on_nan``)."""
+
+HALO_EXCHANGES = ("auto", "oasis", "mpi")
+"""How server ranks get their halo (:class:`bridge.transport.oasis_fields.OasisFields`);
+``auto``: oasis when closed."""
+
+LIBRARY_MODEL_COMPONENT = "mlbmod"
+"""OASIS component name of a model that links the mlbridge library (``transport = "oasis"``)."""
+
+LIBRARY_SERVER_COMPONENT = "mlbsrv"
+"""OASIS component name of the servers of such a model."""
+
+LIBRARY_PREFIX = "MLB_"
+"""The servers' OASIS name of model field ``X`` is ``MLB_X`` (the model's is ``X``)."""
+
+
+class OasisConfigError(ValueError):
+    """The ``[oasis]`` table is incomplete or inconsistent; the message names the key."""
+
+
+def _int(table: Mapping[str, Any], key: str, default: int | None = None, minimum: int = 1) -> int:
+    value = table.get(key, default)
+    if value is None:
+        raise OasisConfigError(f"[oasis] {key} is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OasisConfigError(f"[oasis] {key} must be an integer, got {value!r}")
+    if value < minimum:
+        raise OasisConfigError(f"[oasis] {key} must be at least {minimum}, got {value}")
+    return value
+
+
+def _str(table: Mapping[str, Any], key: str, default: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise OasisConfigError(f"[oasis] {key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _names(table: Mapping[str, Any], key: str) -> dict[str, str]:
+    value = table.get(key)
+    if not isinstance(value, Mapping) or not value:
+        raise OasisConfigError(f"[oasis] {key} must be a non-empty table of names, got {value!r}")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str) or not k or not v:
+            raise OasisConfigError(f"[oasis] {key}: {k!r} = {v!r} must map a name to a name")
+        out[k] = v
+    return out
+
+
+@dataclass(frozen=True)
+class OasisCouplingConfig:
+    """How to serve a model that couples through OASIS only (the ``[oasis]`` table).
+
+    Parameters
+    ----------
+    model_component
+        The model's OASIS component name (``oasis_init_comp``; NEMO: ``oceanx``), at most
+        :data:`bridge.config.namcouple.MODEL_NAME_MAX` (6) characters.
+    server_component
+        The servers' component name (at most 6 characters).
+    nx, ny, nz
+        Global grid (T points, the whole grid) and levels the fields have.
+    model_boxes
+        Interior box of each model rank (global, 0-based, half-open); they must tile the grid.
+        In the table: ``boxes = [[i0, i1, j0, j1], ...]``, or ``jpni``, ``jpnj`` for NEMO's regular
+        split (larger boxes first, rank ``ri + jpni * rj``).
+    inputs
+        OASIS field the model puts -> closure input (``{ O_U = "u" }``).
+    outputs
+        Closure output -> OASIS field the model gets (``{ lap_u = "O_UTND" }``).
+    closure
+        Closure name (``bridge.server.resolve_closure``: analytic or registry).
+    params
+        The closure's parameters.
+    period_s
+        Coupling period in seconds (the namcouple's frequency).
+    runtime_s
+        Run length in seconds (``$RUNTIME``); the servers serve ``runtime_s // period_s`` exchanges.
+    lag_s
+        The namcouple ``LAG`` of every link; only 0 for now (outputs of date t come back at t).
+    boundary
+        Halo rule beyond the grid edge, as :data:`bridge.domain.plan.BOUNDARIES`.
+    server_prefix
+        The servers' OASIS name of a model field is ``server_prefix + name``.
+    model_grid, server_grid
+        Grid names written in the namcouple.
+    nlogprt
+        OASIS log level.
+    device, threads
+        Where torch closures run.
+    halo_exchange
+        ``"auto"`` (default), ``"oasis"`` or ``"mpi"``: how server ranks get the cells of their
+        halo (see :class:`OasisServer`).
+
+    Raises
+    ------
+    OasisConfigError
+        On any inconsistency (boxes that do not tile the grid, a name longer than OASIS keeps, a
+        period that does not divide the run, ...), naming the key.
+    """
+
+    nx: int
+    ny: int
+    nz: int
+    model_boxes: tuple[Box, ...]
+    inputs: Mapping[str, str]
+    outputs: Mapping[str, str]
+    closure: str
+    period_s: int
+    runtime_s: int
+    model_component: str = "ocnmod"
+    server_component: str = "mlbsrv"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    lag_s: int = 0
+    boundary: str = "closed"
+    server_prefix: str = "MLB_"
+    model_grid: str = "ocnt"
+    server_grid: str = "mlbt"
+    nlogprt: int = 1
+    device: str = "cpu"
+    threads: int = 1
+    halo_exchange: str = "auto"
+    on_nan: str = "abort"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_boxes", tuple(self.model_boxes))
+        object.__setattr__(self, "inputs", dict(self.inputs))
+        object.__setattr__(self, "outputs", dict(self.outputs))
+        object.__setattr__(self, "params", dict(self.params))
+        try:
+            check_tiling(self.nx, self.ny, self.model_boxes, "[oasis] model boxes")
+        except (ValueError, TypeError) as err:
+            raise OasisConfigError(str(err)) from None
+        if self.boundary not in BOUNDARIES:
+            raise OasisConfigError(
+                f"[oasis] boundary must be one of {', '.join(BOUNDARIES)}, got {self.boundary!r}"
+            )
+        if self.on_nan not in ON_NAN:
+            raise OasisConfigError(
+                f"[oasis] on_nan must be one of {', '.join(ON_NAN)}, got {self.on_nan!r}"
+            )
+        if self.halo_exchange not in HALO_EXCHANGES:
+            raise OasisConfigError(
+                f"[oasis] halo_exchange must be one of {', '.join(HALO_EXCHANGES)}, "
+                f"got {self.halo_exchange!r}"
+            )
+        if self.halo_exchange == "oasis" and self.boundary != "closed":
+            raise OasisConfigError(
+                f"[oasis] halo_exchange = 'oasis' needs boundary = 'closed' (got "
+                f"{self.boundary!r}): use 'mpi' or 'auto' for a wrapped halo"
+            )
+        if self.lag_s != 0:
+            raise OasisConfigError(
+                f"[oasis] lag_s = {self.lag_s}: only 0 is supported by the OASIS server for now"
+            )
+        if self.runtime_s % self.period_s:
+            raise OasisConfigError(
+                f"[oasis] period_s = {self.period_s} does not divide runtime_s = {self.runtime_s}"
+            )
+        for key in ("model_component", "server_component"):
+            name = getattr(self, key)
+            if len(name) > MODEL_NAME_MAX:
+                raise OasisConfigError(
+                    f"[oasis] {key} = {name!r} has {len(name)} characters; OASIS3-MCT 2.0 keeps "
+                    f"{MODEL_NAME_MAX} of a component name ($NBMODEL), so oasis_init_comp would "
+                    "not find it in the namcouple"
+                )
+        if self.model_component == self.server_component:
+            raise OasisConfigError(
+                f"[oasis] model_component and server_component are both {self.model_component!r}"
+            )
+        if not self.server_prefix:
+            # OASIS aborts (with exit status 0) on a send/receive pair of one name
+            raise OasisConfigError(
+                "[oasis] server_prefix must not be empty: the servers' field names must differ "
+                "from the model's"
+            )
+        for what, names in (("inputs", self.inputs), ("outputs", self.outputs.values())):
+            for name in names:
+                longest = max(len(name), len(self.server_prefix + name))
+                if longest > FIELD_NAME_MAX:
+                    raise OasisConfigError(
+                        f"[oasis] {what}: field {name!r} ({len(name)} characters, "
+                        f"{len(self.server_prefix + name)} with the server prefix "
+                        f"{self.server_prefix!r}) is longer than the {FIELD_NAME_MAX} characters "
+                        "OASIS3-MCT 2.0 keeps"
+                    )
+        try:
+            self.namcouple()
+        except NamcoupleError as err:
+            raise OasisConfigError(f"[oasis] {err}") from None
+
+    # --- the [oasis] table ------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, Any]) -> OasisCouplingConfig:
+        """Build from the ``[oasis]`` table of ``coupling.toml`` (or its JSON copy).
+
+        Raises
+        ------
+        OasisConfigError
+            If a key is missing, unknown or has the wrong type.
+        """
+        known = {
+            "model_component", "server_component", "nx", "ny", "nz", "boxes", "jpni", "jpnj",
+            "inputs", "outputs", "closure", "params", "period_s", "runtime_s", "lag_s",
+            "boundary", "server_prefix", "model_grid", "server_grid", "nlogprt", "device",
+            "threads", "halo_exchange", "on_nan",
+        }  # fmt: skip
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise OasisConfigError(f"[oasis] unknown key(s) {unknown} (known: {sorted(known)})")
+        nx, ny, nz = _int(table, "nx"), _int(table, "ny"), _int(table, "nz")
+        if "boxes" in table:
+            if "jpni" in table or "jpnj" in table:
+                raise OasisConfigError("[oasis] give either boxes or jpni and jpnj, not both")
+            try:
+                boxes = tuple(Box(*b) for b in table["boxes"])
+            except (TypeError, ValueError) as err:
+                raise OasisConfigError(
+                    f"[oasis] boxes must be [[i0, i1, j0, j1], ...]: {err}"
+                ) from None
+        else:
+            jpni, jpnj = _int(table, "jpni", 1), _int(table, "jpnj", 1)
+            try:
+                boxes = tuple(
+                    Box(i0, i1, j0, j1)
+                    for (j0, j1) in split_1d(ny, jpnj)
+                    for (i0, i1) in split_1d(nx, jpni)
+                )
+            except ValueError as err:
+                raise OasisConfigError(f"[oasis] jpni x jpnj = {jpni} x {jpnj}: {err}") from None
+        params = table.get("params", {})
+        if not isinstance(params, Mapping):
+            raise OasisConfigError(f"[oasis] params must be a table, got {params!r}")
+        return cls(
+            nx=nx,
+            ny=ny,
+            nz=nz,
+            model_boxes=boxes,
+            inputs=_names(table, "inputs"),
+            outputs=_names(table, "outputs"),
+            closure=_str(table, "closure", ""),
+            params=params,
+            period_s=_int(table, "period_s"),
+            runtime_s=_int(table, "runtime_s"),
+            model_component=_str(table, "model_component", "ocnmod"),
+            server_component=_str(table, "server_component", "mlbsrv"),
+            lag_s=_int(table, "lag_s", 0, minimum=0),
+            boundary=_str(table, "boundary", "closed"),
+            server_prefix=str(table.get("server_prefix", "MLB_")),
+            model_grid=_str(table, "model_grid", "ocnt"),
+            server_grid=_str(table, "server_grid", "mlbt"),
+            nlogprt=_int(table, "nlogprt", 1, minimum=0),
+            device=_str(table, "device", "cpu"),
+            threads=_int(table, "threads", 1),
+            halo_exchange=_str(table, "halo_exchange", "auto"),
+            on_nan=_str(table, "on_nan", "abort"),
+        )
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The ``[oasis]`` table (explicit boxes) that :meth:`from_mapping` reads back."""
+        return {
+            "model_component": self.model_component,
+            "server_component": self.server_component,
+            "nx": self.nx,
+            "ny": self.ny,
+            "nz": self.nz,
+            "boxes": [[b.i0, b.i1, b.j0, b.j1] for b in self.model_boxes],
+            "inputs": dict(self.inputs),
+            "outputs": dict(self.outputs),
+            "closure": self.closure,
+            "params": dict(self.params),
+            "period_s": self.period_s,
+            "runtime_s": self.runtime_s,
+            "lag_s": self.lag_s,
+            "boundary": self.boundary,
+            "server_prefix": self.server_prefix,
+            "model_grid": self.model_grid,
+            "server_grid": self.server_grid,
+            "nlogprt": self.nlogprt,
+            "device": self.device,
+            "threads": self.threads,
+            "halo_exchange": self.halo_exchange,
+            "on_nan": self.on_nan,
+        }
+
+    # --- derived ----------------------------------------------------------------------------
+
+    @property
+    def halo_mode(self) -> str:
+        """``"oasis"`` or ``"mpi"``: :attr:`halo_exchange` with ``auto`` resolved."""
+        if self.halo_exchange == "auto":
+            return "oasis" if self.boundary == "closed" else "mpi"
+        return self.halo_exchange
+
+    @property
+    def exchanges(self) -> int:
+        """Number of coupling dates in the run."""
+        return self.runtime_s // self.period_s
+
+    def server_name(self, model_field: str) -> str:
+        """The servers' OASIS name of a model field."""
+        return self.server_prefix + model_field
+
+    def namcouple(self) -> NamcoupleConfig:
+        """The namcouple this configuration needs (flat ``nx*ny`` by ``nz`` grids)."""
+        flat = {
+            "src_nx": self.nx * self.ny,
+            "src_ny": self.nz,
+            "dst_nx": self.nx * self.ny,
+            "dst_ny": self.nz,
+            "freq_s": self.period_s,
+            "lag": self.lag_s,
+        }
+        links = [
+            FieldLink(
+                src=name,
+                dst=self.server_name(name),
+                src_grid=self.model_grid,
+                dst_grid=self.server_grid,
+                restart_file=f"rst_in{k}.nc",
+                **flat,
+            )
+            for k, name in enumerate(self.inputs, start=1)
+        ]
+        links += [
+            FieldLink(
+                src=self.server_name(name),
+                dst=name,
+                src_grid=self.server_grid,
+                dst_grid=self.model_grid,
+                restart_file=f"rst_out{k}.nc",
+                **flat,
+            )
+            for k, name in enumerate(self.outputs.values(), start=1)
+        ]
+        return NamcoupleConfig(
+            models=(self.model_component, self.server_component),
+            runtime_s=self.runtime_s,
+            fields=tuple(links),
+            nlogprt=self.nlogprt,
+        )
+
+
+def library_namcouple(
+    nx: int,
+    ny: int,
+    sent: Mapping[str, int],
+    returned: Mapping[str, int],
+    every: int,
+    steps: int,
+    nlogprt: int = 1,
+) -> NamcoupleConfig:
+    """The namcouple of a run whose model links mlbridge with ``transport = "oasis"``.
+
+    Every field the exchanges use is a flat grid of ``nx*ny`` by its levels; model field ``X``
+    is ``X`` in the model (component :data:`LIBRARY_MODEL_COMPONENT`) and ``MLB_X`` in the
+    servers (:data:`LIBRARY_SERVER_COMPONENT`). OASIS dates count model steps from the first
+    exchange (``date = kt - kt0``), so the frequency is ``every`` and ``$RUNTIME`` the number of
+    steps of the run: the time step of the model plays no part.
+
+    Parameters
+    ----------
+    nx, ny
+        The global grid.
+    sent, returned
+        Levels of each model field sent to the servers and received from them.
+    every
+        Exchange every this many steps.
+    steps
+        Steps of the run.
+    nlogprt
+        OASIS log level.
+
+    Raises
+    ------
+    NamcoupleError
+        If a name is longer than OASIS keeps (the message names it).
+    """
+    links = []
+    for k, (name, nlev) in enumerate(sent.items(), start=1):
+        links.append(
+            FieldLink(
+                src=name, dst=LIBRARY_PREFIX + name, freq_s=every, src_grid="mlbm",
+                dst_grid="mlbs", src_nx=nx * ny, src_ny=nlev, dst_nx=nx * ny, dst_ny=nlev,
+                restart_file=f"rst_s{k}.nc",
+            )
+        )  # fmt: skip
+    for k, (name, nlev) in enumerate(returned.items(), start=1):
+        links.append(
+            FieldLink(
+                src=LIBRARY_PREFIX + name, dst=name, freq_s=every, src_grid="mlbs",
+                dst_grid="mlbm", src_nx=nx * ny, src_ny=nlev, dst_nx=nx * ny, dst_ny=nlev,
+                restart_file=f"rst_r{k}.nc",
+            )
+        )  # fmt: skip
+    return NamcoupleConfig(
+        models=(LIBRARY_MODEL_COMPONENT, LIBRARY_SERVER_COMPONENT),
+        runtime_s=steps,
+        fields=tuple(links),
+        nlogprt=nlogprt,
+    )
+
+

@@ -1,0 +1,1 @@
+"""The index space: server blocks, halo boxes and routes between model and server ranks (pure)."""

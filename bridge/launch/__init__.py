@@ -1,0 +1,1 @@
+"""``mlbridge build`` and ``mlbridge run``: the Fortran build, checks, run directory, the job."""

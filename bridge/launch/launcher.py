@@ -1,0 +1,355 @@
+"""``mlbridge run``: run a coupled Fortran + Python job described by a ``coupling.toml``.
+
+Everything that can be checked is checked before anything starts (:mod:`bridge.launch.checks`).
+Each run gets its own directory ``<workdir>/<cn_exp>_<YYYYmmdd-HHMMSS>[_n]``, never reused::
+
+    coupling.toml         copy of the file the run was started from (when there is one)
+    run_config.json       the resolved configuration (absolute paths, overrides applied);
+                          the servers read it (``python -m bridge.server --config ...``)
+    namelist_ref          copy of the reference namelist
+    namelist_cfg          the configuration namelist, patched for this run: nn_itend (--steps),
+                          jpni = jpnj = 0 (--model-ranks), ln_mlb (whether there are
+                          exchanges), cn_ocerst_in made absolute
+    command.txt           the mpirun command line, to re-run by hand
+    mpirun.log            everything mpirun printed: all ranks' output, interleaved, and
+                          mpirun's own messages (which rank failed, with what status)
+    logs/1/rank.<R>/stdout, logs/1/rank.<R>/stderr
+                          each world rank's own output (Open MPI 4.1 ``--output-filename``);
+                          ranks 0..N-1 are the model, N..N+M-1 the servers
+    closures.json         the closure of every exchange: name, version, sha256 of the
+                          registered artifact, registry (also printed when the run starts)
+    ocean.output, time.step, <cn_exp>_grid.nc, ...   what the model writes (its cwd is here)
+    timing.json, diagnostics.nc                      what the servers write at the end
+
+Registry closures are checked before launch (:mod:`bridge.launch.closure_checks`: registered,
+hashes intact, loadable, inputs and outputs matching the exchange, halo within the server
+blocks); ``run_config.json`` pins each one to the ``name@version`` and sha256 that were checked,
+every rank gets ``MLBRIDGE_HOME`` set to the run's registry, and after the run the global
+attributes of ``*_grid.nc`` and ``diagnostics.nc`` name the closures (``mlbridge_closures``,
+``mlbridge_closure_<exchange>_name``, ``_version``, ``_sha256``).
+
+The job is ``mpirun -np N model`` when there is no ``[[exchange]]``, and otherwise
+``mpirun -np N model : -np M python -m bridge.server --config RUN/run_config.json --run-dir RUN``.
+While it runs the terminal shows model rank 0's and server rank 0's output, every rank's
+stderr, and ``E R R O R`` lines of ``ocean.output``; progress (read from ``time.step``) is a
+tqdm bar on a terminal and a plain line every 10% otherwise. The exit status is the worst of
+all ranks; a run that exits 0 but whose model did not reach its last step, or whose
+``ocean.output`` reports an error, counts as failed (status 1). On SIGINT/SIGTERM every rank is
+stopped (mpirun first, then every process of the job after a grace period).
+
+``transport = "oasis"`` (``docs/oasis.md``): with an ``[oasis]`` table the model couples through
+OASIS itself, and the job is ``mpirun -np N model : -np M python -m bridge.server ...``
+(:func:`launch_oasis`: its namelists are copied under their own names, ``namcouple`` and
+``oasis.json`` are written, progress counts the exchanges the servers served, and success also
+needs the servers' done marker, since an OASIS abort can end every rank with status 0). OASIS
+waits without a time limit, so such a job that makes no progress for ``server.timeout_s`` is
+stopped, and the lines of OASIS's own logs (``nout.000000``, ``debug.*``) that name an error are
+added to a failure report.
+
+Exit statuses of the command: 0 success; 2 nothing was started (configuration or environment
+problem, every problem listed); 130/143 interrupted; otherwise the job's worst status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from bridge.config.coupling import ConfigError, CouplingConfig, load_config
+from bridge.config.namcouple import (
+    write_namcouple,
+)
+from bridge.config.namelist import NamelistError
+from bridge.launch.checks import (
+    DEFAULT_CHECKS,
+    load_run_namelist,
+    validate_before_launch,
+)
+from bridge.launch.closure_checks import (
+    RegistryClosureCheck,
+    pin_closures,
+)
+from bridge.launch.mpiexec import (
+    MpiNotFoundError,
+    Program,
+    mpmd_command,
+    python_program,
+    rank_log_files,
+)
+from bridge.launch.oasis import (
+    check_oasis_transport,
+    find_oasis_problems,
+    library_run_namcouple,
+    oasis_backend_env,
+    prepare_oasis_run_dir,
+)
+from bridge.launch.rundir import (
+    LaunchError,
+    make_run_dir,
+    prepare_run_dir,
+    record_closures,
+    stamp_outputs,
+)
+from bridge.launch.supervise import SERVER_MODULE, RankLog, RunResult, _Job
+from bridge.paths import default_build_dir
+
+# --- command ----------------------------------------------------------------------------------
+
+
+def programs_for(config: CouplingConfig, run_dir: Path) -> list[Program]:
+    """The MPMD programs: the model, then the servers when there is an exchange.
+
+    ``config.model.executable`` must already be resolved to a path.
+    """
+    programs = [Program(config.model.ranks, (config.model.executable,))]
+    if config.coupled:
+        programs.append(
+            python_program(
+                config.server.ranks,
+                SERVER_MODULE,
+                "--config",
+                str(run_dir / "run_config.json"),
+                "--run-dir",
+                str(run_dir),
+            )
+        )
+    return programs
+
+
+def rank_logs_for(config: CouplingConfig, run_dir: Path) -> tuple[RankLog, ...]:
+    """Where each world rank's stdout/stderr go (model ranks first, then servers)."""
+    logs = []
+    groups = [("model", config.model.ranks)]
+    if config.coupled:
+        groups.append(("server", config.server.ranks))
+    rank = 0
+    for program, count in groups:
+        for local in range(count):
+            out, err = rank_log_files(run_dir / "logs", rank)
+            logs.append(RankLog(rank, program, local, out, err))
+            rank += 1
+    return tuple(logs)
+
+
+
+def _resolve(config: CouplingConfig | Path | str) -> CouplingConfig:
+    return config if isinstance(config, CouplingConfig) else load_config(config)
+
+
+def launch(
+    config: CouplingConfig | Path | str,
+    *,
+    model_ranks: int | None = None,
+    server_ranks: int | None = None,
+    steps: int | None = None,
+    workdir: Path | str | None = None,
+    build_dir: Path | str | None = None,
+    progress: bool = False,
+    quiet: bool = False,
+    grace_s: float = 5.0,
+) -> RunResult:
+    """Validate, prepare a run directory, run the job, and report how it went.
+
+    Parameters
+    ----------
+    config
+        A loaded configuration, or the path of a ``coupling.toml``.
+    model_ranks, server_ranks, steps, workdir
+        Overrides of ``model.ranks``, ``server.ranks``, ``run.steps``, ``run.workdir``.
+    build_dir
+        Where a bare ``model.executable`` name is looked up (``<build_dir>/bin``); default
+        ``build/`` or ``$MLBRIDGE_BUILD_DIR``.
+    progress
+        Show a tqdm progress bar (else a plain line every 10%).
+    quiet
+        Print nothing but the run directory and, on failure, the failure report.
+    grace_s
+        Seconds between asking the ranks to stop (SIGTERM) and killing them, on interrupt.
+
+    Returns
+    -------
+    RunResult
+        The run directory, exit status, elapsed time and per-rank logs.
+
+    Raises
+    ------
+    ConfigError
+        If the configuration, the namelists or the environment (mpirun, executable) are not
+        fit to run; every problem is listed. Nothing has been started.
+    LaunchError
+        If the run directory cannot be prepared or mpirun cannot be executed.
+    """
+    base = _resolve(config)
+    config = base.with_overrides(
+        model_ranks=model_ranks, server_ranks=server_ranks, steps=steps, workdir=workdir
+    )
+    bdir = Path(build_dir).resolve() if build_dir is not None else default_build_dir()
+    if config.oasis_only:
+        return launch_oasis(config, bdir, progress=progress, quiet=quiet, grace_s=grace_s)
+    try:
+        namelist = load_run_namelist(config, model_ranks_changed=model_ranks is not None)
+    except NamelistError:
+        namelist = None  # reported, with every other problem, by the validation
+    registry_check = RegistryClosureCheck()
+    validate_before_launch(
+        config,
+        namelist,
+        build_dir=bdir,
+        checks=(*DEFAULT_CHECKS, registry_check, check_oasis_transport),
+    )
+    if namelist is None:  # only when a caller's checks skip the namelist problem
+        raise ConfigError("the namelists could not be read", config.source)
+    closures = registry_check.result
+    assert closures is not None
+    config = pin_closures(config, closures)
+
+    exe = config.model.resolve_executable(bdir)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, executable=str(exe))
+    )
+    run_dir = make_run_dir(config.run.workdir, namelist.experiment)
+    print(f"mlbridge run: run directory {run_dir}", flush=True)
+    prepare_run_dir(config, namelist, run_dir)
+    extra_env: dict[str, str] | None = None
+    if config.transport == "oasis":
+        try:
+            write_namcouple(library_run_namcouple(config, namelist), run_dir)
+        except OSError as err:
+            raise LaunchError(f"{run_dir}: cannot write the namcouple: {err}") from None
+        extra_env = {"MLBRIDGE_BUILD_DIR": str(bdir), **oasis_backend_env(bdir)}
+    record_closures(closures, run_dir, quiet=quiet)
+    try:
+        command = mpmd_command(programs_for(config, run_dir), log_dir=run_dir / "logs")
+    except MpiNotFoundError as err:
+        raise ConfigError(str(err), config.source) from None
+    (run_dir / "command.txt").write_text(" ".join(command) + "\n")
+    job = _Job(
+        config=config,
+        namelist=namelist,
+        run_dir=run_dir,
+        command=tuple(command),
+        rank_logs=rank_logs_for(config, run_dir),
+        extra_env=extra_env,
+    )
+    result = job.run(progress=progress, quiet=quiet, grace_s=grace_s)
+    for problem in stamp_outputs(run_dir, closures.closures):
+        print(f"mlbridge run: warning: {problem}", file=sys.stderr, flush=True)
+    return dataclasses.replace(result, closures=closures.closures)
+
+
+
+
+def launch_oasis(
+    config: CouplingConfig,
+    build_dir: Path,
+    *,
+    progress: bool = False,
+    quiet: bool = False,
+    grace_s: float = 5.0,
+) -> RunResult:
+    """:func:`launch` for a model that couples through OASIS itself (``config.oasis``).
+
+    The job is ``mpirun -np N model : -np M python -m bridge.server ...`` in the run
+    directory (where every component reads ``namcouple``). Success is judged by the servers'
+    markers (:func:`bridge.paths.check_outcome`) as well as the ranks' exit statuses:
+    an ``oasis_abort`` can end every rank with status 0. The job is stopped when the servers
+    serve no exchange for ``server.timeout_s``. ``first_step``, ``last_step`` and
+    ``reached_step`` of the result count exchanges (1 to ``[oasis] runtime_s / period_s``).
+
+    Raises
+    ------
+    ConfigError
+        If anything checked before launch is wrong (every problem listed); nothing started.
+    LaunchError
+        If the run directory cannot be prepared or mpirun cannot be executed.
+    """
+    oasis = config.oasis
+    assert oasis is not None
+    problems = find_oasis_problems(config, build_dir)
+    if problems:
+        raise ConfigError(problems, config.source)
+    exe = config.model.resolve_executable(build_dir)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, executable=str(exe))
+    )
+    run_dir = make_run_dir(config.run.workdir, exe.name)
+    print(f"mlbridge run: run directory {run_dir}", flush=True)
+    prepare_oasis_run_dir(config, run_dir)
+    if not quiet:
+        print(
+            f"mlbridge run: OASIS component {oasis.model_component!r} ({config.model.ranks} "
+            f"ranks) served by {oasis.server_component!r} ({config.server.ranks} ranks): "
+            f"closure {oasis.closure!r}, {len(oasis.inputs)} fields in, {len(oasis.outputs)} "
+            f"out, {oasis.exchanges} exchanges every {oasis.period_s} s",
+            flush=True,
+        )
+    try:
+        command = mpmd_command(programs_for(config, run_dir), log_dir=run_dir / "logs")
+    except MpiNotFoundError as err:
+        raise ConfigError(str(err), config.source) from None
+    (run_dir / "command.txt").write_text(" ".join(command) + "\n")
+    extra_env = {"MLBRIDGE_BUILD_DIR": str(build_dir), **oasis_backend_env(build_dir)}
+    job = _Job(
+        config=config,
+        namelist=None,
+        run_dir=run_dir,
+        command=tuple(command),
+        rank_logs=rank_logs_for(config, run_dir),
+        extra_env=extra_env,
+    )
+    return job.run(progress=progress, quiet=quiet, grace_s=grace_s)
+
+
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``mlbridge run``."""
+    parser.add_argument("config", type=Path, metavar="CONFIG.toml", help="the coupling file")
+    parser.add_argument(
+        "--model-ranks", type=int, metavar="N", help="model MPI ranks (overrides model.ranks)"
+    )
+    parser.add_argument(
+        "--server-ranks", type=int, metavar="M", help="server MPI ranks (overrides server.ranks)"
+    )
+    parser.add_argument(
+        "--steps", type=int, metavar="K", help="run K model steps (overrides the namelist)"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, metavar="DIR", help="create the run directory below DIR"
+    )
+    parser.add_argument(
+        "--build-dir",
+        type=Path,
+        metavar="DIR",
+        help="where a bare executable name is looked up (default build/ or $MLBRIDGE_BUILD_DIR)",
+    )
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="show a progress bar even when stderr is not a terminal",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no log streaming, no progress")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``mlbridge run``; return the job's exit status (2: nothing was started)."""
+    try:
+        result = launch(
+            args.config,
+            model_ranks=args.model_ranks,
+            server_ranks=args.server_ranks,
+            steps=args.steps,
+            workdir=args.workdir,
+            build_dir=args.build_dir,
+            progress=args.progress or sys.stderr.isatty(),
+            quiet=args.quiet,
+        )
+    except (ConfigError, LaunchError) as err:
+        print(f"mlbridge run: error: {err}", file=sys.stderr)
+        return 2
+    return result.returncode

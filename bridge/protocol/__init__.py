@@ -1,0 +1,1 @@
+"""The handshake between the model ranks' library and the servers: reports, checks, replies."""

@@ -1,0 +1,1 @@
+"""The inference servers: one engine over any transport (``python -m bridge.server``)."""

@@ -1,0 +1,445 @@
+"""The one server engine: closures on a block, the NaN and clip policy, the output checks, timing.
+
+Every transport (:mod:`bridge.transport.mpi_blocks` for ``transport = "mpi"``,
+:mod:`bridge.transport.oasis_blocks` for OASIS, through the library or a model that couples
+through OASIS itself) hands the engine the same thing each exchange: the model fields on this
+server rank's block grown by the halo, C-ordered ``(nlev, ny + 2h, nx + 2h)`` float64 arrays
+keyed by model field. The engine
+
+1. applies the NaN policy to the inputs (``on_nan``: ``abort`` names the field, step, model rank
+   and global point of the first bad value; ``zero`` replaces it and counts),
+2. runs every exchange's closure on all levels at once (levels are the batch), handing each the
+   window of the block its halo needs and the land mask when it asks for one,
+3. checks each closure's outputs once (names, shapes), applies the NaN policy to them, counts
+   and reports the values cut by a manifest's clip bound,
+4. returns the outputs keyed by model field, on the block alone.
+
+:func:`serve_exchanges` is the step loop around it; the transport says when the fields of an
+exchange are in (``wait``), moves them into place (``unpack``), and sends the outputs
+(``pack``, ``send``). The timing of each phase goes to ``timing.json`` (:func:`write_timing`).
+
+"NaN" here means any non-finite value: NaN, +Inf or -Inf.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from bridge.closures.base import Closure, check_outputs
+from bridge.config.coupling import ExchangeConfig, exchange_name
+from bridge.domain.plan import Box, assemble_global_reference
+from bridge.protocol.handshake import SERVER_SUPPLIED_INPUTS
+
+CLIP_REPORT_LIMIT = 20  # clip lines a server rank writes in a run; then one "not shown" line
+
+STEP_KEYS = ("recv_wait_s", "unpack_s", "inference_s", "pack_s", "send_s")
+"""The phases of one exchange on a server rank, in order (``timing_steps.json``)."""
+
+
+class ServerError(RuntimeError):
+    """The server gives up: the message is reported to the user and to every model rank."""
+
+
+def global_point(index: int, shape: Sequence[int], i0: int, j0: int) -> tuple[int, int, int]:
+    """Global ``(i, j, k)``, 1-based (Fortran order), of flat index ``index`` of a block.
+
+    ``shape`` is the block's ``(nz, ny, nx)`` (C order), ``(i0, j0)`` the 0-based global indices
+    of its first point: the same convention as the NaN messages.
+    """
+    k, j, i = np.unravel_index(index, tuple(shape))
+    return int(i0 + i) + 1, int(j0 + j) + 1, int(k) + 1
+
+
+@dataclass(frozen=True)
+class Block:
+    """One server rank's share of the grid.
+
+    Attributes
+    ----------
+    rank
+        The server rank.
+    box
+        Its block (global, 0-based, half-open).
+    halo
+        Cells around the block the closures need (the largest of their halos).
+    mask
+        ``(1, ny + 2h, nx + 2h)``: 1 ocean, 0 land or beyond a closed edge, on the haloed block.
+    model_boxes
+        Every model rank's box: messages name the model rank that owns a point.
+    """
+
+    rank: int
+    box: Box
+    halo: int
+    mask: np.ndarray
+    model_boxes: tuple[Box, ...]
+
+    @classmethod
+    def from_global_mask(
+        cls,
+        rank: int,
+        box: Box,
+        halo: int,
+        mask: np.ndarray,
+        boundary: str,
+        model_boxes: Sequence[Box],
+    ) -> Block:
+        """The block of ``box`` with its haloed mask cut from the global ``(ny, nx)`` ``mask``."""
+        haloed = assemble_global_reference(mask[None], box, halo, boundary)
+        return cls(rank, box, halo, haloed, tuple(model_boxes))
+
+    @property
+    def haloed_shape(self) -> tuple[int, int]:
+        """``(ny + 2h, nx + 2h)``."""
+        return self.box.ny + 2 * self.halo, self.box.nx + 2 * self.halo
+
+    def owner(self, i: int, j: int) -> int:
+        """The model rank owning global point ``(i, j)`` (0-based), or -1."""
+        for r, box in enumerate(self.model_boxes):
+            if box.contains(i, j):
+                return r
+        return -1
+
+
+def accepts_mask(closure: Closure) -> bool:
+    """Whether ``closure`` is called with ``mask=`` (registry closures; analytic ones are not)."""
+    try:
+        params = inspect.signature(closure.__call__).parameters  # type: ignore[operator]
+    except (TypeError, ValueError):
+        return False
+    return "mask" in params
+
+
+def nan_policies(exchanges: Sequence[ExchangeConfig]) -> dict[str, str]:
+    """``on_nan`` of each model field (``abort`` wins when several exchanges use a field)."""
+    policy: dict[str, str] = {}
+    for ex in exchanges:
+        for model_field in (*ex.inputs.values(), *ex.outputs.values()):
+            if policy.get(model_field) != "abort":
+                policy[model_field] = ex.on_nan
+    return policy
+
+
+class Engine:
+    """The closures of every exchange on one server rank's block.
+
+    Parameters
+    ----------
+    exchanges
+        The exchanges served (closure inputs and outputs mapped to model fields, ``on_nan``).
+    closures
+        The closure of each exchange, by :func:`bridge.protocol.handshake.exchange_name`.
+    block
+        This server rank's block.
+    """
+
+    def __init__(
+        self,
+        exchanges: Sequence[ExchangeConfig],
+        closures: Mapping[str, Closure],
+        block: Block,
+    ) -> None:
+        self.exchanges = tuple(exchanges)
+        self.closures = closures
+        self.block = block
+        self.rank = block.rank
+        self.takes_mask = {n: accepts_mask(c) for n, c in closures.items()}
+        self.nan_policy = nan_policies(self.exchanges)
+        self.nan_replaced = 0
+        # values cut by the closures' clip bounds, per model field (fields with a bound only)
+        self.clipped: dict[str, int] = {}
+        for ex in self.exchanges:
+            bounded = getattr(getattr(closures[exchange_name(ex)], "stats", None), "clipped", {})
+            self.clipped.update({mf: 0 for co, mf in ex.outputs.items() if co in bounded})
+        self.clip_lines = 0
+        self.checked_outputs: set[str] = set()
+        self.steps: list[int] = []
+        self.times: dict[str, list[float]] = {k: [] for k in STEP_KEYS}
+
+    # --- NaN policy --------------------------------------------------------------------------
+
+    def _nan_check(
+        self, kt: int, name: str, interior: np.ndarray, full: np.ndarray, what: str
+    ) -> None:
+        """Abort or zero the non-finite values of ``full`` (counting those of ``interior``)."""
+        if full.size == 0 or np.isfinite(np.add.reduce(full, axis=None)):
+            return  # one read: a sum is finite only if every term is (an overflow is re-checked)
+        bad = ~np.isfinite(interior)
+        if not bad.any() and np.isfinite(full).all():
+            return
+        if self.nan_policy.get(name, "abort") == "abort":
+            if not bad.any():
+                return  # the NaN is in the halo: the server owning it reports it
+            k, j, i = (int(v) for v in np.argwhere(bad)[0])
+            gi, gj = self.block.box.i0 + i, self.block.box.j0 + j
+            kind = "NaN" if np.isnan(interior[k, j, i]) else "Inf"
+            raise ServerError(
+                f"{kind} in {what} {name!r} at step {kt}, model rank {self.block.owner(gi, gj)}, "
+                f"global (i, j, k) = ({gi + 1}, {gj + 1}, {k + 1}) (1-based, Fortran order; "
+                f"{int(bad.sum())} non-finite in server rank {self.rank}'s block; "
+                "on_nan = 'abort')"
+            )
+        self.nan_replaced += int(bad.sum())
+        full[~np.isfinite(full)] = 0.0
+
+    def check_inputs(self, kt: int, blocks: Mapping[str, np.ndarray]) -> None:
+        """The NaN policy on the received fields (in place: ``zero`` replaces them)."""
+        h = self.block.halo
+        for name, block in blocks.items():
+            interior = block[:, h : block.shape[1] - h, h : block.shape[2] - h]
+            self._nan_check(kt, name, interior, block, "model field")
+
+    # --- inference ---------------------------------------------------------------------------
+
+    def infer(self, kt: int, blocks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run every exchange's closure on the block; return the outputs keyed by model field.
+
+        Raises
+        ------
+        ServerError
+            If a closure fails or returns what its spec does not promise, or on a NaN with
+            ``on_nan = "abort"``.
+        """
+        outputs: dict[str, np.ndarray] = {}
+        hy, hx = self.block.haloed_shape
+        interior = (self.block.box.ny, self.block.box.nx)
+        mask_block = self.block.mask
+        for ex in self.exchanges:
+            name = exchange_name(ex)
+            closure = self.closures[name]
+            spec = closure.spec
+            cut = self.block.halo - spec.halo
+            window = (slice(None), slice(cut, hy - cut), slice(cut, hx - cut))
+            inputs: dict[str, np.ndarray] = {}
+            nz = 1
+            for closure_input, model_field in ex.inputs.items():
+                arr = blocks[model_field][window]
+                nz = arr.shape[0]
+                inputs[closure_input] = arr if spec.dtype == "float64" else arr.astype(spec.dtype)
+            for extra in SERVER_SUPPLIED_INPUTS:
+                if extra in spec.input_names:
+                    mask = mask_block[window].astype(spec.dtype, copy=False)
+                    inputs[extra] = np.broadcast_to(mask, (nz, *mask.shape[1:]))
+            try:
+                if self.takes_mask[name]:  # registry closures: outputs are zero on land
+                    result = closure(inputs, mask=mask_block[0][window[1:]])
+                else:
+                    result = closure(inputs)
+                if name not in self.checked_outputs:
+                    check_outputs(spec, result, (nz, *interior))
+                    self.checked_outputs.add(name)
+            except Exception as err:
+                raise ServerError(
+                    f"closure {spec.name!r} of exchange {name!r} failed at step {kt} on server "
+                    f"rank {self.rank}: {type(err).__name__}: {err}"
+                ) from None
+            for closure_output, model_field in ex.outputs.items():
+                out = np.ascontiguousarray(result[closure_output], dtype=np.float64)
+                if not _inside_any(out, blocks.values()):
+                    self._nan_check(kt, model_field, out, out, "closure output for")
+                # else an input passed through: its NaNs were handled with the inputs
+                self._clip_report(kt, closure, closure_output, model_field, out.shape)
+                outputs[model_field] = out
+        return outputs
+
+    def _clip_report(
+        self, kt: int, closure: Closure, output: str, field: str, shape: Sequence[int]
+    ) -> None:
+        """Count and report (one line, the worst value) the clipping of the last closure call."""
+        stats = getattr(closure, "stats", None)
+        record = getattr(stats, "last_clip", {}).get(output)
+        if record is None:
+            return
+        self.clipped[field] = self.clipped.get(field, 0) + record.count
+        self.clip_lines += 1
+        if self.clip_lines > CLIP_REPORT_LIMIT:
+            if self.clip_lines == CLIP_REPORT_LIMIT + 1:
+                print(
+                    f"mlbridge server rank {self.rank}: further clip events not shown (the totals "
+                    "per field are in the run's summary)",
+                    flush=True,
+                )
+            return
+        box = self.block.box
+        gi, gj, k = global_point(record.index, shape, box.i0, box.j0)
+        print(
+            f"mlbridge server rank {self.rank}: clip at step {kt}: {field!r} (closure output "
+            f"{output!r}) = {record.value:.6g} before clipping to +-{record.bound:.6g} at "
+            f"model rank {self.block.owner(gi - 1, gj - 1)}, global (i, j, k) = ({gi}, {gj}, "
+            f"{k}) (1-based, Fortran order; the largest of {record.count} value(s) clipped in "
+            f"server rank {self.rank}'s block)",
+            flush=True,
+        )
+
+    # --- timing ------------------------------------------------------------------------------
+
+    def record(self, kt: int, seconds: Sequence[float]) -> None:
+        """Keep the step and the seconds of each phase of :data:`STEP_KEYS`."""
+        self.steps.append(kt)
+        for key, value in zip(STEP_KEYS, seconds, strict=True):
+            self.times[key].append(value)
+
+    def summary(self, model_timing: Mapping[int, Sequence[float]]) -> dict[str, Any]:
+        """This rank's figures (gathered by server rank 0)."""
+        return {
+            "rank": self.rank,
+            "steps": list(self.steps),
+            "times": {k: list(v) for k, v in self.times.items()},
+            "model": {int(r): list(v) for r, v in model_timing.items()},
+            "nan_replaced": self.nan_replaced,
+            "clipped": dict(self.clipped),
+        }
+
+
+def _inside_any(arr: np.ndarray, blocks: Any) -> bool:
+    """Whether C-contiguous ``arr`` lies inside one of the ``blocks`` arrays (a pass-through)."""
+    lo = arr.ctypes.data
+    hi = lo + arr.nbytes
+    for block in blocks:
+        b0 = block.ctypes.data
+        if b0 <= lo and hi <= b0 + block.nbytes:
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# the step loop
+# --------------------------------------------------------------------------------------------
+
+
+class BlockTransport(Protocol):
+    """What a transport does for the engine on one server rank, each exchange in this order."""
+
+    def wait(self) -> int | None:
+        """Wait for the fields of the next exchange; its step, or None once the model is done."""
+
+    def unpack(self) -> Mapping[str, np.ndarray]:
+        """The fields on the haloed block, by model field (in place, ready for the closures)."""
+
+    def pack(self, kt: int, outputs: Mapping[str, np.ndarray]) -> None:
+        """Make the outputs of step ``kt`` ready to go."""
+
+    def send(self) -> None:
+        """Send them (non-blocking where the transport allows)."""
+
+    def finish(self) -> dict[int, list[float]]:
+        """After the last exchange: the model ranks' own timing, by model rank (may be empty)."""
+
+
+def serve_exchanges(
+    engine: Engine,
+    transport: BlockTransport,
+    on_step: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Serve every exchange until the transport says the model is done; return the summary.
+
+    ``on_step`` is called with the number of exchanges served after each one (progress).
+
+    Raises
+    ------
+    ServerError
+        As :meth:`Engine.infer`, or from the transport (a timeout, a message off the plan).
+    """
+    clock = time.perf_counter
+    while True:
+        t0 = clock()
+        kt = transport.wait()
+        t1 = clock()
+        if kt is None:
+            break
+        blocks = transport.unpack()
+        t2 = clock()
+        engine.check_inputs(kt, blocks)
+        outputs = engine.infer(kt, blocks)
+        t3 = clock()
+        transport.pack(kt, outputs)
+        t4 = clock()
+        transport.send()
+        t5 = clock()
+        engine.record(kt, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4))
+        if on_step is not None:
+            on_step(len(engine.steps))
+    return engine.summary(transport.finish())
+
+
+# --------------------------------------------------------------------------------------------
+# what server rank 0 writes at the end
+# --------------------------------------------------------------------------------------------
+
+
+def merged_clipped(summaries: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Values cut by the clip bounds per model field, summed over the server ranks."""
+    total: dict[str, int] = {}
+    for s in summaries:
+        for name, n in s.get("clipped", {}).items():
+            total[name] = total.get(name, 0) + int(n)
+    return total
+
+
+def write_timing(
+    run_dir: Path, summaries: Sequence[Mapping[str, Any]], lag: int, every: int
+) -> dict[str, Any]:
+    """``timing.json`` (totals, max over server ranks) and ``timing_steps.json`` (per step)."""
+    server: dict[str, Any] = {"ranks": len(summaries), "exchanges": len(summaries[0]["steps"])}
+    for key in STEP_KEYS:
+        server[key] = max(float(np.sum(s["times"][key])) for s in summaries)
+    per_step = [
+        float(np.median(np.sum([s["times"][k] for k in STEP_KEYS[1:]], axis=0)))
+        for s in summaries
+        if s["steps"]
+    ]
+    server["busy_per_exchange_median_s"] = max(per_step) if per_step else 0.0
+    model_rows: dict[int, list[float]] = {}
+    for s in summaries:
+        model_rows.update({int(r): v for r, v in s["model"].items()})
+    model = {
+        "ranks": len(model_rows),
+        "wait_s_max": max((v[1] for v in model_rows.values()), default=0.0),
+        "put_s_max": max((v[2] for v in model_rows.values()), default=0.0),
+        "get_s_max": max((v[3] for v in model_rows.values()), default=0.0),
+    }
+    timing = {
+        "server": server,
+        "model": model,
+        "lag": lag,
+        "every": every,
+        "nan_replaced": int(sum(s["nan_replaced"] for s in summaries)),
+        "clipped": merged_clipped(summaries),
+        "per_step_file": "timing_steps.json",
+    }
+    steps = {
+        "servers": [{"rank": s["rank"], "kt": s["steps"], **s["times"]} for s in summaries],
+        "model": {
+            str(r): dict(zip(("exchanges", "wait_s", "put_s", "get_s"), v, strict=True))
+            for r, v in sorted(model_rows.items())
+        },
+    }
+    (run_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+    (run_dir / "timing_steps.json").write_text(json.dumps(steps) + "\n")
+    return timing
+
+
+def report_totals(summaries: Sequence[Mapping[str, Any]]) -> None:
+    """Server rank 0: one line for the NaN replaced and one for the values clipped, if any."""
+    replaced = sum(s["nan_replaced"] for s in summaries)
+    if replaced:
+        print(
+            f"mlbridge server: replaced {replaced} NaN value(s) by zero (on_nan = 'zero')",
+            flush=True,
+        )
+    clipped = merged_clipped(summaries)
+    if any(clipped.values()):
+        counts = ", ".join(f"{name} {n}" for name, n in clipped.items())
+        print(
+            f"mlbridge server: clipped {sum(clipped.values())} value(s) to the closures' "
+            f"clip bounds ({counts})",
+            flush=True,
+        )

@@ -1,0 +1,1 @@
+"""Scoring coupled runs against a coarse-grained truth (``mlbridge evaluate``)."""
