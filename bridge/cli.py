@@ -22,8 +22,12 @@ COMMANDS: dict[str, str] = {
     "show": "bridge.registry.cli",
     "verify": "bridge.registry.cli",
     "remove": "bridge.registry.cli",
-    "evaluate": "mlbridge_models.evaluation.runs",
 }
+
+PLUGIN_GROUP = "mlbridge.commands"
+"""Entry-point group of sub-commands other distributions add (``name = "module"``): the
+closures' evaluation (``mlbridge evaluate``, in ``mlbridge_models``) comes this way, so that the
+coupling core never imports the science."""
 
 SUMMARIES: dict[str, str] = {
     "build": "configure and build the Fortran side (toy model, coupling library)",
@@ -34,8 +38,14 @@ SUMMARIES: dict[str, str] = {
     "show": "show a registered closure's manifest",
     "verify": "re-hash registered artifacts",
     "remove": "remove a registered closure",
-    "evaluate": "run baseline and hybrid ensembles and score them against the coarse-grained truth",
 }
+
+
+def plugin_commands() -> dict[str, str]:
+    """Sub-commands registered in :data:`PLUGIN_GROUP` (name -> module), without importing them."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in COMMANDS}
 
 
 def _load(module_name: str):  # noqa: ANN202 - returns a module
@@ -58,7 +68,9 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # only the chosen sub-command's module is imported; the others get a summary line
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name, module_name in COMMANDS.items():
+    plugins = plugin_commands()
+    summaries = {**SUMMARIES, **{name: f"(from {module})" for name, module in plugins.items()}}
+    for name, module_name in {**COMMANDS, **plugins}.items():
         if name == chosen:
             module = _load(module_name)
             examples = getattr(module, "EXAMPLES", {})
@@ -66,8 +78,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                 examples = examples.get(name, "")
             p = sub.add_parser(
                 name,
-                help=SUMMARIES[name],
-                description=SUMMARIES[name],
+                help=summaries[name],
+                description=getattr(module, "SUMMARY", summaries[name]),
                 epilog=("example:\n" + examples) if examples else None,
                 formatter_class=argparse.RawDescriptionHelpFormatter,
             )
@@ -78,7 +90,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                 adder(p)
             p.set_defaults(_module=module)
         else:
-            sub.add_parser(name, help=SUMMARIES[name], add_help=False)
+            sub.add_parser(name, help=summaries[name], add_help=False)
     return parser
 
 

@@ -45,6 +45,30 @@ def checkout_root() -> Path | None:
     return None
 
 
+class CheckoutRequiredError(FileNotFoundError):
+    """A file only a checkout of the repository has (``examples/``, ``models/artifacts/``) was
+    needed by an installed package, which does not ship those folders."""
+
+
+def checkout_file(*parts: str) -> Path:
+    """``parts`` below the repository checkout, e.g. ``checkout_file("examples", "coarse")``.
+
+    Raises
+    ------
+    CheckoutRequiredError
+        Outside a checkout (an installed wheel): the message names the file and what to do.
+    """
+    root = checkout_root()
+    if root is None:
+        relative = "/".join(parts)
+        raise CheckoutRequiredError(
+            f"{relative} is part of a checkout of the mlbridge repository, and this mlbridge is "
+            f"an installed package ({_PACKAGE}) that does not ship it: clone the repository and "
+            f"run from there (pip install -e .), or pass your own copy of {relative} explicitly"
+        )
+    return root.joinpath(*parts)
+
+
 def source_root() -> Path:
     """The folder holding ``fortran_stubs/`` and ``cmake/`` (the checkout, or package data)."""
     root = checkout_root()

@@ -497,9 +497,34 @@ def test_server_failure_is_reported_even_with_exit_status_zero(
     config = OasisCouplingConfig.from_mapping(oasis_table(params={"coefficient": float("nan")}))
     proc = run_job(oasis_build, tmp_path, config, 1, 1)
     problems = check_outcome(tmp_path, proc.returncode)
-    assert any("closure output lap_u: 360 non-finite value(s) at date 0 s" in p for p in problems)
+    # the engine's NaN policy, as for a model linking the library: field, step, point, count
+    assert any(
+        "NaN in closure output for 'O_UTND' at step 1, model rank 0, global (i, j, k) = "
+        "(1, 1, 1)" in p and "360 non-finite" in p
+        for p in problems
+    ), problems
     assert any(DONE_MARKER in p for p in problems)
     assert "END" not in (tmp_path / "received_0.txt").read_text()
+
+
+@pytest.mark.parametrize(("n_model", "n_server"), [(1, 1), (2, 2)])
+def test_on_nan_zero_serves_zeros_to_an_oasis_only_model(
+    oasis_build: Path, tmp_path: Path, n_model: int, n_server: int
+) -> None:
+    # every output is NaN; on_nan = "zero" hands the model zeros and counts them
+    table = oasis_table(params={"coefficient": float("nan")}, on_nan="zero", jpni=n_model)
+    config = OasisCouplingConfig.from_mapping(table)
+    proc = run_job(oasis_build, tmp_path, config, n_model, n_server, jpni=n_model)
+    assert check_outcome(tmp_path, proc.returncode) == [], proc.stderr[-3000:]
+    got = read_received(tmp_path, n_model, config)
+    assert not np.isnan(got).any()
+    np.testing.assert_array_equal(got, np.zeros_like(got))
+    points = config.nx * config.ny * config.nz
+    done = json.loads((tmp_path / DONE_MARKER).read_text())
+    assert done["nan_replaced"] == 2 * points * config.exchanges
+    assert "replaced 2160 NaN value(s) by zero" in proc.stdout
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert timing["nan_replaced"] == 2160 and timing["server"]["exchanges"] == 3
 
 
 def test_namcouple_that_disagrees_is_reported_field_by_field(

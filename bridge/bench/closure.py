@@ -11,6 +11,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 EXAMPLES = (
     "  mlbridge bench closure --repeats 5\n"
@@ -54,6 +55,20 @@ def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def bench_cnn(hidden: int, layers: int = 4) -> tuple[Any, int]:
+    """A CNN the size of the trained subgrid closure: ``layers`` 3x3 convolutions (2 -> hidden
+    -> ... -> 2 channels, ReLU between, no padding), and its halo (one cell per layer)."""
+    from torch import nn
+
+    channels = [2] + [hidden] * (layers - 1) + [2]
+    parts: list[Any] = []
+    for k, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
+        parts.append(nn.Conv2d(c_in, c_out, 3, bias=False))
+        if k < layers - 1:
+            parts.append(nn.ReLU())
+    return nn.Sequential(*parts), layers
+
+
 def run(args: argparse.Namespace) -> int:
     """Time the reference CNN and print one line per level count; return 0.
 
@@ -64,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
     """
     import numpy as np
     import torch
-    from mlbridge_models.cnn import CNNConfig, build_cnn
 
     from bridge.closures.base import ClosureSpec, FieldSpec
     from bridge.registry.runtime import TorchClosure, resolve_device
@@ -72,14 +86,13 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device, required=args.device == "cuda")
-    config = CNNConfig(2, 2, (args.hidden,) * 3, (3, 3, 3, 3))
     torch.manual_seed(0)
-    module = build_cnn(2, 2, config.hidden, config.kernel_sizes)
+    module, halo = bench_cnn(args.hidden)
     module = module.to(device=device, dtype=getattr(torch, args.dtype)).eval()
     fields = (FieldSpec("u", "U", "m s-1"), FieldSpec("v", "V", "m s-1"))
     spec = ClosureSpec(
         "bench_cnn",
-        config.halo,
+        halo,
         fields,
         (FieldSpec("su", "U", "m s-2"), FieldSpec("sv", "V", "m s-2")),
         args.dtype,
@@ -90,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         k: TorchClosure(module, spec, device=device, levels_per_call=k)
         for k in args.levels_per_call
     }
-    h, n = config.halo, args.size
+    h, n = halo, args.size
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     print(
         f"closure bench: CNN 3x3 x4 (halo {h}, hidden {args.hidden}), block {n}x{n} + halo, "

@@ -31,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from bridge import paths
 from bridge.config.namelist import write_patched_cfg
-from bridge.launch.build import default_build_dir
+from bridge.paths import default_build_dir
 
-REPO = Path(__file__).resolve().parents[2]
-COARSE_CFG = REPO / "examples" / "coarse" / "namelist_cfg"
+COARSE_CFG = ("examples", "coarse", "namelist_cfg")
+"""The coarse toy's configuration, in a checkout of the repository (a wheel does not ship it)."""
 STEP_LOOP = re.compile(r"step loop of\s+(\d+)\s+steps, wall time\s+([0-9.Ee+-]+)\s+s")
 PREFIX = {"laplacian": "lap", "smooth3": "smooth", "identity": "id"}
 
@@ -98,7 +99,7 @@ def _case(work: Path, nx: int, nz: int, steps: int) -> Path:
         "namusr_def": {"nn_nx": nx + 2, "nn_ny": nx + 2, "nn_nz": nz},
         "nammlb": {"cn_mlb_snd": ["u", "v", ""], "cn_mlb_rcv": ["u_tend", "v_tend", ""]},
     }
-    write_patched_cfg(COARSE_CFG, patch, work / "namelist_cfg")
+    write_patched_cfg(paths.checkout_file(*COARSE_CFG), patch, work / "namelist_cfg")
     return work
 
 
@@ -154,7 +155,7 @@ def _run(work: Path, closure: str | None, lag: int, build: Path) -> tuple[float,
 def closure_seconds(closure: str, nx: int, nz: int, calls: int = 30) -> float:
     """Median seconds of one call of the closure on u and v blocks of ``nz x nx x nx``."""
     from bridge.closures.analytic import ANALYTIC, analytic_closure
-    from bridge.server.engine import keep_freed_memory
+    from bridge.server.main import keep_freed_memory
 
     keep_freed_memory()  # as the server does: the closure's cost, not the page faults'
 

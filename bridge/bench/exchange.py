@@ -24,12 +24,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from bridge import paths
+
 EXAMPLES = (
     "  mlbridge bench exchange --sizes 42x42x75,128x128x30 --repeats 3\n"
     "  mlbridge bench exchange --transport mpi,oasis --sizes 42x42x75 --repeats 1\n"
 )
 TRANSPORTS = ("mpi", "oasis")
-REPO = Path(__file__).resolve().parents[2]
 MARK = "mlb_driver bench:"
 
 
@@ -101,11 +102,12 @@ def run_one(
         base_dir=work,
     )
     write_config_json(config, work / "run_config.json")
-    env = {"PYTHONPATH": str(REPO)}
+    checkout = paths.checkout_root()  # the server starts in `work`: keep a checkout importable
+    env = {"PYTHONPATH": str(checkout)} if checkout is not None else {}
     if transport == "oasis":
         from bridge.config.namcouple import write_namcouple
         from bridge.config.oasis import library_namcouple
-        from bridge.launch.launcher import oasis_backend_env
+        from bridge.launch.oasis import oasis_backend_env
 
         # the driver exchanges at every step, warm-up (5) included: that many OASIS dates
         sent, back = {"u": nz, "v": nz}, {"u_tend": nz, "v_tend": nz}
@@ -140,9 +142,7 @@ def run_one(
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print medians and ratios."""
-    from bridge.launch.build import default_build_dir
-
-    build = args.build_dir or default_build_dir()
+    build = args.build_dir or paths.default_build_dir()
     driver = Path(build) / "bin" / "mlb_driver"
     if not driver.is_file():
         print(f"bench exchange: {driver} not found: run `mlbridge build`", file=sys.stderr)
@@ -209,7 +209,7 @@ def serve(argv: Sequence[str]) -> int:
     from mpi4py import MPI
 
     from bridge.config.coupling import load_config
-    from bridge.server.engine import serve as bridge_serve
+    from bridge.server.main import serve as bridge_serve
     from bridge.transport import mpi as wire
     from bridge.wire import COLOUR_SERVER
 

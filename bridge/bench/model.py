@@ -22,12 +22,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge import paths
 from bridge.config.namelist import read_namelists, write_patched_cfg
-from bridge.launch.build import default_build_dir
 from bridge.launch.mpiexec import Program, mpi_env, mpmd_command
+from bridge.paths import default_build_dir
 
-REPO = Path(__file__).resolve().parents[2]
-NAMELIST_REF = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"
 SECONDS_PER_YEAR = 365.0 * 86400.0
 STEP_LOOP = re.compile(r"step loop of\s+(\d+)\s+steps, wall time\s+([0-9.Ee+-]+)\s+s")
 
@@ -106,10 +105,10 @@ def time_config(
     RuntimeError
         If a run fails; the message holds the tail of its stderr.
     """
-    cfg = REPO / "examples" / config / "namelist_cfg"
+    cfg = paths.checkout_file("examples", config, "namelist_cfg")
     run_dir = workdir / config
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(NAMELIST_REF, run_dir / "namelist_ref")
+    shutil.copy(paths.toy_namelist_ref(), run_dir / "namelist_ref")
     patch = {"namrun": {"nn_it000": 1, "nn_itend": steps, "nn_write": 0, "nn_stock": 0}}
     write_patched_cfg(cfg, patch, run_dir / "namelist_cfg")
     nml = read_namelists(run_dir / "namelist_ref", run_dir / "namelist_cfg")
@@ -171,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"running {config}: {steps} steps on {ranks} rank(s), {args.repeats} repeats")
             try:
                 timings.append(time_config(exe, config, ranks, steps, args.repeats, workdir))
-            except RuntimeError as err:
+            except (RuntimeError, paths.CheckoutRequiredError) as err:
                 print(f"mlbridge bench model: {err}", file=sys.stderr)
                 return 1
     print(report(timings))

@@ -1,8 +1,12 @@
 """``mlbridge build``: configure and build the Fortran side out of source.
 
-Runs CMake on ``fortran_stubs/`` into a build directory (default ``build/``, or
-``$MLBRIDGE_BUILD_DIR``), which is idempotent: a second call rebuilds only what changed. Reports
-what CMake found: the Fortran compiler, MPI, and whether OASIS3-MCT is available.
+Runs CMake on the Fortran sources (:func:`bridge.paths.fortran_sources`: ``fortran_stubs/`` of a
+checkout, else the copy shipped in the installed package) into a build directory (default
+:func:`bridge.paths.default_build_dir`: ``$MLBRIDGE_BUILD_DIR``, else ``build/`` of a checkout,
+else ``~/.local/share/mlbridge/build``), which is idempotent: a second call rebuilds only what
+changed. With ``--prefix`` it then installs the coupling library (``find_package(MLBridge)``) and
+copies the executables to ``PREFIX/bin``. Reports where it built and what CMake found: the
+Fortran compiler, MPI, and whether OASIS3-MCT is available.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SOURCE_DIR = REPO / "fortran_stubs"
+from bridge import paths
+from bridge.paths import default_build_dir
 
-EXAMPLES = "  mlbridge build\n  mlbridge build --build-dir /tmp/mlb-build --debug\n"
+EXAMPLES = (
+    "  mlbridge build\n"
+    "  mlbridge build --build-dir /tmp/mlb-build --debug\n"
+    "  mlbridge build --prefix ~/.local   # then: mlbridge run CONFIG.toml --build-dir ~/.local\n"
+)
 
 
 class BuildError(RuntimeError):
@@ -38,10 +46,6 @@ class BuildInfo:
 
     def bin(self, name: str) -> Path:
         return self.build_dir / "bin" / name
-
-
-def default_build_dir() -> Path:
-    return Path(os.environ.get("MLBRIDGE_BUILD_DIR", REPO / "build")).resolve()
 
 
 def _cache_value(cache: str, key: str) -> str:
@@ -91,18 +95,22 @@ def build(
     BuildError
         If ``cmake`` is missing or the configure or build step fails.
     """
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        raise BuildError("cmake not found on PATH: apt-get install cmake")
-    bdir = (build_dir or default_build_dir()).resolve()
+    cmake = _cmake()
+    bdir = (build_dir or default_build_dir()).expanduser().resolve()
+    sources = paths.fortran_sources()
     build_type = "Debug" if debug else "Release"
-    cache = bdir / "CMakeCache.txt"
-    configured = (
-        cache.is_file() and _cache_value(cache.read_text(), "CMAKE_BUILD_TYPE") == build_type
-    )
-    if not configured:
+    cache_file = bdir / "CMakeCache.txt"
+    cache = cache_file.read_text(errors="replace") if cache_file.is_file() else ""
+    configured_from = _cache_value(cache, "CMAKE_HOME_DIRECTORY")
+    if configured_from and Path(configured_from).resolve() != sources.resolve():
+        # CMake refuses a second source tree in one build directory: say so before it does
+        raise BuildError(
+            f"{bdir} was configured from {configured_from}, but the sources are now {sources} "
+            "(another checkout or installation): remove it, or build elsewhere with --build-dir"
+        )
+    if not cache or _cache_value(cache, "CMAKE_BUILD_TYPE") != build_type:
         _run(
-            [cmake, "-S", str(SOURCE_DIR), "-B", str(bdir), f"-DCMAKE_BUILD_TYPE={build_type}"],
+            [cmake, "-S", str(sources), "-B", str(bdir), f"-DCMAKE_BUILD_TYPE={build_type}"],
             "CMake configure",
             quiet,
         )
@@ -112,20 +120,68 @@ def build(
     return read_build_info(bdir)
 
 
+def _cmake() -> str:
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise BuildError("cmake not found on PATH: apt-get install cmake")
+    return cmake
+
+
+def install(info: BuildInfo, prefix: Path, *, quiet: bool = True) -> list[Path]:
+    """Install a build under ``prefix``; return the executables copied to ``prefix/bin``.
+
+    ``cmake --install`` puts the coupling library, its ``.mod`` file, the CMake package
+    (``find_package(MLBridge)`` with ``-DCMAKE_PREFIX_PATH=prefix``) and the pkg-config file
+    there; the executables (the toy model, the exchange driver) and the OASIS shim, which CMake
+    does not install, are copied to ``prefix/bin`` and ``prefix/lib``, so that
+    ``mlbridge run --build-dir PREFIX`` finds them as in a build directory.
+
+    Raises
+    ------
+    BuildError
+        If ``cmake --install`` fails or a file cannot be copied.
+    """
+    prefix = prefix.expanduser().resolve()
+    _run([_cmake(), "--install", str(info.build_dir), "--prefix", str(prefix)], "install", quiet)
+    copied: list[Path] = []
+    try:
+        for sub in ("bin", "lib"):
+            for src in sorted((info.build_dir / sub).glob("*")):
+                is_exe = sub == "bin" and src.is_file() and os.access(src, os.X_OK)
+                if is_exe or src.name.startswith("libmlb_oasis_shim"):
+                    (prefix / sub).mkdir(parents=True, exist_ok=True)
+                    copied.append(Path(shutil.copy2(src, prefix / sub / src.name)))
+    except OSError as err:
+        raise BuildError(f"copying the executables to {prefix}: {err}") from err
+    return copied
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--build-dir",
         type=Path,
         default=None,
-        help="build directory (default: build/ or $MLBRIDGE_BUILD_DIR)",
+        metavar="DIR",
+        help="build directory (default: $MLBRIDGE_BUILD_DIR, else build/ of a checkout, else "
+        "~/.local/share/mlbridge/build)",
+    )
+    parser.add_argument(
+        "--prefix",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="then install the library, its CMake package and the executables under DIR "
+        "(DIR/lib, DIR/include, DIR/bin)",
     )
     parser.add_argument("--debug", action="store_true", help="debug build with -Wall -fcheck=all")
     parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel build jobs")
 
 
 def run(args: argparse.Namespace) -> int:
+    print(f"mlbridge build: sources {paths.fortran_sources()}", flush=True)
     try:
         info = build(args.build_dir, debug=args.debug, jobs=args.jobs)
+        installed = install(info, args.prefix) if args.prefix is not None else []
     except BuildError as err:
         print(f"mlbridge build: error: {err}", file=sys.stderr)
         return 1
@@ -135,4 +191,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"OASIS3-MCT      : {info.oasis}")
     exes = sorted(p.name for p in (info.build_dir / "bin").glob("*") if p.is_file())
     print(f"executables     : {', '.join(exes) if exes else 'none'}")
+    if args.prefix is not None:
+        prefix = args.prefix.expanduser().resolve()
+        print(f"installed in    : {prefix} ({len(installed)} executables and libraries copied)")
+        print(f"next            : mlbridge run CONFIG.toml --build-dir {prefix}")
+    elif info.build_dir != default_build_dir():
+        print(f"next            : mlbridge run CONFIG.toml --build-dir {info.build_dir}")
+    else:
+        print("next            : mlbridge run CONFIG.toml (finds the executables here)")
     return 0

@@ -24,8 +24,8 @@ from bridge.config.namelist import (
     restart_file,
     run_patch,
 )
-from bridge.launch.build import default_build_dir
 from bridge.launch.mpiexec import MpiNotFoundError, find_mpirun
+from bridge.paths import default_build_dir
 
 
 @dataclass(frozen=True)

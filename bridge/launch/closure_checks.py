@@ -24,7 +24,8 @@ the start of the run log, the global attributes of the run's NetCDF files).
 
 The checks have the signature of :mod:`bridge.launch.checks` checks (a function of a
 :class:`~bridge.launch.checks.LaunchContext` yielding problems); the launcher runs them after
-:data:`bridge.launch.checks.DEFAULT_CHECKS`, in the same :func:`~bridge.launch.checks.validate_before_launch`.
+:data:`bridge.launch.checks.DEFAULT_CHECKS`, in the same
+:func:`~bridge.launch.checks.validate_before_launch`.
 """
 
 from __future__ import annotations
@@ -37,10 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.closures.analytic import ANALYTIC
 from bridge.config.coupling import CouplingConfig, ExchangeConfig, exchange_name
 from bridge.config.namelist import NamelistError, NemoNamelist
 from bridge.domain.plan import server_blocks
 from bridge.protocol.handshake import SERVER_SUPPLIED_INPUTS
+from bridge.registry.resolve import pinned_hash_mismatch, recorded_hash
+from bridge.registry.store import MANIFEST_FILE, Registry, RegistryError, default_root
 
 if TYPE_CHECKING:  # bridge.launch.checks may import these checks: no import cycle at run time
     from bridge.launch.checks import LaunchContext
@@ -140,7 +144,6 @@ class ClosureCheck:
 
 def registry_root(config: CouplingConfig) -> Path:
     """The registry of a run: ``[server] registry``, else the default (``$MLBRIDGE_HOME``...)."""
-    from bridge.registry.store import default_root
 
     root = config.server.registry if config.server.registry is not None else default_root()
     return Path(root).expanduser().resolve()
@@ -148,7 +151,6 @@ def registry_root(config: CouplingConfig) -> Path:
 
 def is_analytic(closure: str) -> bool:
     """True when ``closure`` names an analytic closure (resolved before the registry)."""
-    from bridge.closures.analytic import ANALYTIC
 
     return closure in ANALYTIC
 
@@ -202,7 +204,6 @@ def inspect_closures(
     ClosureCheck
         The resolved closures and every problem found (see the module docstring).
     """
-    from bridge.registry.store import Registry
 
     root = registry_root(config)
     registry = Registry(root)
@@ -230,8 +231,6 @@ def _inspect_one(
     registry: Any, ex: ExchangeConfig, index: int, load: bool
 ) -> tuple[ClosureRecord | None, list[str]]:
     """Resolve and check one registry exchange; the record is None when it cannot be resolved."""
-    from bridge.closures.analytic import ANALYTIC
-    from bridge.registry.store import MANIFEST_FILE, RegistryError
 
     where = _where(ex, index)
     try:
@@ -248,7 +247,7 @@ def _inspect_one(
         return None, problems
     hashes = entry.record.get("sha256", {})
     artifact = entry.artifact
-    sha = hashes.get(artifact.name, "") if artifact is not None else hashes.get(MANIFEST_FILE, "")
+    _, sha = recorded_hash(entry)
     record = ClosureRecord(
         exchange=exchange_name(ex),
         index=index,
@@ -263,12 +262,9 @@ def _inspect_one(
         halo=manifest.halo,
         registry=str(registry.root.resolve()),
     )
-    if ex.sha256 and ex.sha256 != sha:
-        problems.append(
-            f'exchange[{index}].sha256 = "{ex.sha256}": the registered artifact '
-            f"{artifact or entry.directory / MANIFEST_FILE} of {entry.ref} has sha256 {sha} "
-            "(pin the registered content, or register the pinned one)"
-        )
+    mismatch = pinned_hash_mismatch(entry, ex.sha256) if ex.sha256 else ""
+    if mismatch:
+        problems.append(f'exchange[{index}].sha256 = "{ex.sha256}": {entry.ref}: {mismatch}')
     problems += _mapping_problems(ex, index, entry.ref, manifest)
     if load and not problems:
         try:

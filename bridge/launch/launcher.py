@@ -38,7 +38,7 @@ all ranks; a run that exits 0 but whose model did not reach its last step, or wh
 stopped (mpirun first, then every process of the job after a grace period).
 
 ``transport = "oasis"`` (``docs/oasis.md``): with an ``[oasis]`` table the model couples through
-OASIS itself, and the job is ``mpirun -np N model : -np M python -m bridge.server ...``
+OASIS itself, and the job (the same path, prepared by :func:`_prepare`) is ``mpirun -np N model : -np M python -m bridge.server ...``
 (:func:`launch_oasis`: its namelists are copied under their own names, ``namcouple`` and
 ``oasis.json`` are written, progress counts the exchanges the servers served, and success also
 needs the servers' done marker, since an OASIS abort can end every rank with status 0). OASIS
@@ -55,19 +55,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.config.coupling import ConfigError, CouplingConfig, load_config
 from bridge.config.namcouple import (
     write_namcouple,
 )
-from bridge.config.namelist import NamelistError
+from bridge.config.namelist import NamelistError, NemoNamelist
 from bridge.launch.checks import (
     DEFAULT_CHECKS,
     load_run_namelist,
     validate_before_launch,
 )
 from bridge.launch.closure_checks import (
+    ClosureCheck,
     RegistryClosureCheck,
     pin_closures,
 )
@@ -93,7 +95,7 @@ from bridge.launch.rundir import (
     stamp_outputs,
 )
 from bridge.launch.supervise import SERVER_MODULE, RankLog, RunResult, _Job
-from bridge.paths import default_build_dir
+from bridge.paths import BUILD_DIR_ENV, default_build_dir
 
 # --- command ----------------------------------------------------------------------------------
 
@@ -131,7 +133,6 @@ def rank_logs_for(config: CouplingConfig, run_dir: Path) -> tuple[RankLog, ...]:
             logs.append(RankLog(rank, program, local, out, err))
             rank += 1
     return tuple(logs)
-
 
 
 def _resolve(config: CouplingConfig | Path | str) -> CouplingConfig:
@@ -186,98 +187,20 @@ def launch(
         model_ranks=model_ranks, server_ranks=server_ranks, steps=steps, workdir=workdir
     )
     bdir = Path(build_dir).resolve() if build_dir is not None else default_build_dir()
-    if config.oasis_only:
-        return launch_oasis(config, bdir, progress=progress, quiet=quiet, grace_s=grace_s)
-    try:
-        namelist = load_run_namelist(config, model_ranks_changed=model_ranks is not None)
-    except NamelistError:
-        namelist = None  # reported, with every other problem, by the validation
-    registry_check = RegistryClosureCheck()
-    validate_before_launch(
-        config,
-        namelist,
-        build_dir=bdir,
-        checks=(*DEFAULT_CHECKS, registry_check, check_oasis_transport),
-    )
-    if namelist is None:  # only when a caller's checks skip the namelist problem
-        raise ConfigError("the namelists could not be read", config.source)
-    closures = registry_check.result
-    assert closures is not None
-    config = pin_closures(config, closures)
-
+    prepared = _prepare(config, bdir, model_ranks_changed=model_ranks is not None)
+    config = prepared.config
     exe = config.model.resolve_executable(bdir)
     config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, executable=str(exe))
     )
-    run_dir = make_run_dir(config.run.workdir, namelist.experiment)
+    run_dir = make_run_dir(config.run.workdir, prepared.experiment or exe.name)
     print(f"mlbridge run: run directory {run_dir}", flush=True)
-    prepare_run_dir(config, namelist, run_dir)
-    extra_env: dict[str, str] | None = None
-    if config.transport == "oasis":
-        try:
-            write_namcouple(library_run_namcouple(config, namelist), run_dir)
-        except OSError as err:
-            raise LaunchError(f"{run_dir}: cannot write the namcouple: {err}") from None
-        extra_env = {"MLBRIDGE_BUILD_DIR": str(bdir), **oasis_backend_env(bdir)}
-    record_closures(closures, run_dir, quiet=quiet)
-    try:
-        command = mpmd_command(programs_for(config, run_dir), log_dir=run_dir / "logs")
-    except MpiNotFoundError as err:
-        raise ConfigError(str(err), config.source) from None
-    (run_dir / "command.txt").write_text(" ".join(command) + "\n")
-    job = _Job(
-        config=config,
-        namelist=namelist,
-        run_dir=run_dir,
-        command=tuple(command),
-        rank_logs=rank_logs_for(config, run_dir),
-        extra_env=extra_env,
-    )
-    result = job.run(progress=progress, quiet=quiet, grace_s=grace_s)
-    for problem in stamp_outputs(run_dir, closures.closures):
-        print(f"mlbridge run: warning: {problem}", file=sys.stderr, flush=True)
-    return dataclasses.replace(result, closures=closures.closures)
-
-
-
-
-def launch_oasis(
-    config: CouplingConfig,
-    build_dir: Path,
-    *,
-    progress: bool = False,
-    quiet: bool = False,
-    grace_s: float = 5.0,
-) -> RunResult:
-    """:func:`launch` for a model that couples through OASIS itself (``config.oasis``).
-
-    The job is ``mpirun -np N model : -np M python -m bridge.server ...`` in the run
-    directory (where every component reads ``namcouple``). Success is judged by the servers'
-    markers (:func:`bridge.paths.check_outcome`) as well as the ranks' exit statuses:
-    an ``oasis_abort`` can end every rank with status 0. The job is stopped when the servers
-    serve no exchange for ``server.timeout_s``. ``first_step``, ``last_step`` and
-    ``reached_step`` of the result count exchanges (1 to ``[oasis] runtime_s / period_s``).
-
-    Raises
-    ------
-    ConfigError
-        If anything checked before launch is wrong (every problem listed); nothing started.
-    LaunchError
-        If the run directory cannot be prepared or mpirun cannot be executed.
-    """
-    oasis = config.oasis
-    assert oasis is not None
-    problems = find_oasis_problems(config, build_dir)
-    if problems:
-        raise ConfigError(problems, config.source)
-    exe = config.model.resolve_executable(build_dir)
-    config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, executable=str(exe))
-    )
-    run_dir = make_run_dir(config.run.workdir, exe.name)
-    print(f"mlbridge run: run directory {run_dir}", flush=True)
-    prepare_oasis_run_dir(config, run_dir)
-    if not quiet:
+    prepared.write(config, run_dir)
+    closures = prepared.closures
+    if closures is not None:
+        record_closures(closures, run_dir, quiet=quiet)
+    elif not quiet and config.oasis is not None:
+        oasis = config.oasis
         print(
             f"mlbridge run: OASIS component {oasis.model_component!r} ({config.model.ranks} "
             f"ranks) served by {oasis.server_component!r} ({config.server.ranks} ranks): "
@@ -285,23 +208,90 @@ def launch_oasis(
             f"out, {oasis.exchanges} exchanges every {oasis.period_s} s",
             flush=True,
         )
+    extra_env: dict[str, str] | None = None
+    if config.transport == "oasis" and config.coupled:
+        extra_env = {BUILD_DIR_ENV: str(bdir), **oasis_backend_env(bdir)}
     try:
         command = mpmd_command(programs_for(config, run_dir), log_dir=run_dir / "logs")
     except MpiNotFoundError as err:
         raise ConfigError(str(err), config.source) from None
     (run_dir / "command.txt").write_text(" ".join(command) + "\n")
-    extra_env = {"MLBRIDGE_BUILD_DIR": str(build_dir), **oasis_backend_env(build_dir)}
     job = _Job(
         config=config,
-        namelist=None,
+        namelist=prepared.namelist,
         run_dir=run_dir,
         command=tuple(command),
         rank_logs=rank_logs_for(config, run_dir),
         extra_env=extra_env,
     )
-    return job.run(progress=progress, quiet=quiet, grace_s=grace_s)
+    result = job.run(progress=progress, quiet=quiet, grace_s=grace_s)
+    if closures is None:
+        return result
+    for problem in stamp_outputs(run_dir, closures.closures):
+        print(f"mlbridge run: warning: {problem}", file=sys.stderr, flush=True)
+    return dataclasses.replace(result, closures=closures.closures)
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What the checks established before launch, and how to fill the run directory.
+
+    A model linking the mlbridge library is described by its NEMO-style namelists (``namelist``)
+    and its closures are checked in the registry (``closures``); a model that couples through
+    OASIS itself by the ``[oasis]`` table (both None).
+    """
+
+    config: CouplingConfig
+    namelist: NemoNamelist | None
+    closures: ClosureCheck | None
+
+    @property
+    def experiment(self) -> str:
+        """The run directory's name stem (the namelist's ``cn_exp``; else the executable's)."""
+        return self.namelist.experiment if self.namelist is not None else ""
+
+    def write(self, config: CouplingConfig, run_dir: Path) -> None:
+        """Everything the job reads from the run directory."""
+        if self.namelist is None:
+            prepare_oasis_run_dir(config, run_dir)
+            return
+        prepare_run_dir(config, self.namelist, run_dir)
+        if config.transport == "oasis" and config.coupled:
+            try:
+                write_namcouple(library_run_namcouple(config, self.namelist), run_dir)
+            except OSError as err:
+                raise LaunchError(f"{run_dir}: cannot write the namcouple: {err}") from None
+
+
+def _prepare(config: CouplingConfig, build_dir: Path, *, model_ranks_changed: bool) -> _Prepared:
+    """Every check before launch (all problems listed at once), for either kind of model.
+
+    Raises
+    ------
+    ConfigError
+        If anything is wrong; nothing has been started.
+    """
+    if config.oasis_only:
+        problems = find_oasis_problems(config, build_dir)
+        if problems:
+            raise ConfigError(problems, config.source)
+        return _Prepared(config, None, None)
+    try:
+        namelist = load_run_namelist(config, model_ranks_changed=model_ranks_changed)
+    except NamelistError:
+        namelist = None  # reported, with every other problem, by the validation
+    registry_check = RegistryClosureCheck()
+    validate_before_launch(
+        config,
+        namelist,
+        build_dir=build_dir,
+        checks=(*DEFAULT_CHECKS, registry_check, check_oasis_transport),
+    )
+    if namelist is None:  # only when a caller's checks skip the namelist problem
+        raise ConfigError("the namelists could not be read", config.source)
+    closures = registry_check.result
+    assert closures is not None
+    return _Prepared(pin_closures(config, closures), namelist, closures)
 
 
 # --- command line -----------------------------------------------------------------------------

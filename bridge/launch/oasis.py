@@ -19,6 +19,7 @@ from bridge.config.namcouple import (
 )
 from bridge.config.namelist import NamelistError, NemoNamelist
 from bridge.config.oasis import OasisCouplingConfig, library_namcouple
+from bridge.domain.plan import plan_routes, server_blocks
 from bridge.launch.checks import (
     LaunchContext,
     check_executable,
@@ -30,7 +31,8 @@ from bridge.launch.mpiexec import (
     python_program,
 )
 from bridge.launch.rundir import LaunchError
-from bridge.transport.oasis import OasisNotAvailableError
+from bridge.registry.resolve import resolve_closure
+from bridge.transport.oasis import OasisNotAvailableError, find_shim
 
 # --- a model that couples through OASIS itself --------------------------------------------------
 
@@ -43,8 +45,6 @@ def oasis_backend_env(build_dir: Path) -> dict[str, str]:
     OasisNotAvailableError
         If neither ``pyoasis`` nor the shim can be found.
     """
-    from bridge.transport.oasis import find_shim
-
     if importlib.util.find_spec("pyoasis") is not None:
         return {}
     return {"MLBRIDGE_OASIS_SHIM": str(find_shim(build_dir))}
@@ -96,13 +96,8 @@ def check_oasis_transport(ctx: LaunchContext) -> Iterator[str]:
             yield f'transport = "oasis": no namcouple can be written: {err}'
 
 
-def _oasis_closure_problems(
-    config: CouplingConfig, oasis: OasisCouplingConfig
-) -> list[str]:
+def _oasis_closure_problems(config: CouplingConfig, oasis: OasisCouplingConfig) -> list[str]:
     """The closure exists, has the mapped inputs and outputs, and fits the server blocks."""
-    from bridge.domain.plan import plan_routes, server_blocks
-    from bridge.server.engine import resolve_closure
-
     try:
         closure = resolve_closure(
             oasis.closure, oasis.params, "cpu", 1, inputs=tuple(oasis.inputs.values())
@@ -204,8 +199,6 @@ def prepare_oasis_run_dir(config: CouplingConfig, run_dir: Path) -> None:
             shutil.copyfile(config.namcouple, run_dir / "namcouple")
     except OSError as err:
         raise LaunchError(f"{run_dir}: cannot prepare the run directory: {err}") from None
-
-
 
 
 def write_oasis_files(oasis: OasisCouplingConfig, run_dir: Path) -> Path:

@@ -79,7 +79,6 @@ def prepare_run_dir(config: CouplingConfig, namelist: NemoNamelist, run_dir: Pat
         raise LaunchError(f"{run_dir}: cannot prepare the run directory: {err}") from None
 
 
-
 # --- closures: the run log and the outputs ----------------------------------------------------
 
 
@@ -179,4 +178,3 @@ def format_timing(data: dict[str, Any], source: str = "timing.json") -> str:
     lines = [f"timing summary ({source})", "-" * (width + vwidth + 3)]
     lines += [f"{name:<{width}}   {text:>{vwidth}}" for name, text in rows]
     return "\n".join(lines)
-

@@ -4,121 +4,56 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from bridge import paths
 from bridge.config.coupling import CouplingConfig
 from bridge.config.namelist import NemoNamelist
 from bridge.launch.closure_checks import (
     REGISTRY_ENV,
-    ClosureRecord,
+)
+from bridge.launch.failures import (
+    ERROR_CONTEXT,
+    ERROR_MARK,
+    RankLog,
+    RunResult,
+    _ocean_errors,
+    _status,
+    failing_ranks,
+    failure_report,
+    mpi_aborts,
+    oasis_messages,
 )
 from bridge.launch.mpiexec import (
     mpi_env,
 )
+from bridge.launch.processes import (
+    RUN_DIR_ENV,
+    _alive,
+    _Interrupt,
+    _signal_all,
+    _Subreaper,
+    descendants,
+    job_processes,
+    stop_job,
+)
 from bridge.launch.rundir import LaunchError, format_timing, read_time_step, read_timing
 
 SERVER_MODULE = "bridge.server"
-RUN_DIR_ENV = "MLBRIDGE_RUN_DIR"  # exported to every rank: also marks the job's processes
-ERROR_MARK = "E R R O R"
-TAIL_LINES = 20
 LINGER_GRACE_S = 60.0  # beyond server.timeout_s, after the model's last step
 PLAIN_PROGRESS_EVERY_S = 60.0  # without a bar, a progress line at least this often
-ERROR_CONTEXT = 3  # lines of ocean.output shown after each E R R O R line
 
 EXAMPLES = (
     "  mlbridge run examples/coarse/coupling.toml\n"
     "  mlbridge run examples/coarse/coupling.toml --model-ranks 2 --steps 100 --workdir /tmp/runs\n"
     "  mlbridge run examples/oasis_pure/coupling.toml   # a model coupled through OASIS itself\n"
 )
-
-
-
-@dataclass(frozen=True)
-class RankLog:
-    """Where one MPI rank's output went.
-
-    Attributes
-    ----------
-    rank : int
-        Rank in ``MPI_COMM_WORLD``.
-    program : str
-        ``model`` or ``server``.
-    local_rank : int
-        Rank within its program (model rank, server rank).
-    stdout, stderr : Path
-        Its log files (absent when it printed nothing or never started).
-    """
-
-    rank: int
-    program: str
-    local_rank: int
-    stdout: Path
-    stderr: Path
-
-    @property
-    def label(self) -> str:
-        return f"{self.program} {self.local_rank}"
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """The outcome of :func:`launch`.
-
-    Attributes
-    ----------
-    run_dir : Path
-        The run directory.
-    returncode : int
-        0 on success, else the worst status of all ranks (130/143 when interrupted).
-    elapsed : float
-        Wall-clock seconds from mpirun's start to its end.
-    rank_logs : tuple of RankLog
-        Per-rank log files, model ranks first.
-    command : tuple of str
-        The mpirun command line.
-    first_step, last_step : int
-        ``nn_it000`` and ``nn_itend`` of the run.
-    reached_step : int or None
-        The last step the model reported in ``time.step`` (None: never written).
-    interrupted : bool
-        True when the run was stopped by SIGINT/SIGTERM.
-    problems : tuple of str
-        Why the run counts as failed (empty on success).
-    closures : tuple of ClosureRecord
-        The closure of each exchange as checked and pinned (also in ``closures.json``).
-    """
-
-    run_dir: Path
-    returncode: int
-    elapsed: float
-    rank_logs: tuple[RankLog, ...]
-    command: tuple[str, ...]
-    first_step: int
-    last_step: int
-    reached_step: int | None
-    interrupted: bool = False
-    problems: tuple[str, ...] = ()
-    closures: tuple[ClosureRecord, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    @property
-    def timing(self) -> dict[str, Any] | None:
-        """The servers' ``timing.json``, when they wrote one."""
-        return read_timing(self.run_dir)
-
 
 
 def job_env(
@@ -142,8 +77,6 @@ def job_env(
     return mpi_env(extra)
 
 
-
-
 class _Tail:
     """Follows a growing text file, yielding whole new lines."""
 
@@ -164,16 +97,6 @@ class _Tail:
         parts = text.split("\n")
         self.partial = "" if final else parts.pop()
         return [p.rstrip("\r") for p in parts if p or not final]
-
-
-def _tail_lines(path: Path, n: int, keep: str | None = None) -> list[str]:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    if keep is not None:
-        lines = [line for line in lines if keep in line]
-    return lines[-n:]
 
 
 class _Progress:
@@ -235,323 +158,6 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
 
-
-# --- processes --------------------------------------------------------------------------------
-
-
-def _process_table() -> dict[int, int]:
-    """pid -> parent pid of every visible process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read().decode(errors="replace")
-            table[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return table
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (Open MPI puts each rank in its own process group)."""
-    table = _process_table()
-    children: dict[int, list[int]] = {}
-    for child, parent in table.items():
-        children.setdefault(parent, []).append(child)
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def job_processes(run_dir: Path) -> set[int]:
-    """Processes whose environment marks them as ranks of the run in ``run_dir``."""
-    marker = f"{RUN_DIR_ENV}={run_dir}".encode() + b"\0"
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                environ = fh.read() + b"\0"
-        except OSError:
-            continue
-        if b"\0" + marker in b"\0" + environ:
-            found.add(int(entry))
-    return found
-
-
-def _signal_all(pids: set[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                state = fh.read().decode(errors="replace").rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            alive.add(pid)
-    return alive
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
-def stop_job(proc: subprocess.Popen, run_dir: Path, grace_s: float = 5.0) -> set[int]:
-    """End every rank of the job, leaving neither running processes nor zombies.
-
-    The ranks (every process below mpirun, and every process marked with this run directory)
-    get SIGTERM first, so that mpirun sees them end, reaps them and exits; then mpirun itself
-    gets SIGTERM; whatever is still alive after ``grace_s`` seconds is killed. Returns the
-    processes found (to reap those that mpirun leaves behind).
-    """
-    ranks = (descendants(proc.pid) | job_processes(run_dir)) - {proc.pid}
-    _signal_all(ranks, signal.SIGTERM)
-    if not _wait_until(lambda: proc.poll() is not None, min(grace_s, 2.0)):
-        try:
-            proc.send_signal(signal.SIGTERM)  # mpirun forwards it to the ranks
-        except ProcessLookupError:
-            pass
-
-    def ended() -> bool:
-        return proc.poll() is not None and not _alive(ranks | job_processes(run_dir))
-
-    if not _wait_until(ended, grace_s):
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        late = descendants(proc.pid) | job_processes(run_dir)
-        ranks |= late
-        _signal_all(_alive(ranks), signal.SIGKILL)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    return ranks
-
-
-# --- failure analysis -------------------------------------------------------------------------
-
-_MPI_PROCESS = re.compile(r"Process name:\s*\[\[\d+,\d+\],(\d+)\]\s*\n\s*Exit code:\s*(\d+)")
-_MPI_SIGNAL = re.compile(r"process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+)")
-_MPI_ABORT = re.compile(
-    r"MPI_ABORT was invoked on rank (\d+) in communicator ([^\n]*?)\s*with errorcode (-?\d+)"
-)
-
-
-def mpi_aborts(mpirun_log: str) -> list[tuple[int, str, int]]:
-    """``(rank, communicator, errorcode)`` of each MPI_ABORT reported in mpirun's log.
-
-    The rank is in the communicator named, which is the world only for ``MPI_COMM_WORLD``.
-    """
-    return [(int(r), comm, int(code)) for r, comm, code in _MPI_ABORT.findall(mpirun_log)]
-
-
-def failing_ranks(mpirun_log: str) -> dict[int, int]:
-    """World rank -> exit status, for the ranks mpirun reported as failed in its log."""
-    found: dict[int, int] = {}
-    for rank, code in _MPI_PROCESS.findall(mpirun_log):
-        found[int(rank)] = max(found.get(int(rank), 0), int(code))
-    for rank, sig in _MPI_SIGNAL.findall(mpirun_log):
-        found[int(rank)] = max(found.get(int(rank), 0), 128 + int(sig))
-    for rank, comm, code in mpi_aborts(mpirun_log):
-        if comm == "MPI_COMM_WORLD":
-            found[rank] = max(found.get(rank, 0), abs(code) % 256 or 1)
-    return found
-
-
-_OASIS_TROUBLE = re.compile(r"abort|error|not found|mismatch", re.IGNORECASE)
-
-
-def oasis_messages(run_dir: Path, limit: int = 8) -> list[str]:
-    """What OASIS said about a failure: the lines of its own logs that name one.
-
-    OASIS3-MCT writes to ``nout.000000`` and ``debug.*`` in the run directory, not to the ranks'
-    output; an abort there (exit status 0) would otherwise go unexplained.
-    """
-    found: list[str] = []
-    for path in [run_dir / "nout.000000", *sorted(run_dir.glob("debug*"))]:
-        try:
-            lines = path.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            text = " ".join(line.split())
-            if _OASIS_TROUBLE.search(text) and f"{path.name}: {text}" not in found:
-                found.append(f"{path.name}: {text}")
-    return found[-limit:]
-
-
-def _status(returncode: int) -> int:
-    # a negative Popen status is a signal
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def failure_report(result: RunResult) -> str:
-    """The last lines of the failing ranks' logs and the errors of ``ocean.output``."""
-    run_dir = result.run_dir
-    mpirun_log = run_dir / "mpirun.log"
-    try:
-        log_text = mpirun_log.read_text(errors="replace")
-    except OSError:
-        log_text = ""
-    failed = failing_ranks(log_text)
-    by_rank = {log.rank: log for log in result.rank_logs}
-    chosen = [by_rank[r] for r in sorted(failed) if r in by_rank]
-    if not chosen:
-        chosen = [log for log in result.rank_logs if _size(log.stderr) > 0]
-    if not chosen:
-        chosen = [log for log in result.rank_logs if log.local_rank == 0]
-    parts = [f"mlbridge run: FAILED with status {result.returncode} (run directory {run_dir})"]
-    parts += [f"  - {p}" for p in result.problems]
-    for log in chosen[:4]:
-        status = f", exit status {failed[log.rank]}" if log.rank in failed else ""
-        for path in (log.stderr, log.stdout):
-            lines = _tail_lines(path, TAIL_LINES)
-            if lines:
-                parts.append(
-                    f"--- {log.label} (world rank {log.rank}{status}): last lines of {path}"
-                )
-                parts += lines
-    errors = _ocean_errors(run_dir / "ocean.output")
-    if errors:
-        parts.append(f"--- {run_dir / 'ocean.output'}: errors")
-        parts += errors
-    block = _mpirun_messages(log_text)
-    if block:
-        parts.append(f"--- {mpirun_log}: mpirun's report")
-        parts += block
-    return "\n".join(parts)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _ocean_errors(path: Path, after: int = ERROR_CONTEXT) -> list[str]:
-    """``E R R O R`` lines of ``ocean.output`` and the few lines after each."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    keep: list[str] = []
-    for index, line in enumerate(lines):
-        if ERROR_MARK in line:
-            keep += [ln for ln in lines[index : index + 1 + after] if ln not in keep[-after:]]
-    return keep[-TAIL_LINES:]
-
-
-def _mpirun_messages(log_text: str) -> list[str]:
-    """mpirun's own framed messages (between its ``-----`` rules), last one first kept."""
-    blocks = re.findall(r"-{20,}\n(.*?)\n-{20,}", log_text, flags=re.DOTALL)
-    lines: list[str] = []
-    for block in blocks[-2:]:
-        lines += block.splitlines()
-    return lines[-TAIL_LINES:]
-
-
-
-
-class _Subreaper:
-    """Makes the launcher adopt the job's orphans while it runs, and reaps them.
-
-    mpirun that is stopped may exit before it has waited for all its ranks; their zombies would
-    then go to PID 1, which in a container often never reaps them. As a child subreaper
-    (Linux ``prctl(PR_SET_CHILD_SUBREAPER)``), the launcher adopts them and reaps them at the end.
-    """
-
-    PR_SET_CHILD_SUBREAPER = 36
-
-    def __init__(self) -> None:
-        self.pids: set[int] = set()
-        self.enabled = False
-
-    def _prctl(self, value: int) -> bool:
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            return libc.prctl(self.PR_SET_CHILD_SUBREAPER, value, 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            return False
-
-    def __enter__(self) -> _Subreaper:
-        self.enabled = sys.platform.startswith("linux") and self._prctl(1)
-        return self
-
-    def watch(self, pids: set[int]) -> None:
-        """Remember processes of the job (to reap them if they are orphaned)."""
-        self.pids |= pids
-
-    def reap(self, timeout: float = 1.0) -> None:
-        """Reap the watched processes that were adopted (up to ``timeout`` seconds)."""
-        pending = set(self.pids)
-        deadline = time.monotonic() + timeout
-        while pending:
-            for pid in list(pending):
-                try:
-                    done, _ = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:  # not (or no longer) our child
-                    pending.discard(pid)
-                    continue
-                if done:
-                    pending.discard(pid)
-            if not pending or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.reap()
-            self._prctl(0)
-
-
-class _Interrupt:
-    """Turns SIGINT/SIGTERM into a flag while the job runs (main thread only)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.count = 0
-        self.saved: dict[int, Any] = {}
-
-    def __enter__(self) -> _Interrupt:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.saved[sig] = signal.signal(sig, self.handle)
-        return self
-
-    def handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        self.count += 1
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
 
 
 @dataclass(frozen=True)
@@ -806,5 +412,3 @@ class _Job:
             timing = read_timing(result.run_dir, source)
             if timing:
                 print(format_timing(timing, source), flush=True)
-
-

@@ -13,6 +13,7 @@ from typing import Any
 from bridge.closures.analytic import ANALYTIC, analytic_closure
 from bridge.closures.base import Closure
 from bridge.config.coupling import CouplingConfig, exchange_name
+from bridge.registry.store import MANIFEST_FILE, Entry, Registry
 
 
 class ClosureResolutionError(RuntimeError):
@@ -64,13 +65,6 @@ def resolve_closure(
             return analytic_closure(name, inputs, params)
         except (KeyError, ValueError) as err:
             raise ClosureResolutionError(f"closure {name!r}: {err}") from None
-    try:
-        from bridge.registry import Registry
-    except ImportError as err:
-        raise ClosureResolutionError(
-            f"closure {name!r} is not an analytic closure ({', '.join(sorted(ANALYTIC))}) and the "
-            f"registry cannot be imported: {type(err).__name__}: {err}"
-        ) from None
     if params:
         raise ClosureResolutionError(
             f"closure {name!r}: registry closures take no params (got {sorted(params)}); their "
@@ -98,19 +92,36 @@ def _check_pinned_hash(registry: Any, name: str, sha256: str) -> None:
     ClosureResolutionError
         Naming the closure, the file and both hashes.
     """
-    from bridge.registry import MANIFEST_FILE
-
     entry = registry.show(name)
-    hashes = entry.record.get("sha256", {})
+    mismatch = pinned_hash_mismatch(entry, sha256)
+    if mismatch:
+        raise ClosureResolutionError(f"closure {name!r} ({entry.ref}): {mismatch}")
+
+
+def recorded_hash(entry: Entry) -> tuple[Path, str]:
+    """The file of a registry entry that a pin names, and its sha256 recorded at registration.
+
+    The file is the artifact, or the stored manifest of an entry without one; the hash is empty
+    when none was recorded.
+    """
     artifact = entry.artifact
     path = artifact if artifact is not None else entry.directory / MANIFEST_FILE
-    recorded = hashes.get(path.name, "")
-    if recorded != sha256:
-        raise ClosureResolutionError(
-            f"closure {name!r} ({entry.ref}): {path} has recorded sha256 {recorded or 'none'}, "
-            f"the exchange pins sha256 {sha256} (pin the registered content, or register the "
-            "pinned one)"
-        )
+    return path, entry.record.get("sha256", {}).get(path.name, "")
+
+
+def pinned_hash_mismatch(entry: Entry, sha256: str) -> str:
+    """Why registry entry ``entry`` is not the content pinned by ``sha256`` (empty: it is).
+
+    The one check of a pin: for the servers (:func:`resolve_closure`) and for the launcher
+    (:func:`bridge.launch.closure_checks.inspect_closures`).
+    """
+    path, recorded = recorded_hash(entry)
+    if recorded == sha256:
+        return ""
+    return (
+        f"{path} has recorded sha256 {recorded or 'none'}, the exchange pins sha256 {sha256} "
+        "(pin the registered content, or register the pinned one)"
+    )
 
 
 def build_closures(config: CouplingConfig) -> dict[str, Closure]:

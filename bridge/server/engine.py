@@ -334,14 +334,26 @@ class BlockTransport(Protocol):
         """After the last exchange: the model ranks' own timing, by model rank (may be empty)."""
 
 
+class StepRecorder(Protocol):
+    """Keeps what an exchange moved (:class:`bridge.server.diagnostics.DiagnosticsWriter`)."""
+
+    def record(
+        self, kt: int, blocks: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
+    ) -> None:
+        """Called after the outputs of step ``kt`` went (the blocks are valid until ``wait``)."""
+
+
 def serve_exchanges(
     engine: Engine,
     transport: BlockTransport,
     on_step: Callable[[int], None] | None = None,
+    diagnostics: StepRecorder | None = None,
 ) -> dict[str, Any]:
     """Serve every exchange until the transport says the model is done; return the summary.
 
     ``on_step`` is called with the number of exchanges served after each one (progress).
+    ``diagnostics`` (``[diagnostics] netcdf``) gets the fields and outputs once the outputs went,
+    outside the timed phases (it keeps its own time).
 
     Raises
     ------
@@ -365,6 +377,8 @@ def serve_exchanges(
         transport.send()
         t5 = clock()
         engine.record(kt, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4))
+        if diagnostics is not None:
+            diagnostics.record(kt, blocks, outputs)
         if on_step is not None:
             on_step(len(engine.steps))
     return engine.summary(transport.finish())

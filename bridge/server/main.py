@@ -10,7 +10,9 @@ Started by ``mlbridge run`` after the model ranks in one MPMD job. Every server 
 4. serves the exchanges with the one engine (:func:`bridge.server.engine.serve_exchanges`) over
    the transport of the run: MPI messages (:class:`bridge.transport.mpi_blocks.MpiBlockTransport`)
    or OASIS (:class:`bridge.transport.oasis_blocks.OasisBlockTransport`, the goodbye over MPI);
-5. writes ``RUN/timing.json`` (server rank 0; per-step figures in ``RUN/timing_steps.json``).
+5. writes ``RUN/timing.json`` (server rank 0; per-step figures in ``RUN/timing_steps.json``)
+   and, with ``[diagnostics] netcdf``, ``RUN/diagnostics.nc`` as it goes
+   (:mod:`bridge.server.diagnostics`).
 
 A model that couples through OASIS itself (an ``[oasis]`` table, no mlbridge library, no
 handshake) is served by :func:`serve_oasis_model` with the same engine and OASIS transport; the
@@ -39,7 +41,13 @@ import numpy as np
 
 from bridge import paths
 from bridge.closures.base import Closure
-from bridge.config.coupling import CouplingConfig, ExchangeConfig, exchange_name, load_config
+from bridge.config.coupling import (
+    CouplingConfig,
+    DiagnosticsConfig,
+    ExchangeConfig,
+    exchange_name,
+    load_config,
+)
 from bridge.config.namcouple import NamcoupleError, compare_namcouple, read_namcouple
 from bridge.config.namelist import read_namelists
 from bridge.config.oasis import (
@@ -47,8 +55,9 @@ from bridge.config.oasis import (
     LIBRARY_SERVER_COMPONENT,
     OasisCouplingConfig,
 )
-from bridge.domain.plan import Box, server_blocks
+from bridge.domain.plan import server_blocks
 from bridge.registry.resolve import ClosureResolutionError, build_closures, resolve_closure
+from bridge.server.diagnostics import open_diagnostics, preload_netcdf
 from bridge.server.engine import (
     Block,
     BlockTransport,
@@ -124,9 +133,7 @@ def library_transport(
     )
     send, recv = setup.active_fields("send"), setup.active_fields("recv")
     if config.transport == "mpi":
-        transport = MpiBlockTransport(
-            layout, plan, send, recv, setup.lag, config.server.timeout_s
-        )
+        transport = MpiBlockTransport(layout, plan, send, recv, setup.lag, config.server.timeout_s)
         return transport, block
     steps, first = _oasis_run_length(run_dir)
     backend.init(LIBRARY_SERVER_COMPONENT)  # collective over the whole job
@@ -161,6 +168,8 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
             raise ServerError(f"transport {config.transport!r}: this server speaks mpi and oasis")
         if not config.exchanges:
             raise ServerError("the configuration has no [[exchange]]: nothing to serve")
+        if config.diagnostics.netcdf:
+            preload_netcdf()  # before the OASIS shim (see there)
         if config.transport == "oasis":
             try:
                 backend = open_backend()
@@ -177,7 +186,14 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
     try:
         transport, block = library_transport(layout, config, setup, backend, run_dir)
         engine = Engine(config.exchanges, closures, block)
-        summary = serve_exchanges(engine, transport)
+        diagnostics = open_diagnostics(
+            config.diagnostics, run_dir, layout.servers,
+            server_blocks(setup.nx, setup.ny, layout.n_server), block, config.exchanges,
+            closures, config.server.timeout_s,
+        )  # fmt: skip
+        summary = serve_exchanges(engine, transport, diagnostics=diagnostics)
+        if diagnostics is not None:
+            diagnostics.close()
     except (ServerError, BlockTransportError, wire.TransportError) as err:
         text = f"mlbridge server rank {layout.rank}: {err}"
         print(f"mlbridge server: error: {text}", file=sys.stderr, flush=True)
@@ -246,8 +262,12 @@ def serve_oasis_model(
     prefer: Literal["auto", "pyoasis", "shim"] = "auto",
     registry: Path | None = None,
     timing: bool = True,
+    diagnostics: DiagnosticsConfig | None = None,
 ) -> int:
-    """Serve a model that couples through OASIS itself; return 0 (or the job is aborted)."""
+    """Serve a model that couples through OASIS itself; return 0 (or the job is aborted).
+
+    ``diagnostics``: the ``[diagnostics]`` table (None: no NetCDF, as with ``--oasis``).
+    """
     try:
         problems = compare_namcouple(oasis.namcouple(), read_namcouple(run_dir / "namcouple"))
     except NamcoupleError as err:
@@ -258,6 +278,8 @@ def serve_oasis_model(
             f"the namcouple in {run_dir} does not match the configuration:\n  "
             + "\n  ".join(problems),
         )
+    if diagnostics is not None and diagnostics.netcdf:
+        preload_netcdf()  # before the OASIS shim (see there)
     try:
         backend = open_backend(prefer, None)
     except OasisNotAvailableError as err:
@@ -307,7 +329,13 @@ def serve_oasis_model(
         )  # fmt: skip
         engine = Engine([exchange], {exchange_name(exchange): closure}, block)
         progress = (lambda n: paths.write_progress(run_dir, n)) if rank == 0 else None
-        summary = serve_exchanges(engine, transport, progress)
+        recorder = open_diagnostics(
+            diagnostics or DiagnosticsConfig(), run_dir, comm, blocks, block, [exchange],
+            {exchange_name(exchange): closure},
+        )  # fmt: skip
+        summary = serve_exchanges(engine, transport, progress, recorder)
+        if recorder is not None:
+            recorder.close()
     except (ServerError, OasisError) as err:
         return _fail(run_dir, str(err), backend)
     summaries = comm.gather(summary, root=0)
@@ -417,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefer=args.backend,
             registry=config.server.registry,
             timing=config.diagnostics.timing,
+            diagnostics=config.diagnostics,
         )
     try:
         layout = wire.split_world(
@@ -432,4 +461,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         return serve_with_problem(layout, config, run_dir, problem)
     return serve(layout, config, run_dir)
-

@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from bridge.domain.plan import Box
+from bridge.paths import default_build_dir
 
 __all__ = [
     "NAME_MAX",
@@ -278,8 +279,9 @@ def find_shim(build_dir: Path | str | None = None) -> Path:
     """Locate ``libmlb_oasis_shim.so``.
 
     Looked for, in order: ``$MLBRIDGE_OASIS_SHIM`` (a file), then ``lib/``, ``bin/``,
-    ``oasis/lib/`` and ``oasis/bin/`` of ``build_dir`` (default ``$MLBRIDGE_BUILD_DIR`` or
-    ``build/`` at the repository root).
+    ``oasis/lib/`` and ``oasis/bin/`` of ``build_dir`` (default
+    :func:`bridge.paths.default_build_dir`: ``$MLBRIDGE_BUILD_DIR``, else ``build/`` of a
+    checkout, else the user's data directory).
 
     Raises
     ------
@@ -293,8 +295,7 @@ def find_shim(build_dir: Path | str | None = None) -> Path:
             return path.resolve()
         raise OasisNotAvailableError(f"MLBRIDGE_OASIS_SHIM={override!r} is not a file")
     if build_dir is None:
-        repo = Path(__file__).resolve().parents[2]
-        build_dir = os.environ.get("MLBRIDGE_BUILD_DIR", repo / "build")
+        build_dir = default_build_dir()
     base = Path(build_dir).resolve()
     candidates = [base / sub / SHIM_NAME for sub in ("lib", "bin", "oasis/lib", "oasis/bin")]
     for path in candidates:
@@ -303,9 +304,8 @@ def find_shim(build_dir: Path | str | None = None) -> Path:
     raise OasisNotAvailableError(
         "OASIS3-MCT is not available from Python: pyoasis is not importable and the shim "
         f"{SHIM_NAME} was not found (looked in {', '.join(str(p.parent) for p in candidates)}). "
-        "Install liboasis3-dev and libnetcdff-dev and build fortran_stubs/oasis "
-        "(cmake -S fortran_stubs/oasis -B build/oasis && cmake --build build/oasis), or set "
-        "MLBRIDGE_OASIS_SHIM to the library"
+        "Install liboasis3-dev and libnetcdff-dev and run `mlbridge build` (it builds the shim "
+        "when CMake finds OASIS3-MCT), or set MLBRIDGE_OASIS_SHIM to the library"
     )
 
 
