@@ -7,7 +7,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := gfortran libopenmpi-dev openmpi-bin libnetcdff-dev liboasis3-dev netcdf-bin
+APT_PACKAGES := gfortran libopenmpi-dev openmpi-bin libnetcdff-dev liboasis3-dev netcdf-bin pkg-config
 TORCH_VERSION := 2.13.0
 export MPI4PY_MPIABI := openmpi
 

@@ -17,11 +17,14 @@ import dataclasses
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bridge import paths
+
 STEPS_PER_DAY = 60  # coarse configuration: rn_Dt = 1440 s
-COARSE = REPO / "examples" / "coarse" / "coupling.toml"
-COUPLED = REPO / "examples" / "subgrid_cnn" / "coupling.toml"
-CLOSURE_MANIFEST = REPO / "models" / "artifacts" / "subgrid_cnn" / "manifest.toml"
+# files of a checkout of the repository (an installed package ships neither examples/ nor
+# the trained artifacts): the demo runs from a checkout
+COARSE = ("examples", "coarse", "coupling.toml")
+COUPLED = ("examples", "subgrid_cnn", "coupling.toml")
+CLOSURE_MANIFEST = ("models", "artifacts", "subgrid_cnn", "manifest.toml")
 
 
 def _run(
@@ -40,7 +43,8 @@ def _run(
         config = dataclasses.replace(
             config, server=dataclasses.replace(config.server, registry=registry)
         )
-    print(f"== {what}: {toml.relative_to(REPO)}, {steps} steps", flush=True)
+    shown = toml.relative_to(toml.parents[2])  # examples/<case>/coupling.toml
+    print(f"== {what}: {shown}, {steps} steps", flush=True)
     result = launch(config, steps=steps, workdir=out, progress=sys.stderr.isatty())
     if not result.ok:
         raise SystemExit(f"demo: {what} failed (exit {result.returncode}), see {result.run_dir}")
@@ -62,8 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--coupled-days", type=int, default=365, help="model days run alone and coupled (365)"
     )
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "demo", help="output folder")
+    checkout = paths.checkout_root()
+    default_out = (checkout or Path.cwd()) / "runs" / "demo"
+    parser.add_argument("--out", type=Path, default=default_out, help="output folder")
     args = parser.parse_args(argv)
+    try:
+        coarse, coupled, closure_manifest = (
+            paths.checkout_file(*parts) for parts in (COARSE, COUPLED, CLOSURE_MANIFEST)
+        )
+    except paths.CheckoutRequiredError as err:
+        raise SystemExit(f"demo: {err}") from None
 
     from bridge.plots import plot_comparison, plot_run
 
@@ -72,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     from bridge.registry.store import Registry
 
     registry = out / "registry"
-    ref = Registry(registry).register(None, CLOSURE_MANIFEST, force=True)  # the demo's own
+    ref = Registry(registry).register(None, closure_manifest, force=True)  # the demo's own
     print(f"== registered {ref} in {registry}", flush=True)
     spin = max(1, round(args.years * 365 * STEPS_PER_DAY))
-    grid = _run(COARSE, out, "spin-up", spin, {"namrun": {"nn_stock": spin}})
+    grid = _run(coarse, out, "spin-up", spin, {"namrun": {"nn_stock": spin}})
     png = plot_run(grid, out / "coarse_alone.png", title=f"coarse, {args.years:g} years alone")
     print(f"figure: {png}")
     restart = sorted(grid.parent.glob(f"*_{spin:08d}_restart.nc"))
@@ -90,16 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         "nn_write": min(600, steps),
         "nn_stock": 0,
     }
-    alone = _run(COARSE, out, "alone", steps, {"namrun": {**cont, "cn_exp": "ALONE"}})
-    coupled = _run(COUPLED, out, "coupled", steps, {"namrun": cont}, registry=registry)
+    alone = _run(coarse, out, "alone", steps, {"namrun": {**cont, "cn_exp": "ALONE"}})
+    grid_coupled = _run(coupled, out, "coupled", steps, {"namrun": cont}, registry=registry)
     png = plot_comparison(
-        {"alone": alone, f"coupled to {ref}": coupled},
+        {"alone": alone, f"coupled to {ref}": grid_coupled},
         out / "coupled.png",
         title=f"{args.coupled_days} days from year {args.years:g}: alone, and coupled to the "
         "trained subgrid CNN in a Python server",
     )
     print(f"figure: {png}")
-    timing = coupled.parent / "timing.json"
+    timing = grid_coupled.parent / "timing.json"
     if timing.is_file():
         print(f"timing summary: {timing}")
     return 0

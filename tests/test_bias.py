@@ -1,4 +1,4 @@
-"""Bias-correction twin: the toy's nudging (&namnudge) and a tiny end-to-end of mlbridge_models.bias."""
+"""Bias-correction twin: the toy's nudging (&namnudge), an end-to-end of mlbridge_models.bias."""
 
 from __future__ import annotations
 

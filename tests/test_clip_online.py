@@ -4,7 +4,7 @@ The closure is the analytic Zanna & Bolton closure (``models/zanna_bolton.py``, 
 "python"``) registered in a temporary registry with a tiny ``clip`` on ``su`` only, coupled to
 the toy model (1 model rank, 1 server rank) for more steps than the server reports: the server
 rank's log names the step, the field, the global point and the value before clipping, at most
-:data:`bridge.server.CLIP_REPORT_LIMIT` times, and the totals per field reach ``timing.json``
+:data:`bridge.server.engine.CLIP_REPORT_LIMIT` times, and the totals per field reach ``timing.json``
 and the printed summary.
 """
 

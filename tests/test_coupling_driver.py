@@ -325,7 +325,7 @@ def test_pinned_sha256_checked_before_loading(tmp_path: Path) -> None:
     """A registry closure whose recorded hash is not the pinned one is refused, naming both."""
     from types import SimpleNamespace
 
-    from bridge.server.engine import ServerError, _check_pinned_hash
+    from bridge.registry.resolve import ClosureResolutionError, _check_pinned_hash
 
     entry = SimpleNamespace(
         ref="gz@1",
@@ -335,7 +335,7 @@ def test_pinned_sha256_checked_before_loading(tmp_path: Path) -> None:
     )
     reg = SimpleNamespace(show=lambda name: entry)
     _check_pinned_hash(reg, "gz", "a" * 64)  # the pinned content: accepted
-    with pytest.raises(ServerError) as info:
+    with pytest.raises(ClosureResolutionError) as info:
         _check_pinned_hash(reg, "gz", "c" * 64)
     text = str(info.value)
     assert "'gz'" in text and str(tmp_path / "gz.ts") in text
@@ -344,11 +344,11 @@ def test_pinned_sha256_checked_before_loading(tmp_path: Path) -> None:
 
 def test_mask_passed_only_to_closures_that_take_it() -> None:
     from bridge.closures.analytic import analytic_closure
-    from bridge.server.engine import _accepts_mask
+    from bridge.server.engine import accepts_mask
 
     class WithMask:
         def __call__(self, inputs: dict, mask: object = None) -> dict:
             return dict(inputs)
 
-    assert _accepts_mask(WithMask())
-    assert not _accepts_mask(analytic_closure("laplacian", ("u",), {}))
+    assert accepts_mask(WithMask())
+    assert not accepts_mask(analytic_closure("laplacian", ("u",), {}))

@@ -1,6 +1,6 @@
 """The toy ocean model coupled to inference servers, under real mpirun, through the launcher.
 
-The in-process closures of the toy (``&nammlb cn_mlb_inproc``, ``infclosure.F90``) compute the
+The in-process closures of the toy (``&nammlb_test cn_mlb_inproc``, ``infclosure.F90``) compute the
 same operations as the Python analytic closures in the same order, so a coupled run must give
 the in-process run's bits for any number of model ranks N and server ranks M. The tendencies the
 model used are in its NetCDF output (``u_tend``, ``v_tend``, ``h_tend``), so lag and every are
@@ -53,6 +53,7 @@ def make_case(
     nz: int = 3,
     write: int = 1,
     nammlb: Mapping[str, Any] | None = None,
+    nammlb_test: Mapping[str, Any] | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """A directory with a ``namelist_cfg``: the small basin, ``steps`` steps, output every step."""
@@ -64,7 +65,7 @@ def make_case(
             "namusr_def": {"nn_nz": nz},
             "nammlb": {"cn_mlb_snd": ["u", "v", ""], "cn_mlb_rcv": ["u_tend", "v_tend", ""]},
         },
-        {"nammlb": dict(nammlb or {})},
+        {"nammlb": dict(nammlb or {}), "nammlb_test": dict(nammlb_test or {})},
         dict(extra or {}),
     )
     write_patched_cfg(COARSE_CFG, patch, path / "namelist_cfg")
@@ -167,7 +168,7 @@ def inprocess(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, n
     for closure in LAYOUTS:
         case = make_case(
             tmp_path_factory.mktemp(f"ref_{closure}"),
-            nammlb={"cn_mlb_inproc": closure, "rn_mlb_coef": COEF},
+            nammlb_test={"cn_mlb_inproc": closure, "rn_mlb_coef": COEF},
         )
         refs[closure] = output(run(config_for(case, 1)))
     return refs
@@ -361,7 +362,7 @@ NAN_AT = {"nn_mlb_nan_kt": 3, "nn_mlb_nan_i": 15, "nn_mlb_nan_j": 8, "nn_mlb_nan
 
 
 def test_nan_abort_names_step_field_rank_point(tmp_path: Path) -> None:
-    case = make_case(tmp_path, nammlb={**NAN_AT, "cn_mlb_nan_fld": "v"})
+    case = make_case(tmp_path, nammlb_test={**NAN_AT, "cn_mlb_nan_fld": "v"})
     result = run(config_for(case, 2, 2, [exchange("laplacian")]))
     # 23 x 17 on 2 ranks is split 2 x 1: i = 15 is on model rank 1
     assert_failed_fast(
@@ -370,7 +371,7 @@ def test_nan_abort_names_step_field_rank_point(tmp_path: Path) -> None:
 
 
 def test_nan_zero_goes_on_and_counts(tmp_path: Path) -> None:
-    case = make_case(tmp_path, nammlb={**NAN_AT, "cn_mlb_nan_fld": "u"})
+    case = make_case(tmp_path, nammlb_test={**NAN_AT, "cn_mlb_nan_fld": "u"})
     result = run(config_for(case, 2, 2, [exchange("laplacian", on_nan="zero")]))
     out = output(result)
     assert np.isfinite(out["u"]).all()

@@ -2,7 +2,8 @@
 
 The unit tests need nothing beyond Python. The others build ``fortran_stubs/oasis`` (the ctypes shim
 and ``oasis_pure_model``, a model that calls OASIS only) into ``<build dir>/oasis`` and run it under
-the real ``mpirun`` with ``python -m bridge.server --oasis``; they are skipped when OASIS3-MCT is not installed
+the real ``mpirun`` with ``python -m bridge.server --oasis``; they are skipped when OASIS3-MCT is
+not installed
 (``liboasis3-dev``). With this OASIS version an abort can end every rank with exit status 0, so
 every run is judged by its outputs and markers (:func:`bridge.paths.check_outcome`).
 """
@@ -499,8 +500,9 @@ def test_server_failure_is_reported_even_with_exit_status_zero(
     problems = check_outcome(tmp_path, proc.returncode)
     # the engine's NaN policy, as for a model linking the library: field, step, point, count
     assert any(
-        "NaN in closure output for 'O_UTND' at step 1, model rank 0, global (i, j, k) = "
-        "(1, 1, 1)" in p and "360 non-finite" in p
+        "NaN in closure output for 'O_UTND' at step 1, model rank 0, global (i, j, k) = (1, 1, 1)"
+        in p
+        and "360 non-finite" in p
         for p in problems
     ), problems
     assert any(DONE_MARKER in p for p in problems)

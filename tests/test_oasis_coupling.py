@@ -357,7 +357,7 @@ def test_toy_through_oasis_every3(oasis_build_dir: Path, tmp_path: Path) -> None
 
 
 def test_toy_through_oasis_nan_zero(oasis_build_dir: Path, tmp_path: Path) -> None:
-    case = toy.make_case(tmp_path, nammlb={**toy.NAN_AT, "cn_mlb_nan_fld": "u"})
+    case = toy.make_case(tmp_path, nammlb_test={**toy.NAN_AT, "cn_mlb_nan_fld": "u"})
     config = toy.config_for(case, 2, 2, [toy.exchange("laplacian", on_nan="zero")])
     result = toy_run(config, "oasis")
     out = toy.output(result)
@@ -393,7 +393,8 @@ def test_toy_oasis_abort_with_status_zero_is_reported(
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        "import bridge.config.namcouple\nbridge.config.namcouple.compare_namcouple = lambda *args: []\n"
+        "import bridge.config.namcouple\n"
+        "bridge.config.namcouple.compare_namcouple = lambda *args: []\n"
     )
     monkeypatch.setenv("PYTHONPATH", str(site))
     config = toy.config_for(

@@ -390,3 +390,67 @@ def test_cpu_default_runs_levels_in_cache_sized_batches() -> None:
     a, b = default({"u": u, "v": v}), one_call({"u": u, "v": v})
     for name in ("su", "sv"):
         np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-14)
+
+
+LEGACY_MANIFEST = """
+name = "legacy-cnn"
+version = "1"
+format = "state_dict"
+artifact = "weights.pt"
+entry_point = "models.cnn:build_cnn"
+halo = 2
+dtype = "float32"
+device = "cpu"
+[arch]
+in_channels = 2
+out_channels = 2
+hidden = [4]
+kernel_sizes = [3, 3]
+[[inputs]]
+name = "u"
+grid = "U"
+units = "m s-1"
+[[inputs]]
+name = "v"
+grid = "V"
+units = "m s-1"
+[[outputs]]
+name = "su"
+grid = "U"
+units = "m s-2"
+[[outputs]]
+name = "sv"
+grid = "V"
+units = "m s-2"
+"""
+
+
+@pytest.mark.parametrize("models_importable", [False, True], ids=["installed", "checkout"])
+def test_legacy_models_entry_point_loads_from_mlbridge_models(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, models_importable: bool
+) -> None:
+    """A manifest registered before the rename names ``models.cnn:build_cnn``: it still loads,
+    from ``mlbridge_models`` (an installed wheel has no ``models``; in a checkout ``models/`` is
+    the same package, imported under one name only)."""
+    import sys
+    from pathlib import Path
+
+    from mlbridge_models.cnn import SubgridCNN
+
+    if models_importable:
+        monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    else:
+        monkeypatch.setitem(sys.modules, "models", None)  # `import models` raises ImportError
+    torch.manual_seed(0)
+    reference = build_cnn(2, 2, hidden=(4,), kernel_sizes=(3, 3)).eval()
+    weights = tmp_path / "weights.pt"
+    torch.save(reference.state_dict(), weights)
+    closure = load_closure(parse_manifest(LEGACY_MANIFEST), weights, device="cpu")
+    assert isinstance(closure, TorchClosure)
+    assert type(closure.module) is SubgridCNN  # the class of mlbridge_models, not a second copy
+    u, v = field((2, 9, 9), 20, np.float32), field((2, 9, 9), 21, np.float32)
+    out = closure({"u": u, "v": v})
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(np.stack([u, v], axis=1))).numpy()
+    np.testing.assert_allclose(out["su"], expected[:, 0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out["sv"], expected[:, 1], rtol=1e-5, atol=1e-7)

@@ -1,4 +1,4 @@
-"""``mlbridge_models.subgrid.truth``: year-by-year runs from restarts, resumed after an interruption.
+"""``mlbridge_models.subgrid.truth``: year-by-year runs from restarts, resumed after a stop.
 
 A 10 x 10 coarse basin (a model year in about a second) under real mpirun.
 """

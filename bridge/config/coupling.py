@@ -27,7 +27,8 @@ The file describes one coupled job (see ``docs/architecture.md``)::
     timing = true                  # timing.json: seconds in transfer, inference, waiting; counts
     netcdf = false                 # diagnostics.nc: exchanged fields and closure outputs (xarray)
     every = 1                      # write the NetCDF record every this many exchanges
-    fields = []                    # restrict the NetCDF file to these model fields ([] = all)
+    fields = []                    # restrict the NetCDF file to these model fields ([] = all;
+                                   # each must be a model field of an [[exchange]])
 
     [[exchange]]
     name = "laplacian"             # optional; default: the closure name without its @version
@@ -77,13 +78,14 @@ import json
 import re
 import shutil
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bridge import paths
 from bridge.config.oasis import ON_NAN, OasisConfigError, OasisCouplingConfig
+from bridge.config.schema import Reader, SchemaError, show
 from bridge.domain.plan import BOUNDARIES
 
 TOY_NAMELIST_REF = paths.toy_namelist_ref()
@@ -96,7 +98,7 @@ FROM_ELSEWHERE = {"device": "server", "threads": "server", "boundary": "model"}
 """Keys of the OASIS server's configuration that ``coupling.toml`` sets in another table."""
 
 
-class ConfigError(ValueError):
+class ConfigError(SchemaError):
     """A configuration (or anything checked before launch) is invalid.
 
     Attributes
@@ -108,18 +110,7 @@ class ConfigError(ValueError):
     """
 
     def __init__(self, problems: list[str] | str, source: Path | str | None = None) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        self.source = Path(source) if source is not None else None
-        head = f"{self.source}: " if self.source is not None else ""
-        if len(self.problems) == 1:
-            message = head + self.problems[0]
-        else:
-            message = (
-                head
-                + f"{len(self.problems)} problems:\n"
-                + "\n".join(f"  - {p}" for p in self.problems)
-            )
-        super().__init__(message)
+        super().__init__(problems, Path(source) if source is not None else None)
 
 
 @dataclass(frozen=True)
@@ -149,15 +140,19 @@ class ModelConfig:
     namelist_ref: Path | None = TOY_NAMELIST_REF
     boundary: str = "closed"
 
-    def resolve_executable(self, build_dir: Path) -> Path:
+    def resolve_executable(self, build_dir: Path | None = None) -> Path:
         """Return the executable's path: as given, else ``build_dir/bin/NAME``, else on PATH.
 
+        ``build_dir`` defaults to :func:`bridge.paths.default_build_dir` (where ``mlbridge build``
+        puts the toy model: ``$MLBRIDGE_BUILD_DIR``, else ``build/`` of a checkout, else the
+        user's data directory), the same place for a checkout and an installed package.
         A bare name that is found nowhere resolves to ``build_dir/bin/NAME`` (which does not
         exist), so that the error message names where it was expected.
         """
         if "/" in self.executable:
             return Path(self.executable)
-        in_build = Path(build_dir) / "bin" / self.executable
+        bdir = Path(build_dir) if build_dir is not None else paths.default_build_dir()
+        in_build = bdir / "bin" / self.executable
         if in_build.exists():
             return in_build
         on_path = shutil.which(self.executable)
@@ -208,18 +203,21 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class DiagnosticsConfig:
-    """What the servers write into the run directory at the end of a run.
+    """What the servers write into the run directory.
 
     Attributes
     ----------
     timing : bool
-        Write ``timing.json`` (seconds in transfer, inference and waiting; counts).
+        Write ``timing.json`` at the end (seconds in transfer, inference and waiting; counts).
     netcdf : bool
-        Write ``diagnostics.nc`` with the exchanged fields and closure outputs.
+        Write ``diagnostics.nc`` (:mod:`bridge.server.diagnostics`): the model fields the
+        servers received and the closure outputs, on the global grid, one record appended per
+        ``every`` exchanges (a failed run keeps the records written before).
     every : int
-        Write a NetCDF record every this many exchanges (>= 1).
+        Write a NetCDF record every this many exchanges (>= 1): the ``every``-th, ``2 every``-th...
     fields : tuple of str
-        Model fields to write to NetCDF; empty means all exchanged fields.
+        Model fields to write to NetCDF (each a model field of an exchange, checked when the
+        configuration is read); empty means all exchanged fields.
     """
 
     timing: bool = True
@@ -286,8 +284,8 @@ class CouplingConfig:
         The ``[[exchange]]`` blocks in file order; empty: the model runs alone.
     oasis : OasisCouplingConfig or None
         The ``[oasis]`` table: a model that couples through OASIS itself (``transport =
-        "oasis"``), served by :func:`bridge.server.main.serve_oasis_model`; ``device`` and ``threads`` come from
-        ``[server]``, ``boundary`` from ``[model]``.
+        "oasis"``), served by :func:`bridge.server.main.serve_oasis_model`; ``device`` and
+        ``threads`` come from ``[server]``, ``boundary`` from ``[model]``.
     namcouple : Path or None
         ``[oasis] namcouple``: a namcouple supplied by the user (checked against ``oasis`` field
         by field before launch, then used as is); None: generated from ``oasis``.
@@ -393,7 +391,7 @@ class CouplingConfig:
         parser = _Parser(Path(base_dir).resolve())
         config = parser.coupling(data)
         if parser.problems:
-            raise ConfigError(parser.problems, src)
+            raise ConfigError(parser.texts(), src)
         return dataclasses.replace(config, source=src)
 
     def with_overrides(
@@ -490,130 +488,64 @@ def write_config_json(config: CouplingConfig, path: Path) -> Path:
 
 # --- validation -----------------------------------------------------------------------------
 
-_MISSING = object()
 
-
-class _Parser:
+class _Parser(Reader):
     """Collects every problem of a document instead of stopping at the first."""
 
     def __init__(self, base_dir: Path) -> None:
+        super().__init__()
         self.base_dir = base_dir
-        self.problems: list[str] = []
-
-    # -- primitives
-
-    def bad(self, where: str, value: Any, expected: str) -> None:
-        self.problems.append(f"{where} = {_show(value)}: expected {expected}")
-
-    def table(self, data: Mapping[str, Any], where: str, known: tuple[str, ...]) -> None:
-        for key in data:
-            if key not in known:
-                self.problems.append(
-                    f"{_join(where, key)}: unknown key (known keys: {', '.join(known)})"
-                )
-
-    def get(
-        self,
-        data: Mapping[str, Any],
-        where: str,
-        key: str,
-        kind: type | tuple[type, ...],
-        default: Any,
-        *,
-        expected: str,
-        check: Callable[[Any], bool] | None = None,
-    ) -> Any:
-        value = data.get(key, _MISSING)
-        path = _join(where, key)
-        if value is _MISSING:
-            if default is _MISSING:
-                self.problems.append(f"{path}: missing (expected {expected})")
-            return None if default is _MISSING else default
-        # bool is an int in Python, but `ranks = true` is a mistake
-        ok_type = isinstance(value, kind) and not (
-            isinstance(value, bool) and bool not in _as_tuple(kind)
-        )
-        if not ok_type or (check is not None and not check(value)):
-            self.bad(path, value, expected)
-            return None if default is _MISSING else default
-        if float in _as_tuple(kind) and not isinstance(value, bool):
-            value = float(value)
-        return value
-
-    def positive_int(self, data: Mapping[str, Any], where: str, key: str, default: Any) -> Any:
-        return self.get(
-            data, where, key, int, default, expected="an integer >= 1", check=lambda v: v >= 1
-        )
-
-    def choice(
-        self, data: Mapping[str, Any], where: str, key: str, choices: tuple, default: Any
-    ) -> Any:
-        kind = type(choices[0])
-        expected = "one of " + ", ".join(_show(c) for c in choices)
-        return self.get(
-            data, where, key, kind, default, expected=expected, check=lambda v: v in choices
-        )
 
     def path(self, value: str) -> Path:
         return (self.base_dir / Path(value).expanduser()).resolve()
 
-    def sub_table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-        value = data.get(key, {})
-        if not isinstance(value, dict):
-            self.bad(key, value, "a table")
-            return {}
-        return value
-
     # -- tables
 
     def coupling(self, data: Mapping[str, Any]) -> CouplingConfig:
-        self.table(
+        self.known_keys(
             data, "", ("transport", "model", "server", "run", "diagnostics", "exchange", "oasis")
         )
         transport = self.choice(data, "", "transport", TRANSPORTS, "mpi")
-        raw_oasis = self.sub_table(data, "oasis") if "oasis" in data else None
+        raw_oasis = self.sub_table(data, "", "oasis") if "oasis" in data else None
         oasis_only = raw_oasis is not None
         if oasis_only and transport != "oasis":
-            self.problems.append(
-                f"oasis: an [oasis] table describes a model that couples through OASIS itself; "
-                f'it needs transport = "oasis" (got {_show(transport)})'
+            self.note(
+                "oasis",
+                "an [oasis] table describes a model that couples through OASIS itself; "
+                f'it needs transport = "oasis" (got {show(transport)})',
             )
-        model = self.model(self.sub_table(data, "model"), oasis_only=oasis_only)
-        server = self.server(self.sub_table(data, "server"))
-        run = self.run(self.sub_table(data, "run"))
-        diagnostics = self.diagnostics(self.sub_table(data, "diagnostics"))
-        raw_exchanges = data.get("exchange", [])
-        if not isinstance(raw_exchanges, list):
-            self.bad("exchange", raw_exchanges, "an array of tables ([[exchange]] blocks)")
-            raw_exchanges = []
-        exchanges = []
-        for index, raw in enumerate(raw_exchanges):
-            if not isinstance(raw, dict):
-                self.bad(f"exchange[{index}]", raw, "a table")
-                continue
-            exchanges.append(self.exchange(raw, index))
+        model = self.model(self.sub_table(data, "", "model"), oasis_only=oasis_only)
+        server = self.server(self.sub_table(data, "", "server"))
+        run = self.run(self.sub_table(data, "", "run"))
+        diagnostics = self.diagnostics(self.sub_table(data, "", "diagnostics"))
+        exchanges = [self.exchange(raw, where) for where, raw in self.tables(data, "", "exchange")]
         exchanges = self.unique_names(exchanges)
         self.check_received_fields(exchanges)
         if transport == "oasis" and not oasis_only and not exchanges:
-            self.problems.append(
+            self.note(
+                "",
                 'transport = "oasis" needs [[exchange]] blocks (a model linking the mlbridge '
                 "library, built with OASIS3-MCT) or an [oasis] table (a model that couples "
-                "through OASIS itself)"
+                "through OASIS itself)",
             )
         oasis, namcouple = None, None
         if raw_oasis is not None:
             if exchanges:
-                self.problems.append(
-                    "exchange: [[exchange]] blocks and an [oasis] table: with [oasis] the model "
-                    "couples through OASIS itself and the table names the closure; remove one"
+                self.note(
+                    "exchange",
+                    "[[exchange]] blocks and an [oasis] table: with [oasis] the model couples "
+                    "through OASIS itself and the table names the closure; remove one",
                 )
             if run.steps:
-                self.problems.append(
-                    f"run.steps = {run.steps}: the model couples through OASIS itself and its "
-                    "own namelist sets its length (set [oasis] runtime_s and the model's "
-                    "namelist instead)"
+                self.note(
+                    "run.steps",
+                    "the model couples through OASIS itself and its own namelist sets its "
+                    "length (set [oasis] runtime_s and the model's namelist instead)",
+                    run.steps,
                 )
             oasis, namcouple = self.oasis(raw_oasis, model, server)
+        if raw_oasis is None or oasis is not None:  # else the [oasis] table's problems suffice
+            self.check_diagnostic_fields(diagnostics, exchanges, oasis)
         return CouplingConfig(
             transport=transport,
             model=model,
@@ -632,7 +564,7 @@ class _Parser:
         table = dict(data)
         for key, where in FROM_ELSEWHERE.items():
             if key in table:
-                self.problems.append(f"oasis.{key}: set it in [{where}], not in [oasis]")
+                self.note(f"oasis.{key}", f"set it in [{where}], not in [oasis]")
                 del table[key]
         namcouple = None
         if "namcouple" in table:
@@ -645,39 +577,43 @@ class _Parser:
         try:
             oasis = OasisCouplingConfig.from_mapping(table)
         except OasisConfigError as err:
-            self.problems.append(str(err))
+            for problem in err.problems:
+                self.note("", problem)
             return None, namcouple
         if len(oasis.model_boxes) != model.ranks:
-            self.problems.append(
-                f"model.ranks = {model.ranks}, but [oasis] describes "
-                f"{len(oasis.model_boxes)} model boxes (jpni x jpnj, or boxes)"
+            self.note(
+                "model.ranks",
+                f"expected one rank per model box, but [oasis] describes {len(oasis.model_boxes)} "
+                "(jpni x jpnj, or boxes)",
+                model.ranks,
             )
         return oasis, namcouple
 
     def model(self, data: Mapping[str, Any], *, oasis_only: bool = False) -> ModelConfig:
         where = "model"
-        self.table(data, where, ("executable", "ranks", "namelist_cfg", "namelist_ref", "boundary"))
-        nonempty = {"expected": "a non-empty string", "check": lambda v: bool(v.strip())}
-        exe = self.get(data, where, "executable", str, "toy_nemo", **nonempty)
+        self.known_keys(
+            data, where, ("executable", "ranks", "namelist_cfg", "namelist_ref", "boundary")
+        )
+        exe = self.string(data, where, "executable", "toy_nemo", nonempty=True)
         if "/" in exe:
             exe = str(self.path(exe))
         if oasis_only:
             # the model's own namelists, if any: copied into the run directory, never read
             optional = {"expected": "a file path (empty: none)"}
-            cfg = self.get(data, where, "namelist_cfg", str, "", **optional)
-            ref = self.get(data, where, "namelist_ref", str, "", **optional)
+            cfg = self.string(data, where, "namelist_cfg", "", **optional)
+            ref = self.string(data, where, "namelist_ref", "", **optional)
             namelist_cfg = self.path(cfg) if cfg.strip() else None
             namelist_ref = self.path(ref) if ref.strip() else None
         else:
-            cfg = self.get(data, where, "namelist_cfg", str, "namelist_cfg", **nonempty)
-            ref = self.get(
-                data, where, "namelist_ref", str, "", expected="a string (empty: the toy's)"
+            cfg = self.string(data, where, "namelist_cfg", "namelist_cfg", nonempty=True)
+            ref = self.string(
+                data, where, "namelist_ref", "", expected="a string (empty: the toy's)"
             )
             namelist_cfg = self.path(cfg)
             namelist_ref = self.path(ref) if ref.strip() else TOY_NAMELIST_REF
         return ModelConfig(
             executable=exe,
-            ranks=self.positive_int(data, where, "ranks", 1),
+            ranks=self.integer(data, where, "ranks", 1),
             namelist_cfg=namelist_cfg,
             namelist_ref=namelist_ref,
             boundary=self.choice(data, where, "boundary", BOUNDARIES, "closed"),
@@ -685,14 +621,14 @@ class _Parser:
 
     def server(self, data: Mapping[str, Any]) -> ServerConfig:
         where = "server"
-        self.table(data, where, ("ranks", "device", "threads", "timeout_s", "registry"))
-        registry = self.get(
-            data, where, "registry", str, "", expected="a directory path (empty: the default)"
+        self.known_keys(data, where, ("ranks", "device", "threads", "timeout_s", "registry"))
+        registry = self.string(
+            data, where, "registry", "", expected="a directory path (empty: the default)"
         )
         return ServerConfig(
-            ranks=self.positive_int(data, where, "ranks", 1),
+            ranks=self.integer(data, where, "ranks", 1),
             device=self.choice(data, where, "device", DEVICES, "cpu"),
-            threads=self.positive_int(data, where, "threads", 1),
+            threads=self.integer(data, where, "threads", 1),
             timeout_s=self.get(
                 data,
                 where,
@@ -707,10 +643,8 @@ class _Parser:
 
     def run(self, data: Mapping[str, Any]) -> RunConfig:
         where = "run"
-        self.table(data, where, ("workdir", "steps"))
-        workdir = self.get(
-            data, where, "workdir", str, "runs", expected="a non-empty string", check=str.strip
-        )
+        self.known_keys(data, where, ("workdir", "steps"))
+        workdir = self.string(data, where, "workdir", "runs", nonempty=True)
         steps = self.get(
             data,
             where,
@@ -724,7 +658,7 @@ class _Parser:
 
     def diagnostics(self, data: Mapping[str, Any]) -> DiagnosticsConfig:
         where = "diagnostics"
-        self.table(data, where, ("timing", "netcdf", "every", "fields"))
+        self.known_keys(data, where, ("timing", "netcdf", "every", "fields"))
         fields = self.get(
             data,
             where,
@@ -737,38 +671,27 @@ class _Parser:
         return DiagnosticsConfig(
             timing=self.get(data, where, "timing", bool, True, expected="true or false"),
             netcdf=self.get(data, where, "netcdf", bool, False, expected="true or false"),
-            every=self.positive_int(data, where, "every", 1),
+            every=self.integer(data, where, "every", 1),
             fields=tuple(fields),
         )
 
-    def exchange(self, data: Mapping[str, Any], index: int) -> ExchangeConfig:
-        where = f"exchange[{index}]"
-        self.table(
+    def exchange(self, data: Mapping[str, Any], where: str) -> ExchangeConfig:
+        self.known_keys(
             data,
             where,
             ("name", "closure", "inputs", "outputs", "every", "lag", "on_nan", "params", "sha256"),
         )
-        closure = self.get(
+        closure = self.string(
             data,
             where,
             "closure",
-            str,
-            _MISSING,
+            nonempty=True,
             expected="a closure name or registry reference name[@version]",
-            check=lambda v: bool(v.strip()),
         )
-        mapping = {
-            "expected": "a table of closure name -> model field name (strings)",
-            "check": lambda v: (
-                bool(v)
-                and all(isinstance(k, str) and isinstance(x, str) and x for k, x in v.items())
-            ),
-        }
-        inputs = self.get(data, where, "inputs", dict, _MISSING, **mapping)
-        outputs = self.get(data, where, "outputs", dict, _MISSING, **mapping)
-        name = self.get(
-            data, where, "name", str, "", expected="a non-empty string", check=str.strip
-        )
+        mapping = {"expected": "a table of closure name -> model field name"}
+        inputs = self.names(data, where, "inputs", **mapping)
+        outputs = self.names(data, where, "outputs", **mapping)
+        name = self.string(data, where, "name", "", nonempty=True)
         sha256 = self.get(
             data,
             where,
@@ -781,9 +704,9 @@ class _Parser:
         return ExchangeConfig(
             name=name,  # empty: given a default by unique_names
             closure=closure or "",
-            inputs=dict(inputs or {}),
-            outputs=dict(outputs or {}),
-            every=self.positive_int(data, where, "every", 1),
+            inputs=inputs,
+            outputs=outputs,
+            every=self.integer(data, where, "every", 1),
             lag=self.choice(data, where, "lag", LAGS, 0),
             on_nan=self.choice(data, where, "on_nan", ON_NAN, "abort"),
             params=dict(
@@ -807,9 +730,11 @@ class _Parser:
             if not ex.name:
                 continue
             if ex.name in taken:
-                self.problems.append(
-                    f"exchange[{index}].name = {_show(ex.name)}: already the name of "
-                    f"exchange[{taken[ex.name]}] (give each exchange its own name)"
+                self.note(
+                    f"exchange[{index}].name",
+                    f"already the name of exchange[{taken[ex.name]}] (give each exchange its "
+                    "own name)",
+                    ex.name,
                 )
             taken.setdefault(ex.name, index)
         named = []
@@ -825,31 +750,42 @@ class _Parser:
             named.append(ex)
         return named
 
+    def check_diagnostic_fields(
+        self,
+        diagnostics: DiagnosticsConfig,
+        exchanges: list[ExchangeConfig],
+        oasis: OasisCouplingConfig | None,
+    ) -> None:
+        """``diagnostics.fields`` names model fields that an exchange moves."""
+        if oasis is not None:
+            known = [*oasis.inputs, *oasis.outputs.values()]
+        else:
+            known = [f for ex in exchanges for f in (*ex.inputs.values(), *ex.outputs.values())]
+        known = list(dict.fromkeys(known))
+        for index, name in enumerate(diagnostics.fields):
+            if name not in known:
+                self.note(
+                    f"diagnostics.fields[{index}]",
+                    "not a model field of any exchange (the exchanged model fields: "
+                    f"{', '.join(known) or 'none'})",
+                    name,
+                )
+
     def check_received_fields(self, exchanges: list[ExchangeConfig]) -> None:
         receiver: dict[str, str] = {}
         for index, ex in enumerate(exchanges):
             for output, model_field in ex.outputs.items():
                 here = f"exchange[{index}].outputs.{output}"
                 if model_field in receiver:
-                    self.problems.append(
-                        f"{here} = {_show(model_field)}: model field {model_field!r} is already "
-                        f"received by {receiver[model_field]} (a model field can receive "
-                        "from one closure output only)"
+                    self.note(
+                        here,
+                        f"model field {model_field!r} is already received by "
+                        f"{receiver[model_field]} (a model field can receive from one closure "
+                        "output only)",
+                        model_field,
                     )
                 else:
                     receiver[model_field] = here
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _show(value: Any) -> str:
-    """A value as it would be written in the toml file (``true``, ``"gpu"``, ``2``)."""
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
 
 
 def _json_like(value: Any) -> bool:
@@ -858,7 +794,3 @@ def _json_like(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
-
-
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)

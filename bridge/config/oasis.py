@@ -11,7 +11,8 @@ that links the mlbridge library with ``transport = "oasis"`` (:func:`library_nam
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING as MISSING_FIELD
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from bridge.config.namcouple import (
@@ -21,6 +22,7 @@ from bridge.config.namcouple import (
     NamcoupleConfig,
     NamcoupleError,
 )
+from bridge.config.schema import Problem, Reader, SchemaError
 from bridge.domain.plan import BOUNDARIES, Box, check_tiling, split_1d
 
 ON_NAN = ("abort", "zero")
@@ -40,38 +42,51 @@ LIBRARY_PREFIX = "MLB_"
 """The servers' OASIS name of model field ``X`` is ``MLB_X`` (the model's is ``X``)."""
 
 
-class OasisConfigError(ValueError):
-    """The ``[oasis]`` table is incomplete or inconsistent; the message names the key."""
+class OasisConfigError(SchemaError):
+    """The ``[oasis]`` table is incomplete or inconsistent; every problem names its key."""
 
 
-def _int(table: Mapping[str, Any], key: str, default: int | None = None, minimum: int = 1) -> int:
-    value = table.get(key, default)
-    if value is None:
-        raise OasisConfigError(f"[oasis] {key} is required")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise OasisConfigError(f"[oasis] {key} must be an integer, got {value!r}")
-    if value < minimum:
-        raise OasisConfigError(f"[oasis] {key} must be at least {minimum}, got {value}")
-    return value
+_TABLE_KEYS = (
+    "model_component", "server_component", "nx", "ny", "nz", "boxes", "jpni", "jpnj", "inputs",
+    "outputs", "closure", "params", "period_s", "runtime_s", "lag_s", "boundary", "server_prefix",
+    "model_grid", "server_grid", "nlogprt", "device", "threads", "halo_exchange", "on_nan",
+)  # fmt: skip
+"""The keys of the ``[oasis]`` table (:meth:`OasisCouplingConfig.from_mapping`)."""
 
 
-def _str(table: Mapping[str, Any], key: str, default: str) -> str:
-    value = table.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise OasisConfigError(f"[oasis] {key} must be a non-empty string, got {value!r}")
-    return value
+def _wording(p: Problem) -> str:
+    """The ``[oasis]`` wording of a problem: ``[oasis] nz must be at least 1, got 0``."""
+    if p.kind == "missing":
+        return f"[oasis] {p.path} is required"
+    if p.kind == "unknown":
+        return f"[oasis] unknown key {p.path!r} (known: {sorted(p.known)})"
+    if p.kind == "value":
+        return f"[oasis] {p.path} must be {p.bound or p.text}, got {p.value!r}"
+    return f"[oasis] {p.path}: {p.text}" if p.path else f"[oasis] {p.text}"
 
 
-def _names(table: Mapping[str, Any], key: str) -> dict[str, str]:
-    value = table.get(key)
-    if not isinstance(value, Mapping) or not value:
-        raise OasisConfigError(f"[oasis] {key} must be a non-empty table of names, got {value!r}")
-    out: dict[str, str] = {}
-    for k, v in value.items():
-        if not isinstance(k, str) or not isinstance(v, str) or not k or not v:
-            raise OasisConfigError(f"[oasis] {key}: {k!r} = {v!r} must map a name to a name")
-        out[k] = v
-    return out
+def _model_boxes(r: Reader, table: Mapping[str, Any], nx: Any, ny: Any) -> tuple[Box, ...]:
+    """``boxes``, or NEMO's regular split of ``nx x ny`` by ``jpni x jpnj``."""
+    if "boxes" in table:
+        if "jpni" in table or "jpnj" in table:
+            r.note("boxes", "give either boxes or jpni and jpnj, not both")
+        try:
+            return tuple(Box(*b) for b in table["boxes"])
+        except (TypeError, ValueError) as err:
+            r.bad("boxes", table["boxes"], f"[[i0, i1, j0, j1], ...] ({err})")
+            return ()
+    jpni, jpnj = r.integer(table, "", "jpni", 1), r.integer(table, "", "jpnj", 1)
+    if None in (nx, ny, jpni, jpnj):
+        return ()
+    try:
+        return tuple(
+            Box(i0, i1, j0, j1)
+            for (j0, j1) in split_1d(ny, jpnj)
+            for (i0, i1) in split_1d(nx, jpni)
+        )
+    except ValueError as err:
+        r.note("", f"jpni x jpnj = {jpni} x {jpnj}: {err}")
+        return ()
 
 
 @dataclass(frozen=True)
@@ -122,8 +137,8 @@ class OasisCouplingConfig:
     Raises
     ------
     OasisConfigError
-        On any inconsistency (boxes that do not tile the grid, a name longer than OASIS keeps, a
-        period that does not divide the run, ...), naming the key.
+        Listing every inconsistency (boxes that do not tile the grid, a name longer than OASIS
+        keeps, a period that does not divide the run, ...), each naming the key.
     """
 
     nx: int
@@ -154,51 +169,50 @@ class OasisCouplingConfig:
         object.__setattr__(self, "inputs", dict(self.inputs))
         object.__setattr__(self, "outputs", dict(self.outputs))
         object.__setattr__(self, "params", dict(self.params))
+        problems = self._problems()
+        if problems:
+            raise OasisConfigError(problems)
+
+    def _problems(self) -> list[str]:
+        """Every inconsistency of the configuration, one line each (naming the key)."""
+        r = Reader()
+        rules = (("boundary", BOUNDARIES), ("on_nan", ON_NAN), ("halo_exchange", HALO_EXCHANGES))
+        own = {key: getattr(self, key) for key, _ in rules}
+        for key, choices in rules:
+            r.choice(own, "", key, choices)
+        problems = r.texts(_wording)
         try:
             check_tiling(self.nx, self.ny, self.model_boxes, "[oasis] model boxes")
         except (ValueError, TypeError) as err:
-            raise OasisConfigError(str(err)) from None
-        if self.boundary not in BOUNDARIES:
-            raise OasisConfigError(
-                f"[oasis] boundary must be one of {', '.join(BOUNDARIES)}, got {self.boundary!r}"
-            )
-        if self.on_nan not in ON_NAN:
-            raise OasisConfigError(
-                f"[oasis] on_nan must be one of {', '.join(ON_NAN)}, got {self.on_nan!r}"
-            )
-        if self.halo_exchange not in HALO_EXCHANGES:
-            raise OasisConfigError(
-                f"[oasis] halo_exchange must be one of {', '.join(HALO_EXCHANGES)}, "
-                f"got {self.halo_exchange!r}"
-            )
+            problems.append(str(err))
         if self.halo_exchange == "oasis" and self.boundary != "closed":
-            raise OasisConfigError(
+            problems.append(
                 f"[oasis] halo_exchange = 'oasis' needs boundary = 'closed' (got "
                 f"{self.boundary!r}): use 'mpi' or 'auto' for a wrapped halo"
             )
         if self.lag_s != 0:
-            raise OasisConfigError(
+            problems.append(
                 f"[oasis] lag_s = {self.lag_s}: only 0 is supported by the OASIS server for now"
             )
         if self.runtime_s % self.period_s:
-            raise OasisConfigError(
+            problems.append(
                 f"[oasis] period_s = {self.period_s} does not divide runtime_s = {self.runtime_s}"
             )
         for key in ("model_component", "server_component"):
             name = getattr(self, key)
             if len(name) > MODEL_NAME_MAX:
-                raise OasisConfigError(
+                problems.append(
                     f"[oasis] {key} = {name!r} has {len(name)} characters; OASIS3-MCT 2.0 keeps "
                     f"{MODEL_NAME_MAX} of a component name ($NBMODEL), so oasis_init_comp would "
                     "not find it in the namcouple"
                 )
         if self.model_component == self.server_component:
-            raise OasisConfigError(
+            problems.append(
                 f"[oasis] model_component and server_component are both {self.model_component!r}"
             )
         if not self.server_prefix:
             # OASIS aborts (with exit status 0) on a send/receive pair of one name
-            raise OasisConfigError(
+            problems.append(
                 "[oasis] server_prefix must not be empty: the servers' field names must differ "
                 "from the model's"
             )
@@ -206,16 +220,18 @@ class OasisCouplingConfig:
             for name in names:
                 longest = max(len(name), len(self.server_prefix + name))
                 if longest > FIELD_NAME_MAX:
-                    raise OasisConfigError(
+                    problems.append(
                         f"[oasis] {what}: field {name!r} ({len(name)} characters, "
                         f"{len(self.server_prefix + name)} with the server prefix "
                         f"{self.server_prefix!r}) is longer than the {FIELD_NAME_MAX} characters "
                         "OASIS3-MCT 2.0 keeps"
                     )
-        try:
-            self.namcouple()
-        except NamcoupleError as err:
-            raise OasisConfigError(f"[oasis] {err}") from None
+        if not problems:
+            try:
+                self.namcouple()
+            except NamcoupleError as err:
+                problems.append(f"[oasis] {err}")
+        return problems
 
     # --- the [oasis] table ------------------------------------------------------------------
 
@@ -226,64 +242,37 @@ class OasisCouplingConfig:
         Raises
         ------
         OasisConfigError
-            If a key is missing, unknown or has the wrong type.
+            Listing every key that is missing, unknown or has the wrong type or value (then,
+            once the table reads, every inconsistency :meth:`__post_init__` finds).
         """
-        known = {
-            "model_component", "server_component", "nx", "ny", "nz", "boxes", "jpni", "jpnj",
-            "inputs", "outputs", "closure", "params", "period_s", "runtime_s", "lag_s",
-            "boundary", "server_prefix", "model_grid", "server_grid", "nlogprt", "device",
-            "threads", "halo_exchange", "on_nan",
-        }  # fmt: skip
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise OasisConfigError(f"[oasis] unknown key(s) {unknown} (known: {sorted(known)})")
-        nx, ny, nz = _int(table, "nx"), _int(table, "ny"), _int(table, "nz")
-        if "boxes" in table:
-            if "jpni" in table or "jpnj" in table:
-                raise OasisConfigError("[oasis] give either boxes or jpni and jpnj, not both")
-            try:
-                boxes = tuple(Box(*b) for b in table["boxes"])
-            except (TypeError, ValueError) as err:
-                raise OasisConfigError(
-                    f"[oasis] boxes must be [[i0, i1, j0, j1], ...]: {err}"
-                ) from None
-        else:
-            jpni, jpnj = _int(table, "jpni", 1), _int(table, "jpnj", 1)
-            try:
-                boxes = tuple(
-                    Box(i0, i1, j0, j1)
-                    for (j0, j1) in split_1d(ny, jpnj)
-                    for (i0, i1) in split_1d(nx, jpni)
-                )
-            except ValueError as err:
-                raise OasisConfigError(f"[oasis] jpni x jpnj = {jpni} x {jpnj}: {err}") from None
-        params = table.get("params", {})
-        if not isinstance(params, Mapping):
-            raise OasisConfigError(f"[oasis] params must be a table, got {params!r}")
-        return cls(
-            nx=nx,
-            ny=ny,
-            nz=nz,
-            model_boxes=boxes,
-            inputs=_names(table, "inputs"),
-            outputs=_names(table, "outputs"),
-            closure=_str(table, "closure", ""),
-            params=params,
-            period_s=_int(table, "period_s"),
-            runtime_s=_int(table, "runtime_s"),
-            model_component=_str(table, "model_component", "ocnmod"),
-            server_component=_str(table, "server_component", "mlbsrv"),
-            lag_s=_int(table, "lag_s", 0, minimum=0),
-            boundary=_str(table, "boundary", "closed"),
-            server_prefix=str(table.get("server_prefix", "MLB_")),
-            model_grid=_str(table, "model_grid", "ocnt"),
-            server_grid=_str(table, "server_grid", "mlbt"),
-            nlogprt=_int(table, "nlogprt", 1, minimum=0),
-            device=_str(table, "device", "cpu"),
-            threads=_int(table, "threads", 1),
-            halo_exchange=_str(table, "halo_exchange", "auto"),
-            on_nan=_str(table, "on_nan", "abort"),
-        )
+        r = Reader()
+        r.known_keys(table, "", _TABLE_KEYS)
+        default = {f.name: f.default for f in fields(cls) if f.default is not MISSING_FIELD}
+        nx, ny, nz = (r.integer(table, "", key) for key in ("nx", "ny", "nz"))
+        strings = (
+            "model_component", "server_component", "model_grid", "server_grid", "boundary",
+            "device", "halo_exchange", "on_nan",
+        )  # fmt: skip
+        values = {
+            "nx": nx,
+            "ny": ny,
+            "nz": nz,
+            "model_boxes": _model_boxes(r, table, nx, ny),
+            "inputs": r.names(table, "", "inputs"),
+            "outputs": r.names(table, "", "outputs"),
+            "closure": r.string(table, "", "closure", nonempty=True),
+            "params": r.sub_table(table, "", "params"),
+            "period_s": r.integer(table, "", "period_s"),
+            "runtime_s": r.integer(table, "", "runtime_s"),
+            "lag_s": r.integer(table, "", "lag_s", default["lag_s"], minimum=0),
+            "nlogprt": r.integer(table, "", "nlogprt", default["nlogprt"], minimum=0),
+            "threads": r.integer(table, "", "threads", default["threads"]),
+            "server_prefix": r.string(table, "", "server_prefix", default["server_prefix"]),
+            **{key: r.string(table, "", key, default[key], nonempty=True) for key in strings},
+        }
+        if r.problems:
+            raise OasisConfigError(r.texts(_wording))
+        return cls(**values)
 
     def to_mapping(self) -> dict[str, Any]:
         """The ``[oasis]`` table (explicit boxes) that :meth:`from_mapping` reads back."""
@@ -428,5 +417,3 @@ def library_namcouple(
         fields=tuple(links),
         nlogprt=nlogprt,
     )
-
-

@@ -1,4 +1,5 @@
 """Why a job failed: what mpirun, the ranks, OASIS and ``ocean.output`` said."""
+
 from __future__ import annotations
 
 import re
@@ -103,8 +104,6 @@ class RunResult:
     def timing(self) -> dict[str, Any] | None:
         """The servers' ``timing.json``, when they wrote one."""
         return read_timing(self.run_dir)
-
-
 
 
 # --- failure analysis -------------------------------------------------------------------------
@@ -228,5 +227,3 @@ def _mpirun_messages(log_text: str) -> list[str]:
     for block in blocks[-2:]:
         lines += block.splitlines()
     return lines[-TAIL_LINES:]
-
-

@@ -38,10 +38,10 @@ all ranks; a run that exits 0 but whose model did not reach its last step, or wh
 stopped (mpirun first, then every process of the job after a grace period).
 
 ``transport = "oasis"`` (``docs/oasis.md``): with an ``[oasis]`` table the model couples through
-OASIS itself, and the job (the same path, prepared by :func:`_prepare`) is ``mpirun -np N model : -np M python -m bridge.server ...``
-(:func:`launch_oasis`: its namelists are copied under their own names, ``namcouple`` and
-``oasis.json`` are written, progress counts the exchanges the servers served, and success also
-needs the servers' done marker, since an OASIS abort can end every rank with status 0). OASIS
+OASIS itself, and the job (the same path, prepared by :func:`_prepare`) is
+``mpirun -np N model : -np M python -m bridge.server ...`` (its namelists are copied under their
+own names, ``namcouple`` and ``oasis.json`` are written, progress counts the exchanges the
+servers served, and success also needs the servers' done marker, since an OASIS abort can end every rank with status 0). OASIS
 waits without a time limit, so such a job that makes no progress for ``server.timeout_s`` is
 stopped, and the lines of OASIS's own logs (``nout.000000``, ``debug.*``) that name an error are
 added to a failure report.
@@ -96,6 +96,13 @@ from bridge.launch.rundir import (
 )
 from bridge.launch.supervise import SERVER_MODULE, RankLog, RunResult, _Job
 from bridge.paths import BUILD_DIR_ENV, default_build_dir
+
+EXAMPLES = (
+    "  mlbridge run examples/coarse/coupling.toml\n"
+    "  mlbridge run examples/coarse/coupling.toml --model-ranks 2 --steps 100 --workdir /tmp/runs\n"
+    "  mlbridge run examples/oasis_pure/coupling.toml   # a model coupled through OASIS itself\n"
+)
+
 
 # --- command ----------------------------------------------------------------------------------
 
@@ -316,7 +323,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--build-dir",
         type=Path,
         metavar="DIR",
-        help="where a bare executable name is looked up (default build/ or $MLBRIDGE_BUILD_DIR)",
+        help=(
+            "where a bare executable name is looked up (default: $MLBRIDGE_BUILD_DIR, build/ "
+            "of a checkout, else ~/.local/share/mlbridge/build)"
+        ),
     )
     parser.add_argument(
         "--progress",

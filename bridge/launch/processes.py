@@ -1,6 +1,5 @@
 """The processes of a job: finding every one (also re-parented ones), stopping them, reaping."""
 
-
 from __future__ import annotations
 
 import os
@@ -131,8 +130,6 @@ def stop_job(proc: subprocess.Popen, run_dir: Path, grace_s: float = 5.0) -> set
     return ranks
 
 
-
-
 class _Subreaper:
     """Makes the launcher adopt the job's orphans while it runs, and reaps them.
 
@@ -208,5 +205,3 @@ class _Interrupt:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
-
-

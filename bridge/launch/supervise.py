@@ -49,12 +49,6 @@ SERVER_MODULE = "bridge.server"
 LINGER_GRACE_S = 60.0  # beyond server.timeout_s, after the model's last step
 PLAIN_PROGRESS_EVERY_S = 60.0  # without a bar, a progress line at least this often
 
-EXAMPLES = (
-    "  mlbridge run examples/coarse/coupling.toml\n"
-    "  mlbridge run examples/coarse/coupling.toml --model-ranks 2 --steps 100 --workdir /tmp/runs\n"
-    "  mlbridge run examples/oasis_pure/coupling.toml   # a model coupled through OASIS itself\n"
-)
-
 
 def job_env(
     config: CouplingConfig, run_dir: Path, extra_env: dict[str, str] | None = None
@@ -157,7 +151,6 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
 
 
 @dataclass(frozen=True)

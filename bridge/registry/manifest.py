@@ -3,14 +3,13 @@
 A manifest says what a closure is (name, version, artifact format), what it needs (halo, inputs
 with their grid point, units and normalisation) and what it returns (outputs, optional clip bound),
 in which precision and on which device it prefers to run, and where it came from (provenance,
-offline metrics, licence). ``docs/registry.md`` lists every key. Validation refuses unknown keys and
-names the file, the key and the value in every error.
+offline metrics, licence). ``docs/registry.md`` lists every key. Validation
+(:class:`bridge.config.schema.Reader`) refuses unknown keys and lists every problem of the file at
+once, each naming the key and the value.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -19,36 +18,29 @@ from pathlib import Path
 from typing import Any
 
 from bridge.closures.base import DTYPES, GRIDS, ClosureSpec, FieldSpec
+from bridge.config.coupling import DEVICES
+from bridge.config.schema import MISSING, Problem, Reader, SchemaError, toml_key, toml_value
 
 FORMATS: tuple[str, ...] = ("torchscript", "export", "state_dict", "python")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
+_ENTRY_POINT_FORMATS = ("state_dict", "python")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _ENTRY_POINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
-_TOP_KEYS = {
-    "name": True,
-    "version": True,
-    "format": True,
-    "artifact": False,
-    "halo": True,
-    "dtype": False,
-    "device": False,
-    "description": False,
-    "entry_point": False,
-    "arch": False,
-    "license": False,
-    "inputs": True,
-    "outputs": True,
-    "provenance": False,
-}
-_FIELD_KEYS = {"name", "grid", "units", "scale", "offset", "mean", "std"}
-_OUTPUT_KEYS = _FIELD_KEYS | {"clip"}
-_PROVENANCE_KEYS = {"training_data", "code_revision", "created", "notes", "metrics"}
+_TOP_KEYS = (
+    "name", "version", "format", "artifact", "halo", "dtype", "device", "description",
+    "entry_point", "arch", "license", "inputs", "outputs", "provenance",
+)  # fmt: skip
+_FIELD_KEYS = ("name", "grid", "units", "scale", "offset", "mean", "std")
+_OUTPUT_KEYS = (*_FIELD_KEYS, "clip")
+_PROVENANCE_KEYS = ("training_data", "code_revision", "created", "notes", "metrics")
 
 
-class ManifestError(ValueError):
-    """A manifest is missing a key, has an unknown one, or holds a value out of range."""
+class ManifestError(SchemaError):
+    """A manifest is missing a key, has an unknown one, or holds a value out of range.
+
+    Every problem found is listed (``problems``), after the file (``source``).
+    """
 
 
 @dataclass(frozen=True)
@@ -252,208 +244,152 @@ def parse_manifest(text: str | Mapping[str, Any], source: str = "<manifest>") ->
     Raises
     ------
     ManifestError
-        On a TOML syntax error, a missing required key, an unknown key or a bad value.
+        On a TOML syntax error, or listing every missing required key, unknown key and bad
+        value.
     """
     if isinstance(text, str):
         try:
             data: Mapping[str, Any] = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ManifestError(f"{source}: not valid TOML: {exc}") from exc
+            raise ManifestError(f"not valid TOML: {exc}", source) from exc
     else:
         data = text
-    return _Reader(source).manifest(data)
+    return _read_manifest(data, source)
 
 
-class _Reader:
-    """Validation helpers that carry the file name into every message."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def error(self, key: str, message: str) -> ManifestError:
-        return ManifestError(f"{self.source}: key {key!r}: {message}")
-
-    def keys(self, table: Mapping[str, Any], where: str, allowed: set[str], required: set[str]):
-        unknown = sorted(set(table) - allowed)
-        if unknown:
-            prefix = f"{where}." if where else ""
-            raise self.error(
-                prefix + unknown[0],
-                f"unknown key (value {table[unknown[0]]!r}); allowed here: {sorted(allowed)}",
-            )
-        missing = sorted(required - set(table))
-        if missing:
-            place = f"in [{where}]" if where else "at the top level"
-            raise ManifestError(
-                f"{self.source}: required key(s) {missing} missing {place}"
-                + (f" (found {sorted(table)})" if table else "")
-            )
-
-    def string(self, table: Mapping[str, Any], key: str, where: str, default: str = "") -> str:
-        value = table.get(key, default)
-        if not isinstance(value, str):
-            raise self.error(_join(where, key), f"expected a string, got {value!r}")
-        return value
-
-    def choice(
-        self, table: Mapping[str, Any], key: str, where: str, choices: tuple[str, ...], default: str
-    ) -> str:
-        value = self.string(table, key, where, default)
-        if value not in choices:
-            raise self.error(
-                _join(where, key), f"expected one of {'/'.join(choices)}, got {value!r}"
-            )
-        return value
-
-    def number(self, table: Mapping[str, Any], key: str, where: str) -> float:
-        value = table[key]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise self.error(_join(where, key), f"expected a finite number, got {value!r}")
-        return float(value)
-
-    def manifest(self, data: Mapping[str, Any]) -> Manifest:
-        self.keys(data, "", set(_TOP_KEYS), {k for k, req in _TOP_KEYS.items() if req})
-        name = self.string(data, "name", "")
-        version = self.string(data, "version", "")
-        for key, value in (("name", name), ("version", version)):
-            if not _NAME_RE.match(value):
-                raise self.error(
-                    key,
-                    f"expected letters, digits and _ . + - (not starting with a symbol), "
-                    f"got {value!r}",
-                )
-        fmt = self.choice(data, "format", "", FORMATS, "")
-        halo = data["halo"]
-        if isinstance(halo, bool) or not isinstance(halo, int) or halo < 0:
-            raise self.error("halo", f"expected an integer >= 0, got {halo!r}")
-        artifact = self.string(data, "artifact", "")
-        if fmt != "python" and not artifact:
-            raise ManifestError(
-                f"{self.source}: required key ['artifact'] missing (format {fmt!r} needs a file)"
-            )
-        entry_point = self.string(data, "entry_point", "")
-        if fmt in ("state_dict", "python"):
-            if not entry_point:
-                raise ManifestError(
-                    f"{self.source}: required key ['entry_point'] missing "
-                    f"(format {fmt!r} needs 'module:callable')"
-                )
-            if not _ENTRY_POINT_RE.match(entry_point):
-                raise self.error("entry_point", f"expected 'module:callable', got {entry_point!r}")
-        elif entry_point:
-            raise self.error(
+def _read_manifest(data: Mapping[str, Any], source: str) -> Manifest:
+    """Read every key of a manifest, then raise once with every problem found."""
+    r = Reader()
+    r.known_keys(data, "", _TOP_KEYS)
+    path_safe = {
+        "expected": "letters, digits and _ . + - (not starting with a symbol)",
+        "check": _NAME_RE.match,
+    }
+    name = r.get(data, "", "name", str, **path_safe)
+    version = r.get(data, "", "version", str, **path_safe)
+    fmt = r.choice(data, "", "format", FORMATS)
+    halo = r.integer(data, "", "halo", minimum=0)
+    if fmt in (None, "python"):
+        artifact = r.string(data, "", "artifact", "")
+    else:
+        needs = f"a file name (format {fmt!r} needs one)"
+        artifact = r.string(data, "", "artifact", nonempty=True, expected=needs)
+    if fmt in _ENTRY_POINT_FORMATS:
+        entry_point = r.get(
+            data,
+            "",
+            "entry_point",
+            str,
+            expected=f"'module:callable' (format {fmt!r} needs one)",
+            check=_ENTRY_POINT_RE.match,
+        )
+    else:
+        entry_point = r.string(data, "", "entry_point", "")
+        if entry_point and fmt is not None:
+            r.note(
                 "entry_point",
-                f"only formats state_dict and python take an entry point, format is {fmt!r} "
-                f"(got {entry_point!r})",
+                f"only formats {' and '.join(_ENTRY_POINT_FORMATS)} take an entry point, "
+                f"format is {fmt!r} (got {entry_point!r})",
             )
-        arch = data.get("arch", {})
-        if not isinstance(arch, dict):
-            raise self.error("arch", f"expected a table of keyword arguments, got {arch!r}")
-        if arch and not entry_point:
-            raise self.error("arch", f"[arch] is only used with an entry point, got {arch!r}")
-        inputs = self.fields(data["inputs"], "inputs", output=False)
-        outputs = self.fields(data["outputs"], "outputs", output=True)
-        for where, entries in (("inputs", inputs), ("outputs", outputs)):
-            names = [e.name for e in entries]
-            for i, n in enumerate(names):
-                if n in names[:i]:
-                    raise self.error(f"{where}[{i}].name", f"name {n!r} appears twice in {where}")
-        if fmt == "python":
-            for where, entries in (("inputs", inputs), ("outputs", outputs)):
-                for i, e in enumerate(entries):
-                    if not e.norm.is_identity:
-                        raise self.error(
-                            f"{where}[{i}]",
-                            "normalisation applies to torch formats only; a python closure "
-                            f"works in physical units (got offset {e.norm.offset}, "
-                            f"scale {e.norm.scale})",
-                        )
-        return Manifest(
-            name=name,
-            version=version,
-            format=fmt,
-            artifact=artifact,
-            halo=halo,
-            inputs=inputs,
-            outputs=outputs,
-            dtype=self.choice(data, "dtype", "", DTYPES, "float32"),
-            device=self.choice(data, "device", "", DEVICES, "auto"),
-            description=self.string(data, "description", ""),
-            license=self.string(data, "license", ""),
-            entry_point=entry_point,
-            arch=dict(arch),
-            provenance=self.provenance(data.get("provenance", {})),
-            source=self.source,
+    arch = r.get(data, "", "arch", Mapping, {}, expected="a table of keyword arguments")
+    if arch and fmt is not None and fmt not in _ENTRY_POINT_FORMATS:
+        r.note("arch", f"[arch] is only used with an entry point, got {dict(arch)!r}")
+    inputs, outputs = (
+        tuple(
+            _field_entry(r, entry, path, output=where == "outputs")
+            for path, entry in r.tables(data, "", where, MISSING, nonempty=True)
         )
-
-    def fields(self, raw: Any, where: str, output: bool) -> tuple[FieldEntry, ...]:
-        if not isinstance(raw, list) or not raw or not all(isinstance(e, dict) for e in raw):
-            raise self.error(
-                where, f"expected a non-empty array of tables ([[{where}]]), got {raw!r}"
-            )
-        return tuple(self.field_entry(e, f"{where}[{i}]", output) for i, e in enumerate(raw))
-
-    def field_entry(self, entry: Mapping[str, Any], where: str, output: bool) -> FieldEntry:
-        self.keys(entry, where, _OUTPUT_KEYS if output else _FIELD_KEYS, {"name", "grid", "units"})
-        name = self.string(entry, "name", where)
-        if not name.isidentifier():
-            raise self.error(f"{where}.name", f"expected an identifier, got {name!r}")
-        grid = self.choice(entry, "grid", where, GRIDS, "")
-        units = self.string(entry, "units", where)
-        has_so = {"scale", "offset"} & set(entry)
-        has_ms = {"mean", "std"} & set(entry)
-        if has_so and has_ms:
-            raise self.error(
-                f"{where}.{sorted(has_ms)[0]}",
-                f"give scale/offset or mean/std, not both (found {sorted(has_so | has_ms)})",
-            )
-        if has_ms:
-            if has_ms != {"mean", "std"}:
-                raise self.error(
-                    f"{where}.{sorted(has_ms)[0]}", "mean and std go together; one is missing"
+        for where in ("inputs", "outputs")
+    )
+    for where, entries in (("inputs", inputs), ("outputs", outputs)):
+        names = [e.name for e in entries]
+        for i, n in enumerate(names):
+            if n is not None and n in names[:i]:
+                r.note(f"{where}[{i}].name", f"name {n!r} appears twice in {where}")
+        for i, e in enumerate(entries):
+            if fmt == "python" and not e.norm.is_identity:
+                r.note(
+                    f"{where}[{i}]",
+                    "normalisation applies to torch formats only; a python closure works in "
+                    f"physical units (got offset {e.norm.offset}, scale {e.norm.scale})",
                 )
-            norm = Normalisation(
-                self.number(entry, "mean", where), self.number(entry, "std", where), "mean_std"
-            )
-            scale_key = "std"
-        else:
-            norm = Normalisation(
-                self.number(entry, "offset", where) if "offset" in entry else 0.0,
-                self.number(entry, "scale", where) if "scale" in entry else 1.0,
-            )
-            scale_key = "scale"
-        if norm.scale == 0.0:
-            raise self.error(f"{where}.{scale_key}", "must be non-zero, got 0")
-        clip = None
-        if "clip" in entry:
-            clip = self.number(entry, "clip", where)
-            if clip <= 0:
-                raise self.error(f"{where}.clip", f"expected a bound > 0, got {entry['clip']!r}")
-        return FieldEntry(name, grid, units, norm, clip)
+    dtype = r.choice(data, "", "dtype", DTYPES, "float32")
+    device = r.choice(data, "", "device", DEVICES, "auto")
+    description = r.string(data, "", "description", "")
+    license_ = r.string(data, "", "license", "")
+    provenance = _provenance(r, r.sub_table(data, "", "provenance"))
+    if r.problems:
+        raise ManifestError(r.texts(_wording), source)
+    return Manifest(
+        name=name,
+        version=version,
+        format=fmt,
+        artifact=artifact,
+        halo=halo,
+        inputs=inputs,
+        outputs=outputs,
+        dtype=dtype,
+        device=device,
+        description=description,
+        license=license_,
+        entry_point=entry_point,
+        arch=dict(arch),
+        provenance=provenance,
+        source=source,
+    )
 
-    def provenance(self, raw: Any) -> Provenance:
-        if not isinstance(raw, dict):
-            raise self.error("provenance", f"expected a table, got {raw!r}")
-        self.keys(raw, "provenance", _PROVENANCE_KEYS, set())
-        metrics = raw.get("metrics", {})
-        if not isinstance(metrics, dict):
-            raise self.error("provenance.metrics", f"expected a table, got {metrics!r}")
-        values = {k: self.number(metrics, k, "provenance.metrics") for k in metrics}
-        return Provenance(
-            training_data=self.string(raw, "training_data", "provenance"),
-            code_revision=self.string(raw, "code_revision", "provenance"),
-            created=self.string(raw, "created", "provenance"),
-            notes=self.string(raw, "notes", "provenance"),
-            metrics=values,
+
+def _field_entry(r: Reader, entry: Mapping[str, Any], where: str, output: bool) -> FieldEntry:
+    r.known_keys(entry, where, _OUTPUT_KEYS if output else _FIELD_KEYS)
+    name = r.get(entry, where, "name", str, expected="an identifier", check=str.isidentifier)
+    grid = r.choice(entry, where, "grid", GRIDS)
+    units = r.string(entry, where, "units")
+    has_so = {"scale", "offset"} & set(entry)
+    has_ms = {"mean", "std"} & set(entry)
+    if has_so and has_ms:
+        r.note(
+            f"{where}.{sorted(has_ms)[0]}",
+            f"give scale/offset or mean/std, not both (found {sorted(has_so | has_ms)})",
         )
+    elif len(has_ms) == 1:
+        r.note(f"{where}.{sorted(has_ms)[0]}", "mean and std go together; one is missing")
+    nonzero = {"expected": "a finite, non-zero number", "check": bool}
+    if has_ms == {"mean", "std"} and not has_so:
+        mean = r.number(entry, where, "mean")
+        norm = Normalisation(mean, r.number(entry, where, "std", **nonzero), "mean_std")
+    else:
+        offset = r.number(entry, where, "offset", 0.0)
+        norm = Normalisation(offset, r.number(entry, where, "scale", 1.0, **nonzero))
+    clip = None
+    if output:
+        clip = r.number(entry, where, "clip", None, expected="a bound > 0", check=lambda v: v > 0)
+    return FieldEntry(name, grid, units, norm, clip)
 
 
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+def _provenance(r: Reader, raw: Mapping[str, Any]) -> Provenance:
+    where = "provenance"
+    r.known_keys(raw, where, _PROVENANCE_KEYS)
+    metrics = r.sub_table(raw, where, "metrics")
+    return Provenance(
+        training_data=r.string(raw, where, "training_data", ""),
+        code_revision=r.string(raw, where, "code_revision", ""),
+        created=r.string(raw, where, "created", ""),
+        notes=r.string(raw, where, "notes", ""),
+        metrics={k: r.number(metrics, "provenance.metrics", k) for k in metrics},
+    )
+
+
+def _wording(p: Problem) -> str:
+    """A manifest's wording of a problem: ``key 'halo': expected an integer >= 0, got -1``."""
+    if p.kind == "missing":
+        parent, _, key = p.path.rpartition(".")
+        place = f"in [{parent}]" if parent else "at the top level"
+        return f"required key(s) [{key!r}] missing {place}: expected {p.text}"
+    if p.kind == "unknown":
+        return f"key {p.path!r}: unknown key (value {p.value!r}); allowed here: {sorted(p.known)}"
+    if p.kind == "value":
+        return f"key {p.path!r}: expected {p.text}, got {p.value!r}"
+    return f"key {p.path!r}: {p.text}"
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -474,72 +410,46 @@ def manifest_to_toml(manifest: Manifest) -> str:
     """
     m = manifest
     lines = [
-        f"name = {_toml_value(m.name)}",
-        f"version = {_toml_value(m.version)}",
-        f"format = {_toml_value(m.format)}",
+        f"name = {toml_value(m.name)}",
+        f"version = {toml_value(m.version)}",
+        f"format = {toml_value(m.format)}",
     ]
     if m.artifact:
-        lines.append(f"artifact = {_toml_value(m.artifact)}")
+        lines.append(f"artifact = {toml_value(m.artifact)}")
     lines += [
         f"halo = {m.halo}",
-        f"dtype = {_toml_value(m.dtype)}",
-        f"device = {_toml_value(m.device)}",
-        f"description = {_toml_value(m.description)}",
-        f"license = {_toml_value(m.license)}",
+        f"dtype = {toml_value(m.dtype)}",
+        f"device = {toml_value(m.device)}",
+        f"description = {toml_value(m.description)}",
+        f"license = {toml_value(m.license)}",
     ]
     if m.entry_point:
-        lines.append(f"entry_point = {_toml_value(m.entry_point)}")
+        lines.append(f"entry_point = {toml_value(m.entry_point)}")
     if m.arch:
-        lines += ["", "[arch]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in m.arch.items()]
+        lines += ["", "[arch]"] + [f"{toml_key(k)} = {toml_value(v)}" for k, v in m.arch.items()]
     for where, entries in (("inputs", m.inputs), ("outputs", m.outputs)):
         for e in entries:
-            lines += ["", f"[[{where}]]", f"name = {_toml_value(e.name)}"]
-            lines += [f"grid = {_toml_value(e.grid)}", f"units = {_toml_value(e.units)}"]
+            lines += ["", f"[[{where}]]", f"name = {toml_value(e.name)}"]
+            lines += [f"grid = {toml_value(e.grid)}", f"units = {toml_value(e.units)}"]
             if e.norm.style == "mean_std":
                 lines += [
-                    f"mean = {_toml_value(e.norm.offset)}",
-                    f"std = {_toml_value(e.norm.scale)}",
+                    f"mean = {toml_value(e.norm.offset)}",
+                    f"std = {toml_value(e.norm.scale)}",
                 ]
             elif not e.norm.is_identity:
                 lines += [
-                    f"offset = {_toml_value(e.norm.offset)}",
-                    f"scale = {_toml_value(e.norm.scale)}",
+                    f"offset = {toml_value(e.norm.offset)}",
+                    f"scale = {toml_value(e.norm.scale)}",
                 ]
             if e.clip is not None:
-                lines.append(f"clip = {_toml_value(e.clip)}")
+                lines.append(f"clip = {toml_value(e.clip)}")
     p = m.provenance
     lines += ["", "[provenance]"]
     for key in ("training_data", "code_revision", "created", "notes"):
         value = getattr(p, key)
         if value:
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
     if p.metrics:
         lines += ["", "[provenance.metrics]"]
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in p.metrics.items()]
+        lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in p.metrics.items()]
     return "\n".join(lines) + "\n"
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def _toml_value(value: Any) -> str:
-    # a small writer for the value types a manifest holds; JSON string escapes are valid TOML
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{ " + items + " }" if items else "{}"
-    raise TypeError(f"cannot write {value!r} ({type(value).__name__}) as TOML")

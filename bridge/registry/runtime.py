@@ -525,8 +525,40 @@ def sniff_artifact(path: Path) -> str:
     return "unknown"
 
 
+LEGACY_SCIENCE_PACKAGE = "models"
+"""The import name of ``mlbridge_models`` before the rename: manifests registered then name
+entry points ``models.X:Y``."""
+
+
+def _current_module_name(module_name: str) -> str:
+    """``models.X`` -> ``mlbridge_models.X`` unless ``models`` is another, importable package."""
+    from importlib.util import find_spec
+
+    head, dot, rest = module_name.partition(".")
+    if head != LEGACY_SCIENCE_PACKAGE:
+        return module_name
+    try:
+        legacy = find_spec(LEGACY_SCIENCE_PACKAGE)
+        current = find_spec("mlbridge_models")
+    except (ImportError, ValueError):
+        return module_name
+    if current is None or current.origin is None:
+        return module_name
+    # the checkout's models/ on sys.path is the same package: import it under one name only
+    same = (
+        legacy is not None
+        and legacy.origin is not None
+        and Path(legacy.origin).resolve() == Path(current.origin).resolve()
+    )
+    return f"mlbridge_models{dot}{rest}" if legacy is None or same else module_name
+
+
 def import_entry_point(entry_point: str, source: str = "<manifest>") -> Callable[..., Any]:
     """Import ``"package.module:callable"``.
+
+    A module path ``models.X`` (the science package's name before it became
+    ``mlbridge_models``) is imported as ``mlbridge_models.X`` unless ``models`` is another
+    importable package, so that manifests registered before the rename keep loading.
 
     Parameters
     ----------
@@ -545,6 +577,7 @@ def import_entry_point(entry_point: str, source: str = "<manifest>") -> Callable
         If the module cannot be imported or the attribute does not exist or is not callable.
     """
     module_name, _, attr = entry_point.partition(":")
+    module_name = _current_module_name(module_name)
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:

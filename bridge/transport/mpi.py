@@ -7,7 +7,8 @@ model and which are servers. The constants below are mirrored in
 
 Messages (tag: direction, type, content):
 
-* ``TAG_REPORT``: model -> server 0, characters, the handshake report (see ``bridge.protocol.handshake``).
+* ``TAG_REPORT``: model -> server 0, characters, the handshake report
+  (see :mod:`bridge.protocol.handshake`).
 * ``TAG_MASK``: model -> server 0, integers, the land mask of the rank's box (when it has one).
 * ``TAG_REPLY``: server 0 -> model, integers: ``[0, version, timeout_ms, every, lag, nfields,
   active(nfields), nroutes, routes...]`` or ``[status != 0]`` followed by ``TAG_REPLY_TEXT``.

@@ -55,7 +55,7 @@ def boxes_datatype(header: np.ndarray, pieces: Sequence[tuple[np.ndarray, int, B
 
 
 class MpiBlockTransport:
-    """One server rank's MPI messages with the model ranks (:class:`bridge.server.engine.BlockTransport`).
+    """One server rank's MPI messages with the model ranks (a ``BlockTransport`` of the engine).
 
     Parameters
     ----------

@@ -6,8 +6,8 @@ MODULE infmod
    !!======================================================================
    !!   inf_init  : before mpp_start: read &nammlb; coupled: mlb_init, which
    !!               gives the communicator the model must run on
-   !!   inf_def   : after dom_init: check &nammlb; coupled: grid, mask, fields,
-   !!               handshake (mlb_enddef)
+   !!   inf_def   : after dom_init: check &nammlb and &nammlb_test (inftest);
+   !!               coupled: grid, mask, fields, handshake (mlb_enddef)
    !!   inf_put   : early in the step, hand u, v, h of step kt to the closures
    !!   inf_get   : late in the step, receive u_tend, v_tend, h_tend
    !!   inf_final : end of the run (mlb_finalize)
@@ -17,14 +17,14 @@ MODULE infmod
    !! Units: u_tend, v_tend [m s-2], h_tend [m s-1]; zero when no closure runs.
    !! Closures run either in mlbridge servers (ln_mlb = .true., fields sent
    !! cn_mlb_snd, received cn_mlb_rcv, every nn_mlb_every steps) or, for the
-   !! comparison tests, in process (cn_mlb_inproc = 'laplacian' or 'smooth3',
-   !! module infclosure): X_tend = closure(X) for each X of cn_mlb_snd whose
-   !! X_tend is in cn_mlb_rcv, as the Python closure maps lap_u -> u_tend.
+   !! comparison tests, in process (&nammlb_test cn_mlb_inproc = 'laplacian'
+   !! or 'smooth3', modules inftest and infclosure): X_tend = closure(X) for
+   !! each X of cn_mlb_snd whose X_tend is in cn_mlb_rcv, as the Python
+   !! closure maps lap_u -> u_tend.
    !! Any error of an mlbridge call stops the run (ctl_stop) with the library's
    !! message: every rank ends non-zero.
    !!----------------------------------------------------------------------
    USE, INTRINSIC :: iso_fortran_env, ONLY : error_unit, int32
-   USE, INTRINSIC :: ieee_arithmetic, ONLY : ieee_value, ieee_quiet_nan
    USE mpi_f08   , ONLY : MPI_Comm, MPI_COMM_WORLD, MPI_Initialized, MPI_Init, MPI_Comm_rank,   &
       &                   MPI_Abort, MPI_Wtime
    USE par_kind  , ONLY : wp, lc
@@ -32,6 +32,7 @@ MODULE infmod
    USE mppini    , ONLY : jpi, jpj, jpiglo, jpjglo, nimpp, njmpp
    USE domain    , ONLY : tmask
    USE infclosure, ONLY : inc_laplacian, inc_smooth3
+   USE inftest   , ONLY : inf_test_init, inf_test_nan, cn_mlb_inproc, rn_mlb_coef
    USE mlbridge  , ONLY : mlb_init, mlb_def_grid, mlb_def_field, mlb_enddef, mlb_put, mlb_get,   &
       &                   mlb_finalize, mlb_error_message, MLB_SEND, MLB_RECV, MLB_OK, MLB_ERR_REMOTE
 
@@ -55,11 +56,7 @@ MODULE infmod
    CHARACTER(len=lf) ::   cn_mlb_rcv(jpfld) = ctnd   ! fields received (u_tend, v_tend, h_tend)
    INTEGER           ::   nn_mlb_lev(jpfld) = 0      ! levels of each sent field (0: all layers)
    INTEGER           ::   nn_mlb_every = 1           ! exchange every nn_mlb_every steps
-   CHARACTER(len=lf) ::   cn_mlb_inproc = 'none'     ! in-process closure: none | laplacian | smooth3
-   REAL(wp)          ::   rn_mlb_coef = 1._wp        ! coefficient of the in-process closure
-   INTEGER           ::   nn_mlb_nan_kt = -1         ! tests: step at which a NaN is sent (-1: never)
-   INTEGER           ::   nn_mlb_nan_i = 1, nn_mlb_nan_j = 1, nn_mlb_nan_k = 1   ! its global (i, j, k)
-   CHARACTER(len=lf) ::   cn_mlb_nan_fld = 'u'       ! the sent field that carries it
+   !                                      !!* nammlb_test *: module inftest (cn_mlb_inproc, rn_mlb_coef)
 
    LOGICAL, PUBLIC ::   ln_mlb_tend_out = .FALSE.   !: diawri writes u_tend, v_tend, h_tend (set by inf_def)
 
@@ -109,8 +106,8 @@ CONTAINS
    SUBROUTINE inf_def( kpk )
       !!------------------------------------------------------------------
       !!                  ***  ROUTINE inf_def  ***
-      !! ** Purpose :   check &nammlb; coupled, declare the grid, the land mask and
-      !!                the fields, and do the handshake with the servers
+      !! ** Purpose :   check &nammlb, read &nammlb_test; coupled, declare the grid,
+      !!                the land mask and the fields, and do the handshake
       !!------------------------------------------------------------------
       INTEGER, INTENT(in) ::   kpk   ! number of layers
       INTEGER ::   jf, istat, ilev
@@ -125,12 +122,9 @@ CONTAINS
          WRITE(numout,'(a,3(1x,i0))') '   levels sent (0: all)               nn_mlb_lev    =', nn_mlb_lev
          WRITE(numout,'(a,3(1x,a))') '   fields received                    cn_mlb_rcv    =', (TRIM(cn_mlb_rcv(jf)), jf = 1, jpfld)
          WRITE(numout,'(a,i0)')   '   exchange every                     nn_mlb_every  = ', nn_mlb_every
-         WRITE(numout,'(a,a)')    '   in-process closure                 cn_mlb_inproc = ', TRIM(cn_mlb_inproc)
-         WRITE(numout,'(a,es12.5)') '   its coefficient                    rn_mlb_coef   = ', rn_mlb_coef
-         IF( nn_mlb_nan_kt >= 0 )   WRITE(numout,'(a,i0,a,3(i0,1x),a)') '   TEST: NaN sent at step ', nn_mlb_nan_kt,   &
-            &   ' in '//TRIM(cn_mlb_nan_fld)//' at global (i j k) ', nn_mlb_nan_i, nn_mlb_nan_j, nn_mlb_nan_k
       ENDIF
       CALL nammlb_check( kpk )
+      CALL inf_test_init( kpk, ln_mlb, cn_mlb_snd )
 
       ln_mlb_tend_out = ln_mlb .OR. cn_mlb_inproc /= 'none'
       ALLOCATE( zwa(jpi,jpj,kpk), zwb(jpi,jpj,kpk) )
@@ -249,20 +243,17 @@ CONTAINS
 
    SUBROUTINE put_field( cdname, kt, pf )
       !!------------------------------------------------------------------
-      !! mlb_put of one field; at step nn_mlb_nan_kt a copy carrying a NaN at the
-      !! global point (nn_mlb_nan_i, _j, _k) is sent instead (tests of on_nan)
+      !! mlb_put of one field; when &nammlb_test asks, a copy carrying a NaN
+      !! is sent instead (tests of on_nan, inf_test_nan)
       !!------------------------------------------------------------------
       CHARACTER(len=*)          , INTENT(in) ::   cdname
       INTEGER                   , INTENT(in) ::   kt
       REAL(wp), DIMENSION(:,:,:), INTENT(in) ::   pf
-      INTEGER ::   istat, ii, ij
+      INTEGER ::   istat
+      LOGICAL ::   llnan
       !!------------------------------------------------------------------
-      ii = nn_mlb_nan_i - nimpp + 2   ! local indices of the NaN point
-      ij = nn_mlb_nan_j - njmpp + 2
-      IF( kt == nn_mlb_nan_kt .AND. cdname == cn_mlb_nan_fld .AND. ii >= 2 .AND. ii <= jpi-1   &
-         &                    .AND. ij >= 2 .AND. ij <= jpj-1 ) THEN
-         zwa(:,:,:) = pf(:,:,:)
-         zwa(ii,ij,nn_mlb_nan_k) = ieee_value( 1._wp, ieee_quiet_nan )
+      CALL inf_test_nan( cdname, kt, pf, zwa, llnan )
+      IF( llnan ) THEN
          CALL mlb_put( cdname, kt, zwa, istat, halo=1 )
       ELSE
          CALL mlb_put( cdname, kt, pf, istat, halo=1 )
@@ -318,8 +309,7 @@ CONTAINS
       CHARACTER(len=*), INTENT(out) ::   cdmsg
       INTEGER ::   inum, ios
       CHARACTER(len=lc) ::   cliom
-      NAMELIST/nammlb/ ln_mlb, cn_mlb_snd, cn_mlb_rcv, nn_mlb_lev, nn_mlb_every, cn_mlb_inproc, rn_mlb_coef,   &
-         &             nn_mlb_nan_kt, nn_mlb_nan_i, nn_mlb_nan_j, nn_mlb_nan_k, cn_mlb_nan_fld
+      NAMELIST/nammlb/ ln_mlb, cn_mlb_snd, cn_mlb_rcv, nn_mlb_lev, nn_mlb_every
       !!------------------------------------------------------------------
       cdmsg = ''
       cliom = ''
@@ -364,23 +354,6 @@ CONTAINS
             CALL ctl_stop( cmsg, ld_all=.TRUE. )
          ENDIF
       END DO
-      SELECT CASE( cn_mlb_inproc )
-      CASE( 'none', 'laplacian', 'smooth3' )
-      CASE DEFAULT
-         CALL ctl_stop( 'nammlb: cn_mlb_inproc = "'//TRIM(cn_mlb_inproc)//'": none, laplacian or smooth3', ld_all=.TRUE. )
-      END SELECT
-      IF( ln_mlb .AND. cn_mlb_inproc /= 'none' )   CALL ctl_stop( 'nammlb: ln_mlb = .true. and cn_mlb_inproc = "'   &
-         &   //TRIM(cn_mlb_inproc)//'": closures run either in the servers or in process, not both', ld_all=.TRUE. )
-      IF( nn_mlb_nan_kt >= 0 ) THEN
-         IF( .NOT. ANY( cn_mlb_snd == cn_mlb_nan_fld ) .AND. ln_mlb )   CALL ctl_stop( 'nammlb: cn_mlb_nan_fld = "'   &
-            &   //TRIM(cn_mlb_nan_fld)//'" is not a sent field (cn_mlb_snd)', ld_all=.TRUE. )
-         IF( nn_mlb_nan_i < 1 .OR. nn_mlb_nan_i > jpiglo .OR. nn_mlb_nan_j < 1 .OR. nn_mlb_nan_j > jpjglo   &
-            & .OR. nn_mlb_nan_k < 1 .OR. nn_mlb_nan_k > kpk ) THEN
-            WRITE(cmsg,'(a,3(i0,a))') 'nammlb: NaN point (nn_mlb_nan_i, _j, _k) = (', nn_mlb_nan_i, ', ',   &
-               &                      nn_mlb_nan_j, ', ', nn_mlb_nan_k, ') is outside the grid'
-            CALL ctl_stop( cmsg, ld_all=.TRUE. )
-         ENDIF
-      ENDIF
    END SUBROUTINE nammlb_check
 
 

@@ -173,6 +173,7 @@ CONTAINS
       REAL(wp), DIMENSION(:,:,:), INTENT(inout) ::   pu, pv, ph   ! u, v, h after the AB3 update
       INTEGER  ::   ir, ji, jj, jk
       REAL(wp) ::   zw, zt, zrtau
+      LOGICAL  ::   llint                       ! between two records: interpolate
       CHARACTER(len=lc) ::   cmsg
       !!------------------------------------------------------------------
       IF( .NOT. ln_nudge )   RETURN
@@ -187,27 +188,27 @@ CONTAINS
          ir = ir + 1
       END DO
       IF( nkt(ir) == kt .OR. ir == nrec ) THEN
-         CALL nud_load( ir, 1 )   ;   zw = 0._wp
+         CALL nud_load( ir, 1 )   ;   zw = 0._wp   ;   llint = .FALSE.
       ELSE
          CALL nud_load( ir, 1 )   ;   CALL nud_load( ir+1, 2 )
-         zw = REAL( kt - nkt(ir), wp ) / REAL( nkt(ir+1) - nkt(ir), wp )
+         zw = REAL( kt - nkt(ir), wp ) / REAL( nkt(ir+1) - nkt(ir), wp )   ;   llint = .TRUE.
       ENDIF
       zrtau = 1._wp / rn_nudge_tau
       DO jk = 1, npk
          DO jj = 2, jpj-1
             DO ji = 2, jpi-1
                zt = ztru(ji,jj,jk,1,1)
-               IF( zw /= 0._wp )   zt = zt + zw * ( ztru(ji,jj,jk,1,2) - zt )
+               IF( llint )   zt = zt + zw * ( ztru(ji,jj,jk,1,2) - zt )
                zt = ( zt - pu(ji,jj,jk) ) * zrtau * umask(ji,jj)
                zsum(ji,jj,jk,1) = zsum(ji,jj,jk,1) + zt
                pu(ji,jj,jk) = ( pu(ji,jj,jk) + rn_Dt * zt ) * umask(ji,jj)
                zt = ztru(ji,jj,jk,2,1)
-               IF( zw /= 0._wp )   zt = zt + zw * ( ztru(ji,jj,jk,2,2) - zt )
+               IF( llint )   zt = zt + zw * ( ztru(ji,jj,jk,2,2) - zt )
                zt = ( zt - pv(ji,jj,jk) ) * zrtau * vmask(ji,jj)
                zsum(ji,jj,jk,2) = zsum(ji,jj,jk,2) + zt
                pv(ji,jj,jk) = ( pv(ji,jj,jk) + rn_Dt * zt ) * vmask(ji,jj)
                zt = ztru(ji,jj,jk,3,1)
-               IF( zw /= 0._wp )   zt = zt + zw * ( ztru(ji,jj,jk,3,2) - zt )
+               IF( llint )   zt = zt + zw * ( ztru(ji,jj,jk,3,2) - zt )
                zt = ( zt - ph(ji,jj,jk) ) * zrtau * tmask(ji,jj)
                zsum(ji,jj,jk,3) = zsum(ji,jj,jk,3) + zt
                ph(ji,jj,jk) = ( ph(ji,jj,jk) + rn_Dt * zt ) * tmask(ji,jj)

@@ -1,12 +1,13 @@
 """The coarse model without and with the bias correction against the twin truth.
 
 Both runs start from the nudged model's restart at the end of the training years and run the
-held-out years (:func:`mlbridge_models.subgrid.truth.run_truth`, resumable); the corrected one couples
-the trained closure through the bridge (``examples/bias_correction/coupling.toml``, with the
-experiment's own registry). Scores: RMSE of the time-mean ``u``, ``v`` over the ocean points
-(``umask``, ``vmask``) and of each interface depth of the time-mean ``h``
-(:func:`mlbridge_models.evaluation.metrics.interface_rmse`) over the held-out years, against the twin truth's
-time means over the same years. Written: ``evaluation.json`` and ``evaluation.png``.
+held-out years (:func:`mlbridge_models.subgrid.truth.run_truth`, resumable); the corrected one
+couples the trained closure through the bridge (``examples/bias_correction/coupling.toml`` of
+the checkout, with the experiment's own registry). Scores: RMSE of the time-mean ``u``, ``v``
+over the ocean points (``umask``, ``vmask``) and of each interface depth of the time-mean ``h``
+(:func:`mlbridge_models.evaluation.metrics.interface_rmse`) over the held-out years, against the
+twin truth's time means over the same years. Written: ``evaluation.json`` and
+``evaluation.png``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import numpy as np
 from mlbridge_models.evaluation.metrics import interface_depths, interface_rmse, rmse
 from mlbridge_models.subgrid.truth import grid_files, read_year, run_truth
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "bias_correction" / "coupling.toml"
+from bridge import paths
+
+EXAMPLE = ("examples", "bias_correction", "coupling.toml")
+"""The coupled example the corrected runs start from, in a checkout of the repository."""
 
 
 def coupled_config(out: Path, registry: Path, every: int, namelist_cfg: Path) -> Path:
     """``out/coupling.toml``: the example with this experiment's registry, namelist, interval."""
-    text = EXAMPLE.read_text()
+    text = paths.checkout_file(*EXAMPLE).read_text()
     text = re.sub(r'(?m)^registry = "[^"]*"', f'registry = "{registry}"', text)
     text = re.sub(r'(?m)^namelist_cfg = "[^"]*"', f'namelist_cfg = "{namelist_cfg}"', text)
     text = re.sub(r"(?m)^every = \d+", f"every = {every}", text)
@@ -112,7 +115,7 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
     seed_restart = out / "nudged" / seed.restart
     patch = _patch(s, s.tau0_model)
     run_truth(
-        s.config,
+        s.coupling_file(),
         out / "free",
         s.years,
         write_days=s.eval_days,
@@ -123,7 +126,10 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
     registry = out / "registry"
     ref = Registry(registry).register(None, out / "model" / "manifest.toml", force=True)
     cfg = coupled_config(
-        out / "corrected_config", registry, s.every, load_config(s.config).model.namelist_cfg
+        out / "corrected_config",
+        registry,
+        s.every,
+        load_config(s.coupling_file()).model.namelist_cfg,
     )
     run_truth(
         cfg,

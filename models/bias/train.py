@@ -1,8 +1,8 @@
 """Train the bias-correction CNN on (state, mean nudging tendency) pairs; TorchScript + manifest.
 
-The network (:func:`mlbridge_models.cnn.build_cnn`, valid convolutions) maps ``u, v, h`` of one layer
-to ``cu, cv, ch`` of that layer; samples and layers are the batch, the fields padded with zeros
-by the halo (what the bridge hands a closure at the walls). Normalisation: ``u, v`` by their
+The network (:func:`mlbridge_models.cnn.build_cnn`, valid convolutions) maps ``u, v, h`` of one
+layer to ``cu, cv, ch`` of that layer; samples and layers are the batch, the fields padded with
+zeros by the halo (what the bridge hands a closure at the walls). Normalisation: ``u, v`` by their
 RMS, ``h`` by its mean (offset) and standard deviation, each output by its RMS; the loss is the
 masked mean square error in normalised units; the last ``val_frac`` of the samples (in time)
 are held out. The clip bound of each output is ``clip_factor`` x its largest training value.

@@ -38,8 +38,10 @@ from typing import Any
 import numpy as np
 from mlbridge_models.subgrid.truth import SECONDS_PER_DAY, TruthError, grid_files, run_truth
 
-REPO = Path(__file__).resolve().parents[2]
-COARSE = REPO / "examples" / "coarse" / "coupling.toml"
+from bridge import paths
+
+COARSE_EXAMPLE = ("examples", "coarse", "coupling.toml")
+"""The default coarse configuration, in a checkout of the repository (a wheel does not ship it)."""
 STAGES = ("truth", "nudged", "train", "evaluate")
 
 
@@ -63,7 +65,17 @@ class TwinSettings:
     hidden: tuple[int, ...] = (16, 16)
     kernel_sizes: tuple[int, ...] = (3, 3, 3)  # halo 3
     clip_factor: float = 2.0
-    config: Path = COARSE
+    config: Path | None = None  # None: examples/coarse/coupling.toml of the checkout
+
+    def coupling_file(self) -> Path:
+        """``config``, else the checkout's ``examples/coarse/coupling.toml``.
+
+        Raises
+        ------
+        CheckoutRequiredError
+            If ``config`` is None outside a checkout of the repository.
+        """
+        return self.config if self.config is not None else paths.checkout_file(*COARSE_EXAMPLE)
 
     @property
     def years(self) -> int:
@@ -92,7 +104,11 @@ def _patch(s: TwinSettings, tau0: float, **blocks: dict[str, Any]) -> dict[str, 
 def run_twin_truth(out: Path, s: TwinSettings) -> list[Path]:
     """Stage 1: the twin truth, years 1..s.years; its grid files."""
     run_truth(
-        s.config, out / "truth", s.years, write_days=s.write_days, patch=_patch(s, s.tau0_truth)
+        s.coupling_file(),
+        out / "truth",
+        s.years,
+        write_days=s.write_days,
+        patch=_patch(s, s.tau0_truth),
     )
     return grid_files(out / "truth", 1, s.years)
 
@@ -142,7 +158,7 @@ def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
     from bridge.config.namelist import read_namelists
 
     truth = grid_files(out / "truth", 1, s.years)
-    cfg = load_config(s.config)
+    cfg = load_config(s.coupling_file())
     nml = read_namelists(cfg.model.namelist_ref or TOY_NAMELIST_REF, cfg.model.namelist_cfg)
     if float(nml.get("namusr_def", "rn_bump") or 0.0) != 0.0:
         raise TruthError("the year-1 nudging file assumes a start at rest: rn_bump must be 0")
@@ -162,7 +178,7 @@ def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
     for year in range(1, s.years + 1):
         start = _rest_state(truth[0], h_layer) if year == 1 else _last_record(truth[year - 2])
         write_nudge_file(nudge_in, truth[year - 1], start)
-        run_truth(s.config, folder, year, write_days=s.sample_days, patch=patch)
+        run_truth(s.coupling_file(), folder, year, write_days=s.sample_days, patch=patch)
     return grid_files(folder, 1, s.years)
 
 
@@ -208,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, required=True, help="experiment folder (resumable)")
     p.add_argument("--stage", action="append", choices=STAGES, help="stages (default: all)")
-    p.add_argument("--config", type=Path, default=d.config, help="coarse coupling.toml")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=d.config,
+        help="coarse coupling.toml (default: examples/coarse/coupling.toml of the checkout)",
+    )
     p.add_argument("--nx", type=int, default=d.nx)
     p.add_argument("--ny", type=int, default=d.ny)
     p.add_argument("--spinup-years", type=int, default=d.spinup_years)
@@ -237,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("needs --train-years >= 1, --eval-years >= 1, --spinup-years >= 0")
     try:
         result = run_all(a.out, s, tuple(a.stage or STAGES))
-    except TruthError as exc:
+    except (TruthError, paths.CheckoutRequiredError) as exc:
         print(f"bias twin: {exc}", file=sys.stderr)
         return 1
     if "evaluate" in result:

@@ -53,7 +53,8 @@ def plot_time_mean_ke(png: str | Path, ke: Mapping[str, np.ndarray], truth: np.n
 def plot_spectra(png: str | Path, spectra: Mapping) -> Path:  # noqa: ANN001
     """KE spectra (log-log), one panel per layer, up to the grid's Nyquist wavenumber.
 
-    ``spectra``: name -> :class:`mlbridge_models.evaluation.metrics.Spectrum` with ``e`` of shape ``(z, nk)``;
+    ``spectra``: name -> :class:`mlbridge_models.evaluation.metrics.Spectrum` with ``e`` of shape
+    ``(z, nk)``;
     the entry ``"truth"`` is drawn in black.
     """
     plt = _agg()

@@ -1,10 +1,12 @@
 """evaluate coarse runs (baseline and hybrids, several members) against the coarse-grained truth
 
 ``mlbridge evaluate`` runs every experiment of an ``eval.toml`` as an ensemble of coarse runs
-(``mlbridge_models.subgrid.truth.run_truth``, one resumable job per model year; the members differ only by
+(``mlbridge_models.subgrid.truth.run_truth``, one resumable job per model year; the members
+differ only by
 the amplitude of the initial bump ``&namusr_def rn_bump``), coarse-grains the fine truth's years
 file by file (``models/subgrid/coarsen.py``: ``h`` block mean, ``u, v`` the ``face`` filter), and
-computes the metrics of ``models/evaluation/metrics.py`` over the evaluation years of all members pooled
+computes the metrics of ``models/evaluation/metrics.py`` over the evaluation years of all
+members pooled
 (definitions in ``docs/closures.md``)::
 
     mlbridge evaluate --truth runs/truth --truth-years 10-12 --experiments eval.toml \\

@@ -4,10 +4,10 @@ Pipeline, one chunk of fine snapshots at a time (``build_dataset``):
 
 1. the chunk's fine ``u, v, h`` are written to ``states.nc`` and the toy's ``&namtend`` mode on
    the fine grid gives their tendencies;
-2. the states are coarse-grained (:mod:`mlbridge_models.subgrid.coarsen`) and the same mode on the coarse
-   grid gives the coarse tendencies of the coarse-grained states;
-3. ``su, sv`` (:func:`mlbridge_models.subgrid.forcing.subgrid_forcing`) and the coarse state go into
-   ``chunk_NNNN.nc`` (CF attributes, units, provenance), written under a temporary name and
+2. the states are coarse-grained (:mod:`mlbridge_models.subgrid.coarsen`) and the same mode on
+   the coarse grid gives the coarse tendencies of the coarse-grained states;
+3. ``su, sv`` (:func:`mlbridge_models.subgrid.forcing.subgrid_forcing`) and the coarse state go
+   into ``chunk_NNNN.nc`` (CF attributes, units, provenance), written under a temporary name and
    renamed, then recorded in ``index.json`` (also replaced atomically).
 
 A rerun skips the chunks the index lists whose file is there with the recorded sha256, so a
@@ -34,12 +34,11 @@ import xarray as xr
 from mlbridge_models.subgrid.coarsen import refinement, t_mask, u_mask, v_mask
 from mlbridge_models.subgrid.forcing import coarsen_state, subgrid_forcing
 
+from bridge import paths
 from bridge.config.namelist import read_namelists, write_patched_cfg
 from bridge.launch.mpiexec import Program, mpi_env, mpmd_command
 from bridge.registry.manifest import Manifest, load_manifest
 from bridge.registry.store import sha256_file
-
-REPO = Path(__file__).resolve().parents[2]
 
 #: Format version of ``index.json``.
 INDEX_VERSION = 1
@@ -109,7 +108,8 @@ class ToyRunner:
     exe
         The ``toy_nemo`` executable.
     namelist_ref
-        The toy's ``namelist_ref`` (default: the one in ``fortran_stubs/toy_nemo``).
+        The toy's ``namelist_ref`` (default: :func:`bridge.paths.toy_namelist_ref`, the one of
+        ``fortran_stubs/toy_nemo`` in a checkout or in the installed package).
     ranks
         MPI ranks (the decomposition is chosen by the model; results do not depend on it).
     timeout_s
@@ -117,7 +117,7 @@ class ToyRunner:
     """
 
     exe: Path
-    namelist_ref: Path = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"
+    namelist_ref: Path = field(default_factory=paths.toy_namelist_ref)
     ranks: int = 1
     timeout_s: float = 3600.0
 
@@ -219,8 +219,12 @@ class BuildReport:
     index: Path = Path()
 
 
-def code_revision(repo: Path = REPO) -> str:
-    """``git rev-parse HEAD`` of the repository, or ``"unknown"`` outside a git checkout."""
+def code_revision(repo: Path | None = None) -> str:
+    """``git rev-parse HEAD`` of the repository (default: the checkout this package runs from),
+    or ``"unknown"`` outside a git checkout (an installed package)."""
+    repo = repo if repo is not None else paths.checkout_root()
+    if repo is None:
+        return "unknown"
     try:
         proc = subprocess.run(
             ["git", "rev-parse", "HEAD"],

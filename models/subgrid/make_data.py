@@ -6,18 +6,18 @@ Resumable: rerun the same command after an interruption and the chunks already w
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from mlbridge_models.subgrid.dataset import (
-    REPO,
     DatasetError,
     DatasetSettings,
     ToyRunError,
     ToyRunner,
     build_dataset,
 )
+
+from bridge.paths import default_build_dir
 
 EXAMPLE = """example:
   python -m mlbridge_models.subgrid.make_data runs/fine/FINE_grid.nc \\
@@ -27,8 +27,7 @@ EXAMPLE = """example:
 
 
 def _default_exe() -> Path:
-    build = Path(os.environ.get("MLBRIDGE_BUILD_DIR", REPO / "build"))
-    return build / "bin" / "toy_nemo"
+    return default_build_dir() / "bin" / "toy_nemo"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """Train the subgrid momentum CNN and fit the Zanna & Bolton coefficient on a ``make_data`` dataset.
 
-The CNN (:mod:`mlbridge_models.cnn`, valid convolutions, halo = sum of the kernels' half widths) maps the
-coarse ``u, v`` of one layer to ``su, sv`` of that layer; layers and snapshots are the batch.
+The CNN (:mod:`mlbridge_models.cnn`, valid convolutions, halo = sum of the kernels' half widths)
+maps the coarse ``u, v`` of one layer to ``su, sv`` of that layer; layers and snapshots are the
+batch.
 It sees the whole coarse field padded with zeros by its halo, which is what the bridge hands a
 closure at a closed edge (cells outside the grid are zero), so training and online use agree at
 the walls. The loss is the mean square error over ocean points (``umask`` for ``su``, ``vmask``

@@ -7,7 +7,8 @@ MODULE infmod_stub
    !! This file is compiled with the library (never run) so that it keeps
    !! building. NEMO's own arrays are stood in for by arguments: in NEMO,
    !! use par_oce (jpi, jpj, jpk, jpiglo, jpjglo, nn_hls, Nis0, Nie0, Njs0,
-   !! Nje0), dom_oce (nimpp, njmpp, tmask) and lib_mpp (ctl_stop).
+   !! Nje0), dom_oce (nimpp, njmpp, tmask) and lib_mpp (ctl_stop). On any
+   !! error the message of mlb_error_message is written before the stop.
    !!
    !!   inf_init  : called by nemogcm (nemo_init) BEFORE mpp_start: returns
    !!               the communicator NEMO must use (as cpl_init does with OASIS)
@@ -16,7 +17,8 @@ MODULE infmod_stub
    !!   inf_get   : called by stp before the momentum trend is applied
    !!   inf_final : called by nemogcm (nemo_closefile) at the end
    !!----------------------------------------------------------------------
-   USE, INTRINSIC :: iso_fortran_env, ONLY: wp => real64, int32
+   USE, INTRINSIC :: iso_fortran_env, ONLY: wp => real64, int32, error_unit
+   USE mpi_f08 , ONLY: MPI_Abort, MPI_COMM_WORLD
    USE mlbridge, ONLY: mlb_init, mlb_def_grid, mlb_def_field, mlb_enddef, mlb_put, mlb_get, &
       &                mlb_finalize, mlb_error_message, MLB_SEND, MLB_RECV, MLB_OK
    IMPLICIT NONE
@@ -108,14 +110,19 @@ CONTAINS
 
 
    SUBROUTINE inf_check( kstatus, cdwhat )
-      !! In NEMO: CALL ctl_stop( 'STOP', cdwhat, cmsg ), which writes ocean.output and aborts.
+      !!----------------------------------------------------------------------
+      !! On a non-zero status: the library's message (it never prints nor stops
+      !! by itself), then stop the whole job. In NEMO:
+      !!    CALL mlb_error_message( cmsg ) ; CALL ctl_stop( 'STOP', cdwhat, cmsg )
+      !!----------------------------------------------------------------------
       INTEGER, INTENT(in) :: kstatus
       CHARACTER(len=*), INTENT(in) :: cdwhat
-      CHARACTER(len=1024) :: cmsg
+      CHARACTER(len=4096) :: cmsg
       IF( kstatus == MLB_OK ) RETURN
       CALL mlb_error_message( cmsg )
-      ERROR STOP 'mlbridge error (see ctl_stop in NEMO)'
-      IF( .FALSE. ) PRINT *, cdwhat, TRIM(cmsg)   ! keeps the arguments used in this stub
+      WRITE(error_unit,'(a,i0,a)') ' E R R O R : '//cdwhat//' (status ', kstatus, '): '//TRIM(cmsg)
+      FLUSH(error_unit)
+      CALL MPI_Abort( MPI_COMM_WORLD, 1 )   ! every rank, the servers too: an MPMD job ends at once
    END SUBROUTINE inf_check
 
    !!======================================================================
