@@ -38,13 +38,13 @@ all ranks; a run that exits 0 but whose model did not reach its last step, or wh
 stopped (mpirun first, then every process of the job after a grace period).
 
 ``transport = "oasis"`` (``docs/oasis.md``): with an ``[oasis]`` table the model couples through
-OASIS itself, and the job (the same path, prepared by :func:`_prepare`) is
-``mpirun -np N model : -np M python -m bridge.server ...`` (its namelists are copied under their
-own names, ``namcouple`` and ``oasis.json`` are written, progress counts the exchanges the
-servers served, and success also needs the servers' done marker, since an OASIS abort can end every rank with status 0). OASIS
-waits without a time limit, so such a job that makes no progress for ``server.timeout_s`` is
-stopped, and the lines of OASIS's own logs (``nout.000000``, ``debug.*``) that name an error are
-added to a failure report.
+OASIS itself, and the job (the same path, prepared by :func:`_prepare`) is ``mpirun -np N model :
+-np M python -m bridge.server ...`` (its namelists are copied under their own names, ``namcouple``
+and ``oasis.json`` are written, progress counts the exchanges the servers served, and success also
+needs the servers' done marker, since an OASIS abort can end every rank with status 0). OASIS waits
+without a time limit, so such a job that makes no progress for ``server.timeout_s`` is stopped, and
+the lines of OASIS's own logs (``nout.000000``, ``debug.*``) that name an error are added to a
+failure report.
 
 Exit statuses of the command: 0 success; 2 nothing was started (configuration or environment
 problem, every problem listed); 130/143 interrupted; otherwise the job's worst status.
