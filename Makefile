@@ -61,17 +61,17 @@ EVAL_ARGS := --members 3 --years 20 --eval-years 11-20
 ARTIFACTS := models/artifacts/subgrid_cnn
 
 truth: setup
-	$(BIN)/python -m mlbridge_models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \
+	$(BIN)/python -m mlbridge_models.subgrid.truth --config examples/02_fine/coupling.toml --out runs/truth \
 	  --years $(TRUTH_YEARS) --write-days 5
 
 data: setup
-	$(BIN)/python -m mlbridge_models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \
+	$(BIN)/python -m mlbridge_models.subgrid.truth --config examples/02_fine/coupling.toml --out runs/truth \
 	  --years $(lastword $(TRAIN_YEARS)) --write-days 5
 	@for y in $(TRAIN_YEARS); do \
 	  d=$$(printf 'year_%03d' $$y); \
 	  $(BIN)/python -c "import json,sys; print(json.load(open('runs/truth/'+sys.argv[1]+'.json'))['grid'])" $$d \
 	    | xargs -I{} $(BIN)/python -m mlbridge_models.subgrid.make_data runs/truth/{} \
-	      --fine-cfg runs/truth/$$d/namelist_cfg --coarse-cfg examples/coarse/namelist_cfg \
+	      --fine-cfg runs/truth/$$d/namelist_cfg --coarse-cfg examples/01_coarse/namelist_cfg \
 	      --out data/subgrid/$$d --chunk 37 --inviscid || exit 1; \
 	done
 
@@ -80,10 +80,10 @@ train: data
 	  --out $(ARTIFACTS) --epochs 40 --input-noise 0.1
 
 evaluate: truth
-	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/manifest.toml --home examples/subgrid_cnn/registry
-	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/zanna_bolton.toml --home examples/subgrid_zb/registry
+	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/manifest.toml --home examples/07_subgrid_cnn/registry
+	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/zanna_bolton.toml --home examples/06_subgrid_zb/registry
 	$(BIN)/mlbridge evaluate --truth runs/truth --truth-years $(EVAL_TRUTH) \
-	  --experiments examples/evaluate/eval.toml --out runs/eval $(EVAL_ARGS)
+	  --experiments examples/09_evaluate/eval.toml --out runs/eval $(EVAL_ARGS)
 
 lint: venv
 	$(BIN)/ruff check bridge models tests examples

@@ -59,7 +59,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         epilog=(
             "examples:\n"
             "  mlbridge build\n"
-            "  mlbridge run examples/coarse/coupling.toml --model-ranks 2\n"
+            "  mlbridge run examples/01_coarse/coupling.toml --model-ranks 2\n"
             "  mlbridge register model.pt --manifest manifest.toml\n"
             "  mlbridge bench model\n"
         ),

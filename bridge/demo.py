@@ -4,7 +4,7 @@
    demo's own registry (``runs/demo/registry``), which checks its hash and runs its dry pass;
 2. the coarse double gyre spun up alone for a few model years (a restart at the end);
 3. from that restart, the same period twice: the model alone, and the model coupled over MPI to
-   a Python inference server running the CNN every step (``examples/subgrid_cnn``);
+   a Python inference server running the CNN every step (``examples/07_subgrid_cnn``);
 4. figures under ``runs/demo/``: the spin-up, and the two continuations side by side.
 
 Usage: ``python -m bridge.demo [--years 5] [--coupled-days 365] [--out runs/demo]``.
@@ -22,8 +22,8 @@ from bridge import paths
 STEPS_PER_DAY = 60  # coarse configuration: rn_Dt = 1440 s
 # files of a checkout of the repository (an installed package ships neither examples/ nor
 # the trained artifacts): the demo runs from a checkout
-COARSE = ("examples", "coarse", "coupling.toml")
-COUPLED = ("examples", "subgrid_cnn", "coupling.toml")
+COARSE = ("examples", "01_coarse", "coupling.toml")
+COUPLED = ("examples", "07_subgrid_cnn", "coupling.toml")
 CLOSURE_MANIFEST = ("models", "artifacts", "subgrid_cnn", "manifest.toml")
 
 

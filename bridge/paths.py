@@ -51,7 +51,7 @@ class CheckoutRequiredError(FileNotFoundError):
 
 
 def checkout_file(*parts: str) -> Path:
-    """``parts`` below the repository checkout, e.g. ``checkout_file("examples", "coarse")``.
+    """``parts`` below the repository checkout, e.g. ``checkout_file("examples", "01_coarse")``.
 
     Raises
     ------

@@ -490,7 +490,7 @@ def test_validate_reads_nammlb(tmp_path: Path) -> None:
 def test_example_coupled_laplacian(tmp_path: Path) -> None:
     from conftest import build_dir
 
-    example = REPO / "examples" / "coupled_laplacian" / "coupling.toml"
+    example = REPO / "examples" / "03_coupled_laplacian" / "coupling.toml"
     result = launch(example, steps=30, workdir=tmp_path, quiet=True, build_dir=build_dir())
     assert result.returncode == 0, logs(result)[-3000:]
     grid = next(result.run_dir.glob("*_grid.nc"))

@@ -40,7 +40,7 @@ def test_demo_runs_alone_and_coupled_and_writes_figures(
 
 
 def test_subgrid_examples_run_coupled(fortran_build: Path, tmp_path: Path) -> None:
-    """``examples/subgrid_zb`` and ``examples/subgrid_cnn``: the committed closures, registered as
+    """``examples/06_subgrid_zb`` and ``examples/07_subgrid_cnn``: the committed closures, registered as
     their READMEs say, run coupled for a few steps and change the flow."""
     import shutil
 
@@ -53,7 +53,10 @@ def test_subgrid_examples_run_coupled(fortran_build: Path, tmp_path: Path) -> No
 
     art = REPO / "models" / "artifacts" / "subgrid_cnn"
     last = {}
-    for name, manifest in (("subgrid_zb", "zanna_bolton.toml"), ("subgrid_cnn", "manifest.toml")):
+    for name, manifest in (
+        ("06_subgrid_zb", "zanna_bolton.toml"),
+        ("07_subgrid_cnn", "manifest.toml"),
+    ):
         folder = tmp_path / name
         shutil.copytree(
             REPO / "examples" / name, folder, ignore=shutil.ignore_patterns("registry", "runs")
@@ -74,4 +77,4 @@ def test_subgrid_examples_run_coupled(fortran_build: Path, tmp_path: Path) -> No
         assert result.ok, result.run_dir
         with xr.open_dataset(next(result.run_dir.glob("*_grid.nc")), decode_times=False) as ds:
             last[name] = ds.u.values[-1].copy()
-    assert not (last["subgrid_zb"] == last["subgrid_cnn"]).all()
+    assert not (last["06_subgrid_zb"] == last["07_subgrid_cnn"]).all()

@@ -161,15 +161,15 @@ def test_evaluate_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
 
     fine = _config(
         tmp_path / "fine",
-        "examples/fine/namelist_cfg",
+        "examples/02_fine/namelist_cfg",
         {"namusr_def": {"nn_nx": 34, "nn_ny": 34, "rn_bump": 20.0}},
     )
     run_truth(fine, tmp_path / "truth", 1, write_days=5)
     coarse = {"namusr_def": {"nn_nx": 10, "nn_ny": 10}}
-    _config(tmp_path / "exp" / "base", "examples/coarse/namelist_cfg", coarse)
+    _config(tmp_path / "exp" / "base", "examples/01_coarse/namelist_cfg", coarse)
     _config(
         tmp_path / "exp" / "lap",
-        "examples/coupled_laplacian/namelist_cfg",
+        "examples/03_coupled_laplacian/namelist_cfg",
         coarse | {"namrun": {"cn_exp": "LAP"}, "nammlb": {"nn_mlb_every": 60}},
         LAPLACIAN,
     )
@@ -220,9 +220,9 @@ def test_evaluate_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
 
 
 def test_the_example_experiments_file_loads() -> None:
-    """``examples/evaluate/eval.toml`` (``make evaluate``) names existing coupling.toml files."""
+    """``examples/09_evaluate/eval.toml`` (``make evaluate``) names existing coupling.toml files."""
     repo = Path(__file__).resolve().parents[1]
-    experiments = load_experiments(repo / "examples" / "evaluate" / "eval.toml")
+    experiments = load_experiments(repo / "examples" / "09_evaluate" / "eval.toml")
     assert [e.name for e in experiments] == ["baseline", "zb", "cnn"]
     assert all(e.config.is_file() for e in experiments)
 

@@ -28,7 +28,7 @@ from bridge.launch.rundir import format_timing, make_run_dir, run_dir_name
 from bridge.launch.supervise import _alive, failing_ranks, job_processes, mpi_aborts
 
 REPO = Path(__file__).resolve().parents[1]
-COARSE = REPO / "examples" / "coarse" / "coupling.toml"
+COARSE = REPO / "examples" / "01_coarse" / "coupling.toml"
 
 TOY_REF = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"
 
@@ -391,7 +391,7 @@ def test_model_ranks_override_resets_decomposition(toy_exe: Path, tmp_path: Path
 
 
 def test_coupled_sigint_ends_model_and_server_ranks(toy_exe: Path, tmp_path: Path) -> None:
-    coupled = REPO / "examples" / "coupled_laplacian" / "coupling.toml"
+    coupled = REPO / "examples" / "03_coupled_laplacian" / "coupling.toml"
     _interrupt_run(
         coupled,
         tmp_path / "runs",

@@ -1,7 +1,7 @@
 """``mlbridge run`` with ``transport = "oasis"``, for both kinds of model.
 
 A model that couples through OASIS itself and knows nothing of mlbridge: ``oasis_pure_model``
-(``fortran_stubs/oasis``), as in ``examples/oasis_pure``, run through the real ``mlbridge run``
+(``fortran_stubs/oasis``), as in ``examples/05_oasis_pure``, run through the real ``mlbridge run``
 command line and judged by what the model received, compared with NumPy on the global field.
 
 A model that links the mlbridge library: the toy (helpers of ``test_coupling_toy``), whose output
@@ -38,7 +38,7 @@ from bridge.launch.launcher import RunResult
 from bridge.paths import DONE_MARKER
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "oasis_pure"
+EXAMPLE = REPO / "examples" / "05_oasis_pure"
 RUN_TIMEOUT_S = 180
 
 
@@ -62,7 +62,7 @@ def make_case(
     toml_edits: dict[str, str] | None = None,
     namelist_edits: dict[str, str] | None = None,
 ) -> Path:
-    """A copy of ``examples/oasis_pure`` in ``tmp_path`` with ``jpni x jpnj`` model ranks."""
+    """A copy of ``examples/05_oasis_pure`` in ``tmp_path`` with ``jpni x jpnj`` model ranks."""
     ranks = jpni * jpnj
     toml = (EXAMPLE / "coupling.toml").read_text()
     nml = (EXAMPLE / "namelist_pure").read_text()
@@ -74,12 +74,12 @@ def make_case(
         **(toml_edits or {}),
     }
     for old, new in edits.items():
-        assert old in toml, f"examples/oasis_pure/coupling.toml has no {old!r}"
+        assert old in toml, f"examples/05_oasis_pure/coupling.toml has no {old!r}"
         toml = toml.replace(old, new)
     nml_edits = {"nn_jpni = 1, nn_jpnj = 1": f"nn_jpni = {jpni}, nn_jpnj = {jpnj}"}
     nml_edits.update(namelist_edits or {})
     for old, new in nml_edits.items():
-        assert old in nml, f"examples/oasis_pure/namelist_pure has no {old!r}"
+        assert old in nml, f"examples/05_oasis_pure/namelist_pure has no {old!r}"
         nml = nml.replace(old, new)
     (tmp_path / "coupling.toml").write_text(toml)
     (tmp_path / "namelist_pure").write_text(nml)

@@ -1,6 +1,6 @@
 """Registry closures coupled through ``mlbridge run``: checks before launch, pinning, metadata.
 
-The closure is the example's CNN (``examples/register_cnn``: ``models/cnn.py``, random seeded
+The closure is the example's CNN (``examples/04_register_cnn``: ``models/cnn.py``, random seeded
 weights, float32, TorchScript, halo 4) registered in a temporary registry; the model is
 ``mlb_driver``, whose fields are exact functions of the global indices and the step, so that
 what it receives is compared with the closure applied once, in this process, to the global
@@ -29,7 +29,7 @@ from bridge.launch.closure_checks import (
 from bridge.launch.launcher import RunResult, launch, stamp_outputs
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "register_cnn"
+EXAMPLE = REPO / "examples" / "04_register_cnn"
 NX, NY, NZ, HALO = 23, 17, 3, 4
 SEEDS = {"1": 1234, "2": 99}  # gz-toy@1 is the example's own; @2 has other weights
 

@@ -232,8 +232,8 @@ def test_forcing_sign() -> None:
 
 # ------------------------------------------------------------------ the dataset, end to end
 
-FINE_CFG = Path(__file__).resolve().parents[1] / "examples" / "fine" / "namelist_cfg"
-COARSE_CFG = Path(__file__).resolve().parents[1] / "examples" / "coarse" / "namelist_cfg"
+FINE_CFG = Path(__file__).resolve().parents[1] / "examples" / "02_fine" / "namelist_cfg"
+COARSE_CFG = Path(__file__).resolve().parents[1] / "examples" / "01_coarse" / "namelist_cfg"
 
 
 @pytest.fixture(scope="module")
@@ -457,7 +457,7 @@ def test_train_writes_a_closure_the_runtime_runs_as_trained(
 def test_train_refuses_a_dataset_of_another_grid(tiny_data: Path, tmp_path: Path) -> None:
     from mlbridge_models.subgrid.train import TrainSettings, train
 
-    coarse64 = Path(__file__).resolve().parents[1] / "examples" / "coarse" / "namelist_cfg"
+    coarse64 = Path(__file__).resolve().parents[1] / "examples" / "01_coarse" / "namelist_cfg"
     with pytest.raises(
         DatasetError, match=r"grid \(y, x\) = \(18, 18\) in the dataset, \(64, 64\)"
     ):

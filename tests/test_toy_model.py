@@ -269,7 +269,7 @@ def test_output_is_cf_and_opens_in_xarray(toy_exe: Path, tmp_path: Path) -> None
     assert (run_dir / "time.step").read_text().split() == ["20"]
 
 
-@pytest.mark.parametrize("config,steps", [("coarse", 60), ("fine", 8)])
+@pytest.mark.parametrize("config,steps", [("01_coarse", 60), ("02_fine", 8)])
 def test_example_runs_with_mlbridge_run(
     toy_exe: Path, tmp_path: Path, config: str, steps: int
 ) -> None:

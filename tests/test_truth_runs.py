@@ -23,11 +23,11 @@ def small(tmp_path: Path) -> Path:
     folder = tmp_path / "cfg"
     folder.mkdir()
     write_patched_cfg(
-        REPO / "examples" / "coarse" / "namelist_cfg",
+        REPO / "examples" / "01_coarse" / "namelist_cfg",
         {"namusr_def": {"nn_nx": 10, "nn_ny": 10, "rn_bump": 5.0}},
         folder / "namelist_cfg",
     )
-    text = (REPO / "examples" / "coarse" / "coupling.toml").read_text()
+    text = (REPO / "examples" / "01_coarse" / "coupling.toml").read_text()
     (folder / "coupling.toml").write_text(text.replace("ranks = 2", "ranks = 1"))
     return folder / "coupling.toml"
 

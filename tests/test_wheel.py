@@ -1,6 +1,6 @@
 """Installable: ``pip install .`` (not editable) into a fresh virtual environment outside the
 repository, then ``mlbridge build`` from the Fortran sources shipped in the wheel into the user's
-data directory, and ``mlbridge run`` of a copy of ``examples/coupled_laplacian``.
+data directory, and ``mlbridge run`` of a copy of ``examples/03_coupled_laplacian``.
 
 Nothing is downloaded for the environment: the wheel is installed with ``--no-deps --no-index``
 and a ``.pth`` file points at the site-packages that hold this session's third-party
@@ -207,7 +207,7 @@ def test_wheel_installs_builds_and_runs_the_example(tmp_path: Path) -> None:
 
     # mlbridge run: a copy of the example, the executable by its bare name, namelist_ref shipped
     case = work / "coupled_laplacian"
-    shutil.copytree(REPO / "examples" / "coupled_laplacian", case)
+    shutil.copytree(REPO / "examples" / "03_coupled_laplacian", case)
     proc = _run(
         [mlbridge, "run", "coupling.toml", "--steps", str(STEPS), "--quiet"],
         "mlbridge run",

@@ -15,7 +15,7 @@ from bridge.launch.mpiexec import Program, mpi_env, mpmd_command
 
 REPO = Path(__file__).resolve().parents[1]
 NAMELIST_REF = REPO / "fortran_stubs" / "toy_nemo" / "namelist_ref"
-COARSE_CFG = REPO / "examples" / "coarse" / "namelist_cfg"
+COARSE_CFG = REPO / "examples" / "01_coarse" / "namelist_cfg"
 
 # a small basin whose sizes divide by none of the decompositions tested, with every
 # physical term switched on (wind, drag, Laplacian and biharmonic viscosity, thickness

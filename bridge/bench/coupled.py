@@ -35,7 +35,7 @@ from bridge import paths
 from bridge.config.namelist import write_patched_cfg
 from bridge.paths import default_build_dir
 
-COARSE_CFG = ("examples", "coarse", "namelist_cfg")
+COARSE_CFG = ("examples", "01_coarse", "namelist_cfg")
 """The coarse toy's configuration, in a checkout of the repository (a wheel does not ship it)."""
 STEP_LOOP = re.compile(r"step loop of\s+(\d+)\s+steps, wall time\s+([0-9.Ee+-]+)\s+s")
 PREFIX = {"laplacian": "lap", "smooth3": "smooth", "identity": "id"}

@@ -44,6 +44,7 @@ class Target:
 
 
 TARGETS = (Target("coarse", 1, 1.0, 10.0), Target("fine", 2, 10.0, 3600.0))
+EXAMPLE_DIRS = {"coarse": "01_coarse", "fine": "02_fine"}  # the examples of each configuration
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,14 @@ def step_loop_seconds(ocean_output: Path) -> tuple[int, float]:
 def time_config(
     exe: Path, config: str, ranks: int, steps: int, repeats: int, workdir: Path
 ) -> ModelTiming:
-    """Run ``examples/<config>`` for ``steps`` steps ``repeats`` times; medians of the times.
+    """Run the example of ``config`` (:data:`EXAMPLE_DIRS`) for ``steps`` steps ``repeats`` times; medians of the times.
 
     Raises
     ------
     RuntimeError
         If a run fails; the message holds the tail of its stderr.
     """
-    cfg = paths.checkout_file("examples", config, "namelist_cfg")
+    cfg = paths.checkout_file("examples", EXAMPLE_DIRS[config], "namelist_cfg")
     run_dir = workdir / config
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(paths.toy_namelist_ref(), run_dir / "namelist_ref")

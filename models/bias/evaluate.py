@@ -2,7 +2,7 @@
 
 Both runs start from the nudged model's restart at the end of the training years and run the
 held-out years (:func:`mlbridge_models.subgrid.truth.run_truth`, resumable); the corrected one
-couples the trained closure through the bridge (``examples/bias_correction/coupling.toml`` of
+couples the trained closure through the bridge (``examples/08_bias_correction/coupling.toml`` of
 the checkout, with the experiment's own registry). Scores: RMSE of the time-mean ``u``, ``v``
 over the ocean points (``umask``, ``vmask``) and of each interface depth of the time-mean ``h``
 (:func:`mlbridge_models.evaluation.metrics.interface_rmse`) over the held-out years, against the
@@ -23,7 +23,7 @@ from mlbridge_models.subgrid.truth import grid_files, read_year, run_truth
 
 from bridge import paths
 
-EXAMPLE = ("examples", "bias_correction", "coupling.toml")
+EXAMPLE = ("examples", "08_bias_correction", "coupling.toml")
 """The coupled example the corrected runs start from, in a checkout of the repository."""
 
 

@@ -40,7 +40,7 @@ from mlbridge_models.subgrid.truth import SECONDS_PER_DAY, TruthError, grid_file
 
 from bridge import paths
 
-COARSE_EXAMPLE = ("examples", "coarse", "coupling.toml")
+COARSE_EXAMPLE = ("examples", "01_coarse", "coupling.toml")
 """The default coarse configuration, in a checkout of the repository (a wheel does not ship it)."""
 STAGES = ("truth", "nudged", "train", "evaluate")
 
@@ -65,10 +65,10 @@ class TwinSettings:
     hidden: tuple[int, ...] = (16, 16)
     kernel_sizes: tuple[int, ...] = (3, 3, 3)  # halo 3
     clip_factor: float = 2.0
-    config: Path | None = None  # None: examples/coarse/coupling.toml of the checkout
+    config: Path | None = None  # None: examples/01_coarse/coupling.toml of the checkout
 
     def coupling_file(self) -> Path:
-        """``config``, else the checkout's ``examples/coarse/coupling.toml``.
+        """``config``, else the checkout's ``examples/01_coarse/coupling.toml``.
 
         Raises
         ------
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "--config",
         type=Path,
         default=d.config,
-        help="coarse coupling.toml (default: examples/coarse/coupling.toml of the checkout)",
+        help="coarse coupling.toml (default: examples/01_coarse/coupling.toml of the checkout)",
     )
     p.add_argument("--nx", type=int, default=d.nx)
     p.add_argument("--ny", type=int, default=d.ny)

@@ -16,11 +16,11 @@ members pooled
 
     [[experiment]]
     name = "baseline"
-    config = "examples/coarse/coupling.toml"
+    config = "examples/01_coarse/coupling.toml"
 
     [[experiment]]
     name = "zb"
-    config = "examples/subgrid_zb/coupling.toml"
+    config = "examples/06_subgrid_zb/coupling.toml"
 
 Results in ``--out``: ``metrics.json``, ``table.md`` (also printed), and the figures
 ``ke_time_mean.png``, ``ke_spectra.png``, ``pdfs.png``, ``ke_series.png``, ``interface_maps.png``.
@@ -48,10 +48,10 @@ EXAMPLES = (
     "eval.toml (config paths relative to it; one experiment must be named 'baseline'):\n"
     "  [[experiment]]\n"
     '  name = "baseline"\n'
-    '  config = "examples/coarse/coupling.toml"\n'
+    '  config = "examples/01_coarse/coupling.toml"\n'
     "  [[experiment]]\n"
     '  name = "zb"\n'
-    '  config = "examples/subgrid_zb/coupling.toml"\n'
+    '  config = "examples/06_subgrid_zb/coupling.toml"\n'
 )
 
 BASELINE = "baseline"

@@ -21,7 +21,7 @@ from bridge.paths import default_build_dir
 
 EXAMPLE = """example:
   python -m mlbridge_models.subgrid.make_data runs/fine/FINE_grid.nc \\
-      --fine-cfg examples/fine/namelist_cfg --coarse-cfg examples/coarse/namelist_cfg \\
+      --fine-cfg examples/02_fine/namelist_cfg --coarse-cfg examples/01_coarse/namelist_cfg \\
       --out data/subgrid --chunk 8 --ranks 2 --first-record 73
 """
 

@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--coarse-cfg",
         type=Path,
-        default=Path("examples/coarse/namelist_cfg"),
+        default=Path("examples/01_coarse/namelist_cfg"),
         help="namelist_cfg of the coarse model: its grid size is required",
     )
     d = TrainSettings()

@@ -12,11 +12,11 @@ as the end of year N (copied in, recorded with its origin).
 
 Usage::
 
-    python -m mlbridge_models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \\
+    python -m mlbridge_models.subgrid.truth --config examples/02_fine/coupling.toml --out runs/truth \\
         --years 20 --write-days 5
 
     # continue a 4-year run made by hand
-    python -m mlbridge_models.subgrid.truth --config examples/fine/coupling.toml --out runs/truth \\
+    python -m mlbridge_models.subgrid.truth --config examples/02_fine/coupling.toml --out runs/truth \\
         --years 20 --seed-restart runs-toy/fine/FINE_00350400_restart.nc --seed-year 4
 """
 
@@ -276,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a toy configuration for many model years, one resumable job per year.",
         epilog=(
             "examples:\n"
-            "  python -m mlbridge_models.subgrid.truth --config examples/fine/coupling.toml \\\n"
+            "  python -m mlbridge_models.subgrid.truth --config examples/02_fine/coupling.toml \\\n"
             "      --out runs/truth --years 20 --write-days 5\n"
-            "  python -m mlbridge_models.subgrid.truth --config examples/coarse/coupling.toml \\\n"
+            "  python -m mlbridge_models.subgrid.truth --config examples/01_coarse/coupling.toml \\\n"
             "      --out runs/twin --years 12 --set namusr_def.rn_tau0=0.06\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

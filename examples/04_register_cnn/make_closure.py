@@ -4,9 +4,9 @@ The network is the reference CNN of ``models/cnn.py`` (four valid 3x3 convolutio
 of 4) with random weights drawn from a fixed seed: it stands for a trained closure. It maps the
 model's ``u`` and ``v`` to two tendencies ``su`` and ``sv``::
 
-    python examples/register_cnn/make_closure.py                # registry/ beside this file
-    python examples/register_cnn/make_closure.py --home DIR     # another registry directory
-    mlbridge run examples/register_cnn/coupling.toml            # couple it to mlb_driver
+    python examples/04_register_cnn/make_closure.py                # registry/ beside this file
+    python examples/04_register_cnn/make_closure.py --home DIR     # another registry directory
+    mlbridge run examples/04_register_cnn/coupling.toml            # couple it to mlb_driver
 
 Writes ``<out>/gz_toy.ts`` (TorchScript) and ``<out>/manifest.toml``, then registers them as
 ``gz-toy@1`` (``--version``, ``--seed``: another version with other weights; registering the
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         description="Build, save and register the example CNN closure gz-toy@1.",
-        epilog="example:\n  python examples/register_cnn/make_closure.py --home /tmp/registry",
+        epilog="example:\n  python examples/04_register_cnn/make_closure.py --home /tmp/registry",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
