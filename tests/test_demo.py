@@ -40,8 +40,8 @@ def test_demo_runs_alone_and_coupled_and_writes_figures(
 
 
 def test_subgrid_examples_run_coupled(fortran_build: Path, tmp_path: Path) -> None:
-    """``examples/06_subgrid_zb`` and ``examples/07_subgrid_cnn``: the committed closures, registered as
-    their READMEs say, run coupled for a few steps and change the flow."""
+    """``examples/06_subgrid_zb`` and ``examples/07_subgrid_cnn``: the committed closures,
+    registered as their READMEs say, run coupled for a few steps and change the flow."""
     import shutil
 
     import xarray as xr

@@ -99,7 +99,8 @@ def step_loop_seconds(ocean_output: Path) -> tuple[int, float]:
 def time_config(
     exe: Path, config: str, ranks: int, steps: int, repeats: int, workdir: Path
 ) -> ModelTiming:
-    """Run the example of ``config`` (:data:`EXAMPLE_DIRS`) for ``steps`` steps ``repeats`` times; medians of the times.
+    """Run the example of ``config`` (:data:`EXAMPLE_DIRS`) ``steps`` steps, ``repeats`` times;
+    medians of the times.
 
     Raises
     ------

@@ -99,7 +99,7 @@ from bridge.paths import BUILD_DIR_ENV, default_build_dir
 
 EXAMPLES = (
     "  mlbridge run examples/01_coarse/coupling.toml\n"
-    "  mlbridge run examples/01_coarse/coupling.toml --model-ranks 2 --steps 100 --workdir /tmp/runs\n"
+    "  mlbridge run examples/01_coarse/coupling.toml --model-ranks 2 --steps 100 --workdir /tmp/r\n"
     "  mlbridge run examples/05_oasis_pure/coupling.toml   # a model coupled through OASIS itself\n"
 )
 

@@ -12,12 +12,13 @@ as the end of year N (copied in, recorded with its origin).
 
 Usage::
 
-    python -m mlbridge_models.subgrid.truth --config examples/02_fine/coupling.toml --out runs/truth \\
-        --years 20 --write-days 5
+    python -m mlbridge_models.subgrid.truth --config examples/02_fine/coupling.toml \\
+        --out runs/truth --years 20 --write-days 5
 
     # continue a 4-year run made by hand
-    python -m mlbridge_models.subgrid.truth --config examples/02_fine/coupling.toml --out runs/truth \\
-        --years 20 --seed-restart runs-toy/fine/FINE_00350400_restart.nc --seed-year 4
+    python -m mlbridge_models.subgrid.truth --config examples/02_fine/coupling.toml \\
+        --out runs/truth --years 20 --seed-year 4 \\
+        --seed-restart runs-toy/fine/FINE_00350400_restart.nc
 """
 
 from __future__ import annotations
@@ -278,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
             "examples:\n"
             "  python -m mlbridge_models.subgrid.truth --config examples/02_fine/coupling.toml \\\n"
             "      --out runs/truth --years 20 --write-days 5\n"
-            "  python -m mlbridge_models.subgrid.truth --config examples/01_coarse/coupling.toml \\\n"
-            "      --out runs/twin --years 12 --set namusr_def.rn_tau0=0.06\n"
+            "  python -m mlbridge_models.subgrid.truth \\\n"
+            "      --config examples/01_coarse/coupling.toml --out runs/twin --years 12 \\\n"
+            "      --set namusr_def.rn_tau0=0.06\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
