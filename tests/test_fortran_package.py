@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge.mpiexec import Program, mpi_env, mpmd_command, python_program
 from test_coupling_package import _run
 
-from bridge.config import CouplingConfig, write_config_json
+from bridge.config.coupling import CouplingConfig, write_config_json
+from bridge.launch.mpiexec import Program, mpi_env, mpmd_command, python_program
 
 REPO = Path(__file__).resolve().parents[1]
 CONSUMER = REPO / "tests" / "cmake_consumer"
