@@ -168,7 +168,7 @@ def test_coupled_diagnostics_are_the_model_fields_and_the_closure(tmp_path: Path
 @pytest.mark.usefixtures("fortran_build")
 def test_failed_run_keeps_the_records_written_before(tmp_path: Path) -> None:
     case = make_case(
-        tmp_path, steps=6, nammlb={**NAN_AT, "nn_mlb_nan_kt": 5, "cn_mlb_nan_fld": "v"}
+        tmp_path, steps=6, nammlb_test={**NAN_AT, "nn_mlb_nan_kt": 5, "cn_mlb_nan_fld": "v"}
     )
     config = config_for(case, 2, 2, [exchange("laplacian")])
     result = run(with_diagnostics(config, every=2, fields=("u_tend",)))
