@@ -143,9 +143,9 @@ def test_server_table_gives_device_and_threads(tmp_path: Path) -> None:
         ({"ranks = 1                        # = jpni": "ranks = 2  #"}, "2 model boxes|but"),
         ({"[oasis]\n": "[oasis]\ncolour = 1\n"}, "unknown key"),
         ({"[run]\n": "[run]\nsteps = 4\n"}, "its own namelist sets its length"),
-        (
-            {'model_component = "ocnmod"': 'model_component = "oceanmod"'},
-            "model_component = 'oceanmod' has 8 characters; OASIS3-MCT 2.0 keeps 6",
+        (  # what one OASIS version keeps is checked before launch, for the binding it uses
+            {'model_component = "ocnmod"': f'model_component = "{"o" * 81}"'},
+            r"has 81 characters; no OASIS3-MCT version keeps more than 80 \(2.0: 6, 4/5: 80\)",
         ),
     ],
 )
@@ -373,8 +373,8 @@ def test_toy_namcouple_is_checked_at_the_handshake(
     # the launcher writes a namcouple with 1 level for u where the model defines 3
     original = launcher_module.library_run_namcouple
 
-    def one_level_u(config: CouplingConfig, namelist: Any) -> Any:
-        namcouple = original(config, namelist)
+    def one_level_u(config: CouplingConfig, namelist: Any, *version: Any) -> Any:
+        namcouple = original(config, namelist, *version)
         first = dataclasses.replace(namcouple.fields[0], src_ny=1, dst_ny=1)
         return dataclasses.replace(namcouple, fields=(first, *namcouple.fields[1:]))
 

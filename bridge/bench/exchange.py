@@ -107,12 +107,14 @@ def run_one(
     if transport == "oasis":
         from bridge.config.namcouple import write_namcouple
         from bridge.config.oasis import library_namcouple
-        from bridge.launch.oasis import oasis_backend_env
+        from bridge.launch.oasis import choose_oasis_backend
 
+        backend = choose_oasis_backend(driver.parent.parent)
         # the driver exchanges at every step, warm-up (5) included: that many OASIS dates
         sent, back = {"u": nz, "v": nz}, {"u_tend": nz, "v_tend": nz}
-        write_namcouple(library_namcouple(nx, ny, sent, back, 1, round_trips + 5), work)
-        env.update(oasis_backend_env(driver.parent.parent))
+        namcouple = library_namcouple(nx, ny, sent, back, 1, round_trips + 5, oasis=backend.limits)
+        write_namcouple(namcouple, work)
+        env.update(backend.env)
     count = nx * ny * nz  # values per field and message
     cmd = mpmd_command(
         [

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from bridge.config.namcouple import (
-    FIELD_NAME_MAX,
-    MODEL_NAME_MAX,
+    OASIS_2_0,
+    OASIS_VERSIONS,
     FieldLink,
     NamcoupleConfig,
     NamcoupleError,
+    OasisLimits,
 )
 from bridge.config.schema import Problem, Reader, SchemaError
 from bridge.domain.plan import BOUNDARIES, Box, check_tiling, split_1d
@@ -40,6 +41,9 @@ LIBRARY_SERVER_COMPONENT = "mlbsrv"
 
 LIBRARY_PREFIX = "MLB_"
 """The servers' OASIS name of model field ``X`` is ``MLB_X`` (the model's is ``X``)."""
+
+WIDEST_COMPONENT_NAME = max(v.component_name for v in OASIS_VERSIONS.values())
+"""The most characters of a component name any known OASIS version keeps (4/5: 80)."""
 
 
 class OasisConfigError(SchemaError):
@@ -96,10 +100,10 @@ class OasisCouplingConfig:
     Parameters
     ----------
     model_component
-        The model's OASIS component name (``oasis_init_comp``; NEMO: ``oceanx``), at most
-        :data:`bridge.config.namcouple.MODEL_NAME_MAX` (6) characters.
+        The model's OASIS component name (``oasis_init_comp``; NEMO: ``oceanx``): at most 6
+        characters for OASIS3-MCT 2.0, 80 for 4 and 5 (:meth:`version_problems`).
     server_component
-        The servers' component name (at most 6 characters).
+        The servers' component name (the same limits).
     nx, ny, nz
         Global grid (T points, the whole grid) and levels the fields have.
     model_boxes
@@ -137,8 +141,9 @@ class OasisCouplingConfig:
     Raises
     ------
     OasisConfigError
-        Listing every inconsistency (boxes that do not tile the grid, a name longer than OASIS
-        keeps, a period that does not divide the run, ...), each naming the key.
+        Listing every inconsistency (boxes that do not tile the grid, a name longer than any
+        OASIS version keeps, a period that does not divide the run, ...), each naming the key.
+        What one version keeps is checked once the binding is known (:meth:`version_problems`).
     """
 
     nx: int
@@ -198,14 +203,6 @@ class OasisCouplingConfig:
             problems.append(
                 f"[oasis] period_s = {self.period_s} does not divide runtime_s = {self.runtime_s}"
             )
-        for key in ("model_component", "server_component"):
-            name = getattr(self, key)
-            if len(name) > MODEL_NAME_MAX:
-                problems.append(
-                    f"[oasis] {key} = {name!r} has {len(name)} characters; OASIS3-MCT 2.0 keeps "
-                    f"{MODEL_NAME_MAX} of a component name ($NBMODEL), so oasis_init_comp would "
-                    "not find it in the namcouple"
-                )
         if self.model_component == self.server_component:
             problems.append(
                 f"[oasis] model_component and server_component are both {self.model_component!r}"
@@ -216,19 +213,63 @@ class OasisCouplingConfig:
                 "[oasis] server_prefix must not be empty: the servers' field names must differ "
                 "from the model's"
             )
+        limits = ", ".join(f"{v.version}: {v.component_name}" for v in OASIS_VERSIONS.values())
+        for key in ("model_component", "server_component"):
+            name = getattr(self, key)
+            if len(name) > WIDEST_COMPONENT_NAME:
+                problems.append(
+                    f"[oasis] {key} = {name!r} has {len(name)} characters; no OASIS3-MCT "
+                    f"version keeps more than {WIDEST_COMPONENT_NAME} ({limits})"
+                )
+        widest = max(OASIS_VERSIONS.values(), key=lambda v: v.field_name)
+        problems += self._field_name_problems(widest.field_name, widest.version)
+        if not problems:
+            try:
+                self.field_links()
+            except NamcoupleError as err:
+                problems.append(f"[oasis] {err}")
+        return problems
+
+    def _field_name_problems(self, limit: int, version: str) -> list[str]:
+        """Every OASIS field name (with the servers' prefix) longer than ``limit``."""
+        problems = []
         for what, names in (("inputs", self.inputs), ("outputs", self.outputs.values())):
             for name in names:
                 longest = max(len(name), len(self.server_prefix + name))
-                if longest > FIELD_NAME_MAX:
+                if longest > limit:
                     problems.append(
                         f"[oasis] {what}: field {name!r} ({len(name)} characters, "
                         f"{len(self.server_prefix + name)} with the server prefix "
-                        f"{self.server_prefix!r}) is longer than the {FIELD_NAME_MAX} characters "
-                        "OASIS3-MCT 2.0 keeps"
+                        f"{self.server_prefix!r}) is longer than the {limit} characters "
+                        f"OASIS3-MCT {version} keeps"
                     )
+        return problems
+
+    def version_problems(self, oasis: OasisLimits) -> list[str]:
+        """What the OASIS version ``oasis`` does not keep: names too long, each with its
+        length and the limit, naming the key (empty when it fits).
+
+        The launcher and the servers call it with the limits of the binding they use
+        (:attr:`bridge.transport.oasis.OasisBackend.limits`) before anything starts.
+        """
+        problems = []
+        for key in ("model_component", "server_component"):
+            name = getattr(self, key)
+            if len(name) > oasis.component_name:
+                why = (
+                    " of a component name ($NBMODEL), so oasis_init_comp would not find it in "
+                    "the namcouple"
+                    if oasis.nbmodel
+                    else " of a component name (oasis_init_comp)"
+                )
+                problems.append(
+                    f"[oasis] {key} = {name!r} has {len(name)} characters; OASIS3-MCT "
+                    f"{oasis.version} keeps {oasis.component_name}{why}"
+                )
+        problems += self._field_name_problems(oasis.field_name, oasis.version)
         if not problems:
             try:
-                self.namcouple()
+                self.namcouple(oasis)
             except NamcoupleError as err:
                 problems.append(f"[oasis] {err}")
         return problems
@@ -319,8 +360,14 @@ class OasisCouplingConfig:
         """The servers' OASIS name of a model field."""
         return self.server_prefix + model_field
 
-    def namcouple(self) -> NamcoupleConfig:
-        """The namcouple this configuration needs (flat ``nx*ny`` by ``nz`` grids)."""
+    def field_links(self) -> tuple[FieldLink, ...]:
+        """The namcouple's field links (flat ``nx*ny`` by ``nz`` grids), in order.
+
+        Raises
+        ------
+        NamcoupleError
+            If a name is not a word (blanks, non-ASCII).
+        """
         flat = {
             "src_nx": self.nx * self.ny,
             "src_ny": self.nz,
@@ -351,11 +398,22 @@ class OasisCouplingConfig:
             )
             for k, name in enumerate(self.outputs.values(), start=1)
         ]
+        return tuple(links)
+
+    def namcouple(self, oasis: OasisLimits = OASIS_2_0) -> NamcoupleConfig:
+        """The namcouple this configuration needs, for the OASIS version ``oasis``.
+
+        Raises
+        ------
+        NamcoupleError
+            If a name is longer than ``oasis`` keeps (each with its length and the limit).
+        """
         return NamcoupleConfig(
             models=(self.model_component, self.server_component),
             runtime_s=self.runtime_s,
-            fields=tuple(links),
+            fields=self.field_links(),
             nlogprt=self.nlogprt,
+            oasis=oasis,
         )
 
 
@@ -367,6 +425,7 @@ def library_namcouple(
     every: int,
     steps: int,
     nlogprt: int = 1,
+    oasis: OasisLimits = OASIS_2_0,
 ) -> NamcoupleConfig:
     """The namcouple of a run whose model links mlbridge with ``transport = "oasis"``.
 
@@ -388,11 +447,14 @@ def library_namcouple(
         Steps of the run.
     nlogprt
         OASIS log level.
+    oasis
+        The OASIS version that will read it (the binding the servers use).
 
     Raises
     ------
     NamcoupleError
-        If a name is longer than OASIS keeps (the message names it).
+        If a name is longer than ``oasis`` keeps (the message names it, its length and the
+        limit).
     """
     links = []
     for k, (name, nlev) in enumerate(sent.items(), start=1):
@@ -416,4 +478,5 @@ def library_namcouple(
         runtime_s=steps,
         fields=tuple(links),
         nlogprt=nlogprt,
+        oasis=oasis,
     )

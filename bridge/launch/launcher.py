@@ -81,12 +81,13 @@ from bridge.launch.mpiexec import (
     rank_log_files,
 )
 from bridge.launch.oasis import (
-    check_oasis_transport,
-    find_oasis_problems,
+    OasisBackendChoice,
+    OasisTransportCheck,
+    check_oasis_only,
     library_run_namcouple,
-    oasis_backend_env,
     prepare_oasis_run_dir,
 )
+from bridge.launch.oasis import check_oasis_transport as check_oasis_transport
 from bridge.launch.rundir import (
     LaunchError,
     make_run_dir,
@@ -217,7 +218,8 @@ def launch(
         )
     extra_env: dict[str, str] | None = None
     if config.transport == "oasis" and config.coupled:
-        extra_env = {BUILD_DIR_ENV: str(bdir), **oasis_backend_env(bdir)}
+        assert prepared.oasis_backend is not None  # checked by _prepare
+        extra_env = {BUILD_DIR_ENV: str(bdir), **prepared.oasis_backend.env}
     try:
         command = mpmd_command(programs_for(config, run_dir), log_dir=run_dir / "logs")
     except MpiNotFoundError as err:
@@ -245,12 +247,14 @@ class _Prepared:
 
     A model linking the mlbridge library is described by its NEMO-style namelists (``namelist``)
     and its closures are checked in the registry (``closures``); a model that couples through
-    OASIS itself by the ``[oasis]`` table (both None).
+    OASIS itself by the ``[oasis]`` table (both None). ``oasis_backend``: the OASIS binding the
+    servers will use, whose OASIS version the names were checked against (None without OASIS).
     """
 
     config: CouplingConfig
     namelist: NemoNamelist | None
     closures: ClosureCheck | None
+    oasis_backend: OasisBackendChoice | None = None
 
     @property
     def experiment(self) -> str:
@@ -260,12 +264,15 @@ class _Prepared:
     def write(self, config: CouplingConfig, run_dir: Path) -> None:
         """Everything the job reads from the run directory."""
         if self.namelist is None:
-            prepare_oasis_run_dir(config, run_dir)
+            assert self.oasis_backend is not None  # checked by _prepare
+            prepare_oasis_run_dir(config, run_dir, self.oasis_backend.limits)
             return
         prepare_run_dir(config, self.namelist, run_dir)
         if config.transport == "oasis" and config.coupled:
+            assert self.oasis_backend is not None  # checked by _prepare
+            limits = self.oasis_backend.limits
             try:
-                write_namcouple(library_run_namcouple(config, self.namelist), run_dir)
+                write_namcouple(library_run_namcouple(config, self.namelist, limits), run_dir)
             except OSError as err:
                 raise LaunchError(f"{run_dir}: cannot write the namcouple: {err}") from None
 
@@ -279,26 +286,27 @@ def _prepare(config: CouplingConfig, build_dir: Path, *, model_ranks_changed: bo
         If anything is wrong; nothing has been started.
     """
     if config.oasis_only:
-        problems = find_oasis_problems(config, build_dir)
+        backend, problems = check_oasis_only(config, build_dir)
         if problems:
             raise ConfigError(problems, config.source)
-        return _Prepared(config, None, None)
+        return _Prepared(config, None, None, backend)
     try:
         namelist = load_run_namelist(config, model_ranks_changed=model_ranks_changed)
     except NamelistError:
         namelist = None  # reported, with every other problem, by the validation
     registry_check = RegistryClosureCheck()
+    oasis_check = OasisTransportCheck()
     validate_before_launch(
         config,
         namelist,
         build_dir=build_dir,
-        checks=(*DEFAULT_CHECKS, registry_check, check_oasis_transport),
+        checks=(*DEFAULT_CHECKS, registry_check, oasis_check),
     )
     if namelist is None:  # only when a caller's checks skip the namelist problem
         raise ConfigError("the namelists could not be read", config.source)
     closures = registry_check.result
     assert closures is not None
-    return _Prepared(pin_closures(config, closures), namelist, closures)
+    return _Prepared(pin_closures(config, closures), namelist, closures, oasis_check.choice)
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -48,7 +48,13 @@ from bridge.config.coupling import (
     exchange_name,
     load_config,
 )
-from bridge.config.namcouple import NamcoupleError, compare_namcouple, read_namcouple
+from bridge.config.namcouple import (
+    OASIS_2_0,
+    NamcoupleError,
+    OasisLimits,
+    compare_namcouple,
+    read_namcouple,
+)
 from bridge.config.namelist import read_namelists
 from bridge.config.oasis import (
     LIBRARY_PREFIX,
@@ -85,9 +91,9 @@ EXAMPLES = (
 # --------------------------------------------------------------------------------------------
 
 
-def _oasis_run_length(run_dir: Path) -> tuple[int, int]:
+def _oasis_run_length(run_dir: Path, oasis: OasisLimits) -> tuple[int, int]:
     """``transport = "oasis"``: steps of the run (the namcouple's ``$RUNTIME``) and first step."""
-    steps = read_namcouple(run_dir / "namcouple").runtime_s
+    steps = read_namcouple(run_dir / "namcouple", oasis).runtime_s
     first = 0
     try:
         first = read_namelists(run_dir / "namelist_ref", run_dir / "namelist_cfg").it000
@@ -135,7 +141,7 @@ def library_transport(
     if config.transport == "mpi":
         transport = MpiBlockTransport(layout, plan, send, recv, setup.lag, config.server.timeout_s)
         return transport, block
-    steps, first = _oasis_run_length(run_dir)
+    steps, first = _oasis_run_length(run_dir, backend.limits)
     backend.init(LIBRARY_SERVER_COMPONENT)  # collective over the whole job
     oasis = OasisBlockTransport(
         backend,
@@ -178,8 +184,9 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
         closures = build_closures(config)
     except (ServerError, ClosureResolutionError) as err:
         setup_problem = str(err)
+    limits = backend.limits if backend is not None else OASIS_2_0
     try:
-        setup = handshake(layout, config, closures, setup_problem, run_dir)
+        setup = handshake(layout, config, closures, setup_problem, run_dir, limits)
     except ServerError:
         return 1  # server rank 0 has reported it
     transport: Any = None
@@ -268,8 +275,19 @@ def serve_oasis_model(
 
     ``diagnostics``: the ``[diagnostics]`` table (None: no NetCDF, as with ``--oasis``).
     """
+    if diagnostics is not None and diagnostics.netcdf:
+        preload_netcdf()  # before the OASIS shim (see there)
     try:
-        problems = compare_namcouple(oasis.namcouple(), read_namcouple(run_dir / "namcouple"))
+        backend = open_backend(prefer, None)  # loads the binding; OASIS itself starts at init
+    except OasisNotAvailableError as err:
+        return _fail(run_dir, str(err))
+    problems = oasis.version_problems(backend.limits)
+    if problems:
+        return _fail(run_dir, f"the {backend.kind} binding: " + "; ".join(problems))
+    try:
+        problems = compare_namcouple(
+            oasis.namcouple(backend.limits), read_namcouple(run_dir / "namcouple", backend.limits)
+        )
     except NamcoupleError as err:
         problems = [str(err)]
     if problems:
@@ -278,12 +296,6 @@ def serve_oasis_model(
             f"the namcouple in {run_dir} does not match the configuration:\n  "
             + "\n  ".join(problems),
         )
-    if diagnostics is not None and diagnostics.netcdf:
-        preload_netcdf()  # before the OASIS shim (see there)
-    try:
-        backend = open_backend(prefer, None)
-    except OasisNotAvailableError as err:
-        return _fail(run_dir, str(err))
     exchange = oasis_model_exchange(oasis)
     try:
         closure = resolve_closure(
@@ -348,6 +360,7 @@ def serve_oasis_model(
             "exchanges": len(summary["steps"]),
             "server_ranks": size,
             "backend": backend.kind,
+            "oasis_version": backend.limits.version,
             "halo_exchange": oasis.halo_mode,
             "elapsed_s": time.perf_counter() - start,
             "nan_replaced": int(sum(s["nan_replaced"] for s in summaries)),

@@ -20,7 +20,13 @@ import numpy as np
 
 from bridge.closures.base import Closure, ClosureSpec
 from bridge.config.coupling import CouplingConfig
-from bridge.config.namcouple import NamcoupleError, compare_namcouple, read_namcouple
+from bridge.config.namcouple import (
+    OASIS_2_0,
+    NamcoupleError,
+    OasisLimits,
+    compare_namcouple,
+    read_namcouple,
+)
 from bridge.config.namelist import read_namelists
 from bridge.config.oasis import library_namcouple
 from bridge.domain.plan import Box, Plan, plan_routes, server_blocks
@@ -123,8 +129,12 @@ def handshake(
     closures: Mapping[str, Closure],
     setup_problem: str | None,
     run_dir: Path,
+    oasis: OasisLimits = OASIS_2_0,
 ) -> Setup:
     """The handshake on every server rank (server rank 0 talks to the model ranks).
+
+    ``oasis``: the OASIS version of the servers' binding (``transport = "oasis"``), for which
+    the launcher wrote the namcouple.
 
     Raises
     ------
@@ -134,7 +144,7 @@ def handshake(
     timeout = config.server.timeout_s
     payload: dict[str, Any]
     if layout.rank == 0:
-        payload = _handshake_rank0(layout, config, closures, setup_problem, run_dir, timeout)
+        payload = _handshake_rank0(layout, config, closures, setup_problem, run_dir, timeout, oasis)
     else:
         payload = {}
     payload = layout.servers.bcast(payload, root=0)
@@ -150,6 +160,7 @@ def _handshake_rank0(
     setup_problem: str | None,
     run_dir: Path,
     timeout: float,
+    oasis: OasisLimits,
 ) -> dict[str, Any]:
     problems: list[str] = [setup_problem] if setup_problem else []
     reports: list[RankReport] = []
@@ -164,7 +175,7 @@ def _handshake_rank0(
         grid, where = _namelist_grid(run_dir)
         problems += check_reports(reports, config.exchanges, specs, grid, where)
     if reports and not problems and config.transport == "oasis":
-        problems += _check_oasis_reports(reports, config, run_dir)
+        problems += _check_oasis_reports(reports, config, run_dir, oasis)
     if reports and not problems:
         first = reports[0]
         mask = np.ones((first.ny, first.nx))
@@ -213,7 +224,7 @@ def _handshake_rank0(
 
 
 def _check_oasis_reports(
-    reports: Sequence[RankReport], config: CouplingConfig, run_dir: Path
+    reports: Sequence[RankReport], config: CouplingConfig, run_dir: Path, oasis: OasisLimits
 ) -> list[str]:
     """``transport = "oasis"``: every library can use OASIS; the namcouple fits the fields."""
     problems = [
@@ -227,18 +238,19 @@ def _check_oasis_reports(
     active = active_flags(first.fields, config.exchanges)
     used = [f for f, a in zip(first.fields, active, strict=True) if a]
     try:
-        found = read_namcouple(run_dir / "namcouple")
+        found = read_namcouple(run_dir / "namcouple", oasis)
+        expected = library_namcouple(
+            first.nx,
+            first.ny,
+            {f.name: f.nlev for f in used if f.direction == "send"},
+            {f.name: f.nlev for f in used if f.direction == "recv"},
+            config.exchanges[0].every,
+            found.runtime_s,
+            found.nlogprt,
+            oasis=oasis,
+        )
     except NamcoupleError as err:
         return [*problems, f"transport = 'oasis': {err}"]
-    expected = library_namcouple(
-        first.nx,
-        first.ny,
-        {f.name: f.nlev for f in used if f.direction == "send"},
-        {f.name: f.nlev for f in used if f.direction == "recv"},
-        config.exchanges[0].every,
-        found.runtime_s,
-        found.nlogprt,
-    )
     problems += [
         f"{run_dir / 'namcouple'} does not match the fields the model defines: {p}"
         for p in compare_namcouple(expected, found)

@@ -4,7 +4,15 @@
 Python API, so ``fortran_stubs/oasis`` builds ``libmlb_oasis_shim.so``, a few ISO_C_BINDING wrappers
 over the ``oasis_*`` calls, and :class:`ShimOasis` calls it through ctypes. Both backends offer the
 same small interface (:class:`OasisBackend`): ``init``, ``def_partition``, ``def_var``, ``enddef``,
-``put``, ``get``, ``terminate``, ``abort``.
+``put``, ``get``, ``terminate``, ``abort``, and ``limits``, what their OASIS version keeps
+(:class:`bridge.config.namcouple.OasisLimits`): the shim is OASIS3-MCT 2.0; ``pyoasis`` does not
+report its version, and since it only exists from 4 on it is taken as 4/5 (the same limits).
+
+``import pyoasis`` loads ``liboasis.cbind.so`` while importing, so it raises ``OSError``, not
+``ImportError``, when that library is not on the loader path; :func:`import_pyoasis` turns both
+into :class:`OasisNotAvailableError`, and :func:`open_backend` then falls back to the shim.
+``$MLBRIDGE_OASIS_BACKEND`` (``pyoasis`` or ``shim``, set by the launcher for the servers) pins
+the choice, so the servers use the binding whose limits the launcher checked.
 
 Three-dimensional fields
 ------------------------
@@ -26,18 +34,24 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from bridge.config.namcouple import OASIS_2_0, OASIS_4_5, OasisLimits
 from bridge.domain.plan import Box
 from bridge.paths import default_build_dir
 
 __all__ = [
+    "BACKEND_ENV",
+    "BACKEND_KINDS",
     "NAME_MAX",
+    "SHIM_ENV",
     "SHIM_NAME",
     "Direction",
     "OasisBackend",
@@ -49,6 +63,7 @@ __all__ = [
     "ShimOasis",
     "box_segments",
     "find_shim",
+    "import_pyoasis",
     "open_backend",
     "orange_partition",
 ]
@@ -56,11 +71,39 @@ __all__ = [
 SHIM_NAME = "libmlb_oasis_shim.so"
 """File name of the shim library built by ``fortran_stubs/oasis``."""
 
-NAME_MAX = 128
-"""Longest field (and component) name OASIS3-MCT 2.0 keeps: ``ic_lvar`` of ``mod_oasis_kinds``.
+SHIM_ENV = "MLBRIDGE_OASIS_SHIM"
+"""Environment variable naming the shim library (a file)."""
 
-A longer name is cut to 128 characters by ``oasis_def_var`` and no longer matches the namcouple.
-"""
+BACKEND_ENV = "MLBRIDGE_OASIS_BACKEND"
+"""Environment variable pinning the binding ``open_backend("auto")`` uses: ``pyoasis`` or
+``shim`` (unset or ``auto``: pyoasis when it imports, else the shim)."""
+
+BACKEND_KINDS = ("pyoasis", "shim")
+"""The bindings, as :envvar:`MLBRIDGE_OASIS_BACKEND` and :attr:`OasisBackend.kind` name them."""
+
+NAME_MAX = OASIS_2_0.field_name
+"""Longest field name OASIS3-MCT 2.0 keeps (``ic_lvar`` of ``mod_oasis_kinds``, 128): a longer
+name is cut by ``oasis_def_var`` and no longer matches the namcouple. Each backend checks the
+limits of its own version (:attr:`OasisBackend.limits`)."""
+
+ABORT_STATUS = 1
+"""The exit status :meth:`PyOasis.abort` asks OASIS for (and MPI_Abort when OASIS cannot)."""
+
+_PYOASIS_INFO = {
+    "Ok": "OASIS_OK",
+    "Sent": "OASIS_SENT",
+    "Recvd": "OASIS_RECVD",
+    "SentOut": "OASIS_SENTOUT",
+    "RecvOut": "OASIS_RECVOUT",
+    "ToRest": "OASIS_TOREST",
+    "FromRest": "OASIS_FROMREST",
+    "Output": "OASIS_OUTPUT",
+    "Input": "OASIS_INPUT",
+    "ToRestOut": "OASIS_TORESTOUT",
+    "FromRestOut": "OASIS_FROMRESTOUT",
+    "LocTrans": "OASIS_LOCTRANS",
+}
+"""The shim's names of the ``kinfo`` codes -> the members of ``pyoasis.OasisParameters``."""
 
 Direction = Literal["in", "out"]
 """``"in"``: the component receives the field (``OASIS_In``); ``"out"``: it sends it."""
@@ -112,9 +155,19 @@ class OasisVar:
 
 
 class OasisBackend(Protocol):
-    """What the servers need from OASIS, whatever the binding."""
+    """What the servers need from OASIS, whatever the binding.
+
+    Attributes
+    ----------
+    kind
+        ``"pyoasis"`` or ``"shim"``.
+    limits
+        What the binding's OASIS version keeps (name lengths, ``$NBMODEL``): check names and
+        write the namcouple with these.
+    """
 
     kind: str
+    limits: OasisLimits
 
     def init(self, component: str) -> Any:
         """``oasis_init_comp``; returns the component's communicator as an ``mpi4py`` Comm."""
@@ -288,12 +341,12 @@ def find_shim(build_dir: Path | str | None = None) -> Path:
     OasisNotAvailableError
         If it is nowhere, with every place looked at.
     """
-    override = os.environ.get("MLBRIDGE_OASIS_SHIM")
+    override = os.environ.get(SHIM_ENV)
     if override:
         path = Path(override)
         if path.is_file():
             return path.resolve()
-        raise OasisNotAvailableError(f"MLBRIDGE_OASIS_SHIM={override!r} is not a file")
+        raise OasisNotAvailableError(f"{SHIM_ENV}={override!r} is not a file")
     if build_dir is None:
         build_dir = default_build_dir()
     base = Path(build_dir).resolve()
@@ -305,15 +358,16 @@ def find_shim(build_dir: Path | str | None = None) -> Path:
         "OASIS3-MCT is not available from Python: pyoasis is not importable and the shim "
         f"{SHIM_NAME} was not found (looked in {', '.join(str(p.parent) for p in candidates)}). "
         "Install liboasis3-dev and libnetcdff-dev and run `mlbridge build` (it builds the shim "
-        "when CMake finds OASIS3-MCT), or set MLBRIDGE_OASIS_SHIM to the library"
+        f"when CMake finds OASIS3-MCT), or set {SHIM_ENV} to the library"
     )
 
 
-def _check_name(what: str, name: str) -> bytes:
-    if not name or len(name) > NAME_MAX or not name.isascii() or " " in name:
+def _check_name(what: str, name: str, limit: int, limits: OasisLimits) -> bytes:
+    """``name`` as bytes, or :class:`OasisError` naming it, its length and ``limit``."""
+    if not name or len(name) > limit or not name.isascii() or " " in name:
         raise OasisError(
-            f"{what} {name!r}: OASIS names must be 1 to {NAME_MAX} ASCII characters without "
-            f"blanks (got {len(name)} characters)"
+            f"{what} {name!r} has {len(name)} characters: OASIS3-MCT {limits.version} names "
+            f"must be 1 to {limit} ASCII characters without blanks"
         )
     return name.encode("ascii")
 
@@ -333,6 +387,7 @@ class ShimOasis:
     """
 
     kind = "shim"
+    limits = OASIS_2_0
 
     def __init__(self, library: Path | str | None = None) -> None:
         from mpi4py import MPI  # noqa: F401  (MPI must be up before OASIS looks at it)
@@ -379,7 +434,7 @@ class ShimOasis:
         """``oasis_init_comp`` then ``oasis_get_localcomm``; returns an ``mpi4py`` Comm."""
         from mpi4py import MPI
 
-        raw = _check_name("component", component)
+        raw = _check_name("component", component, self.limits.component_name, self.limits)
         comp = ctypes.c_int32(-1)
         self._check("init_comp", self._lib.mlb_oasis_init_comp(raw, len(raw), comp), component)
         self.component_id = comp.value
@@ -414,7 +469,7 @@ class ShimOasis:
         """
         if direction not in ("in", "out"):
             raise OasisError(f"field {name!r}: direction must be 'in' or 'out', got {direction!r}")
-        raw = _check_name("field", name)
+        raw = _check_name("field", name, self.limits.field_name, self.limits)
         var = ctypes.c_int32(-1)
         status = self._lib.mlb_oasis_def_var(
             raw, len(raw), int(partition), 1 if direction == "out" else 0, var
@@ -466,79 +521,239 @@ class ShimOasis:
 # --------------------------------------------------------------------------------------------
 
 
+def import_pyoasis() -> ModuleType:
+    """``import pyoasis``, or :class:`OasisNotAvailableError` saying why not.
+
+    ``pyoasis`` loads ``liboasis.cbind.so`` while it is imported, so a missing library raises
+    ``OSError`` (not ``ImportError``); both mean "not available here". Importing it replaces
+    ``sys.excepthook`` with one that calls ``MPI_Abort`` (pyoasis's own choice).
+
+    Raises
+    ------
+    OasisNotAvailableError
+        If the import raises ``ImportError`` or ``OSError`` (the message keeps the cause).
+    """
+    try:
+        import pyoasis
+    except (ImportError, OSError) as err:
+        raise OasisNotAvailableError(
+            f"pyoasis cannot be imported ({type(err).__name__}: {err})"
+        ) from None
+    return pyoasis
+
+
+def _info_code(result: object) -> int:
+    """The integer of what ``Var.put``/``Var.get`` return: a member of ``OasisParameters`` (a
+    plain ``Enum``, so ``int()`` of it raises), or None from early pyoasis releases."""
+    if result is None:
+        return 0
+    return int(getattr(result, "value", result))
+
+
+def _mpi_abort(status: int) -> None:
+    from mpi4py import MPI
+
+    MPI.COMM_WORLD.Abort(status)
+
+
 class PyOasis:
     """OASIS3-MCT through its own Python API, ``pyoasis`` (OASIS3-MCT 4 or 5).
 
-    Not exercised on this machine (Debian ships OASIS3-MCT 2.0 without pyoasis).
+    Written against pyoasis's source (``docs/oasis.md`` names the revision); not run here:
+    Debian ships OASIS3-MCT 2.0 without pyoasis. The contract it relies on is pinned by
+    ``tests/test_pyoasis_interface.py`` over a stand-in module.
+
+    Parameters
+    ----------
+    module
+        The imported ``pyoasis`` (:func:`import_pyoasis`).
+    hard_abort
+        Ends the job with a status when ``pyoasis.oasis_abort`` cannot (default: MPI_Abort on
+        ``MPI_COMM_WORLD``).
     """
 
     kind = "pyoasis"
+    limits = OASIS_4_5
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: Any, hard_abort: Callable[[int], None] = _mpi_abort) -> None:
         self._pyoasis = module
         self._component: Any = None
-        self.info_codes: dict[str, int] = {}
+        self._hard_abort = hard_abort
+        params = module.OasisParameters
+        self.info_codes: dict[str, int] = {
+            ours: int(getattr(params, theirs).value)
+            for ours, theirs in _PYOASIS_INFO.items()
+            if hasattr(params, theirs)
+        }
+        self._errors: tuple[type[BaseException], ...] = tuple(
+            e
+            for e in (
+                getattr(module, "OasisException", None),
+                getattr(module, "PyOasisException", None),
+            )
+            if isinstance(e, type)
+        )
+
+    def _call(self, call: str, about: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """``fn(*args)``, pyoasis's exceptions turned into :class:`OasisError` naming the call."""
+        try:
+            return fn(*args, **kw)
+        except self._errors as err:
+            raise OasisError(f"oasis_{call} ({about}): {type(err).__name__}: {err}") from err
 
     def init(self, component: str) -> Any:
-        """``pyoasis.Component``; returns its local communicator."""
-        _check_name("component", component)
-        self._component = self._pyoasis.Component(component)
+        """``pyoasis.Component``; returns its local communicator (an ``mpi4py`` Comm).
+
+        Raises
+        ------
+        OasisError
+            If the name is longer than OASIS keeps or OASIS refuses the component.
+        """
+        _check_name("component", component, self.limits.component_name, self.limits)
+        self._component = self._call("init_comp", component, self._pyoasis.Component, component)
         return self._component.localcomm
 
     def def_partition(self, segments: Sequence[tuple[int, int]], global_size: int) -> Any:
-        """``pyoasis.OrangePartition`` of the segments."""
-        offsets = [int(o) for o, _ in segments] or [0]
-        extents = [int(n) for _, n in segments] or [0]
-        return self._pyoasis.OrangePartition(offsets, extents, global_size=global_size)
+        """``pyoasis.OrangePartition`` of the segments (plain ``int`` lists, as pyoasis checks
+        ``type(x) is int``; no segment at all for a rank with no points).
+
+        Raises
+        ------
+        OasisError
+            If pyoasis or OASIS refuses it.
+        """
+        offsets = [int(o) for o, _ in segments]
+        extents = [int(n) for _, n in segments]
+        return self._call(
+            "def_partition",
+            f"{len(segments)} segments",
+            self._pyoasis.OrangePartition,
+            offsets,
+            extents,
+            global_size=int(global_size),
+        )
 
     def def_var(self, name: str, partition: Any, direction: Direction, size: int) -> OasisVar:
-        """``pyoasis.Var``."""
-        _check_name("field", name)
+        """``pyoasis.Var`` of a flat field (bundle size 1).
+
+        Raises
+        ------
+        OasisError
+            If the name is longer than OASIS keeps, OASIS refuses the field, or the namcouple
+            does not couple it (``Var.is_active`` false: a put or get would abort).
+        """
+        if direction not in ("in", "out"):
+            raise OasisError(f"field {name!r}: direction must be 'in' or 'out', got {direction!r}")
+        _check_name("field", name, self.limits.field_name, self.limits)
         params = self._pyoasis.OasisParameters
         inout = params.OASIS_OUT if direction == "out" else params.OASIS_IN
-        return OasisVar(name, direction, int(size), self._pyoasis.Var(name, partition, inout))
+        handle = self._call("def_var", name, self._pyoasis.Var, name, partition, inout)
+        if not getattr(handle, "is_active", True):
+            raise OasisError(f"oasis_def_var ({name}): the namcouple does not couple this field")
+        return OasisVar(name, direction, int(size), handle)
 
     def enddef(self) -> None:
         """``Component.enddef``."""
-        self._component.enddef()
+        self._call("enddef", "component", self._component.enddef)
+
+    def _exchange(self, call: str, var: OasisVar, date: int, array: np.ndarray) -> int:
+        if array.dtype != np.float64 or not array.flags.c_contiguous:
+            raise OasisError(f"{call} {var.name!r}: need a C-contiguous float64 array")
+        if array.size != var.size:
+            raise OasisError(
+                f"{call} {var.name!r}: the partition has {var.size} points, the array {array.size}"
+            )
+        fn = var.handle.put if call == "put" else var.handle.get
+        # pyoasis checks isinstance(date, int): a numpy integer is refused
+        result = self._call(call, f"{var.name} at date {date}", fn, int(date), array)
+        return _info_code(result)
 
     def put(self, var: OasisVar, date: int, array: np.ndarray) -> int:
-        """``Var.put``."""
-        return int(var.handle.put(int(date), array) or 0)
+        """``Var.put``; returns the OASIS info code (see :attr:`info_codes`)."""
+        if var.direction != "out":
+            raise OasisError(f"put {var.name!r}: the field was defined as received ('in')")
+        return self._exchange("put", var, date, array)
 
     def get(self, var: OasisVar, date: int, out: np.ndarray) -> int:
-        """``Var.get``."""
-        return int(var.handle.get(int(date), out) or 0)
+        """``Var.get`` into ``out``; returns the OASIS info code."""
+        if var.direction != "in":
+            raise OasisError(f"get {var.name!r}: the field was defined as sent ('out')")
+        return self._exchange("get", var, date, out)
 
     def terminate(self) -> None:
-        """Deleting the component calls ``oasis_terminate``."""
+        """``oasis_terminate``: pyoasis calls it when the component is deleted (its
+        ``__del__``); this binding holds the only reference, so dropping it is the call."""
         self._component = None
 
     def abort(self, routine: str, message: str) -> None:
-        """``pyoasis.pyoasis_abort``."""
-        self._pyoasis.pyoasis_abort(message)
+        """End the whole job with status :data:`ABORT_STATUS`; never returns normally.
+
+        ``pyoasis.oasis_abort(component, routine, message, file, line, rcode)`` with rcode 1
+        writes the message to OASIS's logs and calls MPI_Abort. Not ``pyoasis_abort``: it takes
+        an exception (a string raises ``PyOasisException``) and passes return code 0. When
+        ``oasis_abort`` raises (a pyoasis whose Python layer and C binding disagree on its
+        arguments) or returns, MPI_Abort ends the job instead.
+        """
+        print(f"mlbridge: OASIS abort from {routine}: {message}", file=sys.stderr, flush=True)
+        try:
+            self._pyoasis.oasis_abort(
+                0, routine, message, "bridge/transport/oasis.py", 0, ABORT_STATUS
+            )
+        except Exception as err:  # any failure here must still end the job
+            print(
+                f"mlbridge: pyoasis.oasis_abort failed ({type(err).__name__}: {err}); "
+                "MPI_Abort instead",
+                file=sys.stderr,
+                flush=True,
+            )
+        self._hard_abort(ABORT_STATUS)
+
+
+def _pinned_backend() -> str:
+    """``$MLBRIDGE_OASIS_BACKEND`` (``auto`` when unset).
+
+    Raises
+    ------
+    OasisNotAvailableError
+        If it names no binding.
+    """
+    pinned = os.environ.get(BACKEND_ENV, "").strip() or "auto"
+    if pinned not in ("auto", *BACKEND_KINDS):
+        raise OasisNotAvailableError(
+            f"{BACKEND_ENV}={pinned!r}: expected one of auto, {', '.join(BACKEND_KINDS)}"
+        )
+    return pinned
 
 
 def open_backend(
     prefer: Literal["auto", "pyoasis", "shim"] = "auto", build_dir: Path | str | None = None
 ) -> OasisBackend:
-    """The OASIS binding to use: ``pyoasis`` when importable (``auto``), else the shim.
+    """The OASIS binding to use: ``pyoasis`` when it imports (``auto``), else the shim.
 
-    ``mpi4py`` is imported first, so that MPI is initialised before OASIS.
+    ``auto`` follows ``$MLBRIDGE_OASIS_BACKEND`` when it is set (the launcher pins the binding
+    whose limits it checked). ``mpi4py`` is imported first, so that MPI is initialised before
+    OASIS.
 
     Raises
     ------
     OasisNotAvailableError
-        If the requested binding (or, with ``auto``, both) cannot be loaded.
+        If the requested binding (or, with ``auto``, both) cannot be loaded; the message says
+        why for each.
     """
     from mpi4py import MPI  # noqa: F401
 
-    if prefer in ("auto", "pyoasis"):
+    choice = _pinned_backend() if prefer == "auto" else prefer
+    why_not_pyoasis = ""
+    if choice in ("auto", "pyoasis"):
         try:
-            import pyoasis
-        except ImportError as err:
-            if prefer == "pyoasis":
-                raise OasisNotAvailableError(f"pyoasis is not importable: {err}") from None
-        else:
-            return PyOasis(pyoasis)
-    return ShimOasis(find_shim(build_dir))
+            return PyOasis(import_pyoasis())
+        except OasisNotAvailableError as err:
+            if choice == "pyoasis":
+                raise
+            why_not_pyoasis = str(err)
+    try:
+        return ShimOasis(find_shim(build_dir))
+    except OasisNotAvailableError as err:
+        if why_not_pyoasis:
+            raise OasisNotAvailableError(f"{err} ({why_not_pyoasis})") from None
+        raise
