@@ -32,6 +32,7 @@ from test_oasis_coupling import mlbridge_run, run_dir_of
 
 from bridge.launch.launcher import RunResult
 from bridge.launch.mpiexec import Program, mpi_env, mpmd_command
+from bridge.launch.supervise import GAVE_UP_GRACE_S
 from bridge.registry.store import Registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,8 +57,17 @@ def report_of(result: RunResult, capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def assert_ended(result: RunResult, limit_s: float) -> None:
+    """Non-zero, within ``limit_s`` of the model's last step before the fault, nothing left.
+
+    Timed from the last write of ``time.step`` (the toy writes it every step of these short
+    runs) to the launcher's report: start-up (imports, handshake) on a loaded machine is not
+    the fault's cost.
+    """
     assert result.returncode != 0, result.problems
-    assert result.elapsed < limit_s, f"took {result.elapsed:.1f} s: {result.problems}"
+    to_exit = (result.run_dir / "report.txt").stat().st_mtime
+    to_exit -= (result.run_dir / "time.step").stat().st_mtime
+    assert to_exit < limit_s, f"ended {to_exit:.1f} s after the last step: {result.problems}"
+    assert result.elapsed < limit_s + 60.0, f"took {result.elapsed:.1f} s"
     assert not live_job_processes(result.run_dir), "processes of the job are left"
 
 
@@ -84,6 +94,30 @@ def test_model_in_a_world_collective_ends_the_job(
     assert (result.run_dir / "report.txt").read_text().count("collective on MPI_COMM_WORLD")
 
 
+def test_unforeseen_server_error_ends_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a bug (not a ServerError) on the servers at step 3, put there by a sitecustomize on their
+    # PYTHONPATH: the server ranks must still end the job, not wait in MPI_Finalize
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import bridge.server.engine as engine\n"
+        "original = engine.Engine.check_inputs\n"
+        "def check_inputs(self, kt, blocks):\n"
+        "    if kt == 3:\n"
+        "        raise KeyError('planted at step 3')\n"
+        "    return original(self, kt, blocks)\n"
+        "engine.Engine.check_inputs = check_inputs\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    case = toy.make_case(tmp_path / "case")
+    config = toy.config_for(case, 2, 2, [toy.exchange("laplacian")], timeout_s=60.0)
+    result = toy.run(config)
+    assert_ended(result, 20.0)  # not the model's timeout (60 s)
+    assert "KeyError: 'planted at step 3' (a bug?)" in report_of(result, capsys)
+
+
 # --------------------------------------------------------------------------------------------
 # 5. OASIS: a NaN abort ends the job at once; OASIS's own words are in the report
 # --------------------------------------------------------------------------------------------
@@ -103,6 +137,29 @@ def test_nan_abort_through_oasis_ends_the_job_at_once(
     assert want in text
     assert any(want in p for p in result.problems), result.problems
     assert not any("no progress" in p for p in result.problems), result.problems
+
+
+def test_launcher_stops_a_job_a_server_gave_up_on(
+    oasis_build: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # the launcher's backstop: servers that report the NaN but never end the job (their
+    # end_job replaced by a sleep), a model waiting in oasis_get: stopped GAVE_UP_GRACE_S later
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import time\nimport bridge.server.main as main\n"
+        "main.end_job = lambda *args, **kwargs: time.sleep(3600)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    case = toy.make_case(tmp_path / "case", nammlb_test={**toy.NAN_AT, "cn_mlb_nan_fld": "v"})
+    config = toy.config_for(case, 2, 1, [toy.exchange("laplacian")], timeout_s=60.0)
+    result = toy.run(dataclasses.replace(config, transport="oasis"))
+    assert_ended(result, GAVE_UP_GRACE_S + SLACK_S)
+    assert result.problems[0].startswith("a server gave up and the job was still running 10 s")
+    assert "NaN in model field 'v' at step 3" in report_of(result, capsys)
 
 
 def test_nan_abort_of_an_oasis_only_model_names_the_point(

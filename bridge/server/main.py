@@ -448,6 +448,15 @@ def _first_server_rank() -> int:
     return MPI.COMM_WORLD.Get_rank()
 
 
+def _serve_oasis(oasis: OasisCouplingConfig, run_dir: Path, **options: Any) -> int:
+    """:func:`serve_oasis_model`; an unforeseen error still ends the job (:func:`_fail`)."""
+    try:
+        return serve_oasis_model(oasis, run_dir, **options)
+    except Exception as err:
+        traceback.print_exc()
+        return _fail(run_dir, f"{type(err).__name__}: {err} (a bug?)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a server rank (under mpirun, after the model ranks)."""
     parser = argparse.ArgumentParser(
@@ -467,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             oasis = OasisCouplingConfig.from_mapping(json.loads(args.oasis.read_text()))
         except (OSError, ValueError) as err:
             return _fail(run_dir, f"{args.oasis}: {err}")
-        return serve_oasis_model(oasis, run_dir, prefer=args.backend)
+        return _serve_oasis(oasis, run_dir, prefer=args.backend)
     # the configuration is read before the split, for the time to wait for the model ranks
     problem: str | None = None
     try:
@@ -476,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = CouplingConfig()
         problem = f"cannot load {args.config}: {err}"
     if problem is None and config.oasis is not None:
-        return serve_oasis_model(
+        return _serve_oasis(
             config.oasis,
             run_dir,
             prefer=args.backend,
