@@ -256,7 +256,10 @@ def _wait_for(predicate, timeout: float) -> bool:  # noqa: ANN001
     return False
 
 
-def _interrupt_run(toml: Path, workdir: Path, args: list[str], startup_s: float) -> None:
+def _interrupt_run(
+    toml: Path, workdir: Path, args: list[str], startup_s: float, sig: int = signal.SIGINT
+) -> Path:
+    """``mlbridge run`` stopped by ``sig`` once the model steps; return the run directory."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge.cli", "run", str(toml), "--workdir", str(workdir), *args],
         cwd=REPO,
@@ -264,24 +267,30 @@ def _interrupt_run(toml: Path, workdir: Path, args: list[str], startup_s: float)
         stderr=subprocess.PIPE,
         text=True,
     )
+    run_dir: Path | None = None
     try:
         assert _wait_for(lambda: any(workdir.glob("*/time.step")), startup_s), "never started"
         run_dir = next(workdir.glob("*/time.step")).parent
         ranks = live_job_processes(run_dir)
         assert ranks, "the ranks should be running"
         start = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=15)
         assert time.monotonic() - start < 10
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
-    assert "SIGINT: stopping every rank" in err
+            proc.wait()
+        for pid in live_job_processes(run_dir) if run_dir is not None else ():
+            os.kill(pid, signal.SIGKILL)  # a launcher that failed to stop its job
+    assert run_dir is not None
+    assert proc.returncode == 128 + sig, err
+    assert f"{signal.Signals(sig).name}: stopping every rank" in err
     assert _wait_for(lambda: not live_job_processes(run_dir), 2), "ranks outlived the launcher"
     # not even as zombies: the launcher reaps what mpirun leaves behind
     left = [Path(f"/proc/{pid}/stat").read_text() for pid in ranks if Path(f"/proc/{pid}").exists()]
     assert not left
+    return run_dir
 
 
 # --- the real toy model ------------------------------------------------------------------------

@@ -18,6 +18,9 @@ ERROR_CONTEXT = 3  # lines of ocean.output shown after each E R R O R line
 
 TAIL_LINES = 20
 
+SERVER_ERROR_MARKS = ("mlbridge server: error: ", "mlbridge oasis server: error: ")
+"""How a server rank's line that says why it gives up begins (``bridge/server/main.py``)."""
+
 
 @dataclass(frozen=True)
 class RankLog:
@@ -136,7 +139,9 @@ def failing_ranks(mpirun_log: str) -> dict[int, int]:
     return found
 
 
-_OASIS_TROUBLE = re.compile(r"abort|error|not found|mismatch", re.IGNORECASE)
+# "variable not in namcouple": a name the model defines that the namcouple lacks; the job then
+# dies in the first oasis_put with exit status 0 and no other word (debug.* of the model)
+_OASIS_TROUBLE = re.compile(r"abort|error|not found|mismatch|not in namcouple", re.IGNORECASE)
 
 
 def oasis_messages(run_dir: Path, limit: int = 8) -> list[str]:
@@ -156,6 +161,34 @@ def oasis_messages(run_dir: Path, limit: int = 8) -> list[str]:
             if _OASIS_TROUBLE.search(text) and f"{path.name}: {text}" not in found:
                 found.append(f"{path.name}: {text}")
     return found[-limit:]
+
+
+def server_errors(rank_logs: tuple[RankLog, ...] | list[RankLog], limit: int = 4) -> list[str]:
+    """Why the server ranks gave up: each one's error line (and the indented lines after it).
+
+    The failure report shows the logs of a few failing ranks only, and mpirun may count the model
+    ranks it killed among them: the servers' own words go into the problems.
+    """
+    found: list[str] = []
+    for log in rank_logs:
+        if log.program != "server":
+            continue
+        try:
+            lines = log.stderr.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for index, line in enumerate(lines):
+            mark = next((m for m in SERVER_ERROR_MARKS if m in line), None)
+            if mark is None:
+                continue
+            text = re.sub(r"^mlbridge server rank \d+: ", "", line.split(mark, 1)[1])
+            for more in lines[index + 1 : index + 1 + TAIL_LINES]:
+                if not more.startswith("  "):
+                    break
+                text += "\n   " + more.strip()
+            if not any(text in f for f in found):
+                found.append(f"{log.label}: {text}")
+    return found[:limit]
 
 
 def _status(returncode: int) -> int:

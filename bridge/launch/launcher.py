@@ -20,6 +20,7 @@ Each run gets its own directory ``<workdir>/<cn_exp>_<YYYYmmdd-HHMMSS>[_n]``, ne
                           registered artifact, registry (also printed when the run starts)
     ocean.output, time.step, <cn_exp>_grid.nc, ...   what the model writes (its cwd is here)
     timing.json, diagnostics.nc                      what the servers write at the end
+    report.txt            the failure report of a run that failed or was interrupted
 
 Registry closures are checked before launch (:mod:`bridge.launch.closure_checks`: registered,
 hashes intact, loadable, inputs and outputs matching the exchange, halo within the server
@@ -34,8 +35,11 @@ While it runs the terminal shows model rank 0's and server rank 0's output, ever
 stderr, and ``E R R O R`` lines of ``ocean.output``; progress (read from ``time.step``) is a
 tqdm bar on a terminal and a plain line every 10% otherwise. The exit status is the worst of
 all ranks; a run that exits 0 but whose model did not reach its last step, or whose
-``ocean.output`` reports an error, counts as failed (status 1). On SIGINT/SIGTERM every rank is
-stopped (mpirun first, then every process of the job after a grace period).
+``ocean.output`` reports an error, counts as failed (status 1); the failure report (the servers'
+error lines first) also goes to ``report.txt``. On SIGINT, SIGTERM or SIGHUP (a dropped terminal
+or ssh connection) every rank is stopped (mpirun first, then every process of the job after a
+grace period) and the status is 128 + the signal; a SIGHUP ignored at start (``nohup``) stays
+ignored. A job still running 10 s after a server said it gives up is stopped too.
 
 ``transport = "oasis"`` (``docs/oasis.md``): with an ``[oasis]`` table the model couples through
 OASIS itself, and the job (the same path, prepared by :func:`_prepare`) is ``mpirun -np N model :

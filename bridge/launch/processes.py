@@ -184,8 +184,18 @@ class _Subreaper:
             self._prctl(0)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop the whole job: Ctrl-C, ``kill`` or a batch system's end of time, and a
+terminal or ssh connection that drops (SIGHUP; the job runs in its own session, so without this
+it would run on headless, with no report)."""
+
+
 class _Interrupt:
-    """Turns SIGINT/SIGTERM into a flag while the job runs (main thread only)."""
+    """Turns SIGINT/SIGTERM/SIGHUP into a flag while the job runs (main thread only).
+
+    A signal the launcher was started with ignored stays ignored: under ``nohup`` (SIGHUP ignored)
+    the job survives a dropped terminal.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -194,7 +204,9 @@ class _Interrupt:
 
     def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
+                if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                    continue  # nohup
                 self.saved[sig] = signal.signal(sig, self.handle)
         return self
 

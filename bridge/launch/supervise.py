@@ -21,6 +21,7 @@ from bridge.launch.closure_checks import (
 from bridge.launch.failures import (
     ERROR_CONTEXT,
     ERROR_MARK,
+    SERVER_ERROR_MARKS,
     RankLog,
     RunResult,
     _ocean_errors,
@@ -29,6 +30,7 @@ from bridge.launch.failures import (
     failure_report,
     mpi_aborts,
     oasis_messages,
+    server_errors,
 )
 from bridge.launch.mpiexec import (
     mpi_env,
@@ -47,6 +49,8 @@ from bridge.launch.rundir import LaunchError, format_timing, read_time_step, rea
 
 SERVER_MODULE = "bridge.server"
 LINGER_GRACE_S = 60.0  # beyond server.timeout_s, after the model's last step
+GAVE_UP_GRACE_S = 10.0  # a server said it gives up: the job should end by itself within this
+REPORT_FILE = "report.txt"  # the launcher's last word, also kept in the run directory
 PLAIN_PROGRESS_EVERY_S = 60.0  # without a bar, a progress line at least this often
 
 
@@ -119,6 +123,12 @@ class _Progress:
             )
 
     def update(self, done: int) -> None:
+        try:
+            self._update(done)
+        except OSError:
+            pass  # the terminal is gone (SIGHUP)
+
+    def _update(self, done: int) -> None:
         done = min(max(done, 0), self.total)
         if done <= self.done:
             return
@@ -143,14 +153,20 @@ class _Progress:
     def write(self, line: str, stream: IO[str]) -> None:
         if self.quiet:
             return
-        if self.bar is not None:
-            self.bar.write(line, file=stream)
-        else:
-            print(line, file=stream, flush=True)
+        try:
+            if self.bar is not None:
+                self.bar.write(line, file=stream)
+            else:
+                print(line, file=stream, flush=True)
+        except OSError:
+            pass  # the terminal is gone (SIGHUP): the job is still stopped and reported on disk
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.close()
+            try:
+                self.bar.close()
+            except OSError:
+                pass
 
 
 @dataclass(frozen=True)
@@ -221,10 +237,13 @@ class _Job:
         streams = self.streams()
         shown_errors: set[str] = set()
         context = {id(stream): 0 for stream in streams}  # lines still to show after an error
+        gave_up: list[str] = []  # a server's error line: the job must end by itself soon
 
         def pump(bar: _Progress, final: bool = False) -> None:
             for stream in streams:
                 for line in stream.tail.lines(final=final):
+                    if stream.to_stderr and any(mark in line for mark in SERVER_ERROR_MARKS):
+                        gave_up.append(line)
                     if stream.only_errors:
                         # NEMO's ctl_stop: the mark, then the message on the next lines
                         if ERROR_MARK in line:
@@ -268,6 +287,7 @@ class _Job:
             # a job still running this long after the model's last step is stuck
             linger_s = self.config.server.timeout_s + LINGER_GRACE_S
             finished_at: float | None = None
+            gave_up_at: float | None = None
             seen: tuple[int | None, ...] = ()
             changed_at = start
             try:
@@ -280,6 +300,16 @@ class _Job:
                         break
                     pump(bar)
                     reaper.watch(descendants(proc.pid))
+                    if gave_up_at is None and (gave_up or self._error_file()):
+                        gave_up_at = time.monotonic()
+                    if gave_up_at is not None and time.monotonic() - gave_up_at > GAVE_UP_GRACE_S:
+                        stuck = (
+                            f"a server gave up and the job was still running {GAVE_UP_GRACE_S:.0f}"
+                            " s later: stopped"
+                        )
+                        bar.write(f"mlbridge run: {stuck}", sys.stderr)
+                        reaper.watch(stop_job(proc, self.run_dir, grace_s))
+                        break
                     step = self.reached()
                     if stall_s is not None:
                         now = time.monotonic()
@@ -339,6 +369,10 @@ class _Job:
         self.report(result, quiet=quiet)
         return result
 
+    def _error_file(self) -> bool:
+        """Whether a server of an OASIS-only model wrote that it gives up."""
+        return (self.run_dir / paths.ERROR_FILE).exists()
+
     def outcome(
         self, returncode: int, reached: int | None, interrupted: int | None
     ) -> tuple[int, list[str]]:
@@ -369,6 +403,7 @@ class _Job:
             last = self.span()[1]
             if (reached or 0) < last:
                 problems.append(f"the servers served {reached or 0} of {last} exchanges")
+            self._add_server_errors(problems)
             return (returncode or 1 if problems else returncode), problems
         assert self.namelist is not None
         last = self.namelist.itend
@@ -381,19 +416,38 @@ class _Job:
         if _ocean_errors(self.run_dir / "ocean.output"):
             problems.append("ocean.output reports an error (E R R O R)")
             returncode = returncode or 1
+        if returncode:
+            self._add_server_errors(problems)
         return returncode, problems
 
+    def _add_server_errors(self, problems: list[str]) -> None:
+        """Why the servers gave up, whichever ranks' logs the report shows (once each)."""
+        at = 0
+        for entry in server_errors(self.rank_logs):
+            said = entry.split(": ", 1)[1].splitlines()[0]
+            if not any(said in p for p in problems):
+                problems.insert(at, entry)  # the cause first
+                at += 1
+
     def report(self, result: RunResult, *, quiet: bool) -> None:
-        """Failure report on stderr, or the success line and timing table on stdout."""
-        if result.interrupted:
-            print(
-                f"mlbridge run: interrupted after {result.elapsed:.1f} s "
-                f"(run directory {result.run_dir})",
-                file=sys.stderr,
-                flush=True,
-            )
-        elif not result.ok:
-            print(failure_report(result), file=sys.stderr, flush=True)
+        """Failure report on stderr (and in ``report.txt``), or the success line and timing
+        table on stdout."""
+        if result.interrupted or not result.ok:
+            text = shown = failure_report(result)
+            if result.interrupted:
+                shown = (
+                    f"mlbridge run: interrupted after {result.elapsed:.1f} s "
+                    f"(run directory {result.run_dir}, report in {REPORT_FILE})"
+                )
+                text = f"{shown}\n{text}"
+            try:
+                (result.run_dir / REPORT_FILE).write_text(text + "\n")
+            except OSError:
+                pass
+            try:
+                print(shown, file=sys.stderr, flush=True)
+            except OSError:
+                pass  # the terminal is gone (SIGHUP): the report is in the run directory
         elif not quiet:
             steps = result.last_step - result.first_step + 1
             print(

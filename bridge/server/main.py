@@ -21,9 +21,13 @@ and, at the end, ``RUN/oasis_server_done.json`` (with OASIS3-MCT 2.0 an abort ca
 status 0, so the launcher needs a marker); a server that gives up writes
 ``RUN/oasis_server_error.txt`` and calls ``oasis_abort``.
 
-Exit status: 0, or 1 after a handshake mismatch, a NaN with ``on_nan = "abort"``, a closure
-failure or a timeout; the message goes to stderr and, when the model is waiting, to every model
-rank (which returns it as an error status).
+A server rank that gives up (a handshake mismatch, a NaN with ``on_nan = "abort"``, a closure
+failure, a timeout, any unforeseen error) prints why on stderr, sends the message to every model
+rank (which returns it as an error status and stops the job), and after
+:data:`GIVE_UP_GRACE_S` ends the whole job with ``MPI_Abort``: a model rank that cannot hear it
+(blocked in a collective on ``MPI_COMM_WORLD``, or inside ``oasis_get``) would otherwise keep
+every rank alive for ever, and the server itself would block in ``MPI_Finalize``. Exit status:
+0, or 1 (the job's, through mpirun).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +84,9 @@ from bridge.transport.mpi_blocks import BlockTransportError, MpiBlockTransport
 from bridge.transport.oasis import OasisError, OasisNotAvailableError, open_backend
 from bridge.transport.oasis_blocks import OasisBlockTransport
 from bridge.wire import COLOUR_SERVER, DONE_LENGTH, TAG_DONE
+
+GIVE_UP_GRACE_S = 1.0
+"""Seconds a server rank that gave up leaves the model ranks to report it before it aborts."""
 
 EXAMPLES = (
     "  python -m bridge.server --config runs/x/run_config.json --run-dir runs/x\n"
@@ -130,6 +138,7 @@ def library_transport(
     setup: Setup,
     backend: Any,
     run_dir: Path,
+    watch: wire.PeerWatch | None = None,
 ) -> tuple[BlockTransport, Block]:
     """The transport of this server rank, and its block, once the handshake is done."""
     plan = setup.plan(layout.n_server)
@@ -139,7 +148,10 @@ def library_transport(
     )
     send, recv = setup.active_fields("send"), setup.active_fields("recv")
     if config.transport == "mpi":
-        transport = MpiBlockTransport(layout, plan, send, recv, setup.lag, config.server.timeout_s)
+        transport = MpiBlockTransport(
+            layout, plan, send, recv, setup.lag, config.server.timeout_s,
+            every=setup.every, watch=watch,
+        )  # fmt: skip
         return transport, block
     steps, first = _oasis_run_length(run_dir, backend.limits)
     backend.init(LIBRARY_SERVER_COMPONENT)  # collective over the whole job
@@ -164,8 +176,35 @@ def library_transport(
     return oasis, block
 
 
+def end_job(watch: wire.PeerWatch | None = None, doing: str = "giving up") -> int:
+    """End the whole job with ``MPI_Abort`` after :data:`GIVE_UP_GRACE_S` (never returns).
+
+    The model ranks that were told stop the job themselves meanwhile, with their own message;
+    the other server ranks' pings are answered (``doing``) until then.
+    """
+    from mpi4py import MPI
+
+    deadline = time.monotonic() + GIVE_UP_GRACE_S
+    while time.monotonic() < deadline:
+        if watch is not None:
+            watch.answer(doing)
+        time.sleep(0.01)
+    MPI.COMM_WORLD.Abort(1)
+    return 1  # not reached
+
+
+def give_up(layout: wire.WorldLayout, text: str, watch: wire.PeerWatch | None = None) -> int:
+    """Print ``text``, send it to every model rank, and end the job (:func:`end_job`)."""
+    print(f"mlbridge server: error: {text}", file=sys.stderr, flush=True)
+    wire.send_error_to_models(layout, text)
+    return end_job(watch, "giving up: " + text.splitlines()[0][:200])
+
+
 def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> int:
-    """Everything after the world split, on one server rank; return the exit status."""
+    """Everything after the world split, on one server rank; return the exit status.
+
+    Every failure ends the whole job (:func:`give_up`, :func:`end_job`): this returns 0 only.
+    """
     setup_problem: str | None = None
     closures: dict[str, Closure] = {}
     backend: Any = None
@@ -188,10 +227,11 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
     try:
         setup = handshake(layout, config, closures, setup_problem, run_dir, limits)
     except ServerError:
-        return 1  # server rank 0 has reported it
+        return end_job()  # server rank 0 has reported it, to the model ranks too
+    watch = wire.PeerWatch(layout.servers)  # collective over the server ranks
     transport: Any = None
     try:
-        transport, block = library_transport(layout, config, setup, backend, run_dir)
+        transport, block = library_transport(layout, config, setup, backend, run_dir, watch)
         engine = Engine(config.exchanges, closures, block)
         diagnostics = open_diagnostics(
             config.diagnostics, run_dir, layout.servers,
@@ -202,11 +242,8 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
         if diagnostics is not None:
             diagnostics.close()
     except (ServerError, BlockTransportError, wire.TransportError) as err:
-        text = f"mlbridge server rank {layout.rank}: {err}"
-        print(f"mlbridge server: error: {text}", file=sys.stderr, flush=True)
-        wire.send_error_to_models(layout, text)
-        time.sleep(1.0)  # let the model ranks report it before mpirun ends the job
-        return 1
+        detail = str(err).removeprefix(f"server rank {layout.rank}: ")
+        return give_up(layout, f"mlbridge server rank {layout.rank}: {detail}", watch)
     finally:
         if isinstance(transport, MpiBlockTransport):
             transport.free()
@@ -222,12 +259,12 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
 def serve_with_problem(
     layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path, problem: str
 ) -> int:
-    """Answer the handshake with ``problem`` (the configuration could not be read)."""
+    """Answer the handshake with ``problem`` (the configuration could not be read); end the job."""
     try:
         handshake(layout, config, {}, problem, run_dir)
     except ServerError:
         pass  # server rank 0 has reported it
-    return 1
+    return end_job()
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,6 +461,15 @@ def _first_server_rank() -> int:
     return MPI.COMM_WORLD.Get_rank()
 
 
+def _serve_oasis(oasis: OasisCouplingConfig, run_dir: Path, **options: Any) -> int:
+    """:func:`serve_oasis_model`; an unforeseen error still ends the job (:func:`_fail`)."""
+    try:
+        return serve_oasis_model(oasis, run_dir, **options)
+    except Exception as err:
+        traceback.print_exc()
+        return _fail(run_dir, f"{type(err).__name__}: {err} (a bug?)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a server rank (under mpirun, after the model ranks)."""
     parser = argparse.ArgumentParser(
@@ -443,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             oasis = OasisCouplingConfig.from_mapping(json.loads(args.oasis.read_text()))
         except (OSError, ValueError) as err:
             return _fail(run_dir, f"{args.oasis}: {err}")
-        return serve_oasis_model(oasis, run_dir, prefer=args.backend)
+        return _serve_oasis(oasis, run_dir, prefer=args.backend)
     # the configuration is read before the split, for the time to wait for the model ranks
     problem: str | None = None
     try:
@@ -452,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = CouplingConfig()
         problem = f"cannot load {args.config}: {err}"
     if problem is None and config.oasis is not None:
-        return serve_oasis_model(
+        return _serve_oasis(
             config.oasis,
             run_dir,
             prefer=args.backend,
@@ -471,6 +517,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         MPI.COMM_WORLD.Abort(1)
         return 1  # not reached
     (run_dir / f"server.{layout.rank}.pid").write_text(f"{os.getpid()}\n")
-    if problem is not None:
-        return serve_with_problem(layout, config, run_dir, problem)
-    return serve(layout, config, run_dir)
+    try:
+        if problem is not None:
+            return serve_with_problem(layout, config, run_dir, problem)
+        return serve(layout, config, run_dir)
+    except Exception as err:  # unforeseen: still never leave the job hanging
+        traceback.print_exc()
+        return give_up(
+            layout, f"mlbridge server rank {layout.rank}: {type(err).__name__}: {err} (a bug?)"
+        )

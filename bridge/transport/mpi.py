@@ -21,7 +21,10 @@ Messages (tag: direction, type, content):
   as its error.
 
 Every wait polls with a deadline (:func:`wait_all`, :func:`probe`), so a dead peer gives a
-:class:`TransportTimeout` naming what was awaited, never a hang.
+:class:`TransportTimeout` naming what was awaited, never a hang. While they wait, the server ranks
+answer each other's pings (:class:`PeerWatch`, on a communicator of their own): a server rank
+that times out can tell a server rank that does not answer (stuck in its closure, or dead) from
+model ranks that send nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ SPIN_S = 0.5
 # a whole time slice, in the middle of a transfer that needs both sides.
 TIGHT_S = 2e-3
 MAX_SLEEP_S = 1e-4
+# Server to server, on PeerWatch's own communicator (no clash with the tags shared with the model)
+PING_TAG = 1
+PONG_TAG = 2
+PEER_ANSWER_S = 3.0  # how long a server rank that gives up waits for the others to answer
 
 
 class TransportError(RuntimeError):
@@ -186,6 +193,8 @@ def _poll(
 ) -> float:
     """Call ``ready`` until it returns True; return the seconds waited.
 
+    ``interrupt`` is called every 64 polls, and at every poll once the wait sleeps.
+
     Raises
     ------
     TransportTimeout
@@ -209,15 +218,23 @@ def _poll(
     return time.perf_counter() - t0
 
 
-def poll(ready: Callable[[], bool], timeout_s: float, what: str) -> float:
+def _answering(watch: PeerWatch | None, what: str) -> Callable[[], None] | None:
+    return None if watch is None else lambda: watch.answer(what)
+
+
+def poll(
+    ready: Callable[[], bool], timeout_s: float, what: str, watch: PeerWatch | None = None
+) -> float:
     """Call ``ready`` until it returns True, as every wait here does; return the seconds waited.
+
+    With ``watch``, the other server ranks' pings are answered meanwhile (saying ``what``).
 
     Raises
     ------
     TransportTimeout
         After ``timeout_s`` seconds, naming ``what``.
     """
-    return _poll(ready, timeout_s, what)
+    return _poll(ready, timeout_s, what, _answering(watch, what))
 
 
 def wait_all(
@@ -225,6 +242,7 @@ def wait_all(
     timeout_s: float,
     what: str,
     statuses: list[Any] | None = None,
+    watch: PeerWatch | None = None,
 ) -> float:
     """Wait for every request, at most ``timeout_s``; return the seconds waited.
 
@@ -238,6 +256,8 @@ def wait_all(
         What is awaited, for the error message.
     statuses
         Optional list of ``MPI.Status`` filled for each request.
+    watch
+        The server ranks' :class:`PeerWatch`: their pings are answered while this waits.
 
     Raises
     ------
@@ -249,9 +269,10 @@ def wait_all(
     if not requests:
         return 0.0
     reqs = list(requests)
+    interrupt = _answering(watch, what)
     if statuses is None:
-        return _poll(lambda: MPI.Request.Testall(reqs), timeout_s, what)
-    return _poll(lambda: MPI.Request.Testall(reqs, statuses), timeout_s, what)
+        return _poll(lambda: MPI.Request.Testall(reqs), timeout_s, what, interrupt)
+    return _poll(lambda: MPI.Request.Testall(reqs, statuses), timeout_s, what, interrupt)
 
 
 def probe(comm: Any, source: int, tag: int, timeout_s: float, what: str) -> Any:
@@ -330,3 +351,72 @@ def send_error_to_models(
         wait_all([req for req, _ in keep], grace_s, "the model ranks to take the error message")
     except TransportTimeout:
         pass
+
+
+class PeerWatch:
+    """The server ranks answer each other while they wait, on a communicator of their own.
+
+    A server rank that times out waiting for the model ranks cannot tell by itself whether the
+    model ranks are blocked outside the coupling or are waiting for the outputs of another server
+    rank that is stuck (in its closure) or dead. :meth:`silent_peers` pings every other server
+    rank; the ones waiting in a poll of this module answer at once (:meth:`answer`, called from
+    the polls), with what they are waiting for.
+
+    Parameters
+    ----------
+    servers
+        The server ranks' communicator (duplicated here: a collective over the server ranks).
+    """
+
+    def __init__(self, servers: Any) -> None:
+        self.comm = servers.Dup()
+        self.rank = int(self.comm.Get_rank())
+        self.size = int(self.comm.Get_size())
+        self.round = 0
+        self._keep: list[tuple[Any, Any]] = []
+
+    def answer(self, doing: str) -> None:
+        """Answer every ping that came in: ``"<round> <doing>"`` to its sender."""
+        from mpi4py import MPI
+
+        status = MPI.Status()
+        while self.comm.Iprobe(MPI.ANY_SOURCE, PING_TAG, status):
+            ping = np.zeros(1, dtype=np.int32)
+            self.comm.Recv([ping, MPI.INTEGER], source=status.Get_source(), tag=PING_TAG)
+            self._keep = [(r, b) for r, b in self._keep if not r.Test()]
+            self._keep.append(
+                isend_text(self.comm, f"{int(ping[0])} {doing}", status.Get_source(), PONG_TAG)
+            )
+
+    def silent_peers(
+        self, grace_s: float = PEER_ANSWER_S, doing: str = "giving up"
+    ) -> tuple[list[int], dict[int, str]]:
+        """Ping every other server rank; those that did not answer within ``grace_s``, and what
+        the others said they were doing (by server rank).
+
+        The pings of others are answered meanwhile (with ``doing``).
+        """
+        from mpi4py import MPI
+
+        self.round += 1
+        peers = [r for r in range(self.size) if r != self.rank]
+        ping = np.array([self.round], dtype=np.int32)
+        pings = [self.comm.Isend([ping, MPI.INTEGER], dest=r, tag=PING_TAG) for r in peers]
+        answers: dict[int, str] = {}
+        status = MPI.Status()
+
+        def all_answered() -> bool:
+            self.answer(doing)
+            while self.comm.Iprobe(MPI.ANY_SOURCE, PONG_TAG, status):
+                text, source = recv_text(self.comm, status.Get_source(), PONG_TAG, 1.0, "a pong")
+                number, _, said = text.partition(" ")
+                if number == str(self.round):
+                    answers[source] = said
+            return len(answers) == len(peers)
+
+        try:
+            _poll(all_answered, grace_s, "the other server ranks to answer")
+        except TransportTimeout:
+            pass
+        self._keep += [(r, ping) for r in pings]  # a silent peer may never take its ping
+        return [r for r in peers if r not in answers], answers

@@ -13,6 +13,11 @@ closures read the other (and outputs that alias a block stay valid while they go
 * Lag 1: contiguous buffers on both sides (with Open MPI's single-copy mechanism the receiver then
   pulls a message by itself), and the outputs are copied into one of two send buffers, so that the
   next closure call never waits for the model to take them.
+
+A wait that times out says which step it waited for and why that is likely: with a
+:class:`bridge.transport.mpi.PeerWatch`, the server ranks that did not answer are named (stuck in
+their closure, or dead: the model ranks wait for their outputs); when every server rank answers,
+the model ranks are blocked outside the coupling (:data:`MODEL_BLOCKED`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ from bridge.domain.plan import Box, Plan
 from bridge.protocol.handshake import FieldDecl
 from bridge.transport import mpi as wire
 from bridge.wire import DONE_LENGTH, TAG_DONE, TAG_FIELDS, TAG_OUTPUTS
+
+MODEL_BLOCKED = (
+    "a model rank is blocked outside the coupling, e.g. in a collective on MPI_COMM_WORLD, "
+    "which includes the servers: use the communicator mlb_init returned; or it stopped, or "
+    "its step takes longer than server.timeout_s"
+)
+"""The likely cause when the model ranks send nothing and every server rank answers."""
 
 
 class BlockTransportError(RuntimeError):
@@ -69,6 +81,10 @@ class MpiBlockTransport:
         The exchanges' lag (1: buffered, see the module docstring).
     timeout_s
         Every wait gives up after this long.
+    every
+        Model steps between two exchanges (to name the step a timeout waited for).
+    watch
+        The server ranks' watch: answered while waiting, asked after a timeout.
     """
 
     def __init__(
@@ -79,6 +95,9 @@ class MpiBlockTransport:
         recv_fields: Sequence[FieldDecl],
         lag: int,
         timeout_s: float,
+        *,
+        every: int = 1,
+        watch: wire.PeerWatch | None = None,
     ) -> None:
         from mpi4py import MPI
 
@@ -87,6 +106,8 @@ class MpiBlockTransport:
         self.rank = layout.rank
         self.plan = plan
         self.timeout = timeout_s
+        self.every = every
+        self.watch = watch
         self.send_fields = list(send_fields)
         self.recv_fields = list(recv_fields)
         hy, hx = plan.haloed_shape(self.rank)
@@ -237,14 +258,7 @@ class MpiBlockTransport:
 
     def wait(self) -> int | None:
         """Wait for the fields of every model rank feeding the block, or their goodbye."""
-        try:
-            self.said = self._wait_fields_or_goodbye()
-        except wire.TransportTimeout as err:
-            last = self.served[-1] if self.served else "none yet"
-            raise BlockTransportError(
-                f"server rank {self.rank}: {err} (model ranks {list(self.in_peers)}; last step "
-                f"served: {last}): is a model rank dead?"
-            ) from None
+        self.said = self._wait_fields_or_goodbye()
         if all(w == "done" for w in self.said):
             return None
         kt = self._check_messages()
@@ -274,9 +288,7 @@ class MpiBlockTransport:
         parity = self.parity
         if self.buffered:
             # the buffers of this parity went two exchanges ago: long taken
-            wire.wait_all(
-                self.parity_sends[parity], self.timeout, "the model ranks to take the outputs"
-            )
+            self._wait_taken(self.parity_sends[parity], "the outputs")
             for view, name, region in self.pack_copies[parity]:
                 np.copyto(view, outputs[name][region])
             self.outgoing = [[self.out_bufs[(r, parity)], MPI.DOUBLE] for r in self.out_peers]
@@ -304,10 +316,8 @@ class MpiBlockTransport:
 
     def finish(self) -> dict[int, list[float]]:
         """Wait until the model ranks took the last outputs; their goodbye figures."""
-        wire.wait_all(
-            [*self.send_requests, *self.parity_sends[0], *self.parity_sends[1]],
-            self.timeout,
-            "the model ranks to take the last outputs",
+        self._wait_taken(
+            [*self.send_requests, *self.parity_sends[0], *self.parity_sends[1]], "the last outputs"
         )
         return dict(self.model_timing)
 
@@ -354,8 +364,45 @@ class MpiBlockTransport:
                     pending.remove(i)
             return not pending
 
-        wire.poll(ready, self.timeout, "the fields of the model ranks")
+        try:
+            wire.poll(ready, self.timeout, f"the fields of {self.next_step()}", self.watch)
+        except wire.TransportTimeout as err:
+            silent = [peers[i] for i in pending]
+            sent = [peers[i] for i in range(len(peers)) if i not in pending]
+            what = f"model ranks {silent} sent nothing" + (
+                f" (model ranks {sent} did)" if sent else ""
+            )
+            raise self.timed_out(err, what) from None
         return [str(w) for w in said]
+
+    def next_step(self) -> str:
+        """The step the next fields belong to, in words."""
+        if not self.served:
+            return "the first exchange"
+        return f"step {self.served[-1] + self.every}"
+
+    def timed_out(self, err: wire.TransportTimeout, what: str) -> BlockTransportError:
+        """The error of a wait on the model ranks that timed out, with its likely cause.
+
+        The other server ranks are asked first (:meth:`bridge.transport.mpi.PeerWatch.
+        silent_peers`): one that does not answer is stuck or dead, and the model ranks wait for
+        its outputs; when every one answers, the model ranks are blocked outside the coupling.
+        """
+        last = self.served[-1] if self.served else "none yet"
+        head = f"server rank {self.rank}: {err}: {what} (last step served: {last})"
+        if self.watch is not None and self.watch.size > 1:
+            silent, _ = self.watch.silent_peers()
+            if silent:
+                world = [self.layout.server_ranks[r] for r in silent]
+                many = len(silent) > 1
+                return BlockTransportError(
+                    f"{head}: server rank{'s' if many else ''} {', '.join(map(str, silent))} "
+                    f"(world rank{'s' if many else ''} {', '.join(map(str, world))}) did not "
+                    f"answer the other server ranks within {wire.PEER_ANSWER_S:g} s: "
+                    f"{'they are' if many else 'it is'} stuck (e.g. in a closure) or dead, and "
+                    "the model ranks wait for its outputs"
+                )
+        return BlockTransportError(f"{head}: {MODEL_BLOCKED}")
 
     def _check_messages(self) -> int:
         """The step of the messages just received (the same from every model rank)."""
@@ -386,6 +433,18 @@ class MpiBlockTransport:
 
     def _wait_sends(self) -> None:
         """Wait until the model ranks took the last outputs; forget their arrays."""
-        wire.wait_all(self.send_requests, self.timeout, "the model ranks to take the outputs")
+        self._wait_taken(self.send_requests, "the outputs")
         self.send_requests = []
         self.send_keep = []
+
+    def _wait_taken(self, requests: Sequence[Any], outputs: str) -> None:
+        """Wait until the model ranks took ``outputs`` (the OUTPUTS ``requests``)."""
+        last = f"step {self.served[-1]}" if self.served else "no step"
+        try:
+            wire.wait_all(
+                requests, self.timeout, f"the model ranks to take {outputs} of {last}",
+                watch=self.watch,
+            )  # fmt: skip
+        except wire.TransportTimeout as err:
+            peers = list(self.out_peers)
+            raise self.timed_out(err, f"model ranks {peers} did not take them") from None

@@ -31,7 +31,8 @@ submodule (mlbridge) mlbridge_transfer
       &               MPI_CHARACTER, MPI_ORDER_FORTRAN, MPI_BOTTOM, MPI_ANY_SOURCE, MPI_STATUS_IGNORE, &
       &               MPI_STATUSES_IGNORE, MPI_Isend, MPI_Irecv, MPI_Recv, MPI_Testall, MPI_Iprobe, &
       &               MPI_Get_count, MPI_Get_address, MPI_Type_create_subarray, MPI_Type_create_struct, &
-      &               MPI_Type_commit, MPI_Type_free, MPI_F_sync_reg, operator(==), operator(/=)
+      &               MPI_Type_commit, MPI_Type_free, MPI_F_sync_reg, MPI_Request_get_status, &
+      &               operator(==), operator(/=)
    implicit none
 
 contains
@@ -323,7 +324,8 @@ contains
       !! Wait for all reqs, at most timeout_s: poll MPI_Testall, spinning (with
       !! sched_yield) for SPIN_S then sleeping (up to MAX_SLEEP_US between polls), and look
       !! for an error message from any server meanwhile. A dead or silent
-      !! peer gives MLB_ERR_TIMEOUT with a message, never a hang.
+      !! peer gives MLB_ERR_TIMEOUT with a message, never a hang; the message
+      !! names the server ranks that did not answer (silent_servers).
       !!------------------------------------------------------------------
       type(mlb_coupling_t), intent(inout), target, asynchronous :: cpl
       type(MPI_Request), intent(inout), asynchronous :: reqs(:)
@@ -335,6 +337,7 @@ contains
       integer(c_int) :: irc
       real(real64) :: t0, elapsed
       character(len=512) :: msg
+      character(len=256) :: who
 
       status = MLB_OK
       t0 = MPI_Wtime()
@@ -353,12 +356,13 @@ contains
             if (status /= MLB_OK) exit
          end if
          if (elapsed > cpl%timeout_s) then
+            call silent_servers(cpl, reqs, who)
             if (present(kt)) then
                write(msg, '(a,f0.1,a,i0,a,i0,a)') 'mlbridge: timed out after ', cpl%timeout_s, ' s waiting for '// &
-                  & what//' (step ', kt, ', model rank ', cpl%model_rank, '): is a server rank dead?'
+                  & what//' (step ', kt, ', model rank ', cpl%model_rank, '): '//trim(who)
             else
                write(msg, '(a,f0.1,a,i0,a)') 'mlbridge: timed out after ', cpl%timeout_s, ' s waiting for '// &
-                  & what//' (model rank ', cpl%model_rank, '): is a server rank dead?'
+                  & what//' (model rank ', cpl%model_rank, '): '//trim(who)
             end if
             call set_error(cpl, MLB_ERR_TIMEOUT, msg, status); exit
          end if
@@ -428,6 +432,41 @@ contains
       cpl%recv_posted_kt = kt
       cpl%recv_pending = .true.
    end subroutine post_receives
+
+
+   subroutine silent_servers(cpl, reqs, who)
+      !! Who did not answer: the server ranks of the requests still pending, when reqs holds one
+      !! request per route (rreq) or per (field, route) (sreq); else a question.
+      type(mlb_coupling_t), intent(in), target, asynchronous :: cpl
+      type(MPI_Request), intent(in), asynchronous :: reqs(:)
+      character(len=*), intent(out) :: who
+      logical :: silent(size(cpl%server_ranks)), done
+      integer :: jq, jr, js, ierr, nsilent
+      character(len=16) :: num
+
+      who = 'is a server rank dead?'
+      if (cpl%nroutes == 0 .or. .not. allocated(cpl%routes)) return
+      if (mod(size(reqs), cpl%nroutes) /= 0) return
+      silent(:) = .false.
+      do jq = 1, size(reqs)
+         call MPI_Request_get_status(reqs(jq), done, MPI_STATUS_IGNORE, ierr)
+         if (done) cycle
+         jr = mod(jq - 1, cpl%nroutes) + 1
+         js = findloc(cpl%server_ranks, cpl%routes(jr)%server, dim=1)
+         if (js > 0) silent(js) = .true.
+      end do
+      nsilent = count(silent)
+      if (nsilent == 0) return
+      who = trim(merge('server ranks', 'server rank ', nsilent > 1))
+      do js = 1, size(silent)
+         if (.not. silent(js)) cycle
+         write(num, '(i0)') js - 1
+         who = trim(who)//' '//trim(num)
+         write(num, '(i0)') cpl%server_ranks(js)
+         who = trim(who)//' (world rank '//trim(num)//')'
+      end do
+      who = trim(who)//' did not answer: stuck (e.g. in a closure) or dead?'
+   end subroutine silent_servers
 
 
    subroutine check_server_error(cpl, status)

@@ -32,7 +32,7 @@ MODULE infmod
    USE mppini    , ONLY : jpi, jpj, jpiglo, jpjglo, nimpp, njmpp
    USE domain    , ONLY : tmask
    USE infclosure, ONLY : inc_laplacian, inc_smooth3
-   USE inftest   , ONLY : inf_test_init, inf_test_nan, cn_mlb_inproc, rn_mlb_coef
+   USE inftest   , ONLY : inf_test_init, inf_test_nan, inf_test_world, cn_mlb_inproc, rn_mlb_coef
    USE mlbridge  , ONLY : mlb_init, mlb_def_grid, mlb_def_field, mlb_enddef, mlb_put, mlb_get,   &
       &                   mlb_finalize, mlb_error_message, MLB_SEND, MLB_RECV, MLB_OK, MLB_ERR_REMOTE
 
@@ -177,6 +177,7 @@ CONTAINS
          &   CALL ctl_stop( 'inf_put: u, v and h must have the same (jpi, jpj, jpk) shape' )
       nkt_put = kt
       IF( nkt0 < 0 )   nkt0 = kt
+      CALL inf_test_world( kt )
       IF( ln_mlb ) THEN
          DO jf = 1, jpfld
             SELECT CASE( cn_mlb_snd(jf) )

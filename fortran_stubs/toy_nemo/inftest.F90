@@ -2,17 +2,20 @@ MODULE inftest
    !!======================================================================
    !!                       ***  MODULE  inftest  ***
    !! toy_nemo :  test hooks of the coupling (&nammlb_test): a closure run
-   !!             in process instead of the servers, and a NaN sent at one
-   !!             point (the tests of on_nan)
+   !!             in process instead of the servers, a NaN sent at one
+   !!             point (the tests of on_nan), and a collective on
+   !!             MPI_COMM_WORLD (the tests of a model blocked outside the coupling)
    !!======================================================================
-   !!   inf_test_init : read and check &nammlb_test (ref then cfg)
-   !!   inf_test_nan  : the copy of a sent field that carries the NaN, when due
+   !!   inf_test_init  : read and check &nammlb_test (ref then cfg)
+   !!   inf_test_nan   : the copy of a sent field that carries the NaN, when due
+   !!   inf_test_world : MPI_Barrier on MPI_COMM_WORLD, when due
    !!----------------------------------------------------------------------
    !! Kept apart from &nammlb, which is what a coupled configuration sets:
    !! nothing here is needed to run with mlbridge servers. The in-process
    !! closures themselves are in infclosure; infmod runs them.
    !!----------------------------------------------------------------------
    USE, INTRINSIC :: ieee_arithmetic, ONLY : ieee_value, ieee_quiet_nan
+   USE mpi_f08   , ONLY : MPI_Barrier, MPI_COMM_WORLD
    USE par_kind  , ONLY : wp, lc
    USE lib_mpp   , ONLY : lwp, numout, ctl_stop, ctl_nam, nam_open
    USE mppini    , ONLY : jpi, jpj, jpiglo, jpjglo, nimpp, njmpp
@@ -22,6 +25,7 @@ MODULE inftest
 
    PUBLIC   inf_test_init   ! called by infmod (inf_def)
    PUBLIC   inf_test_nan    ! called by infmod (put_field)
+   PUBLIC   inf_test_world  ! called by infmod (inf_put)
 
    INTEGER, PARAMETER ::   lf = 16                    ! length of a field name (as infmod)
 
@@ -31,6 +35,7 @@ MODULE inftest
    INTEGER           ::   nn_mlb_nan_kt = -1               ! step at which a NaN is sent (-1: never)
    INTEGER           ::   nn_mlb_nan_i = 1, nn_mlb_nan_j = 1, nn_mlb_nan_k = 1   ! its global (i, j, k)
    CHARACTER(len=lf) ::   cn_mlb_nan_fld = 'u'             ! the sent field that carries it
+   INTEGER           ::   nn_mlb_world_kt = -1             ! step of the MPI_COMM_WORLD barrier (-1: never)
 
    !!----------------------------------------------------------------------
 CONTAINS
@@ -47,7 +52,7 @@ CONTAINS
       INTEGER ::   inum, ios
       CHARACTER(len=lc) ::   cmsg
       NAMELIST/nammlb_test/ cn_mlb_inproc, rn_mlb_coef, nn_mlb_nan_kt, nn_mlb_nan_i, nn_mlb_nan_j, nn_mlb_nan_k,   &
-         &                  cn_mlb_nan_fld
+         &                  cn_mlb_nan_fld, nn_mlb_world_kt
       !!------------------------------------------------------------------
       cmsg = ''
       CALL nam_open( 'namelist_ref', inum )
@@ -64,6 +69,8 @@ CONTAINS
          WRITE(numout,'(a,es12.5)') '   its coefficient                    rn_mlb_coef   = ', rn_mlb_coef
          IF( nn_mlb_nan_kt >= 0 )   WRITE(numout,'(a,i0,a,3(i0,1x),a)') '   TEST: NaN sent at step ', nn_mlb_nan_kt,   &
             &   ' in '//TRIM(cn_mlb_nan_fld)//' at global (i j k) ', nn_mlb_nan_i, nn_mlb_nan_j, nn_mlb_nan_k
+         IF( nn_mlb_world_kt >= 0 )   WRITE(numout,'(a,i0)') '   TEST: MPI_Barrier(MPI_COMM_WORLD) at step ',   &
+            &   nn_mlb_world_kt
       ENDIF
       SELECT CASE( cn_mlb_inproc )
       CASE( 'none', 'laplacian', 'smooth3' )
@@ -108,6 +115,21 @@ CONTAINS
       pwork(:,:,:) = pf(:,:,:)
       pwork(ii,ij,nn_mlb_nan_k) = ieee_value( 1._wp, ieee_quiet_nan )
    END SUBROUTINE inf_test_nan
+
+
+   SUBROUTINE inf_test_world( kt )
+      !!------------------------------------------------------------------
+      !!                  ***  ROUTINE inf_test_world  ***
+      !! ** Purpose :   at step nn_mlb_world_kt, every rank enters a barrier on
+      !!                MPI_COMM_WORLD, which includes the servers: the bug of a
+      !!                routine written for the world instead of the communicator
+      !!                mlb_init returned. Coupled, it never returns (the servers
+      !!                must end the job).
+      !!------------------------------------------------------------------
+      INTEGER, INTENT(in) ::   kt   ! time step
+      !!------------------------------------------------------------------
+      IF( kt == nn_mlb_world_kt )   CALL MPI_Barrier( MPI_COMM_WORLD )
+   END SUBROUTINE inf_test_world
 
    !!======================================================================
 END MODULE inftest

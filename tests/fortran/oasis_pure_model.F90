@@ -16,9 +16,12 @@
 !! gets u_tend, v_tend back. Rank r writes what it got to received_<r>.txt:
 !!    kt field i j k value      (i, j, k global, 1-based)
 !! and a last line "END <steps>" once oasis_terminate has returned.
+!! Test hook: nn_nan_kt >= 0 puts a NaN into u at step nn_nan_kt, at the
+!! global point (nn_nan_i, nn_nan_j, nn_nan_k) (1-based).
 !!----------------------------------------------------------------------
 program oasis_pure_model
    use, intrinsic :: iso_fortran_env, only: int32, real64, error_unit
+   use, intrinsic :: ieee_arithmetic, only: ieee_value, ieee_quiet_nan
    use mpi
    use mod_oasis, only: oasis_init_comp, oasis_get_localcomm, oasis_def_partition, &
       &                 oasis_def_var, oasis_enddef, oasis_put, oasis_get, oasis_terminate, &
@@ -32,8 +35,9 @@ program oasis_pure_model
    integer(int32) :: nn_it000 = 1, nn_itend = 3, rn_dt = 3600
    character(len=128) :: cn_snd(NF) = ['O_U    ', 'O_V    ']
    character(len=128) :: cn_rcv(NF) = ['O_UTND ', 'O_VTND ']
+   integer(int32) :: nn_nan_kt = -1, nn_nan_i = 1, nn_nan_j = 1, nn_nan_k = 1
    namelist /nampure/ cn_comp, nn_nx, nn_ny, nn_nz, nn_jpni, nn_jpnj, nn_it000, nn_itend, &
-      &               rn_dt, cn_snd, cn_rcv
+      &               rn_dt, cn_snd, cn_rcv, nn_nan_kt, nn_nan_i, nn_nan_j, nn_nan_k
 
    integer(int32) :: icomp, icomm, irank, isize, ierr, ios, inum, ipart, kinfo
    integer(int32) :: ri, rj, i0, i1, j0, j1, bx, by, npts, iseg
@@ -111,6 +115,12 @@ program oasis_pure_model
             end do
          end do
       end do
+      if (kt == nn_nan_kt) then
+         ji = nn_nan_i - i0
+         jj = nn_nan_j - j0
+         if (ji >= 1 .and. ji <= bx .and. jj >= 1 .and. jj <= by) &
+            &  zsnd(ji, jj, nn_nan_k, 1) = ieee_value(1._real64, ieee_quiet_nan)
+      end if
       do jf = 1, NF
          call oasis_put(isnd(jf), idate, reshape(zsnd(:, :, :, jf), [npts, 1]), kinfo)
       end do
