@@ -160,7 +160,7 @@ def output_bounds(
         for output, model_field in ex.outputs.items():
             if output in ex.max_abs:
                 value = ex.max_abs[output]
-                source = f"max_abs of exchange {name!r}"
+                source = "max_abs of the exchange in coupling.toml"
             elif output in implied:
                 value = implied[output]
                 source = (
