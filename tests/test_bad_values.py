@@ -14,22 +14,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from test_coupling_toy import config_for, exchange, logs, make_case, run
-from toy_helpers import read_nc
+from toy_helpers import NAMELIST_REF, read_nc
 
 from bridge.closures.analytic import laplacian_op
 from bridge.closures.base import ClosureSpec, FieldSpec
 from bridge.config.coupling import CouplingConfig
+from bridge.config.namelist import read_namelists
 from bridge.domain.plan import Box, server_blocks
 from bridge.launch.launcher import RunResult
 from bridge.server.engine import Block, Engine, ServerError
 
+REPO = Path(__file__).resolve().parents[1]
 NX, NY, NZ = 23, 17, 3  # the small basin of make_case
 FAST_S = 15.0  # seconds from mpirun's start to its end, at most
 
@@ -196,3 +207,192 @@ def test_max_abs_replaces_or_lifts_the_manifest_bound() -> None:
     out = engine.infer(1, fields)["b_tend"]
     assert out[1, 2, 3] == 0.0 and out[0, 0, 0] == pytest.approx(1.0e-6)
     assert engine.summary({})["max_abs_replaced"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# 9. namelist entries of the wrong type, refused before anything starts
+# --------------------------------------------------------------------------------------------
+
+
+def mlbridge_run(case: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``mlbridge run -q CASE/coupling.toml ARGS`` (laplacian on u and v); its seconds."""
+    from conftest import build_dir
+
+    toml = case / "coupling.toml"
+    toml.write_text(COUPLING_TOML)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "run", "-q", str(toml), *args],
+        cwd=REPO,
+        env={**os.environ, "MLBRIDGE_BUILD_DIR": str(build_dir())},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return proc, time.perf_counter() - t0
+
+
+COUPLING_TOML = """
+[model]
+executable = "toy_nemo"
+ranks = 1
+namelist_cfg = "namelist_cfg"
+[server]
+ranks = 1
+timeout_s = 20.0
+[run]
+workdir = "runs"
+[[exchange]]
+closure = "laplacian"
+inputs = { u = "u", v = "v" }
+outputs = { lap_u = "u_tend", lap_v = "v_tend" }
+params = { coefficient = 2.0e-5 }
+"""
+
+
+@pytest.mark.usefixtures("fortran_build")
+@pytest.mark.parametrize(("value", "shown"), [("ten", "'ten'"), (2.5, "2.5")])
+def test_mistyped_namelist_entry_refused_before_launch(
+    tmp_path: Path, value: Any, shown: str
+) -> None:
+    case = make_case(tmp_path, extra={"namrun": {"nn_write": value}})
+    proc, seconds = mlbridge_run(case)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2, text
+    expected = (
+        f"{case / 'namelist_cfg'}: &namrun nn_write = {shown}: expected an integer (as in "
+        f"{NAMELIST_REF}: nn_write = 600)"
+    )
+    assert expected in text, text
+    assert not (case / "runs").exists()  # nothing started: no run directory
+    assert seconds < 30
+
+
+def test_namelist_type_rules(tmp_path: Path) -> None:
+    """Real from an integer: fine; the other way round, logical from a number, a string for a
+    number, an element of an array or of a NEMO structure (mixed types): refused, each named."""
+    ref = tmp_path / "namelist_ref"
+    ref.write_text(
+        "&namx\n nn_a = 1\n rn_b = 1.5\n rn_c = 0\n ln_d = .false.\n cn_e = 'x'\n"
+        " nn_f = 1, 2, 3\n sn_g = 'file', 6., 'var', .true.\n/\n"
+    )
+    cfg = tmp_path / "namelist_cfg"
+    cfg.write_text(
+        "&namx\n nn_a = 2.0\n rn_b = 2\n rn_c = 0.5\n ln_d = 1\n cn_e = 3\n"
+        " nn_f = 1, 'two', 3, 4.5\n sn_g = 'other', 12, 'var', 'yes'\n/\n"
+    )
+    problems = read_namelists(ref, cfg).type_problems()
+    head = f"{cfg}: &namx"
+    assert problems == [
+        f"{head} nn_a = 2.0: expected an integer (as in {ref}: nn_a = 1)",
+        f"{head} ln_d = 1: expected a logical (as in {ref}: ln_d = .false.)",
+        f"{head} cn_e = 3: expected a character string (in quotes) (as in {ref}: cn_e = 'x')",
+        f"{head} nn_f(2) = 'two': expected an integer (as in {ref}: nn_f = 1, 2, 3)",
+        f"{head} nn_f(4) = 4.5: expected an integer (as in {ref}: nn_f = 1, 2, 3)",
+        f"{head} sn_g(4) = 'yes': expected a logical (as in {ref}: sn_g = 'file', 6.0, 'var', "
+        ".true.)",
+    ]
+    # rn_b = 2 and rn_c = 0.5 (a real written 0 in the reference) pass; the repository's
+    # own namelists pass
+    for example in sorted((REPO / "examples").glob("*/namelist_cfg")):
+        assert read_namelists(NAMELIST_REF, example).type_problems() == [], example
+
+
+# --------------------------------------------------------------------------------------------
+# 10. a disk too small, or one that fills during the run
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mount a tmpfs of a given size (``300k``) under ``tmp_path``; unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        disk = tmp_path / f"disk{len(mounted)}"
+        disk.mkdir()
+        if shutil.which("mount") is None:
+            pytest.skip("no mount command: a small file system cannot be made here")
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (root needed): {proc.stderr.strip()}")
+        mounted.append(disk)
+        return disk
+
+    yield mount
+    for disk in mounted:
+        subprocess.run(["umount", "--lazy", str(disk)], capture_output=True)
+
+
+@pytest.mark.usefixtures("fortran_build")
+def test_outputs_too_big_for_the_disk_refused_before_launch(
+    tmp_path: Path, small_disk: Callable[[str], Path]
+) -> None:
+    disk = small_disk("300k")
+    case = make_case(tmp_path / "case", steps=200, write=1)  # 200 records of 28 KiB
+    proc, seconds = mlbridge_run(case, "--workdir", str(disk / "runs"))
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2, text
+    assert f"run.workdir: {disk / 'runs'}: the run needs about " in text, text
+    assert "TOY_grid.nc: 6 fields of 23 x 17 x 3, 200 records (nn_write = 1)" in text
+    assert f"but its file system ({disk}) has 300.0 KiB (307200 bytes) free" in text, text
+    assert not any(disk.iterdir())  # nothing started
+    assert seconds < 30
+
+
+def fill_when_running(disk: Path, runs: Path, timeout_s: float = 60.0) -> threading.Thread:
+    """Another job filling ``disk`` as soon as the model has reported a step in ``runs``."""
+
+    def fill() -> None:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end and not list(runs.glob("*/time.step")):
+            time.sleep(0.01)
+        with contextlib.suppress(OSError), open(disk / "other_job.bin", "wb") as fh:
+            while True:
+                fh.write(bytes(1 << 16))
+                fh.flush()
+
+    thread = threading.Thread(target=fill, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.usefixtures("fortran_build")
+def test_disk_full_during_the_run_is_named(
+    tmp_path: Path,
+    small_disk: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk fills once the model reports its first step (1% of 100000): the run ends
+    non-zero at its next write, the report says "no space left" naming the run directory, and
+    goes to $TMPDIR since the run directory is full."""
+    disk = small_disk("4m")
+    spare = tmp_path / "spare"
+    spare.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spare))
+    case = make_case(tmp_path / "case", steps=100000, write=5000)  # 20 records: fit 4 MiB
+    config = config_for(case, 1)  # the model alone
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, workdir=disk / "runs"))
+    filler = fill_when_running(disk, disk / "runs")
+    result = run(config)
+    filler.join(timeout=30)
+    err = capsys.readouterr().err
+    assert result.returncode != 0, err
+    assert result.elapsed < FAST_S, err
+    first = result.problems[0]
+    assert first.startswith(
+        f"no space left on device: the file system of {result.run_dir} has 0 B (0 bytes) free"
+    ), result.problems
+    assert f"FAILED with status {result.returncode} (run directory {result.run_dir})" in err
+    assert "no space left on device" in err
+    # the run directory could not take the report: it went to $TMPDIR, and stderr says so
+    assert result.report == spare / f"mlbridge_{result.run_dir.name}_failure_report.txt"
+    assert first in result.report.read_text()
+    assert f"{result.run_dir / 'failure_report.txt'}: No space left on device" in err
+    assert f"written to {result.report}" in err
+    assert not (result.run_dir / "failure_report.txt").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -18,6 +19,7 @@ from bridge.config.namelist import NemoNamelist
 from bridge.launch.closure_checks import (
     REGISTRY_ENV,
 )
+from bridge.launch.diskspace import disk_full_problem
 from bridge.launch.failures import (
     ERROR_CONTEXT,
     ERROR_MARK,
@@ -27,8 +29,10 @@ from bridge.launch.failures import (
     _status,
     failing_ranks,
     failure_report,
+    keep_report,
     mpi_aborts,
     oasis_messages,
+    report_places,
 )
 from bridge.launch.mpiexec import (
     mpi_env,
@@ -324,6 +328,10 @@ class _Job:
         if stuck is not None:
             problems.insert(0, stuck)
             returncode = returncode or 1
+        if returncode and interrupted is None:
+            full = disk_full_problem(self.run_dir, self.log_files())
+            if full is not None:
+                problems.insert(0, full)
         result = RunResult(
             run_dir=self.run_dir,
             returncode=returncode,
@@ -336,8 +344,14 @@ class _Job:
             interrupted=interrupted is not None,
             problems=tuple(problems),
         )
-        self.report(result, quiet=quiet)
-        return result
+        return self.report(result, quiet=quiet)
+
+    def log_files(self) -> list[Path]:
+        """Every file the job's messages went to: mpirun's log, ocean.output, the rank logs."""
+        files = [self.run_dir / "mpirun.log", self.run_dir / "ocean.output"]
+        for log in self.rank_logs:
+            files += [log.stderr, log.stdout]
+        return files
 
     def outcome(
         self, returncode: int, reached: int | None, interrupted: int | None
@@ -383,8 +397,13 @@ class _Job:
             returncode = returncode or 1
         return returncode, problems
 
-    def report(self, result: RunResult, *, quiet: bool) -> None:
-        """Failure report on stderr, or the success line and timing table on stdout."""
+    def report(self, result: RunResult, *, quiet: bool) -> RunResult:
+        """Failure report on stderr and in a file, or the success line and timing on stdout.
+
+        The failure report goes to ``failure_report.txt`` in the run directory, else (a full
+        disk, no permission) to the first writable of :func:`report_places`, and the result
+        says where (``report``).
+        """
         if result.interrupted:
             print(
                 f"mlbridge run: interrupted after {result.elapsed:.1f} s "
@@ -393,7 +412,18 @@ class _Job:
                 flush=True,
             )
         elif not result.ok:
-            print(failure_report(result), file=sys.stderr, flush=True)
+            text = failure_report(result)
+            print(text, file=sys.stderr, flush=True)
+            path, refused = keep_report(text, report_places(result.run_dir))
+            if refused:
+                where = f"written to {path}" if path is not None else "written nowhere"
+                print(
+                    f"mlbridge run: the report could not be written to {'; '.join(refused)}: "
+                    f"{where}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return dataclasses.replace(result, report=path)
         elif not quiet:
             steps = result.last_step - result.first_step + 1
             print(
@@ -405,3 +435,4 @@ class _Job:
             timing = read_timing(result.run_dir, source)
             if timing:
                 print(format_timing(timing, source), flush=True)
+        return result
