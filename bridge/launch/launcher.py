@@ -20,6 +20,8 @@ Each run gets its own directory ``<workdir>/<cn_exp>_<YYYYmmdd-HHMMSS>[_n]``, ne
                           registered artifact, registry (also printed when the run starts)
     ocean.output, time.step, <cn_exp>_grid.nc, ...   what the model writes (its cwd is here)
     timing.json, diagnostics.nc                      what the servers write at the end
+    failure_report.txt    the failure report (also on stderr); when the run directory cannot
+                          take it (a full disk), in $TMPDIR or the work directory's parent
 
 Registry closures are checked before launch (:mod:`bridge.launch.closure_checks`: registered,
 hashes intact, loadable, inputs and outputs matching the exchange, halo within the server
@@ -34,7 +36,8 @@ While it runs the terminal shows model rank 0's and server rank 0's output, ever
 stderr, and ``E R R O R`` lines of ``ocean.output``; progress (read from ``time.step``) is a
 tqdm bar on a terminal and a plain line every 10% otherwise. The exit status is the worst of
 all ranks; a run that exits 0 but whose model did not reach its last step, or whose
-``ocean.output`` reports an error, counts as failed (status 1). On SIGINT/SIGTERM every rank is
+``ocean.output`` reports an error, counts as failed (status 1). A failed run on a full disk says
+so first (:mod:`bridge.launch.diskspace`). On SIGINT/SIGTERM every rank is
 stopped (mpirun first, then every process of the job after a grace period).
 
 ``transport = "oasis"`` (``docs/oasis.md``): with an ``[oasis]`` table the model couples through

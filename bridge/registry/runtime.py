@@ -183,6 +183,8 @@ class TorchClosure:
     -----
     Inputs are never written to. With a single input whose dtype is ``spec.dtype``, identity
     normalisation and a CPU device, the module sees the caller's memory itself.
+    ``sane_bounds`` holds, per output with a normalisation and no clip, the bound its scale
+    implies (:func:`bridge.registry.manifest.sane_bound`); the server enforces it with ``on_nan``.
     """
 
     def __init__(
