@@ -64,7 +64,7 @@ def assert_ended(result: RunResult, limit_s: float) -> None:
     the fault's cost.
     """
     assert result.returncode != 0, result.problems
-    to_exit = (result.run_dir / "report.txt").stat().st_mtime
+    to_exit = (result.run_dir / "failure_report.txt").stat().st_mtime
     to_exit -= (result.run_dir / "time.step").stat().st_mtime
     assert to_exit < limit_s, f"ended {to_exit:.1f} s after the last step: {result.problems}"
     assert result.elapsed < limit_s + 60.0, f"took {result.elapsed:.1f} s"
@@ -91,7 +91,7 @@ def test_model_in_a_world_collective_ends_the_job(
     assert "use the communicator mlb_init returned" in text
     # the cause comes first in the summary, whichever rank's log the report shows
     assert "collective on MPI_COMM_WORLD" in result.problems[0], result.problems
-    assert (result.run_dir / "report.txt").read_text().count("collective on MPI_COMM_WORLD")
+    assert (result.run_dir / "failure_report.txt").read_text().count("collective on MPI_COMM_WORLD")
 
 
 def test_unforeseen_server_error_ends_the_job(
@@ -344,7 +344,7 @@ def test_hangup_and_terminate_stop_every_rank(
         startup_s=60,
         sig=sig,
     )
-    report = (run_dir / "report.txt").read_text()
+    report = (run_dir / "failure_report.txt").read_text()
     assert f"interrupted by {sig.name}: every rank was stopped" in report
 
 

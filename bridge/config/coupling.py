@@ -37,7 +37,12 @@ The file describes one coupled job (see ``docs/architecture.md``)::
     outputs = { lap_u = "u_tend" } # closure output -> model field received
     every = 1                      # exchange every this many model steps (>= 1)
     lag = 0                        # 0 or 1
-    on_nan = "abort"               # abort | zero
+    on_nan = "abort"               # abort | zero: what to do with a NaN or Inf (either sign), and
+                                   # with an output beyond its max_abs
+    max_abs = { u_tend = 1.0e-3 }  # optional: the largest |value| an output may have (a number
+                                   # for every output, or a table by closure output or model
+                                   # field; inf: no bound); default: none, or for a registry
+                                   # closure without clip the bound its manifest's scale implies
     params = { nu = 1.0e3 }        # optional, free-form: keyword arguments of the closure
     sha256 = ""                    # optional, registry closures: refuse the run unless the
                                    # registered artifact has this sha256 (the launcher pins it
@@ -75,6 +80,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import shutil
 import tomllib
@@ -85,7 +91,7 @@ from typing import Any
 
 from bridge import paths
 from bridge.config.oasis import ON_NAN, OasisConfigError, OasisCouplingConfig
-from bridge.config.schema import Reader, SchemaError, show
+from bridge.config.schema import Reader, SchemaError, join, show
 from bridge.domain.plan import BOUNDARIES
 
 TOY_NAMELIST_REF = paths.toy_namelist_ref()
@@ -245,7 +251,12 @@ class ExchangeConfig:
     lag : int
         0: outputs of step kt come back at kt; 1: at kt + every.
     on_nan : str
-        ``abort`` the run, or replace non-finite outputs by ``zero``.
+        ``abort`` the run, or replace by ``zero``, the non-finite values (NaN, +-Inf) of the
+        fields and outputs and the outputs beyond their ``max_abs``.
+    max_abs : dict of str to float
+        Closure output name -> the largest absolute value it may take (``inf``: no bound, not
+        even the one a registry manifest implies). Outputs not listed: the bound of the
+        closure's manifest (:func:`bridge.registry.manifest.sane_bound`), else none.
     params : dict
         Free-form closure parameters (keyword arguments of the closure).
     sha256 : str
@@ -263,6 +274,7 @@ class ExchangeConfig:
     on_nan: str = "abort"
     params: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
+    max_abs: dict[str, float] = field(default_factory=dict)
 
 
 def exchange_name(exchange: ExchangeConfig) -> str:
@@ -349,6 +361,7 @@ class CouplingConfig:
                     "on_nan": ex.on_nan,
                     "params": json.loads(json.dumps(ex.params)),
                     "sha256": ex.sha256,
+                    "max_abs": dict(ex.max_abs),
                 }
                 for ex in self.exchanges
             ],
@@ -679,7 +692,18 @@ class _Parser(Reader):
         self.known_keys(
             data,
             where,
-            ("name", "closure", "inputs", "outputs", "every", "lag", "on_nan", "params", "sha256"),
+            (
+                "name",
+                "closure",
+                "inputs",
+                "outputs",
+                "every",
+                "lag",
+                "on_nan",
+                "max_abs",
+                "params",
+                "sha256",
+            ),
         )
         closure = self.string(
             data,
@@ -721,7 +745,46 @@ class _Parser(Reader):
                 )
             ),
             sha256=sha256.lower(),
+            max_abs=self.max_abs(data, where, outputs),
         )
+
+    def max_abs(
+        self, data: Mapping[str, Any], where: str, outputs: Mapping[str, str]
+    ) -> dict[str, float]:
+        """``max_abs``: a bound for every output, or a table by closure output or model field.
+
+        Returns the bounds by closure output name.
+        """
+        expected = (
+            "a number > 0 (every output), or a table of closure output or model field -> "
+            "number > 0 (inf: no bound)"
+        )
+        raw = data.get("max_abs", {})
+        if not isinstance(raw, Mapping):
+            if not _is_bound(raw):
+                self.bad(join(where, "max_abs"), raw, expected)
+                return {}
+            return dict.fromkeys(outputs, float(raw))
+        by_field = {model_field: output for output, model_field in outputs.items()}
+        bounds: dict[str, float] = {}
+        for key, value in raw.items():
+            path = join(join(where, "max_abs"), key)
+            output = key if key in outputs else by_field.get(key)
+            if output is None:
+                known = ", ".join([*outputs, *by_field]) or "none"
+                self.note(
+                    path,
+                    f"names no output of this exchange (its closure outputs and model fields: "
+                    f"{known})",
+                    value,
+                )
+            elif output in bounds:
+                self.note(path, f"closure output {output!r} is bounded twice", value)
+            elif not _is_bound(value):
+                self.bad(path, value, "a number > 0 (inf: no bound)")
+            else:
+                bounds[output] = float(value)
+        return bounds
 
     def unique_names(self, exchanges: list[ExchangeConfig]) -> list[ExchangeConfig]:
         """Refuse repeated explicit names; name the others after their closure (``_2``...)."""
@@ -786,6 +849,13 @@ class _Parser(Reader):
                     )
                 else:
                     receiver[model_field] = here
+
+
+def _is_bound(value: Any) -> bool:
+    """A max_abs: a number > 0 (``inf`` included; NaN and booleans not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return value > 0 and not math.isnan(value)
 
 
 def _json_like(value: Any) -> bool:

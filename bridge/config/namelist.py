@@ -5,6 +5,10 @@ every entry with its default, then from ``namelist_cfg``, which overrides some o
 of ``namelist_cfg`` unknown to the reference makes NEMO stop, and :func:`read_namelists` too.
 Names are case-insensitive (f90nml lowercases them): ``rn_Dt`` and ``rn_dt`` are one entry.
 
+An entry of ``namelist_cfg`` must also have the type of the reference's
+(:meth:`NemoNamelist.type_problems`): the model would stop on ``nn_write = 'ten'`` or
+``nn_write = 2.5`` with a message that names neither.
+
 The merged view (:class:`NemoNamelist`) answers what a coupler needs: the time step, the run
 length, the global grid and the requested decomposition. :func:`write_patched_cfg` writes a
 ``namelist_cfg`` with a few entries changed (run length, decomposition) into a run directory,
@@ -27,6 +31,16 @@ GRID_ENTRIES: dict[str, tuple[str, ...]] = {
     "ny": ("nn_ny", "jpjglo", "nn_jpjglo", "nn_j"),
     "nz": ("nn_nz", "jpkglo", "nn_jpkglo", "nn_k", "nn_layers"),
 }
+
+
+FORTRAN_TYPES = ("integer", "real", "logical", "character", "complex")
+"""The types of namelist values, as f90nml reads them (int, float, bool, str, complex)."""
+
+ARTICLES = {"integer": "an integer", "real": "a real", "logical": "a logical",
+            "character": "a character string (in quotes)", "complex": "a complex"}  # fmt: skip
+
+# NEMO's naming convention: a reference written 0 for a real rn_ entry is still a real
+_PREFIX_TYPES = {"rn_": "real"}
 
 
 class NamelistError(ValueError):
@@ -62,6 +76,8 @@ class NemoNamelist:
         Block name -> entry name -> value, all names lowercase, cfg values over ref values.
     origin : dict
         ``(block, entry)`` -> the file the value comes from (cfg or ref), for error messages.
+    reference : dict
+        Block -> entry -> value as ``namelist_ref`` has it (the types cfg values must have).
     patch : dict
         Block -> entry -> value changed by :meth:`with_patch` relative to the files (what
         :func:`write_patched_cfg` writes into a run's ``namelist_cfg``).
@@ -72,6 +88,7 @@ class NemoNamelist:
     groups: dict[str, dict[str, Any]]
     origin: dict[tuple[str, str], Path] = field(default_factory=dict, compare=False)
     patch: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
 
     # -- generic access
 
@@ -126,6 +143,30 @@ class NemoNamelist:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise NamelistError(f"{self.where(group, entry)} = {value!r}: expected a real number")
         return float(value)
+
+    def type_problems(self) -> list[str]:
+        """Every entry set in ``namelist_cfg`` whose type is not the reference's, in words.
+
+        Types are integer, real, logical, character (and complex), of a scalar or of each element
+        of an array (a NEMO structure, an array of mixed types, element by element). A real
+        entry may be given as an integer (Fortran converts it); an integer entry given as a real,
+        or a logical given as a number, is a problem. A reference written ``0`` for an entry
+        named ``rn_...`` is taken as a real (NEMO's naming convention). Each line names the
+        file, the block, the entry (and element), the value and the expected type.
+        """
+        problems = []
+        for group, entries in self.groups.items():
+            for entry, value in entries.items():
+                if self.origin.get((group, entry)) != self.cfg_path:
+                    continue
+                ref = self.reference.get(group, {}).get(entry)
+                for where, found, expected in _type_mismatches(entry, value, ref):
+                    problems.append(
+                        f"{self.cfg_path}: &{group} {where} = {fortran_value(found)}: expected "
+                        f"{ARTICLES[expected]} (as in {self.ref_path}: {entry} = "
+                        f"{fortran_value(ref)})"
+                    )
+        return problems
 
     # -- what a coupler needs
 
@@ -205,7 +246,85 @@ class NemoNamelist:
                 block[entry.lower()] = value
                 origin[(group.lower(), entry.lower())] = self.cfg_path
                 applied.setdefault(group.lower(), {})[entry.lower()] = value
-        return NemoNamelist(self.ref_path, self.cfg_path, groups, origin, applied)
+        return NemoNamelist(self.ref_path, self.cfg_path, groups, origin, applied, self.reference)
+
+
+def fortran_type(value: Any, entry: str = "") -> str | None:
+    """The Fortran type of one f90nml value (None: an empty value, or a derived type).
+
+    ``entry`` names the entry: an integer for an ``rn_`` entry is a real.
+    """
+    if isinstance(value, bool):
+        return "logical"
+    if isinstance(value, int):
+        return _PREFIX_TYPES.get(entry[:3].lower(), "integer")
+    if isinstance(value, float):
+        return "real"
+    if isinstance(value, complex):
+        return "complex"
+    if isinstance(value, str):
+        return "character"
+    return None
+
+
+def accepts(expected: str, value: Any) -> bool:
+    """Whether a Fortran variable of type ``expected`` reads ``value`` (an f90nml scalar)."""
+    if value is None:
+        return True  # an empty value leaves the variable as it is
+    found = fortran_type(value)
+    if expected == "real":
+        return found in ("real", "integer")
+    if expected == "complex":
+        return found in ("complex", "real", "integer")
+    return found == expected
+
+
+def _type_mismatches(entry: str, value: Any, ref: Any) -> list[tuple[str, Any, str]]:
+    """``(entry or entry(i) or entry%part, value found, expected type)`` of each mismatch."""
+    if isinstance(value, Mapping) or isinstance(ref, Mapping):  # a derived type: part by part
+        if not (isinstance(value, Mapping) and isinstance(ref, Mapping)):
+            return []
+        found = []
+        for key, part in value.items():
+            if key in ref:
+                found += [
+                    (f"{entry}%{where}", v, t)
+                    for where, v, t in _type_mismatches(key, part, ref[key])
+                ]
+        return found
+    refs = ref if isinstance(ref, list) else [ref]
+    types = [fortran_type(r, entry) for r in refs]
+    known = {t for t in types if t is not None}
+    values = value if isinstance(value, list) else [value]
+    found = []
+    for index, item in enumerate(values):
+        if index < len(types) and types[index] is not None:
+            expected = types[index]  # element by element: arrays of mixed types (structures)
+        elif len(known) == 1:
+            expected = next(iter(known))
+        else:
+            continue  # nothing to compare with
+        if isinstance(item, list | Mapping) or not accepts(expected, item):
+            where = f"{entry}({index + 1})" if isinstance(value, list) else entry
+            found.append((where, item, expected))
+    return found
+
+
+def fortran_value(value: Any) -> str:
+    """A value as a namelist file writes it (``'ten'``, ``2.5``, ``.true.``, ``1, 2``)."""
+    if isinstance(value, list):
+        return ", ".join(fortran_value(v) for v in value)
+    if value is None:
+        return "(empty)"
+    if isinstance(value, bool):
+        return ".true." if value else ".false."
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, complex):
+        return f"({value.real!r}, {value.imag!r})"
+    if isinstance(value, Mapping):
+        return "(" + ", ".join(f"%{k} = {fortran_value(v)}" for k, v in value.items()) + ")"
+    return repr(value)
 
 
 def _read(path: Path, what: str) -> f90nml.Namelist:
@@ -264,7 +383,8 @@ def read_namelists(ref_path: Path | str, cfg_path: Path | str) -> NemoNamelist:
             origin[(name, key)] = cfg_path
     if problems:
         raise NamelistError("\n".join(problems))
-    return NemoNamelist(ref_path, cfg_path, groups, origin)
+    reference = {name.lower(): _as_dict(group) for name, group in ref.items()}
+    return NemoNamelist(ref_path, cfg_path, groups, origin, reference=reference)
 
 
 def restart_file(namelist: NemoNamelist) -> Path | None:

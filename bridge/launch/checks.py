@@ -24,6 +24,7 @@ from bridge.config.namelist import (
     restart_file,
     run_patch,
 )
+from bridge.launch.diskspace import estimate_outputs, space_problems
 from bridge.launch.mpiexec import MpiNotFoundError, find_mpirun
 from bridge.paths import default_build_dir
 
@@ -91,9 +92,9 @@ def check_executable(ctx: LaunchContext) -> Iterator[str]:
 
 
 def check_namelists(ctx: LaunchContext) -> Iterator[str]:
-    """The namelists exist and are readable (reported once, here)."""
+    """The namelists exist, are readable and typed as the reference (reported once, here)."""
     if ctx.namelist_error:
-        yield ctx.namelist_error
+        yield from ctx.namelist_error.splitlines()
 
 
 def check_time(ctx: LaunchContext) -> Iterator[str]:
@@ -187,6 +188,19 @@ def check_workdir(ctx: LaunchContext) -> Iterator[str]:
         yield f'run.workdir = "{workdir}": {existing} is not writable'
 
 
+def check_disk_space(ctx: LaunchContext) -> Iterator[str]:
+    """The file systems of the run (and of its restarts) can hold what it will write.
+
+    A rough estimate of the toy-like model's outputs (:mod:`bridge.launch.diskspace`) against
+    the free space now: a disk that fills during the run leaves empty logs behind.
+    """
+    if ctx.namelist is None:
+        return
+    workdir = ctx.config.run.workdir
+    for problem in space_problems(estimate_outputs(ctx.config, ctx.namelist, workdir)):
+        yield f"run.workdir: {problem}"
+
+
 def _names(value: object) -> list[str]:
     """A namelist list of names (f90nml gives a str, a list, with None for empty slots)."""
     items = value if isinstance(value, list) else [value]
@@ -242,6 +256,7 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     check_exchange_fields,
     check_restart,
     check_workdir,
+    check_disk_space,
 )
 
 
@@ -260,9 +275,14 @@ def load_run_namelist(config: CouplingConfig, *, model_ranks_changed: bool = Fal
     Raises
     ------
     NamelistError
-        If the namelists cannot be read or merged.
+        If the namelists cannot be read or merged, or if an entry of ``namelist_cfg`` does not
+        have the type of the reference's (every such entry, one line each: the model would stop
+        on the first with a message that does not name it).
     """
     nml = read_namelists(config.model.namelist_ref, config.model.namelist_cfg)
+    mistyped = nml.type_problems()
+    if mistyped:
+        raise NamelistError("\n".join(mistyped))
     patch = run_patch(
         nml,
         steps=config.run.steps or None,

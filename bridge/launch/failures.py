@@ -1,8 +1,11 @@
-"""Why a job failed: what mpirun, the ranks, OASIS and ``ocean.output`` said."""
+"""Why a job failed: what mpirun, the ranks, OASIS and ``ocean.output`` said; where it is kept."""
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ ERROR_CONTEXT = 3  # lines of ocean.output shown after each E R R O R line
 
 
 TAIL_LINES = 20
+REPORT_FILE = "failure_report.txt"
 
 SERVER_ERROR_MARKS = ("mlbridge server: error: ", "mlbridge oasis server: error: ")
 """How a server rank's line that says why it gives up begins (``bridge/server/main.py``)."""
@@ -85,6 +89,9 @@ class RunResult:
         Why the run counts as failed (empty on success).
     closures : tuple of ClosureRecord
         The closure of each exchange as checked and pinned (also in ``closures.json``).
+    report : Path or None
+        Where the failure report was written (:func:`keep_report`); None on success, or when
+        it could be written nowhere.
     """
 
     run_dir: Path
@@ -98,6 +105,7 @@ class RunResult:
     interrupted: bool = False
     problems: tuple[str, ...] = ()
     closures: tuple[ClosureRecord, ...] = ()
+    report: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -260,3 +268,38 @@ def _mpirun_messages(log_text: str) -> list[str]:
     for block in blocks[-2:]:
         lines += block.splitlines()
     return lines[-TAIL_LINES:]
+
+
+def report_places(run_dir: Path) -> list[Path]:
+    """Where a failure report goes: the run directory, else ``$TMPDIR``, the work directory's
+    parent, the system's temporary directory (the first that takes it)."""
+    name = f"mlbridge_{run_dir.name}_{REPORT_FILE}"
+    places = [run_dir / REPORT_FILE]
+    for directory in (os.environ.get("TMPDIR"), run_dir.parent.parent, tempfile.gettempdir()):
+        if directory and Path(directory) / name not in places:
+            places.append(Path(directory) / name)
+    return places
+
+
+def keep_report(text: str, places: Sequence[Path]) -> tuple[Path | None, list[str]]:
+    """Write ``text`` to the first of ``places`` that takes it whole.
+
+    Returns
+    -------
+    Path or None
+        The file written (None: none could be).
+    list of str
+        ``PATH: reason`` of each place that could not be written (a full disk, no permission).
+    """
+    refused = []
+    for path in places:
+        try:
+            path.write_text(text + "\n", encoding="utf-8")
+            return path, refused
+        except OSError as err:
+            refused.append(f"{path}: {err.strerror or err}")
+            try:  # a full disk leaves an empty or cut file behind
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+    return None, refused

@@ -20,7 +20,9 @@ Each run gets its own directory ``<workdir>/<cn_exp>_<YYYYmmdd-HHMMSS>[_n]``, ne
                           registered artifact, registry (also printed when the run starts)
     ocean.output, time.step, <cn_exp>_grid.nc, ...   what the model writes (its cwd is here)
     timing.json, diagnostics.nc                      what the servers write at the end
-    report.txt            the failure report of a run that failed or was interrupted
+    failure_report.txt    the report of a run that failed or was interrupted (also on stderr);
+                          when the run directory cannot take it (a full disk), in $TMPDIR or
+                          the work directory's parent
 
 Registry closures are checked before launch (:mod:`bridge.launch.closure_checks`: registered,
 hashes intact, loadable, inputs and outputs matching the exchange, halo within the server
@@ -36,10 +38,11 @@ stderr, and ``E R R O R`` lines of ``ocean.output``; progress (read from ``time.
 tqdm bar on a terminal and a plain line every 10% otherwise. The exit status is the worst of
 all ranks; a run that exits 0 but whose model did not reach its last step, or whose
 ``ocean.output`` reports an error, counts as failed (status 1); the failure report (the servers'
-error lines first) also goes to ``report.txt``. On SIGINT, SIGTERM or SIGHUP (a dropped terminal
-or ssh connection) every rank is stopped (mpirun first, then every process of the job after a
-grace period) and the status is 128 + the signal; a SIGHUP ignored at start (``nohup``) stays
-ignored. A job still running 10 s after a server said it gives up is stopped too.
+error lines first; a full disk named first, :mod:`bridge.launch.diskspace`) also goes to
+``failure_report.txt``. On SIGINT, SIGTERM or SIGHUP (a dropped terminal or ssh connection) every
+rank is stopped (mpirun first, then every process of the job after a grace period) and the status
+is 128 + the signal; a SIGHUP ignored at start (``nohup``) stays ignored. A job still running 10 s
+after a server said it gives up is stopped too.
 
 ``transport = "oasis"`` (``docs/oasis.md``): with an ``[oasis]`` table the model couples through
 OASIS itself, and the job (the same path, prepared by :func:`_prepare`) is ``mpirun -np N model :

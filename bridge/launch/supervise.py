@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -18,9 +19,11 @@ from bridge.config.namelist import NemoNamelist
 from bridge.launch.closure_checks import (
     REGISTRY_ENV,
 )
+from bridge.launch.diskspace import disk_full_problem
 from bridge.launch.failures import (
     ERROR_CONTEXT,
     ERROR_MARK,
+    REPORT_FILE,
     SERVER_ERROR_MARKS,
     RankLog,
     RunResult,
@@ -28,8 +31,10 @@ from bridge.launch.failures import (
     _status,
     failing_ranks,
     failure_report,
+    keep_report,
     mpi_aborts,
     oasis_messages,
+    report_places,
     server_errors,
 )
 from bridge.launch.mpiexec import (
@@ -50,7 +55,6 @@ from bridge.launch.rundir import LaunchError, format_timing, read_time_step, rea
 SERVER_MODULE = "bridge.server"
 LINGER_GRACE_S = 60.0  # beyond server.timeout_s, after the model's last step
 GAVE_UP_GRACE_S = 10.0  # a server said it gives up: the job should end by itself within this
-REPORT_FILE = "report.txt"  # the launcher's last word, also kept in the run directory
 PLAIN_PROGRESS_EVERY_S = 60.0  # without a bar, a progress line at least this often
 
 
@@ -354,6 +358,10 @@ class _Job:
         if stuck is not None:
             problems.insert(0, stuck)
             returncode = returncode or 1
+        if returncode and interrupted is None:
+            full = disk_full_problem(self.run_dir, self.log_files())
+            if full is not None:
+                problems.insert(0, full)
         result = RunResult(
             run_dir=self.run_dir,
             returncode=returncode,
@@ -366,8 +374,14 @@ class _Job:
             interrupted=interrupted is not None,
             problems=tuple(problems),
         )
-        self.report(result, quiet=quiet)
-        return result
+        return self.report(result, quiet=quiet)
+
+    def log_files(self) -> list[Path]:
+        """Every file the job's messages went to: mpirun's log, ocean.output, the rank logs."""
+        files = [self.run_dir / "mpirun.log", self.run_dir / "ocean.output"]
+        for log in self.rank_logs:
+            files += [log.stderr, log.stdout]
+        return files
 
     def _error_file(self) -> bool:
         """Whether a server of an OASIS-only model wrote that it gives up."""
@@ -429,9 +443,14 @@ class _Job:
                 problems.insert(at, entry)  # the cause first
                 at += 1
 
-    def report(self, result: RunResult, *, quiet: bool) -> None:
-        """Failure report on stderr (and in ``report.txt``), or the success line and timing
-        table on stdout."""
+    def report(self, result: RunResult, *, quiet: bool) -> RunResult:
+        """Failure report on stderr and in a file, or the success line and timing on stdout.
+
+        The report of a run that failed or was interrupted goes to ``failure_report.txt`` in the
+        run directory, else (a full disk, no permission) to the first writable of
+        :func:`report_places`, and the result says where (``report``). A terminal that is gone
+        (SIGHUP) does not stop the report from being kept.
+        """
         if result.interrupted or not result.ok:
             text = shown = failure_report(result)
             if result.interrupted:
@@ -440,14 +459,14 @@ class _Job:
                     f"(run directory {result.run_dir}, report in {REPORT_FILE})"
                 )
                 text = f"{shown}\n{text}"
-            try:
-                (result.run_dir / REPORT_FILE).write_text(text + "\n")
-            except OSError:
-                pass
-            try:
-                print(shown, file=sys.stderr, flush=True)
-            except OSError:
-                pass  # the terminal is gone (SIGHUP): the report is in the run directory
+            _say(shown)
+            path, refused = keep_report(text, report_places(result.run_dir))
+            if refused:
+                where = f"written to {path}" if path is not None else "written nowhere"
+                _say(
+                    f"mlbridge run: the report could not be written to {'; '.join(refused)}: {where}"
+                )
+            return dataclasses.replace(result, report=path)
         elif not quiet:
             steps = result.last_step - result.first_step + 1
             print(
@@ -459,3 +478,12 @@ class _Job:
             timing = read_timing(result.run_dir, source)
             if timing:
                 print(format_timing(timing, source), flush=True)
+        return result
+
+
+def _say(text: str) -> None:
+    """Print to stderr; a terminal that is gone (SIGHUP) is no reason to fail."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass

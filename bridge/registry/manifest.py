@@ -69,6 +69,24 @@ class Normalisation:
         return self.offset == 0.0 and self.scale == 1.0
 
 
+SANE_SCALES = 1.0e3
+"""An output of a registry closure whose manifest gives it a normalisation and no ``clip`` may
+not exceed ``|offset| + SANE_SCALES * |scale|`` (:func:`sane_bound`): a thousand standard
+deviations is no prediction. The server treats a value beyond it as it treats a NaN (``on_nan``);
+``max_abs`` in ``coupling.toml`` replaces the bound."""
+
+
+def sane_bound(norm: Normalisation, clip: float | None) -> float | None:
+    """The largest absolute value an output may take, by its manifest (None: no bound).
+
+    None when the output has a ``clip`` (its values never exceed it) or no normalisation (the
+    manifest says nothing of its size).
+    """
+    if clip is not None or norm.is_identity:
+        return None
+    return abs(norm.offset) + SANE_SCALES * abs(norm.scale)
+
+
 @dataclass(frozen=True)
 class FieldEntry:
     """One ``[[inputs]]`` or ``[[outputs]]`` entry of a manifest.

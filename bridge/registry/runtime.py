@@ -30,7 +30,7 @@ from bridge.closures.base import (
     check_inputs,
     check_outputs,
 )
-from bridge.registry.manifest import Manifest, Normalisation
+from bridge.registry.manifest import Manifest, Normalisation, sane_bound
 
 if TYPE_CHECKING:
     import torch
@@ -183,6 +183,8 @@ class TorchClosure:
     -----
     Inputs are never written to. With a single input whose dtype is ``spec.dtype``, identity
     normalisation and a CPU device, the module sees the caller's memory itself.
+    ``sane_bounds`` holds, per output with a normalisation and no clip, the bound its scale
+    implies (:func:`bridge.registry.manifest.sane_bound`); the server enforces it with ``on_nan``.
     """
 
     def __init__(
@@ -223,6 +225,12 @@ class TorchClosure:
         self._out_norm = tuple(output_norm.get(n, ident) for n in spec.output_names)
         self._clip = tuple(clip.get(n) for n in spec.output_names)
         self.stats = ClosureStats(clipped={n: 0 for n in spec.output_names if n in clip})
+        # read by the server's output checks (outputs with a normalisation and no clip)
+        self.sane_bounds = {
+            n: b
+            for n, norm, c in zip(spec.output_names, self._out_norm, self._clip, strict=True)
+            if (b := sane_bound(norm, c)) is not None
+        }
 
     @classmethod
     def from_manifest(

@@ -10,15 +10,19 @@ keyed by model field. The engine
    and global point of the first bad value; ``zero`` replaces it and counts),
 2. runs every exchange's closure on all levels at once (levels are the batch), handing each the
    window of the block its halo needs and the land mask when it asks for one,
-3. checks each closure's outputs once (names, shapes), applies the NaN policy to them, counts
-   and reports the values cut by a manifest's clip bound,
+3. checks each closure's outputs once (names, shapes), applies the NaN policy to them and to
+   their values beyond the output's bound (:class:`OutputBound`: ``max_abs`` of the exchange,
+   else the bound a registry manifest implies), counts and reports the values cut by a
+   manifest's clip bound,
 4. returns the outputs keyed by model field, on the block alone.
 
 :func:`serve_exchanges` is the step loop around it; the transport says when the fields of an
 exchange are in (``wait``), moves them into place (``unpack``), and sends the outputs
 (``pack``, ``send``). The timing of each phase goes to ``timing.json`` (:func:`write_timing`).
 
-"NaN" here means any non-finite value: NaN, +Inf or -Inf.
+"NaN" here means any non-finite value: NaN, +Inf or -Inf. A finite value beyond an output's bound
+is a bad value too, with the same policy and a message that names the bound and where it comes
+from.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from bridge.closures.base import Closure, check_outputs
 from bridge.config.coupling import ExchangeConfig, exchange_name
 from bridge.domain.plan import Box, assemble_global_reference
 from bridge.protocol.handshake import SERVER_SUPPLIED_INPUTS
+from bridge.registry.manifest import SANE_SCALES
 
 CLIP_REPORT_LIMIT = 20  # clip lines a server rank writes in a run; then one "not shown" line
 
@@ -118,6 +123,57 @@ def accepts_mask(closure: Closure) -> bool:
     return "mask" in params
 
 
+@dataclass(frozen=True)
+class OutputBound:
+    """The largest absolute value a closure output may take.
+
+    Attributes
+    ----------
+    value
+        The bound (finite, > 0).
+    output, exchange
+        The closure output and its exchange (for messages).
+    source
+        Where the bound comes from, in words (``max_abs`` of the exchange, or the manifest).
+    """
+
+    value: float
+    output: str
+    exchange: str
+    source: str
+
+
+def output_bounds(
+    exchanges: Sequence[ExchangeConfig], closures: Mapping[str, Closure]
+) -> dict[str, OutputBound]:
+    """The bound of each received model field: ``max_abs`` of its exchange, else the closure's.
+
+    A registry closure tells its bounds in ``sane_bounds`` (by output: outputs with a
+    normalisation and no clip in the manifest, :func:`bridge.registry.manifest.sane_bound`);
+    ``max_abs = inf`` removes a bound.
+    """
+    bounds: dict[str, OutputBound] = {}
+    for ex in exchanges:
+        name = exchange_name(ex)
+        closure = closures[name]
+        implied = getattr(closure, "sane_bounds", {})
+        for output, model_field in ex.outputs.items():
+            if output in ex.max_abs:
+                value = ex.max_abs[output]
+                source = "max_abs of the exchange in coupling.toml"
+            elif output in implied:
+                value = implied[output]
+                source = (
+                    f"|offset| + {SANE_SCALES:g} x |scale| of output {output!r} in the manifest "
+                    f"of closure {closure.spec.name!r}, which has no clip; set max_abs to change it"
+                )
+            else:
+                continue
+            if np.isfinite(value):
+                bounds[model_field] = OutputBound(float(value), output, name, source)
+    return bounds
+
+
 def nan_policies(exchanges: Sequence[ExchangeConfig]) -> dict[str, str]:
     """``on_nan`` of each model field (``abort`` wins when several exchanges use a field)."""
     policy: dict[str, str] = {}
@@ -153,7 +209,9 @@ class Engine:
         self.rank = block.rank
         self.takes_mask = {n: accepts_mask(c) for n, c in closures.items()}
         self.nan_policy = nan_policies(self.exchanges)
+        self.bounds = output_bounds(self.exchanges, closures)
         self.nan_replaced = 0
+        self.max_abs_replaced = 0  # values beyond an output's bound replaced (on_nan = "zero")
         # values cut by the closures' clip bounds, per model field (fields with a bound only)
         self.clipped: dict[str, int] = {}
         for ex in self.exchanges:
@@ -167,28 +225,75 @@ class Engine:
     # --- NaN policy --------------------------------------------------------------------------
 
     def _nan_check(
-        self, kt: int, name: str, interior: np.ndarray, full: np.ndarray, what: str
+        self,
+        kt: int,
+        name: str,
+        interior: np.ndarray,
+        full: np.ndarray,
+        what: str,
+        bound: OutputBound | None = None,
     ) -> None:
-        """Abort or zero the non-finite values of ``full`` (counting those of ``interior``)."""
-        if full.size == 0 or np.isfinite(np.add.reduce(full, axis=None)):
-            return  # one read: a sum is finite only if every term is (an overflow is re-checked)
-        bad = ~np.isfinite(interior)
-        if not bad.any() and np.isfinite(full).all():
+        """Abort or zero the bad values of ``full`` (counting those of ``interior``).
+
+        Bad: not finite (NaN, +-Inf) or, with ``bound`` (outputs: ``interior`` is ``full``),
+        beyond it.
+        """
+        if full.size == 0:
             return
-        if self.nan_policy.get(name, "abort") == "abort":
-            if not bad.any():
-                return  # the NaN is in the halo: the server owning it reports it
-            k, j, i = (int(v) for v in np.argwhere(bad)[0])
-            gi, gj = self.block.box.i0 + i, self.block.box.j0 + j
-            kind = "NaN" if np.isnan(interior[k, j, i]) else "Inf"
-            raise ServerError(
-                f"{kind} in {what} {name!r} at step {kt}, model rank {self.block.owner(gi, gj)}, "
-                f"global (i, j, k) = ({gi + 1}, {gj + 1}, {k + 1}) (1-based, Fortran order; "
-                f"{int(bad.sum())} non-finite in server rank {self.rank}'s block; "
-                "on_nan = 'abort')"
-            )
+        limit = bound.value if bound is not None else np.inf
+        if not np.isfinite(limit):
+            if np.isfinite(np.add.reduce(full, axis=None)):
+                return  # one read: a sum is finite only if every term is (an overflow re-checked)
+        elif -limit <= full.min() and full.max() <= limit:
+            return  # a NaN fails both comparisons
+        bad = ~np.isfinite(interior)
+        over = None if not np.isfinite(limit) else np.abs(np.where(bad, 0.0, interior)) > limit
+        if not bad.any() and (over is None or not over.any()):
+            if np.isfinite(full).all():
+                return
+        policy = self.nan_policy.get(name, "abort")
+        if policy == "abort":
+            if bad.any():
+                k, j, i = (int(v) for v in np.argwhere(bad)[0])
+                value = float(interior[k, j, i])
+                kind = "NaN" if np.isnan(value) else "Inf"
+                raise ServerError(
+                    f"{kind} in {what} {name!r} at {self._point(kt, k, j, i)} (1-based, Fortran "
+                    f"order; value {value}; {self._origin(bound)}{int(bad.sum())} non-finite in "
+                    f"server rank {self.rank}'s block; on_nan = 'abort')"
+                )
+            if over is not None and over.any():
+                assert bound is not None
+                flat = int(np.argmax(np.abs(np.where(over, interior, 0.0))))
+                k, j, i = np.unravel_index(flat, interior.shape)
+                value = float(interior[k, j, i])
+                raise ServerError(
+                    f"value beyond max_abs in {what} {name!r} at {self._point(kt, k, j, i)} "
+                    f"(1-based, Fortran order): {value:.6g}, |value| > {bound.value:.6g} "
+                    f"({bound.source}; {self._origin(bound)}the largest of {int(over.sum())} "
+                    f"value(s) beyond the bound in server rank {self.rank}'s block; "
+                    "on_nan = 'abort')"
+                )
+            return  # the NaN is in the halo: the server owning it reports it
         self.nan_replaced += int(bad.sum())
         full[~np.isfinite(full)] = 0.0
+        if over is not None and over.any():
+            self.max_abs_replaced += int(over.sum())
+            interior[over] = 0.0
+
+    def _point(self, kt: int, k: int, j: int, i: int) -> str:
+        """``step kt, model rank r, global (i, j, k) = (..)`` of block point ``(k, j, i)``."""
+        gi, gj = self.block.box.i0 + int(i), self.block.box.j0 + int(j)
+        return (
+            f"step {kt}, model rank {self.block.owner(gi, gj)}, global (i, j, k) = "
+            f"({gi + 1}, {gj + 1}, {int(k) + 1})"
+        )
+
+    def _origin(self, bound: OutputBound | None) -> str:
+        """``closure output 'x' of exchange 'e'; `` for a bounded output (else empty)."""
+        if bound is None:
+            return ""
+        return f"closure output {bound.output!r} of exchange {bound.exchange!r}; "
 
     def check_inputs(self, kt: int, blocks: Mapping[str, np.ndarray]) -> None:
         """The NaN policy on the received fields (in place: ``zero`` replaces them)."""
@@ -243,9 +348,15 @@ class Engine:
                 ) from None
             for closure_output, model_field in ex.outputs.items():
                 out = np.ascontiguousarray(result[closure_output], dtype=np.float64)
-                if not _inside_any(out, blocks.values()):
-                    self._nan_check(kt, model_field, out, out, "closure output for")
-                # else an input passed through: its NaNs were handled with the inputs
+                bound = self.bounds.get(model_field)
+                passed_through = _inside_any(out, blocks.values())
+                if bound is not None and passed_through:
+                    out = out.copy()  # an input passed through: zeroing must not touch it
+                if bound is not None or not passed_through:
+                    origin = bound or OutputBound(np.inf, closure_output, name, "")
+                    self._nan_check(kt, model_field, out, out, "closure output for", origin)
+                # else an input passed through, without a bound: its NaNs were handled with the
+                # inputs
                 self._clip_report(kt, closure, closure_output, model_field, out.shape)
                 outputs[model_field] = out
         return outputs
@@ -295,6 +406,7 @@ class Engine:
             "times": {k: list(v) for k, v in self.times.items()},
             "model": {int(r): list(v) for r, v in model_timing.items()},
             "nan_replaced": self.nan_replaced,
+            "max_abs_replaced": self.max_abs_replaced,
             "clipped": dict(self.clipped),
         }
 
@@ -426,6 +538,7 @@ def write_timing(
         "lag": lag,
         "every": every,
         "nan_replaced": int(sum(s["nan_replaced"] for s in summaries)),
+        "max_abs_replaced": int(sum(s.get("max_abs_replaced", 0) for s in summaries)),
         "clipped": merged_clipped(summaries),
         "per_step_file": "timing_steps.json",
     }
@@ -442,11 +555,18 @@ def write_timing(
 
 
 def report_totals(summaries: Sequence[Mapping[str, Any]]) -> None:
-    """Server rank 0: one line for the NaN replaced and one for the values clipped, if any."""
+    """Server rank 0: a line for the NaN and for the values beyond max_abs replaced, and one
+    for the values clipped, if any."""
     replaced = sum(s["nan_replaced"] for s in summaries)
     if replaced:
         print(
             f"mlbridge server: replaced {replaced} NaN value(s) by zero (on_nan = 'zero')",
+            flush=True,
+        )
+    beyond = sum(s.get("max_abs_replaced", 0) for s in summaries)
+    if beyond:
+        print(
+            f"mlbridge server: replaced {beyond} value(s) beyond max_abs by zero (on_nan = 'zero')",
             flush=True,
         )
     clipped = merged_clipped(summaries)

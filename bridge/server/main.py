@@ -401,6 +401,7 @@ def serve_oasis_model(
             "halo_exchange": oasis.halo_mode,
             "elapsed_s": time.perf_counter() - start,
             "nan_replaced": int(sum(s["nan_replaced"] for s in summaries)),
+            "max_abs_replaced": int(sum(s["max_abs_replaced"] for s in summaries)),
         }
         (run_dir / paths.DONE_MARKER).write_text(json.dumps(done, indent=2) + "\n")
     # no collective on MPI_COMM_WORLD here: a model whose OASIS started MPI has finalised it

@@ -6,12 +6,12 @@ MODULE stpctl
    !!   stp_ctl : every 1% of the run and at its last step: write time.step
    !!             (rank 0), stop if |u| or |v| is too large or NaN or h <= 0
    !!----------------------------------------------------------------------
-   USE, INTRINSIC :: ieee_arithmetic, ONLY : ieee_is_nan
+   USE, INTRINSIC :: ieee_arithmetic, ONLY : ieee_is_nan, ieee_is_finite
    USE par_kind      , ONLY : wp, lc
    USE lib_mpp       , ONLY : lwp, numout, ctl_stop, mpp_max
    USE mppini        , ONLY : jpi, jpj
-   USE domain        , ONLY : tmask
-   USE oce           , ONLY : jpk, un, vn, hn
+   USE domain        , ONLY : tmask, rn_Dt
+   USE oce           , ONLY : jpk, un, vn, hn, u_tend, v_tend, h_tend
    USE in_out_manager, ONLY : nn_it000, nn_itend
 
    IMPLICIT NONE
@@ -27,8 +27,10 @@ CONTAINS
    SUBROUTINE stp_ctl( kt )
       INTEGER, INTENT(in) ::   kt   ! time step just completed
       INTEGER  ::   ji, jj, jk, ifreq, inum, ios
-      REAL(wp) ::   zumax, zhmin, znan
+      REAL(wp) ::   zumax, zhmin, znan, zuvt, zht
       CHARACTER(len=lc) ::   cmsg
+      CHARACTER(len=2*lc) ::   cmsg2
+      LOGICAL  ::   llext   ! the external tendencies alone explain the blow-up
       !!------------------------------------------------------------------
       ifreq = MAX( 1, (nn_itend - nn_it000 + 1) / 100 )
       IF( MOD(kt - nn_it000 + 1, ifreq) /= 0 .AND. kt /= nn_itend )   RETURN
@@ -57,10 +59,25 @@ CONTAINS
       IF( lwp )   WRITE(numout,'(a,i10,a,es12.4,a,es12.4)') ' stp_ctl: kt = ', kt, '  max |u|,|v| = ', zumax,   &
          &                                                  '  min h = ', zhmin
       IF( znan > 0.5_wp .OR. zumax > rumax .OR. zhmin <= 0._wp ) THEN
+         ! every rank is here (the maxima above are global): the external tendencies of the step
+         zuvt = mpp_max( MAX( MAXVAL(ABS(u_tend(2:jpi-1,2:jpj-1,:))), MAXVAL(ABS(v_tend(2:jpi-1,2:jpj-1,:))) ) )
+         zht  = mpp_max( MAXVAL(ABS(h_tend(2:jpi-1,2:jpj-1,:))) )
          WRITE(cmsg,'(a,i0,a,es10.3,a,es10.3,a)') 'stp_ctl: the model blew up at step kt = ', kt,   &
-            &   ' (max |u|,|v| = ', zumax, ' m/s, min h = ', zhmin,   &
-            &   ' m, or NaN): reduce rn_Dt or raise the viscosity'
-         CALL ctl_stop( cmsg, ld_all=.TRUE. )
+            &   ' (max |u|,|v| = ', zumax, ' m/s, min h = ', zhmin, ' m, or NaN)'
+         llext = .NOT. ( ieee_is_finite(zuvt) .AND. ieee_is_finite(zht) )   ! no comparison with a NaN
+         IF( .NOT. llext )   llext = zuvt > rumax / rn_Dt
+         IF( llext ) THEN
+            ! the closures' tendencies alone move u, v faster than a blow-up in one step, or are NaN
+            WRITE(cmsg2,'(a,a,es10.3,a,es10.3,a)') TRIM(cmsg), ': the external (closure) tendencies did it'// &
+               &   ' (max |u_tend|,|v_tend| = ', zuvt, ' m s-2, |h_tend| = ', zht,                           &
+               &   ' m s-1): check the closures; max_abs in coupling.toml bounds their outputs'
+         ELSE IF( zuvt > 0._wp .OR. zht > 0._wp ) THEN
+            WRITE(cmsg2,'(a,a,es10.3,a,es10.3,a)') TRIM(cmsg), ': reduce rn_Dt or raise the viscosity'//  &
+               &   ' (external tendencies: max |u_tend|,|v_tend| = ', zuvt, ' m s-2, |h_tend| = ', zht, ' m s-1)'
+         ELSE
+            cmsg2 = TRIM(cmsg)//': reduce rn_Dt or raise the viscosity'
+         ENDIF
+         CALL ctl_stop( cmsg2, ld_all=.TRUE. )
       ENDIF
    END SUBROUTINE stp_ctl
 
