@@ -463,9 +463,8 @@ class _Job:
             path, refused = keep_report(text, report_places(result.run_dir))
             if refused:
                 where = f"written to {path}" if path is not None else "written nowhere"
-                _say(
-                    f"mlbridge run: the report could not be written to {'; '.join(refused)}: {where}"
-                )
+                places = "; ".join(refused)
+                _say(f"mlbridge run: the report could not be written to {places}: {where}")
             return dataclasses.replace(result, report=path)
         elif not quiet:
             steps = result.last_step - result.first_step + 1
