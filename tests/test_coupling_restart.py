@@ -12,6 +12,7 @@ coupling starts cold with a warning, or the servers refuse a closure that keeps 
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,15 @@ from typing import Any
 import numpy as np
 import pytest
 from mlbridge_models.zanna_bolton import manifest_toml
-from test_coupling_toy import assert_failed_fast, config_for, exchange, logs, make_case, run
+from test_coupling_toy import (
+    COEF,
+    assert_failed_fast,
+    config_for,
+    exchange,
+    logs,
+    make_case,
+    run,
+)
 from toy_helpers import read_nc
 
 from bridge.closures.base import ClosureSpec, FieldSpec
@@ -39,15 +48,26 @@ WARNING = "W A R N I N G"
 
 
 def coupled_case(
-    path: Path, every: int, first: int, last: int, restart: Path | None = None, **nammlb: Any
+    path: Path,
+    every: int,
+    first: int,
+    last: int,
+    restart: Path | None = None,
+    test: dict[str, Any] | None = None,
+    **nammlb: Any,
 ) -> Path:
     """Steps ``first`` to ``last`` of the toy (u, v sent; u_tend, v_tend received), output every
-    step, a restart file at the last one; started from ``restart`` when given."""
+    step, a restart file at the last one; started from ``restart`` when given; ``test``:
+    ``&nammlb_test``."""
     namrun: dict[str, Any] = {"nn_it000": first, "nn_stock": last}
     if restart is not None:
         namrun |= {"ln_rstart": True, "cn_ocerst_in": str(restart)}
     return make_case(
-        path, steps=last, nammlb={"nn_mlb_every": every, **nammlb}, extra={"namrun": namrun}
+        path,
+        steps=last,
+        nammlb={"nn_mlb_every": every, **nammlb},
+        nammlb_test=test,
+        extra={"namrun": namrun},
     )
 
 
@@ -106,6 +126,26 @@ def test_restart_continues_bit_for_bit(
         np.testing.assert_array_equal(rb[name], ra[name], err_msg=f"restart {name}")
     assert (int(rb["mlb_origin"]), int(rb["mlb_every"]), int(rb["mlb_lag"])) == (1, every, lag)
     assert WARNING not in logs(second)
+
+
+def test_inprocess_closure_restarts_bit_for_bit(tmp_path: Path, fortran_build: Path) -> None:
+    """The toy's in-process closure (the coupled runs' reference) saves its state the same way."""
+    test = {"cn_mlb_inproc": "laplacian", "rn_mlb_coef": COEF}
+
+    def alone(case: Path, ranks: int) -> RunResult:
+        result = run(config_for(case, ranks, 1, []))
+        assert result.returncode == 0, logs(result)[-4000:]
+        return result
+
+    straight = alone(coupled_case(tmp_path / "straight", 7, 1, 2 * N, test=test), 1)
+    first = alone(coupled_case(tmp_path / "first", 7, 1, N, test=test), 2)
+    restart = restart_file(first, N)
+    second = alone(coupled_case(tmp_path / "second", 7, N + 1, 2 * N, restart, test), 1)
+    a = read_nc(straight.run_dir / "TOY_grid.nc", GRID)
+    b = read_nc(second.run_dir / "TOY_grid.nc", GRID)
+    assert np.abs(b["u_tend"][0]).max() > 0
+    for name in GRID:
+        np.testing.assert_array_equal(b[name], a[name][N:], err_msg=f"in process: {name}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,3 +257,27 @@ def test_check_restart() -> None:
     assert "transport = 'oasis' with every = 1, lag = 1" in problem
     other = parse_report(REPORT.replace("rank 0", "rank 1") + "restart 3\n")
     assert "other schedule origins" in check_restart([restarted, other], [], {}, "mpi")[0]
+
+
+def test_oasis_restart_exact_or_refused(tmp_path: Path, fortran_build: Path) -> None:
+    """``transport = "oasis"``: every 1, lag 0 continues exactly; lag 1 is refused, fast."""
+    straight = laplacian_run(coupled_case(tmp_path / "straight", 1, 1, 2 * N), (1, 1), 0, 1)
+
+    def oasis_run(case: Path, ranks: tuple[int, int], lag: int) -> RunResult:
+        config = config_for(case, *ranks, [exchange("laplacian", lag=lag)])
+        return run(dataclasses.replace(config, transport="oasis"))
+
+    first = oasis_run(coupled_case(tmp_path / "first", 1, 1, N), (2, 1), 0)
+    assert first.returncode == 0, logs(first)[-4000:]
+    case = coupled_case(tmp_path / "second", 1, N + 1, 2 * N, restart_file(first, N))
+    second = oasis_run(case, (1, 2), 0)
+    assert second.returncode == 0, logs(second)[-4000:]
+    a = read_nc(straight.run_dir / "TOY_grid.nc", GRID)
+    b = read_nc(second.run_dir / "TOY_grid.nc", GRID)
+    for name in GRID:
+        np.testing.assert_array_equal(b[name], a[name][N:], err_msg=f"oasis: {name}")
+
+    refused = oasis_run(
+        coupled_case(tmp_path / "lag1", 1, N + 1, 2 * N, restart_file(first, N)), (1, 1), 1
+    )
+    assert_failed_fast(refused, 20.0, "transport = 'oasis' with every = 1, lag = 1")
