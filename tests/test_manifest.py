@@ -244,6 +244,17 @@ def test_python_closure_refuses_normalisation() -> None:
         parse_manifest(text)
 
 
+def test_stateful_flag_reaches_the_spec_and_round_trips() -> None:
+    plain = parse_manifest(MINIMAL)
+    assert not plain.stateful and not plain.spec.stateful
+    assert "stateful" not in manifest_to_toml(plain)  # stateless manifests keep their bytes
+    stateful = parse_manifest(MINIMAL.replace("halo = 4", "halo = 4\nstateful = true"))
+    assert stateful.spec.stateful
+    assert parse_manifest(manifest_to_toml(stateful)) == stateful
+    with pytest.raises(ManifestError, match="'stateful': expected true or false, got 'yes'"):
+        parse_manifest(MINIMAL.replace("halo = 4", 'halo = 4\nstateful = "yes"'))
+
+
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="cannot read the manifest"):
         load_manifest(tmp_path / "absent.toml")

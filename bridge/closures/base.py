@@ -81,6 +81,11 @@ class ClosureSpec:
         The fields read and written, in order (for torch closures the order is the channel order).
     dtype
         ``"float32"`` or ``"float64"``: the precision the closure computes in.
+    stateful
+        The closure keeps state from one call to the next (a random generator, a running
+        mean) that mlbridge cannot save in the model's restart: a restarted run would differ
+        from one done in one go, so the servers refuse to continue one with it. The analytic
+        closures and the torch closures of the registry are stateless at inference.
 
     Raises
     ------
@@ -93,6 +98,7 @@ class ClosureSpec:
     inputs: tuple[FieldSpec, ...]
     outputs: tuple[FieldSpec, ...]
     dtype: str = "float64"
+    stateful: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

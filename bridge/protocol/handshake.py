@@ -8,6 +8,8 @@ Each model rank sends a text report, one item per line::
     box 0 0 20 30                   interior box: i0 j0 (0-based) nx_loc ny_loc
     mask 1                          1: a land mask message follows
     transports mpi oasis            what the library can move fields with (absent: mpi)
+    restart 1                       the run continues another from a restart, schedule origin 1
+                                    (mlb_def_restart; absent: a run from the start)
     field u 3 send 1 float64        name levels direction every dtype (in mlb_def_field order)
     field u_tend 3 recv 1 float64
 
@@ -15,7 +17,8 @@ Server rank 0 checks the reports against each other, the run's namelist grid, th
 exchanges and the closures' specs (:func:`check_reports`, pure), and answers every model rank
 with either an error text naming the field and both values, or its route table
 (:func:`encode_reply`), whose last word names the transport of the fields (0 ``mpi``, 1
-``oasis``). Everything here is pure Python, testable without MPI.
+``oasis``). A restarted run is checked by :func:`check_restart`: what the servers cannot
+continue exactly is refused. Everything here is pure Python, testable without MPI.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class RankReport:
     fields: tuple[FieldDecl, ...]
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
     transports: tuple[str, ...] = ("mpi",)
+    restart_origin: int | None = None  # mlb_def_restart: the schedule's origin; None: no restart
 
     def field(self, name: str) -> FieldDecl | None:
         """The declared field ``name``, or None."""
@@ -111,10 +115,13 @@ def parse_report(text: str, source: str = "a model rank") -> RankReport:
         i0, j0, nxl, nyl = (int(v) for v in items["box"][:4])
         has_mask = items.get("mask", ["0"])[0] == "1"
         transports = tuple(items.get("transports", ["mpi"]))
+        origin = int(items["restart"][0]) if "restart" in items else None
     except (KeyError, IndexError, ValueError):
         raise HandshakeError(f"{source}: incomplete handshake report:\n{text}") from None
     box = Box(i0, i0 + nxl, j0, j0 + nyl)
-    return RankReport(rank, nx, ny, box, has_mask, tuple(fields), transports=transports)
+    return RankReport(
+        rank, nx, ny, box, has_mask, tuple(fields), transports=transports, restart_origin=origin
+    )
 
 
 def check_reports(
@@ -251,6 +258,58 @@ def check_reports(
                 problems.append(
                     f"exchanges differ in {attr} ({values}): one run has one {attr} for now"
                 )
+    return problems
+
+
+def check_restart(
+    reports: Sequence[RankReport],
+    exchanges: Sequence[ExchangeConfig],
+    specs: Mapping[str, ClosureSpec],
+    transport: str,
+) -> list[str]:
+    """What keeps a restarted run (``restart`` in the reports) from continuing bit for bit.
+
+    The model saves and gives back the coupling's own state (the schedule's origin, the
+    outputs held and in flight); what it cannot give back is refused here, before the first
+    step: a closure that keeps state between calls (``ClosureSpec.stateful``), and
+    ``transport = "oasis"`` unless every exchange is ``every = 1, lag = 0`` (OASIS keeps the
+    outputs in flight and counts its dates from each run's first step). The model can start
+    the coupling cold instead (no ``mlb_def_restart``; the toy: ``&nammlb ln_mlb_rst =
+    .false.``), which it says with a warning.
+
+    Returns
+    -------
+    list of str
+        Problems, each naming the exchange or rank; empty when the run can continue exactly
+        (or is no restart).
+    """
+    origins = {r.rank: r.restart_origin for r in reports}
+    if all(o is None for o in origins.values()):
+        return []
+    if len(set(origins.values())) > 1:
+        return [f"restart: the model ranks give other schedule origins {origins} (rank: origin)"]
+    origin = next(iter(origins.values()))
+    cold = (
+        "or start the coupling cold (the model does not call mlb_def_restart; toy_nemo: "
+        "&nammlb ln_mlb_rst = .false.), accepting a run that differs from one done in one go"
+    )
+    problems: list[str] = []
+    for ex in exchanges:
+        name = exchange_name(ex)
+        spec = specs.get(name)
+        if spec is not None and spec.stateful:
+            problems.append(
+                f"exchange {name!r}: closure {spec.name!r} keeps state between calls (stateful = "
+                f"true in its manifest) that a restart cannot save, and the model restarts (the "
+                f"schedule's origin is step {origin}): the run would differ from one done in one "
+                f"go. Use a stateless closure, {cold}"
+            )
+        if transport == "oasis" and (ex.every, ex.lag) != (1, 0):
+            problems.append(
+                f"exchange {name!r}: transport = 'oasis' with every = {ex.every}, lag = {ex.lag} "
+                f"does not continue a restarted run exactly (OASIS keeps the outputs in flight "
+                f"and counts its dates from each run's first step): use transport = 'mpi', {cold}"
+            )
     return problems
 
 

@@ -29,7 +29,7 @@ _ENTRY_POINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 _TOP_KEYS = (
     "name", "version", "format", "artifact", "halo", "dtype", "device", "description",
-    "entry_point", "arch", "license", "inputs", "outputs", "provenance",
+    "entry_point", "arch", "license", "inputs", "outputs", "provenance", "stateful",
 )  # fmt: skip
 _FIELD_KEYS = ("name", "grid", "units", "scale", "offset", "mean", "std")
 _OUTPUT_KEYS = (*_FIELD_KEYS, "clip")
@@ -170,6 +170,10 @@ class Manifest:
         Keyword arguments of the entry point.
     provenance
         See :class:`Provenance`.
+    stateful
+        The closure keeps state between calls that a restart cannot save (e.g. a random
+        generator): the servers refuse to continue a restarted coupled run with it
+        (:attr:`bridge.closures.base.ClosureSpec.stateful`).
     source
         The file the manifest was read from, for messages (not compared).
     """
@@ -188,6 +192,7 @@ class Manifest:
     entry_point: str = ""
     arch: dict[str, Any] = field(default_factory=dict, hash=False)
     provenance: Provenance = Provenance()
+    stateful: bool = False
     source: str = field(default="<manifest>", compare=False)
 
     @property
@@ -204,6 +209,7 @@ class Manifest:
             inputs=tuple(f.field_spec for f in self.inputs),
             outputs=tuple(f.field_spec for f in self.outputs),
             dtype=self.dtype,
+            stateful=self.stateful,
         )
 
     def artifact_path(self) -> Path | None:
@@ -336,6 +342,7 @@ def _read_manifest(data: Mapping[str, Any], source: str) -> Manifest:
     description = r.string(data, "", "description", "")
     license_ = r.string(data, "", "license", "")
     provenance = _provenance(r, r.sub_table(data, "", "provenance"))
+    stateful = r.get(data, "", "stateful", bool, False, expected="true or false")
     if r.problems:
         raise ManifestError(r.texts(_wording), source)
     return Manifest(
@@ -353,6 +360,7 @@ def _read_manifest(data: Mapping[str, Any], source: str) -> Manifest:
         entry_point=entry_point,
         arch=dict(arch),
         provenance=provenance,
+        stateful=stateful,
         source=source,
     )
 
@@ -441,6 +449,8 @@ def manifest_to_toml(manifest: Manifest) -> str:
         f"description = {toml_value(m.description)}",
         f"license = {toml_value(m.license)}",
     ]
+    if m.stateful:  # written only when set: the manifests of stateless closures keep their bytes
+        lines.append("stateful = true")
     if m.entry_point:
         lines.append(f"entry_point = {toml_value(m.entry_point)}")
     if m.arch:

@@ -36,6 +36,7 @@ from bridge.protocol.handshake import (
     RankReport,
     active_flags,
     check_reports,
+    check_restart,
     encode_reply,
     parse_report,
 )
@@ -174,6 +175,7 @@ def _handshake_rank0(
         specs: dict[str, ClosureSpec] = {n: c.spec for n, c in closures.items()}
         grid, where = _namelist_grid(run_dir)
         problems += check_reports(reports, config.exchanges, specs, grid, where)
+        problems += check_restart(reports, config.exchanges, specs, config.transport)
     if reports and not problems and config.transport == "oasis":
         problems += _check_oasis_reports(reports, config, run_dir, oasis)
     if reports and not problems:

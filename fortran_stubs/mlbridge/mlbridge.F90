@@ -18,8 +18,16 @@
 !!     symmetric halo of width h around it (argument halo, or deduced from
 !!     the shape): the interior is array(h+1:h+nx_loc, h+1:h+ny_loc, 1:nlev).
 !!     Extra levels beyond nlev are ignored.
-!!   - step numbers: the first kt given to mlb_put is the first step kt0;
-!!     fields are exchanged on steps where MOD(kt - kt0, every) == 0.
+!!   - step numbers: fields are exchanged on the steps kt where
+!!     MOD(kt - kt_origin, every) == 0; the origin kt_origin is the first kt
+!!     given to mlb_put, or, in a run that continues another from a restart,
+!!     the origin of the first run (mlb_def_restart), so that the schedule
+!!     keeps its phase across restarts.
+!!   - restarts: at the model's restart steps, mlb_get_schedule and
+!!     mlb_save_outputs give what the model stores in its restart file (the
+!!     origin, the outputs held between exchanges and, with lag 1, those in
+!!     flight); the restarted run gives them back with mlb_def_restart and
+!!     mlb_load_outputs, and continues bit for bit (docs/coupling.md).
 !!   - one coupling per process (the variable cpl below, as OASIS).
 !!   - transport: the handshake always goes over MPI; the fields then move
 !!     in MPI messages (transport = "mpi") or through OASIS3-MCT when the
@@ -37,9 +45,13 @@
 !!   mlb_init          : split MPI_COMM_WORLD, return the model communicator
 !!   mlb_def_grid      : global grid, this rank's interior box, land mask
 !!   mlb_def_field     : declare a field sent to or received from the servers
+!!   mlb_def_restart   : this run continues a coupled run (schedule origin)
 !!   mlb_enddef        : handshake with the servers, receive the route table
 !!   mlb_put           : send a field at step kt (when due)
 !!   mlb_get           : receive a field at step kt (the last outputs between exchanges)
+!!   mlb_get_schedule  : origin, every, lag, outputs in flight (restart writer)
+!!   mlb_save_outputs  : outputs held / in flight into an array (restart writer)
+!!   mlb_load_outputs  : outputs held / in flight from an array (restart reader)
 !!   mlb_finalize      : flush, say goodbye, finalize MPI if mlb_init started it
 !!   mlb_error_message : text of the last error
 !!----------------------------------------------------------------------
@@ -50,16 +62,21 @@ module mlbridge
       &               MPI_Finalized, MPI_Finalize, MPI_Wtime
    use mlbridge_state, only: mlb_coupling_t, mlb_field_t, set_error, find_field, is_due, lay_out_levels, &
       &                      MLB_SEND, MLB_RECV, MLB_OK, MLB_ERR_CALL, MLB_ERR_ARG, MLB_ERR_MPI, &
-      &                      MLB_ERR_TIMEOUT, MLB_ERR_REMOTE, MLB_ERR_OASIS, MLB_NAME_LEN, MAX_FIELDS
+      &                      MLB_ERR_TIMEOUT, MLB_ERR_REMOTE, MLB_ERR_OASIS, MLB_NAME_LEN, MAX_FIELDS, &
+      &                      MLB_HELD, MLB_PENDING
    implicit none
    private
 
    public :: mlb_init          ! called by the model's coupling init (infmod: inf_init)
    public :: mlb_def_grid      ! called by the model's coupling init
    public :: mlb_def_field     ! called by the model's coupling init
+   public :: mlb_def_restart   ! called by the model's coupling init, in a restarted run
    public :: mlb_enddef        ! called by the model's coupling init
    public :: mlb_put           ! called early in the model step (infmod: inf_put)
    public :: mlb_get           ! called late in the model step (infmod: inf_get)
+   public :: mlb_get_schedule  ! called by the model's restart writer (infmod: inf_rst_info)
+   public :: mlb_save_outputs  ! called by the model's restart writer (infmod: inf_rst_get)
+   public :: mlb_load_outputs  ! called by the model's coupling init, in a restarted run
    public :: mlb_finalize      ! called at the end of the run (infmod: inf_final)
    public :: mlb_error_message ! called by the model after a non-zero status
    public :: mlb_wait_seconds  ! diagnostics: seconds this rank waited for the servers
@@ -67,6 +84,7 @@ module mlbridge
    public :: MLB_SEND, MLB_RECV
    public :: MLB_OK, MLB_ERR_CALL, MLB_ERR_ARG, MLB_ERR_MPI, MLB_ERR_TIMEOUT, MLB_ERR_REMOTE, MLB_ERR_OASIS
    public :: MLB_NAME_LEN
+   public :: MLB_HELD, MLB_PENDING   ! the outputs a restart keeps
 
    !! protocol constants, shared with bridge/transport/mpi.py
    integer, parameter :: COLOUR_MODEL = 1, COLOUR_SERVER = 2
@@ -157,11 +175,21 @@ module mlbridge
          integer, intent(in) :: kt
          integer, intent(out) :: status
       end subroutine receive_outputs
-      module subroutine unpack_outputs(cpl, jf, array, h)
+      module subroutine unpack_outputs(cpl, jf, array, h, slot)
          type(mlb_coupling_t), intent(in), target, asynchronous :: cpl
          integer, intent(in) :: jf, h
          real(real64), intent(inout) :: array(:,:,:)
+         integer, intent(in), optional :: slot
       end subroutine unpack_outputs
+      module subroutine load_outputs(cpl, jf, slot, array, h)
+         type(mlb_coupling_t), intent(inout), target, asynchronous :: cpl
+         integer, intent(in) :: jf, slot, h
+         real(real64), intent(in) :: array(:,:,:)
+      end subroutine load_outputs
+      module subroutine complete_receives(cpl, status)
+         type(mlb_coupling_t), intent(inout), target, asynchronous :: cpl
+         integer, intent(out) :: status
+      end subroutine complete_receives
       module subroutine drain_transfers(cpl, status)
          type(mlb_coupling_t), intent(inout), target, asynchronous :: cpl
          integer, intent(out) :: status
@@ -361,6 +389,34 @@ contains
    end subroutine mlb_def_field
 
 
+   subroutine mlb_def_restart(kt_origin, status)
+      !!------------------------------------------------------------------
+      !! This run continues a coupled run from the model's restart file:
+      !! exchanges stay on the steps where MOD(kt - kt_origin, every) == 0,
+      !! kt_origin being the origin the first run used (mlb_get_schedule at
+      !! its restart step, kept in the restart file), and the servers are told
+      !! (a closure that keeps state it cannot save makes them refuse the run).
+      !! Call it after mlb_init and before mlb_enddef; then, after mlb_enddef
+      !! and before the first mlb_put, give back the saved outputs with
+      !! mlb_load_outputs.
+      !!------------------------------------------------------------------
+      integer, intent(in) :: kt_origin
+      integer, intent(out) :: status
+
+      if (.not. cpl%l_init .or. cpl%l_enddef) then
+         call set_error(cpl, MLB_ERR_CALL, 'mlb_def_restart: call it after mlb_init and before mlb_enddef', status)
+         return
+      end if
+      if (kt_origin == -huge(1)) then
+         call set_error(cpl, MLB_ERR_ARG, 'mlb_def_restart: kt_origin is not a step (-huge): '// &
+            & 'give the origin mlb_get_schedule returned when the restart was written', status); return
+      end if
+      cpl%kt_origin = kt_origin
+      cpl%l_restart = .true.
+      status = MLB_OK
+   end subroutine mlb_def_restart
+
+
    subroutine mlb_enddef(status)
       !!------------------------------------------------------------------
       !! The handshake: report grid, box and fields to server rank 0 and wait
@@ -489,6 +545,94 @@ contains
    end subroutine mlb_get_r4
 
 
+   subroutine mlb_get_schedule(kt_origin, every, lag, npending, status)
+      !!------------------------------------------------------------------
+      !! The schedule, for the model's restart writer (after mlb_enddef):
+      !! exchanges on the steps where MOD(kt - kt_origin, every) == 0
+      !! (kt_origin = -huge(1) until the first mlb_put or mlb_get fixes it in a
+      !! run without mlb_def_restart); lag; npending = 1 when the outputs of an
+      !! exchange's fields are still to be returned by mlb_get at the next
+      !! exchange (lag 1 over MPI, after the first exchange): save them with
+      !! MLB_PENDING; else 0.
+      !!------------------------------------------------------------------
+      integer, intent(out) :: kt_origin, every, lag, npending
+      integer, intent(out) :: status
+
+      kt_origin = cpl%kt_origin; every = cpl%every; lag = cpl%lag
+      npending = merge(1, 0, cpl%recv_pending .or. cpl%recv_ready)
+      if (.not. cpl%l_enddef) then
+         call set_error(cpl, MLB_ERR_CALL, 'mlb_get_schedule: call mlb_enddef first', status); return
+      end if
+      status = MLB_OK
+   end subroutine mlb_get_schedule
+
+
+   subroutine mlb_save_outputs(name, slot, array, status, halo)
+      !!------------------------------------------------------------------
+      !! For the model's restart writer, at the end of a step: the outputs of
+      !! received field name into the interior of array (real64 whatever the
+      !! field's kind: they travel and are kept as real64; the halo is not
+      !! touched). slot MLB_HELD: what mlb_get returns until the next exchange
+      !! (zeros before the first outputs); MLB_PENDING (lag 1, when
+      !! mlb_get_schedule says npending = 1): the outputs of the last
+      !! exchange's fields, which mlb_get returns at the next exchange; this
+      !! waits for them if they are still on their way. Zeros for a field no
+      !! exchange produces.
+      !!------------------------------------------------------------------
+      character(len=*), intent(in) :: name
+      integer, intent(in) :: slot
+      real(real64), intent(inout) :: array(:,:,:)
+      integer, intent(out) :: status
+      integer, intent(in), optional :: halo
+      integer :: jf, h
+
+      call begin_restart_io('mlb_save_outputs', name, slot, shape(array), halo, jf, h, status)
+      if (status /= MLB_OK) return
+      if (slot == MLB_PENDING) then
+         if (.not. (cpl%recv_pending .or. cpl%recv_ready)) then
+            call set_error(cpl, MLB_ERR_CALL, 'mlb_save_outputs('//trim(name)//', MLB_PENDING): no outputs '// &
+               & 'are in flight (lag 0, transport oasis, or no exchange yet: mlb_get_schedule says npending = 0)', &
+               & status); return
+         end if
+         call complete_receives(cpl, status)
+         if (status /= MLB_OK) return
+      end if
+      call unpack_outputs(cpl, jf, array, h, slot)
+   end subroutine mlb_save_outputs
+
+
+   subroutine mlb_load_outputs(name, slot, array, status, halo)
+      !!------------------------------------------------------------------
+      !! For the model's restart reader: give back the outputs of received field
+      !! name that mlb_save_outputs gave when the restart was written (from the
+      !! interior of array, real64), on any decomposition of the model and of
+      !! the servers. Call it after mlb_def_restart and mlb_enddef, before the
+      !! first mlb_put. MLB_HELD: mlb_get returns them until the first exchange;
+      !! MLB_PENDING (lag 1): mlb_get returns them at the first exchange. A field
+      !! no exchange produces is skipped.
+      !!------------------------------------------------------------------
+      character(len=*), intent(in) :: name
+      integer, intent(in) :: slot
+      real(real64), intent(in) :: array(:,:,:)
+      integer, intent(out) :: status
+      integer, intent(in), optional :: halo
+      integer :: jf, h
+
+      call begin_restart_io('mlb_load_outputs', name, slot, shape(array), halo, jf, h, status)
+      if (status /= MLB_OK) return
+      if (.not. cpl%l_restart .or. cpl%kt0 /= -huge(1)) then
+         call set_error(cpl, MLB_ERR_CALL, 'mlb_load_outputs('//trim(name)//'): call it after mlb_def_restart '// &
+            & 'and mlb_enddef, before the first mlb_put', status); return
+      end if
+      if (slot == MLB_PENDING .and. (cpl%lag == 0 .or. cpl%l_oasis)) then
+         call set_error(cpl, MLB_ERR_CALL, 'mlb_load_outputs('//trim(name)//', MLB_PENDING): this run has '// &
+            & 'no outputs in flight (lag 0, or transport oasis)', status); return
+      end if
+      if (.not. cpl%fields(jf)%active .or. cpl%nlev_recv == 0) return
+      call load_outputs(cpl, jf, slot, array, h)
+   end subroutine mlb_load_outputs
+
+
    subroutine mlb_finalize(status)
       !!------------------------------------------------------------------
       !! Wait for the messages in flight (the last outputs with lag 1), send
@@ -515,6 +659,7 @@ contains
          call free_buffers(cpl)
       end if
       cpl%l_init = .false.; cpl%l_grid = .false.; cpl%l_enddef = .false.; cpl%l_oasis = .false.
+      cpl%l_restart = .false.; cpl%recv_ready = .false.
       cpl%nfields = 0
       if (cpl%l_own_mpi) then
          call MPI_Finalized(done, ierr)
@@ -591,7 +736,7 @@ contains
       end if
       call check_array('mlb_put', jf, ashape, akind, halo, h, status)
       if (status /= MLB_OK) return
-      if (cpl%kt0 == -huge(1)) cpl%kt0 = kt
+      call first_step(kt)
       if (.not. cpl%fields(jf)%active .or. .not. is_due(cpl, kt)) return
       if (kt /= cpl%put_kt) then
          if (cpl%nput_done /= 0 .and. cpl%nput_done /= cpl%nput_due) then
@@ -669,7 +814,7 @@ contains
       call check_array('mlb_get', jf, ashape, akind, halo, h, status)
       if (status /= MLB_OK) return
       if (.not. cpl%fields(jf)%active .or. cpl%nlev_recv == 0) return
-      if (cpl%kt0 == -huge(1)) cpl%kt0 = kt
+      call first_step(kt)
       if (.not. is_due(cpl, kt)) return   ! between exchanges the store holds the last outputs
       if (cpl%lag == 0 .and. cpl%put_kt /= kt) then
          write(msg, '(a,i0,a)') 'mlb_get: field '//trim(name)//' at step ', kt, &
@@ -682,5 +827,42 @@ contains
          call receive_outputs(cpl, kt, status)
       end if
    end subroutine begin_get
+
+
+   subroutine first_step(kt)
+      !! The first kt seen: the origin of the schedule unless mlb_def_restart gave one.
+      integer, intent(in) :: kt
+      if (cpl%kt0 /= -huge(1)) return
+      cpl%kt0 = kt
+      if (cpl%kt_origin == -huge(1)) cpl%kt_origin = kt
+   end subroutine first_step
+
+
+   subroutine begin_restart_io(caller, name, slot, ashape, halo, jf, h, status)
+      !! Checks of mlb_save_outputs / mlb_load_outputs: after mlb_enddef, a received field, a known
+      !! slot, an array that holds the field's interior (real64 whatever the field's kind).
+      character(len=*), intent(in) :: caller, name
+      integer, intent(in) :: slot, ashape(3)
+      integer, intent(in), optional :: halo
+      integer, intent(out) :: jf, h, status
+
+      h = 0; jf = 0
+      if (.not. cpl%l_enddef) then
+         call set_error(cpl, MLB_ERR_CALL, caller//'('//trim(name)//'): call mlb_enddef first', status); return
+      end if
+      jf = find_field(cpl, name)
+      if (jf == 0) then
+         call set_error(cpl, MLB_ERR_ARG, caller//': field '//trim(name)//' was not defined', status); return
+      end if
+      if (cpl%fields(jf)%direction /= MLB_RECV) then
+         call set_error(cpl, MLB_ERR_ARG, caller//': field '//trim(name)//' is sent (MLB_SEND): '// &
+            & 'only received fields have outputs to keep', status); return
+      end if
+      if (slot /= MLB_HELD .and. slot /= MLB_PENDING) then
+         call set_error(cpl, MLB_ERR_ARG, caller//'('//trim(name)//'): slot must be MLB_HELD or MLB_PENDING', &
+            & status); return
+      end if
+      call check_array(caller, jf, ashape, cpl%fields(jf)%kind, halo, h, status)
+   end subroutine begin_restart_io
 
 end module mlbridge

@@ -167,6 +167,10 @@ contains
       write(line, '(a,i0)') 'mask ', merge(1, 0, allocated(cpl%land_mask))
       text = text//trim(line)//new_line('a')
       text = text//'transports '//backend_transports()//new_line('a')
+      if (cpl%l_restart) then   ! mlb_def_restart: the run continues another (schedule origin)
+         write(line, '(a,i0)') 'restart ', cpl%kt_origin
+         text = text//trim(line)//new_line('a')
+      end if
       do jf = 1, cpl%nfields
          associate(f => cpl%fields(jf))
             write(line, '(a,1x,a,1x,i0,1x,a,1x,i0,1x,a)') 'field', trim(f%name), f%nlev, &

@@ -18,7 +18,11 @@
 !!   oasis_*, flat                        : the OASIS backend
 !!   buffers, requests, datatypes         : mlb_enddef (allocate_buffers),
 !!                                          then the transfer routines
+!!   kt_origin, l_restart                 : mlb_def_restart (else the
+!!                                          first kt of mlb_put / mlb_get)
 !!   schedule (kt0, put_kt, ...)          : mlb_put, mlb_get
+!!   recv_ready, recvbuf, store           : the transfer routines, and
+!!                                          mlb_save_outputs / mlb_load_outputs
 !!   timings, last_error                  : every routine
 !!----------------------------------------------------------------------
 !!   set_error       : keep the text of an error, return its code
@@ -54,6 +58,9 @@ module mlbridge_state
    integer, parameter, public :: MLB_ERR_REMOTE = 5    ! a server reported an error (message kept)
    integer, parameter, public :: MLB_ERR_OASIS = 6     ! an OASIS call failed (transport = "oasis")
    integer, parameter, public :: MLB_NAME_LEN = 32
+   !! the outputs a restart keeps (mlb_save_outputs, mlb_load_outputs; public through mlbridge)
+   integer, parameter, public :: MLB_HELD = 1      ! what mlb_get returns until the next exchange
+   integer, parameter, public :: MLB_PENDING = 2   ! lag 1: the outputs of the last exchange's fields
    !! limits of the library
    integer, parameter, public :: MAX_FIELDS = 64
    integer, parameter, public :: MSG_LEN = 4096        ! longest error text kept
@@ -104,11 +111,14 @@ module mlbridge_state
       integer, allocatable :: oasis_var(:)    ! OASIS field of each mlbridge field (-1: inactive)
       real(real64), allocatable :: flat(:,:)  ! one field's box, flat, as oasis_put/get take it
       real(real64) :: timeout_s = 600._real64
-      !! the schedule
-      integer :: kt0 = -huge(1), put_kt = -huge(1), get_kt = -huge(1)
-      integer :: recv_posted_kt = -huge(1)    ! step whose outputs the posted receives wait for
+      !! the schedule: exchanges on the steps kt where MOD(kt - kt_origin, every) == 0
+      integer :: kt_origin = -huge(1)         ! mlb_def_restart, else the first kt seen
+      logical :: l_restart = .false.          ! mlb_def_restart was called: the run continues another
+      integer :: kt0 = -huge(1), put_kt = -huge(1), get_kt = -huge(1)   ! kt0: first kt seen (OASIS dates)
+      integer :: recv_posted_kt = -huge(1)    ! step whose outputs the posted (or ready) receives hold
       integer :: nput_done = 0
-      logical :: recv_pending = .false.
+      logical :: recv_pending = .false.       ! receives posted, not complete
+      logical :: recv_ready = .false.         ! recvbuf holds complete outputs, not yet current (lag 1)
       !! buffers (MPI reads or writes them between calls: cpl is TARGET and ASYNCHRONOUS)
       real(real64), allocatable :: recvbuf(:), store(:), sendbuf(:)
       real(real64), allocatable :: header(:)  ! the step of a lag-0 FIELDS message, one per route
@@ -157,7 +167,7 @@ contains
    logical function is_due(cpl, kt)
       type(mlb_coupling_t), intent(in) :: cpl
       integer, intent(in) :: kt
-      is_due = modulo(kt - cpl%kt0, cpl%every) == 0
+      is_due = modulo(kt - cpl%kt_origin, cpl%every) == 0
    end function is_due
 
 

@@ -12,7 +12,10 @@
 !! Buffers (allocate_buffers, from the route table)
 !!   recvbuf, store : OUTPUTS of every route one after another (roff,
 !!                    rlen); the receives land in recvbuf, which is swapped
-!!                    with store when they are complete. Transport oasis:
+!!                    with store when the step that needs them comes (lag 1:
+!!                    recvbuf may hold complete outputs, recv_ready, until
+!!                    then: a restart step took them early, or a restarted
+!!                    run loaded them). Transport oasis:
 !!                    store holds each received field's box, one after the
 !!                    other (lev_offset), filled by the backend.
 !!   sendbuf        : lag 1, one FIELDS message per (field, route) (soff)
@@ -22,7 +25,9 @@
 !!   send_field, pack_field         : FIELDS, lag 0 / lag 1     (mlb_put)
 !!   complete_put                   : count a put; receives, sends (mlb_put)
 !!   receive_outputs                : complete OUTPUTS of a step (mlb_get)
-!!   unpack_outputs                 : the store into an array   (mlb_get)
+!!   complete_receives              : wait for the OUTPUTS posted (mlb_get, mlb_save_outputs)
+!!   unpack_outputs                 : store or recvbuf into an array (mlb_get, mlb_save_outputs)
+!!   load_outputs                   : an array into store or recvbuf (mlb_load_outputs)
 !!   drain_transfers, say_goodbye   : the end                   (mlb_finalize)
 !!   wait_requests, probe_message   : waits with a deadline     (everyone)
 !!----------------------------------------------------------------------
@@ -207,7 +212,9 @@ contains
       if (cpl%nput_done < cpl%nput_due) return
       cpl%nexchange = cpl%nexchange + 1
       if (cpl%l_oasis) return  ! every field left in its own oasis_put; outputs come by oasis_get
-      if (.not. cpl%recv_pending .and. cpl%nlev_recv > 0) call post_receives(cpl, kt, status)
+      !! not into outputs that wait in recvbuf for their step (recv_ready): mlb_get posts then
+      if (.not. cpl%recv_pending .and. .not. cpl%recv_ready .and. cpl%nlev_recv > 0) &
+         & call post_receives(cpl, kt, status)
       if (status /= MLB_OK) return
       !! Lag 1: complete the sends now. Without an MPI progress thread a large message moves only
       !! while both sides are inside MPI calls; the servers are between two closures when they
@@ -220,50 +227,89 @@ contains
 
    module subroutine receive_outputs(cpl, kt, status)
       !! First get of due step kt: complete the receives this step needs (the outputs of kt, or of
-      !! kt - every with lag 1), check their step, make them current (swap with the store).
+      !! kt - every with lag 1), make them current (swap with the store).
       type(mlb_coupling_t), intent(inout), target, asynchronous :: cpl
       integer, intent(in) :: kt
       integer, intent(out) :: status
       real(real64), allocatable :: swap(:)
-      integer :: jr
-      character(len=256) :: msg
 
       status = MLB_OK
       if (kt == cpl%get_kt) return
       cpl%get_kt = kt
       if (cpl%recv_pending .and. cpl%recv_posted_kt <= kt - cpl%lag * cpl%every) then
-         call wait_requests(cpl, cpl%rreq, 'the outputs of the servers', status, cpl%recv_posted_kt)
+         call complete_receives(cpl, status)
          if (status /= MLB_OK) return
-         cpl%recv_pending = .false.
-         do jr = 1, cpl%nroutes
-            if (cpl%routes(jr)%nrecv == 0) cycle
-            if (nint(cpl%recvbuf(cpl%routes(jr)%roff + 1)) /= cpl%recv_posted_kt) then
-               write(msg, '(a,i0,a,i0)') 'mlb_get: a server returned the outputs of step ', &
-                  & nint(cpl%recvbuf(cpl%routes(jr)%roff + 1)), ' when those of step ', cpl%recv_posted_kt
-               call set_error(cpl, MLB_ERR_REMOTE, msg, status); return
-            end if
-         end do
+      end if
+      if (cpl%recv_ready .and. cpl%recv_posted_kt <= kt - cpl%lag * cpl%every) then
          call move_alloc(cpl%store, swap)
          call move_alloc(cpl%recvbuf, cpl%store)
          call move_alloc(swap, cpl%recvbuf)
+         cpl%recv_ready = .false.
       end if
       !! lag 1: the outputs of this step are received at the next exchange
-      if (.not. cpl%recv_pending .and. cpl%put_kt == kt .and. cpl%recv_posted_kt < kt) &
-         & call post_receives(cpl, kt, status)
+      if (.not. cpl%recv_pending .and. .not. cpl%recv_ready .and. cpl%put_kt == kt .and. &
+         & cpl%recv_posted_kt < kt) call post_receives(cpl, kt, status)
    end subroutine receive_outputs
 
 
-   module subroutine unpack_outputs(cpl, jf, array, h)
-      !! The current outputs of field jf into the interior of array (zeros for an inactive field).
+   module subroutine complete_receives(cpl, status)
+      !! Wait for the posted receives, check the step of every message; recvbuf then holds the
+      !! outputs of step recv_posted_kt, ready to become current (nothing to do if none are posted).
+      type(mlb_coupling_t), intent(inout), target, asynchronous :: cpl
+      integer, intent(out) :: status
+      integer :: jr
+      character(len=256) :: msg
+
+      status = MLB_OK
+      if (.not. cpl%recv_pending) return
+      call wait_requests(cpl, cpl%rreq, 'the outputs of the servers', status, cpl%recv_posted_kt)
+      if (status /= MLB_OK) return
+      cpl%recv_pending = .false.
+      do jr = 1, cpl%nroutes
+         if (cpl%routes(jr)%nrecv == 0) cycle
+         if (nint(cpl%recvbuf(cpl%routes(jr)%roff + 1)) /= cpl%recv_posted_kt) then
+            write(msg, '(a,i0,a,i0)') 'mlb_get: a server returned the outputs of step ', &
+               & nint(cpl%recvbuf(cpl%routes(jr)%roff + 1)), ' when those of step ', cpl%recv_posted_kt
+            call set_error(cpl, MLB_ERR_REMOTE, msg, status); return
+         end if
+      end do
+      cpl%recv_ready = .true.
+   end subroutine complete_receives
+
+
+   module subroutine unpack_outputs(cpl, jf, array, h, slot)
+      !! The current outputs of field jf (slot MLB_PENDING: those waiting in recvbuf) into the
+      !! interior of array (zeros for an inactive field).
       type(mlb_coupling_t), intent(in), target, asynchronous :: cpl
       integer, intent(in) :: jf, h
       real(real64), intent(inout) :: array(:,:,:)
+      integer, intent(in), optional :: slot
       integer :: jr, js, ji, jj, jk, n, nl, nx, ny
+      logical :: pending
 
       nl = cpl%fields(jf)%nlev
       nx = cpl%nx_loc; ny = cpl%ny_loc
-      if (.not. cpl%fields(jf)%active) then
+      pending = .false.
+      if (present(slot)) pending = slot == MLB_PENDING
+      if (.not. cpl%fields(jf)%active .or. cpl%nlev_recv == 0) then
          array(h + 1:h + nx, h + 1:h + ny, 1:nl) = 0._real64
+      else if (pending) then
+         do jr = 1, cpl%nroutes
+            if (cpl%routes(jr)%nrecv == 0) cycle
+            n = cpl%routes(jr)%roff + 1 + cpl%fields(jf)%lev_offset * cpl%routes(jr)%recv_pts
+            do js = 1, cpl%routes(jr)%nrecv
+               associate(b => cpl%routes(jr)%rbox(:, js))
+                  do jk = 1, nl
+                     do jj = b(3) + 1 + h, b(4) + h
+                        do ji = b(1) + 1 + h, b(2) + h
+                           n = n + 1
+                           array(ji, jj, jk) = cpl%recvbuf(n)
+                        end do
+                     end do
+                  end do
+               end associate
+            end do
+         end do
       else if (cpl%l_oasis) then
          n = cpl%fields(jf)%lev_offset * nx * ny
          array(h + 1:h + nx, h + 1:h + ny, 1:nl) = reshape(cpl%store(n + 1:n + nx * ny * nl), [nx, ny, nl])
@@ -286,6 +332,49 @@ contains
          end do
       end if
    end subroutine unpack_outputs
+
+
+   module subroutine load_outputs(cpl, jf, slot, array, h)
+      !! A restarted run: the interior of array into the store (MLB_HELD) or into recvbuf as
+      !! outputs ready for the first exchange (MLB_PENDING, lag 1), along this run's routes.
+      type(mlb_coupling_t), intent(inout), target, asynchronous :: cpl
+      integer, intent(in) :: jf, slot, h
+      real(real64), intent(in) :: array(:,:,:)
+      integer :: jr, js, ji, jj, jk, n, nl, nx, ny
+
+      nl = cpl%fields(jf)%nlev
+      nx = cpl%nx_loc; ny = cpl%ny_loc
+      if (cpl%l_oasis) then   ! (MLB_HELD only: mlb_load_outputs refuses the other)
+         n = cpl%fields(jf)%lev_offset * nx * ny
+         cpl%store(n + 1:n + nx * ny * nl) = reshape(array(h + 1:h + nx, h + 1:h + ny, 1:nl), [nx * ny * nl])
+         return
+      end if
+      do jr = 1, cpl%nroutes
+         if (cpl%routes(jr)%nrecv == 0) cycle
+         n = cpl%routes(jr)%roff + 1 + cpl%fields(jf)%lev_offset * cpl%routes(jr)%recv_pts
+         do js = 1, cpl%routes(jr)%nrecv
+            associate(b => cpl%routes(jr)%rbox(:, js))
+               do jk = 1, nl
+                  do jj = b(3) + 1 + h, b(4) + h
+                     do ji = b(1) + 1 + h, b(2) + h
+                        n = n + 1
+                        if (slot == MLB_PENDING) then
+                           cpl%recvbuf(n) = array(ji, jj, jk)
+                        else
+                           cpl%store(n) = array(ji, jj, jk)
+                        end if
+                     end do
+                  end do
+               end do
+            end associate
+         end do
+      end do
+      if (slot == MLB_PENDING) then
+         !! outputs of a step before this run: current at its first exchange (receive_outputs)
+         cpl%recv_ready = .true.
+         cpl%recv_posted_kt = -huge(1)
+      end if
+   end subroutine load_outputs
 
 
    module subroutine drain_transfers(cpl, status)

@@ -11,7 +11,17 @@ MODULE infmod
    !!   inf_put   : early in the step, hand u, v, h of step kt to the closures
    !!   inf_get   : late in the step, receive u_tend, v_tend, h_tend
    !!   inf_final : end of the run (mlb_finalize)
+   !!   inf_rst_info, inf_rst_get : what the restart writer (rst_write) saves
+   !!   inf_rst_set_schedule, inf_rst_set : what the restart reader (rst_read)
+   !!               found, given back to the library by inf_def
    !!----------------------------------------------------------------------
+   !! Restarts (docs/coupling.md, "Restarts"): at each restart step the file
+   !! also holds the schedule's origin (exchanges on the steps where
+   !! MOD(kt - origin, every) == 0, origin = nn_it000 of the first run), and
+   !! per received field the outputs held between exchanges and, with lag 1,
+   !! the outputs in flight. A run started from it with ln_mlb_rst gives them
+   !! back and continues bit for bit; anything that cannot be given back is
+   !! said with a warning before the first step.
    !! The step adds the tendencies by forward Euler after the AB3 update:
    !!    u(n+1) = u(n) + dt * AB3(...) + dt * u_tend      (same for v, h)
    !! Units: u_tend, v_tend [m s-2], h_tend [m s-1]; zero when no closure runs.
@@ -28,13 +38,16 @@ MODULE infmod
    USE mpi_f08   , ONLY : MPI_Comm, MPI_COMM_WORLD, MPI_Initialized, MPI_Init, MPI_Comm_rank,   &
       &                   MPI_Abort, MPI_Wtime
    USE par_kind  , ONLY : wp, lc
-   USE lib_mpp   , ONLY : lwp, numout, ctl_stop
+   USE lib_mpp   , ONLY : lwp, numout, ctl_stop, ctl_warn
+   USE in_out_manager, ONLY : ln_rstart, nn_it000, cn_ocerst_in
    USE mppini    , ONLY : jpi, jpj, jpiglo, jpjglo, nimpp, njmpp
    USE domain    , ONLY : tmask
    USE infclosure, ONLY : inc_laplacian, inc_smooth3
    USE inftest   , ONLY : inf_test_init, inf_test_nan, inf_test_world, cn_mlb_inproc, rn_mlb_coef
    USE mlbridge  , ONLY : mlb_init, mlb_def_grid, mlb_def_field, mlb_enddef, mlb_put, mlb_get,   &
-      &                   mlb_finalize, mlb_error_message, MLB_SEND, MLB_RECV, MLB_OK, MLB_ERR_REMOTE
+      &                   mlb_finalize, mlb_error_message, MLB_SEND, MLB_RECV, MLB_OK, MLB_ERR_REMOTE,   &
+      &                   mlb_def_restart, mlb_get_schedule, mlb_save_outputs, mlb_load_outputs,   &
+      &                   MLB_HELD, MLB_PENDING
 
    IMPLICIT NONE
    PRIVATE
@@ -44,8 +57,10 @@ MODULE infmod
    PUBLIC   inf_put     ! called by step (early)
    PUBLIC   inf_get     ! called by step (late)
    PUBLIC   inf_final   ! called by nemogcm
+   PUBLIC   inf_rst_info, inf_rst_get, inf_rst_name          ! called by rst (rst_write, rst_read)
+   PUBLIC   inf_rst_set_schedule, inf_rst_set                ! called by rst (rst_read)
 
-   INTEGER, PARAMETER ::   jpfld = 3                  ! u, v, h
+   INTEGER, PARAMETER, PUBLIC ::   jpfld = 3          !: fields of the hook: u, v, h (and their tendencies)
    INTEGER, PARAMETER ::   lf = 16                    ! length of a field name
    CHARACTER(len=lf), PARAMETER ::   cfld(jpfld) = [CHARACTER(len=lf) :: 'u', 'v', 'h']
    CHARACTER(len=lf), PARAMETER ::   ctnd(jpfld) = [CHARACTER(len=lf) :: 'u_tend', 'v_tend', 'h_tend']
@@ -56,6 +71,7 @@ MODULE infmod
    CHARACTER(len=lf) ::   cn_mlb_rcv(jpfld) = ctnd   ! fields received (u_tend, v_tend, h_tend)
    INTEGER           ::   nn_mlb_lev(jpfld) = 0      ! levels of each sent field (0: all layers)
    INTEGER           ::   nn_mlb_every = 1           ! exchange every nn_mlb_every steps
+   LOGICAL           ::   ln_mlb_rst = .TRUE.        ! with ln_rstart: give the coupling's saved state back
    !                                      !!* nammlb_test *: module inftest (cn_mlb_inproc, rn_mlb_coef)
 
    LOGICAL, PUBLIC ::   ln_mlb_tend_out = .FALSE.   !: diawri writes u_tend, v_tend, h_tend (set by inf_def)
@@ -66,6 +82,12 @@ MODULE infmod
    LOGICAL ::   lltend(jpfld) = .FALSE.        ! in process: X_tend = closure(X) for this X
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:,:) ::   ztend      ! in-process outputs (jpi, jpj, jpk, 3)
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:)   ::   zwa, zwb   ! work arrays (smooth3, NaN injection)
+   !                                      !!* the coupling's state read by rst_read, until inf_def gives it back
+   LOGICAL ::   llrst_in = .FALSE.             ! the restart holds the coupling's state
+   INTEGER ::   nrst_origin, nrst_every, nrst_lag   ! its schedule
+   LOGICAL  ::   llrst_slot(jpfld,2) = .FALSE.  ! (u_tend, v_tend, h_tend) x (held, pending) found
+   REAL(wp), ALLOCATABLE, DIMENSION(:,:,:,:,:) ::   zrst   ! their values (jpi, jpj, jpk, jpfld, 2)
+   CHARACTER(len=7), PARAMETER ::   cslot(2) = [ 'held   ', 'pending' ]
 
    !!----------------------------------------------------------------------
 CONTAINS
@@ -111,6 +133,7 @@ CONTAINS
       !!------------------------------------------------------------------
       INTEGER, INTENT(in) ::   kpk   ! number of layers
       INTEGER ::   jf, istat, ilev
+      LOGICAL ::   llwarm   ! restarted, and the coupling's state is given back
       !!------------------------------------------------------------------
       npk = kpk
       IF( lwp ) THEN
@@ -122,6 +145,7 @@ CONTAINS
          WRITE(numout,'(a,3(1x,i0))') '   levels sent (0: all)               nn_mlb_lev    =', nn_mlb_lev
          WRITE(numout,'(a,3(1x,a))') '   fields received                    cn_mlb_rcv    =', (TRIM(cn_mlb_rcv(jf)), jf = 1, jpfld)
          WRITE(numout,'(a,i0)')   '   exchange every                     nn_mlb_every  = ', nn_mlb_every
+         WRITE(numout,'(a,l2)')   '   restore the coupling from restarts ln_mlb_rst    = ', ln_mlb_rst
       ENDIF
       CALL nammlb_check( kpk )
       CALL inf_test_init( kpk, ln_mlb, cn_mlb_snd )
@@ -136,7 +160,12 @@ CONTAINS
             lltend(jf) = ANY( cn_mlb_snd == cfld(jf) ) .AND. ANY( cn_mlb_rcv == ctnd(jf) )
          END DO
       ENDIF
-      IF( .NOT. ln_mlb )   RETURN
+      llwarm = rst_is_warm()
+      IF( .NOT. ln_mlb ) THEN
+         IF( llwarm .AND. ALLOCATED(ztend) )   CALL rst_restore_inproc
+         IF( ALLOCATED(zrst) )   DEALLOCATE( zrst )
+         RETURN
+      ENDIF
 
       CALL mlb_def_grid( jpiglo, jpjglo, nimpp, njmpp, jpi-2, jpj-2, istat,   &
          &               mask=INT( tmask(2:jpi-1,2:jpj-1), int32 ) )
@@ -153,9 +182,15 @@ CONTAINS
          CALL mlb_def_field( TRIM(cn_mlb_rcv(jf)), kpk, MLB_RECV, nn_mlb_every, istat )
          CALL inf_check( istat, 'inf_def: mlb_def_field '//TRIM(cn_mlb_rcv(jf)) )
       END DO
+      IF( llwarm ) THEN   ! the schedule keeps the first run's phase; the servers are told
+         CALL mlb_def_restart( nrst_origin, istat )
+         CALL inf_check( istat, 'inf_def: mlb_def_restart' )
+      ENDIF
       CALL mlb_enddef( istat )   ! the handshake: a mismatch stops here, naming both values
       IF( istat == MLB_ERR_REMOTE )   CALL inf_check( istat, 'inf_def: mlb_enddef', ld_all=.TRUE. )   ! same answer on every rank
       CALL inf_check( istat, 'inf_def: mlb_enddef' )
+      IF( llwarm )   CALL rst_restore
+      IF( ALLOCATED(zrst) )   DEALLOCATE( zrst )
       IF( lwp ) THEN
          WRITE(numout,*) '   handshake with the mlbridge servers done'
          FLUSH(numout)
@@ -238,6 +273,85 @@ CONTAINS
       CALL inf_check( istat, 'inf_final: mlb_finalize' )
    END SUBROUTINE inf_final
 
+
+   SUBROUTINE inf_rst_info( ld_save, korigin, kevery, klag, ld_slot )
+      !!------------------------------------------------------------------
+      !!                  ***  ROUTINE inf_rst_info  ***
+      !! ** Purpose :   what the restart of this step must hold for the coupling
+      !!                to continue bit for bit (every rank; no communication)
+      !!------------------------------------------------------------------
+      LOGICAL, INTENT(out) ::   ld_save                 ! a closure runs: there is something to save
+      INTEGER, INTENT(out) ::   korigin, kevery, klag   ! the schedule
+      LOGICAL, INTENT(out) ::   ld_slot(jpfld,2)        ! (u_tend, v_tend, h_tend) x (held, pending) to save
+      INTEGER ::   jf, istat, inpend
+      !!------------------------------------------------------------------
+      ld_save = .FALSE.   ;   ld_slot(:,:) = .FALSE.
+      korigin = nkt0   ;   kevery = nn_mlb_every   ;   klag = 0
+      IF( ln_mlb ) THEN
+         ld_save = .TRUE.
+         CALL mlb_get_schedule( korigin, kevery, klag, inpend, istat )
+         CALL inf_check( istat, 'inf_rst_info: mlb_get_schedule' )
+         DO jf = 1, jpfld
+            ld_slot(jf,1) = ANY( cn_mlb_rcv == ctnd(jf) )
+            ld_slot(jf,2) = ld_slot(jf,1) .AND. inpend > 0
+         END DO
+      ELSEIF( ALLOCATED(ztend) ) THEN   ! in process: lag 0, the outputs held in ztend
+         ld_save = .TRUE.
+         ld_slot(:,1) = lltend(:)
+      ENDIF
+   END SUBROUTINE inf_rst_info
+
+
+   SUBROUTINE inf_rst_get( kf, kslot, pf )
+      !!------------------------------------------------------------------
+      !!                  ***  ROUTINE inf_rst_get  ***
+      !! ** Purpose :   the outputs ctnd(kf) of slot kslot (1 held, 2 pending) into
+      !!                the inner points of pf (jpi, jpj, jpk). With lag 1 the
+      !!                pending ones are waited for here: a restart step costs the
+      !!                overlap of one exchange.
+      !!------------------------------------------------------------------
+      INTEGER                   , INTENT(in   ) ::   kf, kslot
+      REAL(wp), DIMENSION(:,:,:), INTENT(inout) ::   pf
+      INTEGER ::   istat
+      !!------------------------------------------------------------------
+      pf(:,:,:) = 0._wp
+      IF( ln_mlb ) THEN
+         CALL mlb_save_outputs( TRIM(ctnd(kf)), MERGE( MLB_HELD, MLB_PENDING, kslot == 1 ), pf, istat, halo=1 )
+         CALL inf_check( istat, 'inf_rst_get: mlb_save_outputs '//TRIM(ctnd(kf)) )
+      ELSEIF( ALLOCATED(ztend) .AND. kslot == 1 ) THEN
+         pf(:,:,:) = ztend(:,:,:,kf)
+      ENDIF
+   END SUBROUTINE inf_rst_get
+
+
+   FUNCTION inf_rst_name( kf, kslot ) RESULT( cdname )
+      !! name of the restart variable of the outputs ctnd(kf) in slot kslot: mlb_held_u_tend, ...
+      INTEGER, INTENT(in) ::   kf, kslot
+      CHARACTER(len=32)   ::   cdname
+      cdname = 'mlb_'//TRIM(cslot(kslot))//'_'//TRIM(ctnd(kf))
+   END FUNCTION inf_rst_name
+
+
+   SUBROUTINE inf_rst_set_schedule( korigin, kevery, klag )
+      !! rst_read: the restart holds the coupling's state, saved with this schedule
+      INTEGER, INTENT(in) ::   korigin, kevery, klag
+      llrst_in = .TRUE.
+      nrst_origin = korigin   ;   nrst_every = kevery   ;   nrst_lag = klag
+   END SUBROUTINE inf_rst_set_schedule
+
+
+   SUBROUTINE inf_rst_set( kf, kslot, pf )
+      !! rst_read: the saved outputs ctnd(kf) of slot kslot (kept until inf_def gives them back)
+      INTEGER                   , INTENT(in) ::   kf, kslot
+      REAL(wp), DIMENSION(:,:,:), INTENT(in) ::   pf
+      IF( .NOT. ALLOCATED(zrst) ) THEN
+         ALLOCATE( zrst(SIZE(pf,1),SIZE(pf,2),SIZE(pf,3),jpfld,2) )
+         zrst(:,:,:,:,:) = 0._wp
+      ENDIF
+      zrst(:,:,:,kf,kslot) = pf(:,:,:)
+      llrst_slot(kf,kslot) = .TRUE.
+   END SUBROUTINE inf_rst_set
+
    !!----------------------------------------------------------------------
    !!                          private routines
    !!----------------------------------------------------------------------
@@ -289,6 +403,94 @@ CONTAINS
    END SUBROUTINE inproc
 
 
+   LOGICAL FUNCTION rst_is_warm()
+      !!------------------------------------------------------------------
+      !! restarted with a closure: can the coupling's state be given back? When it
+      !! cannot, the coupling starts cold (schedule from nn_it000, zero tendencies
+      !! until the first outputs): say so, loudly, before the first step
+      !!------------------------------------------------------------------
+      CHARACTER(len=lc) ::   ccold
+      !!------------------------------------------------------------------
+      rst_is_warm = .FALSE.
+      IF( .NOT. ln_rstart .OR. .NOT. ( ln_mlb .OR. ALLOCATED(ztend) ) )   RETURN
+      WRITE(ccold,'(a,i0,a,i0,a)') 'the coupling starts cold at step ', nn_it000, ' (exchanges every ',   &
+         &   nn_mlb_every, ' steps from it, zero tendencies until the first outputs): this run differs '//   &
+         &   'from one done in one go'
+      IF( .NOT. ln_mlb_rst ) THEN
+         CALL ctl_warn( 'inf_def: &nammlb ln_mlb_rst = .false.: '//TRIM(ccold) )
+      ELSEIF( .NOT. llrst_in ) THEN
+         CALL ctl_warn( 'inf_def: the restart '//TRIM(cn_ocerst_in)//' holds no coupling state '//   &
+            &           '(written by a run without closures): '//TRIM(ccold) )
+      ELSE
+         rst_is_warm = .TRUE.
+      ENDIF
+   END FUNCTION rst_is_warm
+
+
+   SUBROUTINE rst_restore
+      !!------------------------------------------------------------------
+      !! after mlb_enddef: the saved outputs back into the library; whatever the
+      !! restart lacks for this run's schedule is said with a warning
+      !!------------------------------------------------------------------
+      INTEGER ::   jf, istat, iorigin, ievery, ilag, inpend
+      CHARACTER(len=lc) ::   cmsg
+      !!------------------------------------------------------------------
+      CALL mlb_get_schedule( iorigin, ievery, ilag, inpend, istat )
+      CALL inf_check( istat, 'inf_def: mlb_get_schedule' )
+      CALL rst_warn_schedule( ievery, ilag )
+      DO jf = 1, jpfld
+         IF( .NOT. ANY( cn_mlb_rcv == ctnd(jf) ) )   CYCLE
+         IF( llrst_slot(jf,1) ) THEN
+            CALL mlb_load_outputs( TRIM(ctnd(jf)), MLB_HELD, zrst(:,:,:,jf,1), istat, halo=1 )
+            CALL inf_check( istat, 'inf_def: mlb_load_outputs '//TRIM(ctnd(jf)) )
+         ELSE
+            WRITE(cmsg,'(a,i0,a)') 'inf_def: the restart holds no outputs of '//TRIM(ctnd(jf))//   &
+               &                   ': zero until the first exchange after step ', nn_it000 - 1, '; this run '//   &
+               &                   'differs from one done in one go'
+            CALL ctl_warn( cmsg )
+         ENDIF
+         IF( ilag /= 1 )   CYCLE
+         IF( llrst_slot(jf,2) ) THEN
+            CALL mlb_load_outputs( TRIM(ctnd(jf)), MLB_PENDING, zrst(:,:,:,jf,2), istat, halo=1 )
+            CALL inf_check( istat, 'inf_def: mlb_load_outputs '//TRIM(ctnd(jf)) )
+         ELSE
+            CALL ctl_warn( 'inf_def: lag 1, but the restart holds no outputs of '//TRIM(ctnd(jf))//   &
+               &           ' in flight: the first exchange gives the held ones again; this run differs '//   &
+               &           'from one done in one go' )
+         ENDIF
+      END DO
+   END SUBROUTINE rst_restore
+
+
+   SUBROUTINE rst_restore_inproc
+      !! the in-process closure: its schedule's origin and the outputs it held
+      INTEGER ::   jf
+      CALL rst_warn_schedule( nn_mlb_every, 0 )
+      nkt0 = nrst_origin
+      DO jf = 1, jpfld
+         IF( .NOT. lltend(jf) )   CYCLE
+         IF( llrst_slot(jf,1) ) THEN
+            ztend(:,:,:,jf) = zrst(:,:,:,jf,1)
+         ELSE
+            CALL ctl_warn( 'inf_def: the restart holds no outputs of '//TRIM(ctnd(jf))//   &
+               &           ': zero until the first exchange; this run differs from one done in one go' )
+         ENDIF
+      END DO
+   END SUBROUTINE rst_restore_inproc
+
+
+   SUBROUTINE rst_warn_schedule( kevery, klag )
+      !! the restart was written with another every or lag than this run's
+      INTEGER, INTENT(in) ::   kevery, klag
+      CHARACTER(len=lc) ::   cmsg
+      IF( kevery == nrst_every .AND. klag == nrst_lag )   RETURN
+      WRITE(cmsg,'(a,4(i0,a))') 'inf_def: the restart was written with every ', nrst_every, ' and lag ', nrst_lag,   &
+         &   ', this run has every ', kevery, ' and lag ', klag, ': the saved outputs are given back where they '//   &
+         &   'fit; this run differs from one done in one go'
+      CALL ctl_warn( cmsg )
+   END SUBROUTINE rst_warn_schedule
+
+
    SUBROUTINE inf_check( kstatus, cdwhat, ld_all )
       !! stop the run with the library's message when an mlbridge call failed
       INTEGER          , INTENT(in) ::   kstatus
@@ -310,7 +512,7 @@ CONTAINS
       CHARACTER(len=*), INTENT(out) ::   cdmsg
       INTEGER ::   inum, ios
       CHARACTER(len=lc) ::   cliom
-      NAMELIST/nammlb/ ln_mlb, cn_mlb_snd, cn_mlb_rcv, nn_mlb_lev, nn_mlb_every
+      NAMELIST/nammlb/ ln_mlb, cn_mlb_snd, cn_mlb_rcv, nn_mlb_lev, nn_mlb_every, ln_mlb_rst
       !!------------------------------------------------------------------
       cdmsg = ''
       cliom = ''

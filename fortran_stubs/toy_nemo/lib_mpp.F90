@@ -7,6 +7,7 @@ MODULE lib_mpp
    !!   mpp_start     : MPI_Init, model communicator, open ocean.output (rank 0)
    !!   mpp_stop      : close ocean.output, MPI_Finalize
    !!   ctl_stop      : fatal error: ' E R R O R' to stderr + ocean.output, MPI_Abort
+   !!   ctl_warn      : warning: ' W A R N I N G' to stderr + ocean.output (rank 0)
    !!   ctl_nam       : check the status of a namelist read, stop naming block and entry
    !!   nam_open      : open namelist_ref / namelist_cfg for reading
    !!   mpp_max       : global maximum of a real (exact, so decomposition independent)
@@ -24,6 +25,7 @@ MODULE lib_mpp
    PUBLIC   mpp_start   ! called by nemogcm
    PUBLIC   mpp_stop    ! called by nemogcm
    PUBLIC   ctl_stop    ! called by every module on a fatal error
+   PUBLIC   ctl_warn    ! called by infmod (a restart that cannot continue exactly)
    PUBLIC   ctl_nam     ! called by every module that reads a namelist block
    PUBLIC   nam_open    ! called by every module that reads a namelist block
    PUBLIC   mpp_max     ! called by stpctl
@@ -122,6 +124,23 @@ CONTAINS
       CALL MPI_Abort( mpi_comm_oce, 1 )
       STOP 1   ! not reached
    END SUBROUTINE ctl_stop
+
+
+   SUBROUTINE ctl_warn( cdmsg )
+      !!------------------------------------------------------------------
+      !!                  ***  ROUTINE ctl_warn  ***
+      !! ** Purpose :   say loudly that the run goes on in a way the user may not
+      !!                expect: rank 0 writes ' W A R N I N G : ' and the message to
+      !!                stderr and ocean.output (every rank may call it; not collective)
+      !!------------------------------------------------------------------
+      CHARACTER(len=*), INTENT(in) ::   cdmsg   ! what, and how to avoid it
+      !!------------------------------------------------------------------
+      IF( .NOT. lwp )   RETURN
+      WRITE(error_unit,'(a)') ' W A R N I N G : '//TRIM(cdmsg)
+      FLUSH(error_unit)
+      WRITE(numout,'(a)') ' W A R N I N G : '//TRIM(cdmsg)
+      FLUSH(numout)
+   END SUBROUTINE ctl_warn
 
 
    SUBROUTINE nam_open( cdfile, knum )

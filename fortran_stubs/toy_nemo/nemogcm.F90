@@ -88,15 +88,16 @@ CONTAINS
       CALL ldf_init
       CALL dyn_init( nn_nz )
       CALL iom_init( nn_nz )
-      CALL inf_def( nn_nz )             ! coupling hook: fields, handshake (or in-process closure)
-      CALL nud_init( nn_nz, ln_tend )   ! &namnudge: truth file opened and checked (rank 0)
       IF( ln_tend ) THEN
          CONTINUE                       ! states come from cn_tend_in, no output file
       ELSEIF( ln_rstart ) THEN
-         CALL rst_read                  ! state and AB3 history of a previous run
+         CALL rst_read                  ! state and AB3 history of a previous run (and the coupling's state)
       ELSE
          CALL istate
       ENDIF
+      CALL inf_def( nn_nz )             ! coupling hook: fields, handshake (or in-process closure); after
+      !                                 ! rst_read, which found what the coupling needs to continue
+      CALL nud_init( nn_nz, ln_tend )   ! &namnudge: truth file opened and checked (rank 0)
       IF( .NOT. ln_tend )   CALL dia_wri_init   ! output file created before the first step
       IF( lwp ) THEN
          WRITE(numout,*)

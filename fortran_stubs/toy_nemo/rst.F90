@@ -9,6 +9,10 @@ MODULE rst
    !!----------------------------------------------------------------------
    !! Contents: kt, nab (AB3 tendencies held, 0..2), rn_Dt, u, v, h and the
    !! tendencies of steps kt (ua_b1, va_b1, ha_b1) and kt-1 (ua_b2, ...).
+   !! When a closure runs (coupled or in process), the coupling's state too
+   !! (infmod: inf_rst_info, inf_rst_get): mlb_origin, mlb_every, mlb_lag and
+   !! per received field the outputs held between exchanges (mlb_held_u_tend,
+   !! ...) and, with lag 1, those in flight (mlb_pending_u_tend, ...).
    !!----------------------------------------------------------------------
    USE netcdf
    USE par_kind      , ONLY : wp, lc
@@ -19,6 +23,7 @@ MODULE rst
    USE iom           , ONLY : iom_gather, iom_check
    USE lbclnk        , ONLY : lbc_lnk
    USE in_out_manager, ONLY : cn_exp, cn_ocerst_in, cn_ocerst_outdir, nn_it000
+   USE infmod        , ONLY : jpfld, inf_rst_info, inf_rst_get, inf_rst_name, inf_rst_set_schedule, inf_rst_set
 
    IMPLICIT NONE
    PRIVATE
@@ -31,6 +36,8 @@ MODULE rst
       &                                                        'ua_b1', 'va_b1', 'ha_b1',   &
       &                                                        'ua_b2', 'va_b2', 'ha_b2' ]
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:) ::   zglo   ! one global field (rank 0)
+   REAL(wp), ALLOCATABLE, DIMENSION(:,:,:) ::   zloc   ! one local field (the coupling's outputs)
+   CHARACTER(len=6), PARAMETER, DIMENSION(3) ::   cmlb = [ 'origin', 'every ', 'lag   ' ]
 
    !!----------------------------------------------------------------------
 CONTAINS
@@ -41,8 +48,12 @@ CONTAINS
       !! ** Purpose :   write the restart of the end of step kt (collective)
       !!------------------------------------------------------------------
       INTEGER, INTENT(in) ::   kt   ! time step just completed
-      INTEGER ::   ncid, idx, idy, idz, ikt, inab, idt, jv
+      INTEGER ::   ncid, idx, idy, idz, ikt, inab, idt, jv, jf, js
       INTEGER, DIMENSION(jpvar) ::   idv
+      INTEGER, DIMENSION(3)     ::   imlb, idmlb      ! the coupling's schedule: origin, every, lag
+      INTEGER, DIMENSION(jpfld,2) ::   idslot          ! its outputs: (u_tend, v_tend, h_tend) x (held, pending)
+      LOGICAL ::   llmlb
+      LOGICAL, DIMENSION(jpfld,2) ::   llslot
       CHARACTER(len=lc) ::   cfile
       !!------------------------------------------------------------------
       IF( .NOT. ALLOCATED(zglo) ) THEN
@@ -50,6 +61,8 @@ CONTAINS
          ELSE             ;   ALLOCATE( zglo(1,1,1) )
          ENDIF
       ENDIF
+      IF( .NOT. ALLOCATED(zloc) )   ALLOCATE( zloc(jpi,jpj,jpk) )
+      CALL inf_rst_info( llmlb, imlb(1), imlb(2), imlb(3), llslot )
       WRITE(cfile,'(a,"/",a,"_",i8.8,"_restart.nc")') TRIM(cn_ocerst_outdir), TRIM(cn_exp), kt
       ncid = -1
       IF( lwp ) THEN
@@ -64,6 +77,27 @@ CONTAINS
          DO jv = 1, jpvar
             CALL chk( nf90_def_var( ncid, TRIM(cvar(jv)), NF90_DOUBLE, [idx, idy, idz], idv(jv) ) )
          END DO
+         IF( llmlb ) THEN
+            DO jv = 1, 3
+               CALL chk( nf90_def_var( ncid, 'mlb_'//TRIM(cmlb(jv)), NF90_INT, idmlb(jv) ) )
+            END DO
+            CALL chk( nf90_put_att( ncid, idmlb(1), 'long_name',   &
+               &      'coupling: exchanges on the steps kt where mod(kt - mlb_origin, mlb_every) = 0' ) )
+            DO js = 1, 2
+               DO jf = 1, jpfld
+                  IF( .NOT. llslot(jf,js) )   CYCLE
+                  CALL chk( nf90_def_var( ncid, TRIM(inf_rst_name(jf, js)), NF90_DOUBLE, [idx, idy, idz],   &
+                     &                    idslot(jf,js) ) )
+                  IF( js == 1 ) THEN
+                     CALL chk( nf90_put_att( ncid, idslot(jf,js), 'long_name',   &
+                        &                    'coupling: outputs used until the next exchange' ) )
+                  ELSE
+                     CALL chk( nf90_put_att( ncid, idslot(jf,js), 'long_name',   &
+                        &                    'coupling: outputs in flight, used from the next exchange' ) )
+                  ENDIF
+               END DO
+            END DO
+         ENDIF
          CALL chk( nf90_put_att( ncid, NF90_GLOBAL, 'title', 'toy_nemo restart: '//TRIM(cn_exp) ) )
          CALL chk( nf90_enddef( ncid ) )
          CALL chk( nf90_put_var( ncid, ikt, kt ) )
@@ -84,6 +118,21 @@ CONTAINS
          END SELECT
          IF( lwp )   CALL chk( nf90_put_var( ncid, idv(jv), zglo ) )
       END DO
+      IF( llmlb ) THEN
+         IF( lwp ) THEN
+            DO jv = 1, 3
+               CALL chk( nf90_put_var( ncid, idmlb(jv), imlb(jv) ) )
+            END DO
+         ENDIF
+         DO js = 1, 2
+            DO jf = 1, jpfld
+               IF( .NOT. llslot(jf,js) )   CYCLE
+               CALL inf_rst_get( jf, js, zloc )   ! with lag 1 the pending outputs are waited for here
+               CALL iom_gather( jpk, zloc, zglo )
+               IF( lwp )   CALL chk( nf90_put_var( ncid, idslot(jf,js), zglo ) )
+            END DO
+         END DO
+      ENDIF
       IF( lwp ) THEN
          CALL chk( nf90_close( ncid ) )
          WRITE(numout,'(a,i10,a,a)') ' rst_write : step ', kt, ' restart written in ', TRIM(cfile)
@@ -105,8 +154,9 @@ CONTAINS
       !! ** Purpose :   read the state of a restart on every rank (own box only),
       !!                check it matches this run, fill the halos
       !!------------------------------------------------------------------
-      INTEGER ::   ncid, idim, ilen, ivar, ikt, jv
-      INTEGER, DIMENSION(3) ::   iglo
+      INTEGER ::   ncid, idim, ilen, ivar, ikt, jv, jf, js
+      INTEGER, DIMENSION(3) ::   iglo, imlb
+      REAL(wp), ALLOCATABLE, DIMENSION(:,:,:) ::   zwrk   ! one saved output of the coupling
       REAL(wp) ::   zdt
       CHARACTER(len=lc) ::   cfile, cmsg
       CHARACTER(len=1), DIMENSION(3), PARAMETER ::   cdim = [ 'x', 'y', 'z' ]
@@ -158,6 +208,22 @@ CONTAINS
          CASE( 9 )   ;   CALL get( hta(:,:,:,nm2) )
          END SELECT
       END DO
+      IF( nf90_inq_varid( ncid, 'mlb_origin', ivar ) == NF90_NOERR ) THEN   ! the coupling's state
+         DO jv = 1, 3
+            CALL chk( nf90_inq_varid( ncid, 'mlb_'//TRIM(cmlb(jv)), ivar ) )
+            CALL chk( nf90_get_var( ncid, ivar, imlb(jv) ) )
+         END DO
+         CALL inf_rst_set_schedule( imlb(1), imlb(2), imlb(3) )
+         ALLOCATE( zwrk(jpi,jpj,jpk) )
+         DO js = 1, 2
+            DO jf = 1, jpfld
+               IF( nf90_inq_varid( ncid, TRIM(inf_rst_name(jf, js)), ivar ) /= NF90_NOERR )   CYCLE
+               zwrk(:,:,:) = 0._wp
+               CALL get( zwrk )
+               CALL inf_rst_set( jf, js, zwrk )
+            END DO
+         END DO
+      ENDIF
       CALL chk( nf90_close( ncid ) )
       CALL lbc_lnk( un, vn, hn )
       IF( lwp ) THEN
