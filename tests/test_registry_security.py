@@ -234,6 +234,24 @@ def source_injection(src: Path, dest: Path, marker: Path) -> Path:
     return rewrite(src, dest, program=edit)
 
 
+def carriage_return(src: Path, dest: Path, marker: Path) -> Path:
+    def edit(program: dict) -> None:
+        node = program["graph_module"]["graph"]["nodes"][0]
+        node["metadata"]["stack_trace"] = (
+            f"File 'x', line 1, in f\rimport os; os.system('{marker}')"
+        )
+
+    return rewrite(src, dest, program=edit)
+
+
+def leaf_function_node(src: Path, dest: Path, marker: Path) -> Path:
+    def edit(program: dict) -> None:
+        node = program["graph_module"]["graph"]["nodes"][0]
+        node["target"] = "torch.ops.higher_order.invoke_leaf_function"
+
+    return rewrite(src, dest, program=edit)
+
+
 # name -> (crafting, the member and words the refusal names, when plain torch runs the payload)
 CRAFTED = {
     "sample_inputs_pickle": (
@@ -248,6 +266,8 @@ CRAFTED = {
     "symbolic_shape": (symbolic_shape, ("models/model.json", "expr_str", "'len'"), "load"),
     "os_system_node": (os_system_node, ("models/model.json", "torch.os.system"), None),
     "source_injection": (source_injection, ("models/model.json", "forward_arg_names"), None),
+    "carriage_return": (carriage_return, ("models/model.json", "stack_trace", "control"), None),
+    "leaf_function_node": (leaf_function_node, ("models/model.json", "invoke_leaf_function"), None),
 }
 
 

@@ -4,10 +4,11 @@
 (``data/sample_inputs/<model>.pt`` falls back to a full unpickle when the safe one fails, pickled
 weights and constants are unpickled in full, ``opaque_obj_*`` constants with :mod:`pickle`),
 loads compiled shared libraries (``data/aotinductor/``), hands every symbolic shape of the
-program JSON to ``sympy.sympify`` (which ``eval``\\ s it), ``exec``\\ s the program's
-``guards_code`` on every forward call, resolves node targets to any callable reachable from
-``torch``, ``math`` or ``operator``, and writes names of the JSON into the Python source of the
-module it generates. Any of these runs code chosen by whoever wrote the archive.
+program JSON to ``sympy.sympify`` (which evaluates it with ``eval``), compiles the program's
+``guards_code`` with ``exec`` into a function run on every forward call, resolves node targets
+to any callable reachable from ``torch``, ``math`` or ``operator``, and writes names of the JSON
+into the Python source of the module it generates. Any of these runs code chosen by whoever
+wrote the archive.
 
 :func:`load_exported_program` therefore reads the archive once into memory and, before torch
 sees it:
@@ -17,9 +18,10 @@ sees it:
 2. requires every weight and constant to be a raw tensor payload (no ``use_pickle``);
 3. unpickles the sample inputs itself with ``weights_only=True`` and stores them again with
    ``torch.save``, so that torch never meets the archive's own pickle;
-4. checks the program JSON: node targets are ATen/prims/higher-order operators or symbolic
-   arithmetic, symbolic expressions are sympy constructors of symbols and numbers, guards are
-   comparisons of input sizes, and every other string is a (dotted) identifier;
+4. checks the program JSON: node targets are operators (``torch.ops.*``; of the higher-order
+   ones, control flow and modes only) or symbolic arithmetic, symbolic expressions are sympy
+   constructors of symbols and numbers, guards are comparisons of input sizes, and every other
+   string is a (dotted) identifier (free text, such as stack traces, has no control character);
 
 then loads the rebuilt archive with ``torch.export.load`` and checks the graph it got (every
 call is an operator). Every refusal names the archive member and the value.
@@ -87,9 +89,20 @@ _REFUSED_PREFIXES: tuple[tuple[str, str], ...] = (
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 _FLOAT_WORDS = {"Infinity", "-Infinity", "NaN"}
+# free text may hold newlines and tabs, never a carriage return (a line break to Python's
+# compiler, should torch ever write the text into generated source) nor another control character
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 #: Keys whose string values are free text that torch stores but never evaluates or compiles.
 _FREE_TEXT_KEYS = {"as_string", "as_strings", "torch_version", "verifiers", "in_spec", "out_spec"}
 _OPERATOR_TARGET = re.compile(r"^torch\.ops\.[A-Za-z_]\w*\.[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$")
+# higher-order operators whose arguments are graphs, tensors and numbers (control flow, grad and
+# autocast modes, effects); others (e.g. invoke_leaf_function, which calls Python callables)
+# are refused
+_HIGHER_ORDER = frozenset(
+    """cond while_loop map_impl scan associative_scan wrap_with_set_grad_enabled
+    wrap_with_autocast invoke_subgraph auto_functionalized auto_functionalized_v2
+    with_effects""".split()
+)
 _SYMBOLIC_TARGETS = frozenset(
     [f"_operator.{n}" for n in ("getitem", "eq", "ne", "le", "ge", "lt", "gt", "neg", "pos")]
     + [f"_operator.{n}" for n in ("mul", "add", "sub", "floordiv", "mod", "pow", "truediv")]
@@ -343,10 +356,11 @@ def check_program_json(program: Any, source: str, member: str) -> None:
         if key == "expr_str":
             problem = sympy_expression_problem(value)
         elif key in ("target", "as_operator"):
-            ok = bool(_OPERATOR_TARGET.match(value)) or value in _SYMBOLIC_TARGETS
-            problem = "" if ok else "not an operator (torch.ops.*) nor symbolic arithmetic"
+            problem = target_problem(value)
         elif key == "guards_code":
             problem = guard_problem(value)
+        elif key == "metadata":
+            problem = "a control character in free text" if _CONTROL.search(value) else ""
         elif key in _FREE_TEXT_KEYS or value in _FLOAT_WORDS:
             problem = ""
         else:
@@ -355,14 +369,28 @@ def check_program_json(program: Any, source: str, member: str) -> None:
             raise UnsafeArchiveError(source, member, f"{where} = {value!r}: {problem}")
 
 
+def target_problem(target: str) -> str:
+    """Why a node target is not an operator or symbolic arithmetic (empty when it is one)."""
+    if target in _SYMBOLIC_TARGETS:
+        return ""
+    if not _OPERATOR_TARGET.match(target) or "__" in target:
+        return "not an operator (torch.ops.*) nor symbolic arithmetic"
+    parts = target.split(".")
+    if parts[2] == "higher_order" and parts[3] not in _HIGHER_ORDER:
+        return f"higher-order operator {parts[3]!r} is not one of {sorted(_HIGHER_ORDER)}"
+    return ""
+
+
 def _strings(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str, str]]:
-    """``(key path, key, string)`` for every string and dict key, ``metadata`` tables skipped
-    (stack traces and module paths: stored, never evaluated)."""
+    """``(key path, key, string)`` for every string and dict key; every string of a ``metadata``
+    table (stack traces, module paths: stored, never evaluated) has the key ``metadata``."""
     if isinstance(node, dict):
         for key, value in node.items():
             if not isinstance(key, str):
                 continue
             if key == "metadata":
+                for where, text in _free_text(value, (*path, key)):
+                    yield where, "metadata", text
                 continue
             here = (*path, key)
             parent = path[-1] if path else ""
@@ -374,6 +402,18 @@ def _strings(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...]
             yield from _strings(value, (*path[:-1], f"{path[-1]}[{index}]") if path else ())
     elif isinstance(node, str) and path:
         yield path, path[-1].split("[", 1)[0], node
+
+
+def _free_text(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield (*path, str(key)), str(key)
+            yield from _free_text(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _free_text(value, (*path, str(index)))
+    elif isinstance(node, str):
+        yield path, node
 
 
 def sympy_expression_problem(text: str) -> str:
@@ -496,7 +536,7 @@ def check_graph(program: torch.export.ExportedProgram, source: str) -> None:
     import torch
 
     allowed = _allowed_callables()
-    operators = (torch._ops.OpOverload, torch._ops.HigherOrderOperator)
+    hops = _HIGHER_ORDER
     for module_name, module in program.graph_module.named_modules():
         if not isinstance(module, torch.fx.GraphModule):
             continue
@@ -504,7 +544,11 @@ def check_graph(program: torch.export.ExportedProgram, source: str) -> None:
             if node.op in ("placeholder", "output", "get_attr"):
                 continue
             target = node.target
-            if node.op == "call_function" and (isinstance(target, operators) or target in allowed):
+            if node.op == "call_function" and (
+                isinstance(target, torch._ops.OpOverload)
+                or (isinstance(target, torch._ops.HigherOrderOperator) and target.name() in hops)
+                or target in allowed
+            ):
                 continue
             where = f"{module_name}.{node.name}" if module_name else node.name
             raise UnsafeArchiveError(

@@ -337,6 +337,7 @@ class Registry:
                 )
 
         created_root = not self.root.exists()
+        created_name = not (self.root / m.name).exists()
         with _io("create the registry folder", self.root):
             self.root.mkdir(parents=True, exist_ok=True)
         staging = _make_staging(self.root)
@@ -377,6 +378,8 @@ class Registry:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+            if created_name:
+                _remove_if_empty(self.root / m.name)  # empty unless the install succeeded
             if created_root:
                 _remove_if_empty(self.root)
         return m.ref
