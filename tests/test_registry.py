@@ -4,6 +4,7 @@ at registration, every artifact format, and the CLI."""
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -23,6 +24,7 @@ from bridge.registry.store import (
     default_root,
     version_key,
 )
+from bridge.registry.trust import CodeTrust
 
 HIDDEN = (8, 8, 8)
 
@@ -273,8 +275,12 @@ def test_python_closure_by_entry_point(home: Path, tmp_path: Path, fixture_modul
         )
     )
     reg = Registry()
-    assert reg.register(None, man) == "scaled@0.1"
+    with pytest.raises(RegistrationError, match="register with --trust-code"):
+        reg.register(None, man)  # arbitrary code: refused unless the user says so
+    assert fixture_module not in sys.modules and not home.exists()
+    assert reg.register(None, man, trust=CodeTrust(code=True)) == "scaled@0.1"
     assert reg.show("scaled").artifact is None
+    assert reg.show("scaled").record["code"]["trust"] == "trust-code"
     closure = reg.load("scaled")
     assert isinstance(closure, ManifestClosure)
     u = np.random.default_rng(0).standard_normal((3, 7, 9))
@@ -364,8 +370,9 @@ def test_wrong_output_names_or_dtype_refused(
         entry_point=f"{fixture_module}:Misbehaving",
         arch=f'mode = "{mode}"',
     )
+    trust = CodeTrust(architectures=frozenset({f"{fixture_module}:Misbehaving"}))
     with pytest.raises(RegistrationError, match=pattern):
-        Registry().register(art, man)
+        Registry().register(art, man, trust=trust)
     assert_nothing_registered(home)
 
 

@@ -23,6 +23,7 @@ from bridge.registry.runtime import (
     load_closure,
     resolve_device,
 )
+from bridge.registry.trust import CodeTrust, UntrustedCodeError
 
 CUDA = torch.cuda.is_available()
 
@@ -314,8 +315,13 @@ clip = 3.0
 """
 
 
+TRUSTED = CodeTrust(code=True)  # this module's closure factory: the test trusts its own code
+
+
 def test_python_closure_wrapped_with_clip_mask_and_dtype() -> None:
-    c = load_closure(parse_manifest(PYTHON_MANIFEST))
+    with pytest.raises(UntrustedCodeError, match="not shipped with an installed package"):
+        load_closure(parse_manifest(PYTHON_MANIFEST))
+    c = load_closure(parse_manifest(PYTHON_MANIFEST), trust=TRUSTED)
     assert isinstance(c, ManifestClosure) and isinstance(c, Closure)
     u = field((2, 5, 5), 12, np.float32)
     mask = np.ones((3, 3))
@@ -329,7 +335,8 @@ def test_python_closure_wrapped_with_clip_mask_and_dtype() -> None:
         ClosureLoadError, match="halo: the manifest declares 1, the closure .* has 2"
     ):
         load_closure(
-            parse_manifest(PYTHON_MANIFEST.replace("[arch]\nhalo = 1", "[arch]\nhalo = 2"))
+            parse_manifest(PYTHON_MANIFEST.replace("[arch]\nhalo = 1", "[arch]\nhalo = 2")),
+            trust=TRUSTED,
         )
 
 
@@ -345,7 +352,7 @@ def test_device_resolution_and_threads() -> None:
         resolve_device("tpu")
     before = torch.get_num_threads()
     try:
-        load_closure(parse_manifest(PYTHON_MANIFEST), threads=1)
+        load_closure(parse_manifest(PYTHON_MANIFEST), threads=1, trust=TRUSTED)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

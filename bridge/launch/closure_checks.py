@@ -9,6 +9,9 @@ values, when:
 * the reference is malformed or not registered (the registered names or versions are listed);
 * a registered file is missing or its sha256 differs from the one recorded at registration
   (the file and both hashes are named), or differs from the exchange's pinned ``sha256``;
+* its manifest names Python code (an architecture, a python closure factory) that is neither
+  shipped by an installed package nor trusted at registration (``--architecture``,
+  ``--trust-code``); nothing is imported;
 * the artifact cannot be loaded in its manifest's format (``load=True``, the default);
 * the exchange's ``inputs`` name a closure input the manifest lacks, or leave a manifest input
   unmapped (inputs the server supplies, such as ``mask``, excepted); its ``outputs`` name an
@@ -44,7 +47,14 @@ from bridge.config.namelist import NamelistError, NemoNamelist
 from bridge.domain.plan import server_blocks
 from bridge.protocol.handshake import SERVER_SUPPLIED_INPUTS
 from bridge.registry.resolve import pinned_hash_mismatch, recorded_hash
-from bridge.registry.store import MANIFEST_FILE, Registry, RegistryError, default_root
+from bridge.registry.store import (
+    MANIFEST_FILE,
+    Registry,
+    RegistryError,
+    code_grant,
+    default_root,
+)
+from bridge.registry.trust import UntrustedCodeError
 
 if TYPE_CHECKING:  # bridge.launch.checks may import these checks: no import cycle at run time
     from bridge.launch.checks import LaunchContext
@@ -84,6 +94,12 @@ class ClosureRecord:
         Cells of halo the closure consumes (-1 when unknown).
     registry : str
         The registry directory (empty for an analytic closure).
+    code : str
+        The Python code the closure runs and why it may (empty when it runs none: analytic,
+        TorchScript, torch.export).
+    trusted_code : bool
+        True when that code runs because the user trusted it at registration
+        (``--architecture``, ``--trust-code``), not because an installed package ships it.
     """
 
     exchange: str
@@ -98,6 +114,8 @@ class ClosureRecord:
     artifact: str = ""
     halo: int = -1
     registry: str = ""
+    code: str = ""
+    trusted_code: bool = False
 
     @property
     def ref(self) -> str:
@@ -112,10 +130,13 @@ class ClosureRecord:
         """One line for the run log."""
         if self.kind == "analytic":
             return f"exchange {self.exchange!r}: analytic closure {self.name!r}"
-        return (
+        line = (
             f"exchange {self.exchange!r}: closure {self.ref} ({self.format}, halo {self.halo}) "
             f"sha256 {self.sha256} from {self.registry}"
         )
+        if self.code:
+            line += f"; runs Python code {self.code}"
+        return line
 
 
 @dataclass(frozen=True)
@@ -248,6 +269,11 @@ def _inspect_one(
     hashes = entry.record.get("sha256", {})
     artifact = entry.artifact
     _, sha = recorded_hash(entry)
+    try:
+        grant = code_grant(entry)
+    except (UntrustedCodeError, RegistryError) as err:
+        problems.append(f"{where}: {err}")
+        grant = None
     record = ClosureRecord(
         exchange=exchange_name(ex),
         index=index,
@@ -261,6 +287,8 @@ def _inspect_one(
         artifact=str(artifact.resolve()) if artifact is not None else "",
         halo=manifest.halo,
         registry=str(registry.root.resolve()),
+        code=grant.describe() if grant is not None else "",
+        trusted_code=grant is not None and grant.user_trusted,
     )
     mismatch = pinned_hash_mismatch(entry, ex.sha256) if ex.sha256 else ""
     if mismatch:

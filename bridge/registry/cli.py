@@ -11,12 +11,22 @@ import sys
 from pathlib import Path
 
 from bridge.registry.manifest import ManifestError
-from bridge.registry.store import MANIFEST_FILE, Registry, RegistryError
+from bridge.registry.store import (
+    MANIFEST_FILE,
+    Entry,
+    Registry,
+    RegistryError,
+    code_grant,
+    entry_problems,
+)
+from bridge.registry.trust import CodeTrust, UntrustedCodeError
 
 EXAMPLES: dict[str, str] = {
     "register": (
         "  mlbridge register models/cnn_gz21/weights.pt --manifest models/cnn_gz21/manifest.toml\n"
         "  mlbridge register --manifest manifest.toml --force   # artifact named in the manifest\n"
+        "  mlbridge register weights.pt --manifest m.toml --architecture mypkg.nets:build_unet\n"
+        "  mlbridge register --manifest my_closure.toml --trust-code   # a python closure\n"
     ),
     "list": "  mlbridge list\n  mlbridge list --home /scratch/$USER/mlbridge\n",
     "show": "  mlbridge show cnn_gz21          # newest version\n  mlbridge show cnn_gz21@1.0\n",
@@ -57,6 +67,22 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
             action="store_true",
             help="replace name@version if registered with other content",
         )
+        parser.add_argument(
+            "--architecture",
+            action="append",
+            default=[],
+            metavar="MODULE:CALLABLE",
+            help="trust this architecture factory for a format 'state_dict' manifest (one not "
+            "shipped in the mlbridge.architectures entry points of an installed package); it is "
+            "imported and called with [arch]",
+        )
+        parser.add_argument(
+            "--trust-code",
+            action="store_true",
+            help="trust the Python code the manifest's entry_point names (format 'python' "
+            "closures not shipped with an installed package): it runs with your permissions at "
+            "registration and in every run; the record, 'mlbridge show' and the run log say so",
+        )
     elif name == "show":
         parser.add_argument(
             "ref", metavar="NAME[@VERSION]", help="closure (default: newest version)"
@@ -85,8 +111,13 @@ def run(args: argparse.Namespace) -> int:
     command = args.command
     try:
         if command == "register":
-            ref = registry.register(args.artifact, args.manifest, force=args.force)
+            trust = CodeTrust(frozenset(args.architecture), args.trust_code)
+            ref = registry.register(args.artifact, args.manifest, force=args.force, trust=trust)
             print(f"registered {ref} in {registry.root}")
+            entry = registry.show(ref)
+            grant = code_grant(entry)
+            if grant is not None and grant.user_trusted:
+                print(f"code: {grant.describe()}")
             return 0
         if command == "list":
             return _list(registry)
@@ -97,8 +128,12 @@ def run(args: argparse.Namespace) -> int:
         if command == "remove":
             print(f"removed {registry.remove(args.ref)} from {registry.root}")
             return 0
-    except (RegistryError, ManifestError) as exc:
+    except (RegistryError, ManifestError, UntrustedCodeError) as exc:
         print(f"mlbridge {command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file system failure the registry did not expect: one line
+        where = exc.filename or registry.root
+        print(f"mlbridge {command}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     raise ValueError(f"not a registry sub-command: {command!r}")
 
@@ -127,29 +162,55 @@ def _list(registry: Registry) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
-    print(f"({len(entries)} in {registry.root})")
+    damaged = sum(e.manifest is None for e in entries)
+    note = f"; {damaged} damaged: see 'mlbridge verify'" if damaged else ""
+    print(f"({len(entries)} in {registry.root}{note})")
     return 0
 
 
 def _show(registry: Registry, ref: str) -> int:
+    """Print an entry; exit 1 when a file differs from its recorded hash or the code is refused."""
     e = registry.show(ref)
     record = e.record
     print(f"{e.ref}  ({e.directory})")
     source = record.get("source", {}).get("manifest")
     print(f"registered {record.get('registered_at', '?')} from {source}")
     for name, sha in record.get("sha256", {}).items():
-        print(f"sha256 {sha}  {name}")
+        print(f"sha256 {sha}  {name} (recorded at registration)")
     dry = record.get("dry_run", {})
     for name, out in dry.get("outputs", {}).items():
         print(
             f"dry run: {name} {tuple(out['shape'])} {out['dtype']} max|.| {out['max_abs']:.3g} "
             f"(inputs {tuple(dry.get('input_shape', ()))})"
         )
-    if e.problem:
-        print(f"problem: {e.problem}")
-    print(f"--- {MANIFEST_FILE}")
-    print((e.directory / MANIFEST_FILE).read_text(encoding="utf-8"), end="")
-    return 0
+    problems = [str(p) for p in entry_problems(e)]
+    if e.problem and e.problem not in problems:
+        problems.append(e.problem)
+    print(f"code: {_code_line(e, problems)}")
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    changed = any("sha256 mismatch" in p and MANIFEST_FILE in p for p in problems)
+    title = " (CHANGED since registration: not what was registered)" if changed else ""
+    print(f"--- {MANIFEST_FILE}{title}")
+    try:
+        print((e.directory / MANIFEST_FILE).read_text(encoding="utf-8"), end="")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"({e.directory / MANIFEST_FILE}: cannot be read: {exc})")
+    return 1 if problems else 0
+
+
+def _code_line(entry: Entry, problems: list[str]) -> str:
+    """What Python code the entry runs, and why it may (or a problem when it may not)."""
+    if entry.manifest is None:
+        return "unknown (the manifest cannot be read)"
+    try:
+        grant = code_grant(entry)
+    except (UntrustedCodeError, RegistryError) as exc:
+        problems.append(str(exc))
+        return f"{entry.manifest.entry_point}: REFUSED (see below)"
+    if grant is None:
+        return f"none (format {entry.manifest.format!r}: no Python code is imported)"
+    return grant.describe()
 
 
 def _verify(registry: Registry, ref: str | None) -> int:

@@ -31,6 +31,15 @@ from bridge.closures.base import (
     check_outputs,
 )
 from bridge.registry.manifest import Manifest, Normalisation, sane_bound
+from bridge.registry.safe_export import UnsafeArchiveError, load_exported_program
+from bridge.registry.trust import (
+    GROUPS,
+    LEGACY_SCIENCE_PACKAGE,
+    SCIENCE_PACKAGE,
+    CodeTrust,
+    Grant,
+    grant_for,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -38,8 +47,9 @@ if TYPE_CHECKING:
 ACCEPTED_FORMATS_HELP = (
     "accepted formats: 'torchscript' (torch.jit.script/trace + torch.jit.save), "
     "'export' (torch.export.export with dynamic batch/height/width + torch.export.save, a .pt2 "
-    "archive), 'state_dict' (torch.save(model.state_dict()) + an architecture factory named by "
-    "entry_point, loaded with weights_only=True), 'python' (an entry point returning a Closure)"
+    "archive of torch operators), 'state_dict' (torch.save(model.state_dict()) + a known "
+    "architecture named by entry_point, loaded with weights_only=True), 'python' (an entry point "
+    "returning a Closure: shipped with an installed package, or registered with --trust-code)"
 )
 
 
@@ -533,11 +543,6 @@ def sniff_artifact(path: Path) -> str:
     return "unknown"
 
 
-LEGACY_SCIENCE_PACKAGE = "models"
-"""The import name of ``mlbridge_models`` before the rename: manifests registered then name
-entry points ``models.X:Y``."""
-
-
 def _current_module_name(module_name: str) -> str:
     """``models.X`` -> ``mlbridge_models.X`` unless ``models`` is another, importable package."""
     from importlib.util import find_spec
@@ -547,7 +552,7 @@ def _current_module_name(module_name: str) -> str:
         return module_name
     try:
         legacy = find_spec(LEGACY_SCIENCE_PACKAGE)
-        current = find_spec("mlbridge_models")
+        current = find_spec(SCIENCE_PACKAGE)
     except (ImportError, ValueError):
         return module_name
     if current is None or current.origin is None:
@@ -558,11 +563,12 @@ def _current_module_name(module_name: str) -> str:
         and legacy.origin is not None
         and Path(legacy.origin).resolve() == Path(current.origin).resolve()
     )
-    return f"mlbridge_models{dot}{rest}" if legacy is None or same else module_name
+    return f"{SCIENCE_PACKAGE}{dot}{rest}" if legacy is None or same else module_name
 
 
 def import_entry_point(entry_point: str, source: str = "<manifest>") -> Callable[..., Any]:
-    """Import ``"package.module:callable"``.
+    """Import ``"package.module:callable"``: only ever the ``importable`` of a
+    :class:`~bridge.registry.trust.Grant` (:func:`bridge.registry.trust.grant_for` decides first).
 
     A module path ``models.X`` (the science package's name before it became
     ``mlbridge_models``) is imported as ``mlbridge_models.X`` unless ``models`` is another
@@ -604,8 +610,16 @@ def import_entry_point(entry_point: str, source: str = "<manifest>") -> Callable
     return obj
 
 
-def load_module(manifest: Manifest, artifact: Path, device: torch.device) -> Any:
+def load_module(
+    manifest: Manifest, artifact: Path, device: torch.device, trust: CodeTrust | None = None
+) -> Any:
     """Load a torch artifact into a module on ``device``, cast to the manifest's dtype.
+
+    Nothing in the artifact is unpickled beyond tensors: TorchScript archives are read by
+    TorchScript's own loader (its unpickler builds tensors and TorchScript classes only, its code
+    is TorchScript, not Python), ``torch.export`` archives are checked and rebuilt first
+    (:mod:`bridge.registry.safe_export`), ``state_dict`` files are read with
+    ``weights_only=True`` into an architecture the user trusts (:mod:`bridge.registry.trust`).
 
     Parameters
     ----------
@@ -615,6 +629,8 @@ def load_module(manifest: Manifest, artifact: Path, device: torch.device) -> Any
         The file.
     device
         Target device.
+    trust
+        What the user trusted at registration (``state_dict`` entry points).
 
     Returns
     -------
@@ -628,10 +644,15 @@ def load_module(manifest: Manifest, artifact: Path, device: torch.device) -> Any
         the accepted formats.
     ClosureLoadError
         If the entry point fails or the weights do not fit the architecture.
+    UntrustedCodeError
+        If the ``state_dict`` entry point is not a known architecture (nothing is imported).
     """
     import torch
 
     fmt = manifest.format
+    grant = None
+    if fmt in GROUPS:  # before the file is read: nothing of an untrusted closure runs
+        grant = grant_for(fmt, manifest.entry_point, trust or CodeTrust(), manifest.source)
     kind = sniff_artifact(artifact)
     expected = {"torchscript": "torchscript", "export": "export", "state_dict": "torch.save"}[fmt]
     if kind != expected and kind != "unknown":
@@ -655,16 +676,18 @@ def load_module(manifest: Manifest, artifact: Path, device: torch.device) -> Any
             ) from exc
     elif fmt == "export":
         try:
-            with artifact.open("rb") as fh:
-                program = torch.export.load(fh)
-        except (RuntimeError, ValueError, KeyError) as exc:
+            program = load_exported_program(artifact)
+        except UnsafeArchiveError as exc:
+            raise ArtifactFormatError(str(exc)) from exc
+        except (RuntimeError, ValueError, KeyError, AssertionError) as exc:
             raise ArtifactFormatError(
                 f"{artifact}: not a loadable torch.export program ({_first_line(exc)}); "
                 f"{ACCEPTED_FORMATS_HELP}"
             ) from exc
         module = program.module()
     else:
-        module = _load_state_dict_module(manifest, artifact)
+        assert grant is not None
+        module = _load_state_dict_module(manifest, artifact, grant)
     module = module.to(device=device, dtype=dtype)
     try:
         module.eval()
@@ -673,7 +696,7 @@ def load_module(manifest: Manifest, artifact: Path, device: torch.device) -> Any
     return module
 
 
-def _load_state_dict_module(manifest: Manifest, artifact: Path) -> Any:
+def _load_state_dict_module(manifest: Manifest, artifact: Path, grant: Grant) -> Any:
     import pickle
 
     import torch
@@ -698,7 +721,7 @@ def _load_state_dict_module(manifest: Manifest, artifact: Path) -> Any:
             f"{artifact}: refused: format 'state_dict' needs a dict of name -> tensor, the file "
             f"holds {type(state).__name__}; {ACCEPTED_FORMATS_HELP}"
         )
-    factory = import_entry_point(manifest.entry_point, manifest.source)
+    factory = import_entry_point(grant.importable, manifest.source)
     try:
         module = factory(**manifest.arch)
     except (TypeError, ValueError) as exc:
@@ -727,8 +750,13 @@ def load_closure(
     device: str | None = None,
     threads: int | None = None,
     levels_per_call: int | None = None,
+    trust: CodeTrust | None = None,
 ) -> TorchClosure | ManifestClosure:
     """Load the closure a manifest describes.
+
+    A manifest whose format runs Python code (``state_dict``: its architecture, ``python``: its
+    closure factory) is checked by :func:`bridge.registry.trust.grant_for` before anything is
+    imported: the code must be shipped by an installed package or trusted in ``trust``.
 
     Parameters
     ----------
@@ -743,6 +771,8 @@ def load_closure(
         ``torch.set_num_threads`` for this process (``None``: leave torch's default).
     levels_per_call
         Torch formats: levels per forward call (``None``: all at once); see :class:`TorchClosure`.
+    trust
+        What the user trusted at registration (``None``: nothing; shipped code only).
 
     Returns
     -------
@@ -751,9 +781,12 @@ def load_closure(
     Raises
     ------
     ArtifactFormatError
-        If the artifact is a pickle or not in the declared format.
+        If the artifact is a pickle, not in the declared format, or an export archive that
+        carries code (the message names the member).
     ClosureLoadError
         If the entry point, the weights or the device fail.
+    UntrustedCodeError
+        If the manifest names Python code that is neither shipped nor trusted.
     """
     if threads is not None:
         import torch
@@ -763,16 +796,19 @@ def load_closure(
         torch.set_num_threads(threads)
     path = artifact if artifact is not None else manifest.artifact_path()
     if manifest.format == "python":
-        return _load_python_closure(manifest, path)
+        grant = grant_for("python", manifest.entry_point, trust or CodeTrust(), manifest.source)
+        return _load_python_closure(manifest, path, grant)
     if path is None or not path.is_file():
         raise ClosureLoadError(f"{manifest.source}: artifact {path} does not exist")
     dev = resolve_device(device or manifest.device, required=device is not None)
-    module = load_module(manifest, path, dev)
+    module = load_module(manifest, path, dev, trust)
     return TorchClosure.from_manifest(module, manifest, dev, levels_per_call)
 
 
-def _load_python_closure(manifest: Manifest, artifact: Path | None) -> ManifestClosure:
-    factory = import_entry_point(manifest.entry_point, manifest.source)
+def _load_python_closure(
+    manifest: Manifest, artifact: Path | None, grant: Grant
+) -> ManifestClosure:
+    factory = import_entry_point(grant.importable, manifest.source)
     try:
         inner = factory(artifact, **manifest.arch) if artifact else factory(**manifest.arch)
     except (TypeError, ValueError) as exc:

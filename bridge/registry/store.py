@@ -7,9 +7,13 @@ Layout under the registry root (``$MLBRIDGE_HOME``, else ``$XDG_DATA_HOME/mlbrid
     <root>/<name>/<version>/<artifact>      the artifact, copied at registration
     <root>/<name>/<version>/record.json     sha256 of both files, dry-run summary, provenance
 
-Registration copies into a hidden staging directory, runs a dry forward pass on the copy and only
-then renames it into place, so a closure that disagrees with its manifest never appears, and a
-reader never sees half a registration. Loading re-hashes the files first.
+Registration copies into a hidden staging directory (``<root>/.staging-*``), runs a dry forward
+pass on the copy and only then renames it into place, so a closure that disagrees with its
+manifest never appears (nor does its ``<name>`` folder), and a reader never sees half a
+registration. Loading re-hashes the files first. Folders are created with mode ``0o777`` and
+files with ``0o666``, less the umask (``0755``/``0644`` under the usual ``022``), so that a
+group can share a registry. Every failure of the file system is a :class:`RegistryIOError`
+naming the path.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -28,6 +34,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.registry.manifest import Manifest, ManifestError, load_manifest, manifest_to_toml
+from bridge.registry.trust import (
+    GROUPS,
+    CodeTrust,
+    Grant,
+    UntrustedCodeError,
+    grant_for,
+    grant_record,
+    trust_from_record,
+)
 
 if TYPE_CHECKING:
     from bridge.registry.runtime import ManifestClosure, TorchClosure
@@ -48,6 +63,10 @@ class NotRegisteredError(RegistryError, LookupError):
 
 class RegistrationError(RegistryError):
     """A closure was refused at registration (dry run failed, version taken, file missing)."""
+
+
+class RegistryIOError(RegistryError):
+    """The file system refused a registry operation (read-only, full, a file in the way)."""
 
 
 class HashMismatchError(RegistryError):
@@ -227,7 +246,12 @@ class Registry:
     # -- registering --------------------------------------------------------------------------
 
     def register(
-        self, artifact: str | Path | None, manifest: str | Path, *, force: bool = False
+        self,
+        artifact: str | Path | None,
+        manifest: str | Path,
+        *,
+        force: bool = False,
+        trust: CodeTrust | None = None,
     ) -> str:
         """Store a closure under ``name@version`` after a dry forward pass.
 
@@ -240,23 +264,37 @@ class Registry:
             The manifest TOML file.
         force
             Replace a registered ``name@version`` whose content differs.
+        trust
+            Code the user trusts (``--architecture``, ``--trust-code``): a ``state_dict``
+            architecture or ``python`` closure factory not shipped by an installed package
+            (:mod:`bridge.registry.trust`) is refused without it, before anything is imported.
+            The grant is kept in ``record.json`` and checked again at every load.
 
         Returns
         -------
         str
-            ``name@version``. Registering identical content again is a no-op.
+            ``name@version``. Registering identical content (and trust) again is a no-op.
 
         Raises
         ------
         ManifestError
             If the manifest is invalid.
         RegistrationError
-            If the artifact is missing, the version is taken by other content (without
-            ``force``), or the dry run on a ``(3, 8+2h, 8+2h)`` block fails; the message names
-            the output and both values.
+            If the artifact is missing, the manifest names untrusted code, the version is taken
+            by other content (without ``force``), or the dry run on a ``(3, 8+2h, 8+2h)`` block
+            fails; the message names the output and both values.
+        RegistryIOError
+            If the registry cannot be written (the message names the path).
         """
         src_manifest = Path(manifest)
         m = load_manifest(src_manifest)
+        grant = None
+        if m.format in GROUPS:
+            try:
+                grant = grant_for(m.format, m.entry_point, trust or CodeTrust(), str(src_manifest))
+            except UntrustedCodeError as exc:
+                raise RegistrationError(f"refusing to register {m.ref}: {exc}") from None
+        code = grant_record(grant)
         src = Path(artifact) if artifact is not None else m.artifact_path()
         if src is None and m.format != "python":
             raise RegistrationError(f"{src_manifest}: format {m.format!r} needs an artifact file")
@@ -272,16 +310,24 @@ class Registry:
 
         dest = self.root / m.name / m.version
         if (dest / RECORD_FILE).is_file():
-            old = _read_record(dest)
+            try:
+                old = _read_record(dest)
+            except RegistryError:
+                old = {}  # a damaged record: registering again repairs it
             old_sha = old.get("sha256", {})
             same = old_sha.get(MANIFEST_FILE) == manifest_sha and (
                 src is None or old_sha.get(src.name) == artifact_sha
             )
             same = same and old.get("artifact") == (src.name if src else None)
-            if same and not _hash_problems(self._entry(m.name, m.version)):
+            if (
+                same
+                and old.get("code") == code
+                and not entry_problems(self._entry(m.name, m.version))
+            ):
                 return m.ref
-            # the same content over a damaged copy is a repair, not a change: no force needed
-            if not same and not force:
+            # the same content over a damaged copy is a repair, not a change: no force needed;
+            # nor does a record that cannot be read prove other content
+            if old and not same and not force:
                 raise RegistrationError(
                     f"{m.ref} is already registered in {dest} with other content "
                     f"(artifact sha256 {_short(old_sha.get(old.get('artifact') or '', ''))} there, "
@@ -290,19 +336,24 @@ class Registry:
                     f"register a new version, or replace it with force=True (--force)"
                 )
 
-        (self.root / m.name).mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root / m.name))
+        created_root = not self.root.exists()
+        created_name = not (self.root / m.name).exists()
+        with _io("create the registry folder", self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
+        staging = _make_staging(self.root)
         try:
             if src is not None:
-                shutil.copyfile(src, staging / src.name)
-                copied = sha256_file(staging / src.name)
+                with _io("copy the artifact into the registry", staging / src.name):
+                    shutil.copyfile(src, staging / src.name)
+                    copied = sha256_file(staging / src.name)
                 if copied != artifact_sha:
                     raise RegistrationError(
                         f"{src}: the file changed while it was copied "
                         f"(sha256 {artifact_sha} before, {copied} after)"
                     )
-            (staging / MANIFEST_FILE).write_text(manifest_text, encoding="utf-8")
-            summary = self._dry_run(staging, src_manifest, m.ref)
+            with _io("write the manifest", staging / MANIFEST_FILE):
+                (staging / MANIFEST_FILE).write_text(manifest_text, encoding="utf-8")
+            summary = self._dry_run(staging, src_manifest, src, m.ref, trust or CodeTrust())
             record = {
                 "name": m.name,
                 "version": m.version,
@@ -310,6 +361,7 @@ class Registry:
                 "artifact": src.name if src is not None else None,
                 "sha256": {MANIFEST_FILE: manifest_sha}
                 | ({src.name: artifact_sha} if src is not None else {}),
+                "code": code,
                 "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "source": {
                     "artifact": str(src.resolve()) if src is not None else None,
@@ -318,21 +370,39 @@ class Registry:
                 "versions": {"mlbridge": _version("mlbridge"), "torch": _version("torch")},
                 "dry_run": summary,
             }
-            (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            with _io("write the registration record", staging / RECORD_FILE):
+                (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            with _io("create the closure's folder", self.root / m.name):
+                (self.root / m.name).mkdir(exist_ok=True)
             self._install(staging, dest)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+            if created_name:
+                _remove_if_empty(self.root / m.name)  # empty unless the install succeeded
+            if created_root:
+                _remove_if_empty(self.root)
         return m.ref
 
     @staticmethod
-    def _dry_run(staging: Path, src_manifest: Path, ref: str) -> dict[str, Any]:
+    def _dry_run(
+        staging: Path, src_manifest: Path, src: Path | None, ref: str, trust: CodeTrust
+    ) -> dict[str, Any]:
         from bridge.registry.runtime import dry_run, load_closure
 
         staged = load_manifest(staging / MANIFEST_FILE)
         shape = (3, 8 + 2 * staged.halo, 8 + 2 * staged.halo)
         try:
-            closure = load_closure(staged, device="cpu")
+            closure = load_closure(staged, device="cpu", trust=trust)
+        except Exception as exc:  # any failure of foreign code refuses the registration
+            text = str(exc)
+            if src is not None:  # name the user's file, not the staging copy (gone by now)
+                text = text.replace(str(staging / src.name), str(src))
+            raise RegistrationError(
+                f"refusing to register {ref} ({src_manifest}): the artifact cannot be loaded: "
+                f"{text}"
+            ) from exc
+        try:
             outputs = dry_run(closure, staged, nz=3, interior=8)
         except Exception as exc:  # any failure of foreign code refuses the registration
             raise RegistrationError(
@@ -344,13 +414,14 @@ class Registry:
     @staticmethod
     def _install(staging: Path, dest: Path) -> None:
         # rename into place, so a reader sees the old version or the new one, never half of one
-        if dest.exists():
-            trash = Path(tempfile.mkdtemp(prefix=".replaced-", dir=dest.parent))
-            os.replace(dest, trash / dest.name)
-            os.replace(staging, dest)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, dest)
+        with _io("install the closure", dest):
+            if dest.exists():
+                trash = Path(tempfile.mkdtemp(prefix=".replaced-", dir=dest.parent))
+                os.replace(dest, trash / dest.name)
+                os.replace(staging, dest)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(staging, dest)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -360,16 +431,23 @@ class Registry:
         Returns
         -------
         list of Entry
-            Entries whose manifest cannot be read are listed with ``problem`` set.
+            Entries whose record or manifest cannot be read (a deleted ``record.json``
+            included) are listed with ``problem`` set: a damaged entry never vanishes.
+
+        Raises
+        ------
+        RegistryIOError
+            If the registry folder cannot be read.
         """
         entries = []
         if not self.root.is_dir():
             return entries
-        for name_dir in sorted(p for p in self.root.iterdir() if _visible_dir(p)):
-            versions = [p for p in name_dir.iterdir() if _visible_dir(p)]
+        with _io("read the registry", self.root):
+            names = sorted(p for p in self.root.iterdir() if _visible_dir(p))
+        for name_dir in names:
+            with _io("read the registry", name_dir):
+                versions = [p for p in name_dir.iterdir() if _visible_dir(p)]
             for vdir in sorted(versions, key=lambda p: version_key(p.name)):
-                if not (vdir / RECORD_FILE).is_file():
-                    continue
                 try:
                     entries.append(self._entry(name_dir.name, vdir.name))
                 except RegistryError as exc:  # one damaged record must not hide the others
@@ -456,8 +534,17 @@ class Registry:
         NotRegisteredError
             If ``ref`` resolves to nothing.
         """
-        entries = [self.show(ref)] if ref is not None else self.list()
-        return [Verification(e.ref, tuple(str(p) for p in _hash_problems(e))) for e in entries]
+        if ref is None:
+            entries = self.list()
+        else:
+            name, version = parse_ref(self.resolve(ref))
+            assert version is not None
+            try:
+                entries = [self._entry(name, version)]
+            except RegistryError as exc:
+                directory = self.root / name / version
+                entries = [Entry(name, version, directory, {}, None, str(exc))]
+        return [Verification(e.ref, tuple(str(p) for p in entry_problems(e))) for e in entries]
 
     def remove(self, ref: str) -> str:
         """Delete one registered version.
@@ -476,6 +563,8 @@ class Registry:
         ------
         NotRegisteredError
             If the version is not registered, or no version was given.
+        RegistryIOError
+            If the folder cannot be removed (the message names it).
         """
         name, version = parse_ref(ref)
         if version is None:
@@ -486,12 +575,11 @@ class Registry:
             )
         resolved = self.resolve(ref)
         directory = self.root / name / version
-        trash = Path(tempfile.mkdtemp(prefix=".removed-", dir=directory.parent))
-        os.replace(directory, trash / version)
-        shutil.rmtree(trash, ignore_errors=True)
-        name_dir = self.root / name
-        if not any(name_dir.iterdir()):
-            name_dir.rmdir()
+        with _io("remove the closure", directory):
+            trash = Path(tempfile.mkdtemp(prefix=".removed-", dir=directory.parent))
+            os.replace(directory, trash / version)
+            shutil.rmtree(trash, ignore_errors=True)
+        _remove_if_empty(self.root / name)
         return resolved
 
     def load(
@@ -529,11 +617,13 @@ class Registry:
             If the artifact or the manifest changed since registration (file and both hashes).
         RegistryError
             If the stored manifest cannot be read.
+        UntrustedCodeError
+            If the manifest names code neither shipped nor trusted at registration.
         """
         from bridge.registry.runtime import load_closure
 
         entry = self.show(ref)
-        problems = _hash_problems(entry)
+        problems = entry_problems(entry)
         if problems:
             raise problems[0]
         if entry.manifest is None:
@@ -544,10 +634,34 @@ class Registry:
             device=device,
             threads=threads,
             levels_per_call=levels_per_call,
+            trust=trust_from_record(entry.record, entry.manifest.entry_point),
         )
 
 
-def _hash_problems(entry: Entry) -> list[HashMismatchError | RegistryError]:
+def code_grant(entry: Entry) -> Grant | None:
+    """Why the entry's Python code may run (None when its format has none).
+
+    Raises
+    ------
+    UntrustedCodeError
+        If the code is neither shipped by an installed package nor trusted at registration.
+    RegistryError
+        If the entry's manifest cannot be read.
+    """
+    m = entry.manifest
+    if m is None:
+        raise RegistryError(f"{entry.ref}: {entry.problem}")
+    if m.format not in GROUPS:
+        return None
+    trust = trust_from_record(entry.record, m.entry_point)
+    return grant_for(m.format, m.entry_point, trust, str(entry.directory / MANIFEST_FILE))
+
+
+def entry_problems(entry: Entry) -> list[HashMismatchError | RegistryError]:
+    """Why an entry is not what was registered: its record missing or unreadable, then each
+    recorded file (the artifact and the stored manifest) missing or with another sha256."""
+    if not entry.record:
+        return [RegistryError(entry.problem or f"{entry.directory / RECORD_FILE}: empty record")]
     problems: list[HashMismatchError | RegistryError] = []
     recorded = entry.record.get("sha256", {})
     if MANIFEST_FILE not in recorded:
@@ -559,7 +673,11 @@ def _hash_problems(entry: Entry) -> list[HashMismatchError | RegistryError]:
         if not path.is_file():
             problems.append(RegistryError(f"{path}: missing (recorded sha256 {expected})"))
             continue
-        found = sha256_file(path)
+        try:
+            found = sha256_file(path)
+        except OSError as exc:
+            problems.append(RegistryError(f"{path}: cannot be read: {exc.strerror or exc}"))
+            continue
         if found != expected:
             problems.append(HashMismatchError(path, expected, found))
     return problems
@@ -567,6 +685,11 @@ def _hash_problems(entry: Entry) -> list[HashMismatchError | RegistryError]:
 
 def _read_record(directory: Path) -> dict[str, Any]:
     path = directory / RECORD_FILE
+    if not path.exists() and directory.is_dir():
+        raise RegistryError(
+            f"{path}: missing: the registration record (hashes, trust) of this version is gone; "
+            "it cannot be verified or loaded (register the closure again, or remove the folder)"
+        )
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -574,6 +697,41 @@ def _read_record(directory: Path) -> dict[str, Any]:
     if not isinstance(record, dict) or not isinstance(record.get("sha256"), dict):
         raise RegistryError(f"{path}: registry record without a sha256 table")
     return record
+
+
+@contextmanager
+def _io(action: str, path: Path) -> Iterator[None]:
+    """Turn a file-system error into one :class:`RegistryIOError` naming the path."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or path
+        other = f" -> {exc.filename2}" if exc.filename2 else ""
+        raise RegistryIOError(f"{where}{other}: cannot {action}: {exc.strerror or exc}") from None
+
+
+def _make_staging(root: Path) -> Path:
+    """A new hidden folder below ``root``, created with the umask (mkdtemp would make it 0700:
+    the version folder it becomes must be readable by the registry's group)."""
+    for _ in range(100):
+        staging = root / f".staging-{secrets.token_hex(6)}"
+        try:
+            staging.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RegistryIOError(
+                f"{staging}: cannot create a staging folder in the registry: {exc.strerror or exc}"
+            ) from None
+        return staging
+    raise RegistryIOError(f"{root}: no free staging folder name")
+
+
+def _remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:
+        pass  # not empty, or already gone: nothing to tidy
 
 
 def _visible_dir(path: Path) -> bool:
