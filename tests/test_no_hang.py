@@ -34,6 +34,7 @@ from bridge.launch.launcher import RunResult
 from bridge.launch.mpiexec import Program, mpi_env, mpmd_command
 from bridge.launch.supervise import GAVE_UP_GRACE_S
 from bridge.registry.store import Registry
+from bridge.registry.trust import CodeTrust
 
 REPO = Path(__file__).resolve().parents[1]
 COUPLED = REPO / "examples" / "03_coupled_laplacian" / "coupling.toml"
@@ -272,7 +273,9 @@ def test_stuck_server_rank_is_named(
     monkeypatch.syspath_prepend(str(src))  # the launcher checks the closure
     monkeypatch.setenv("PYTHONPATH", str(src))  # the servers load it
     registry = tmp_path / "registry"
-    assert Registry(registry).register(None, src / "stuck.toml") == "stuck@1"
+    # a format "python" closure is code: registered with the explicit trust it needs
+    trust = CodeTrust(code=True)
+    assert Registry(registry).register(None, src / "stuck.toml", trust=trust) == "stuck@1"
     exchange = {
         "closure": "stuck",
         "inputs": {"u": "u", "v": "v"},
