@@ -162,7 +162,7 @@ def amplifier_engine(exchange_table: dict[str, Any]) -> tuple[Engine, dict[str, 
     """A torch closure ``b = 1e-6 * a`` (``scale = 1e-6`` on ``b``, no clip) on one 4 x 3 block."""
     torch = pytest.importorskip("torch")
     from bridge.registry.manifest import Normalisation
-    from bridge.registry.runtime import TorchClosure
+    from bridge.registry.torch_closure import TorchClosure
 
     class Identity(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from toy_helpers import COARSE_CFG, SMALL_BASIN, merge, read_nc
 from bridge.config.coupling import CouplingConfig
 from bridge.config.namelist import write_patched_cfg
 from bridge.launch.launcher import RunResult, launch
-from bridge.registry.runtime import ClipRecord, ManifestClosure
+from bridge.registry.torch_closure import ClipRecord, ManifestClosure
 from bridge.server.engine import CLIP_REPORT_LIMIT, global_point, merged_clipped
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def test_last_clip_records_worst_value_and_resets(tmp_path: Path) -> None:
 def test_torch_last_clip_on_a_channel_view_skips_nan() -> None:
     torch = pytest.importorskip("torch")
     from bridge.closures.base import ClosureSpec, FieldSpec
-    from bridge.registry.runtime import TorchClosure
+    from bridge.registry.torch_closure import TorchClosure
 
     class Channels(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

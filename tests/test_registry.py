@@ -15,7 +15,6 @@ import torch
 from mlbridge_models.cnn import build_cnn
 
 from bridge.cli import main
-from bridge.registry.runtime import ManifestClosure, TorchClosure
 from bridge.registry.store import (
     HashMismatchError,
     NotRegisteredError,
@@ -24,6 +23,7 @@ from bridge.registry.store import (
     default_root,
     version_key,
 )
+from bridge.registry.torch_closure import ManifestClosure, TorchClosure
 from bridge.registry.trust import CodeTrust
 
 HIDDEN = (8, 8, 8)

@@ -16,11 +16,11 @@ from bridge.closures.base import (
     FieldSpec,
 )
 from bridge.registry.manifest import Normalisation, parse_manifest
-from bridge.registry.runtime import (
+from bridge.registry.runtime import load_closure
+from bridge.registry.torch_closure import (
     ClosureLoadError,
     ManifestClosure,
     TorchClosure,
-    load_closure,
     resolve_device,
 )
 from bridge.registry.trust import CodeTrust, UntrustedCodeError
@@ -384,7 +384,7 @@ def test_cuda_gives_the_cpu_numbers() -> None:
 
 
 def test_cpu_default_runs_levels_in_cache_sized_batches() -> None:
-    from bridge.registry.runtime import CPU_LEVELS_PER_CALL
+    from bridge.registry.torch_closure import CPU_LEVELS_PER_CALL
 
     torch.manual_seed(0)
     module = build_cnn(2, 2, hidden=(8, 8, 8)).eval()

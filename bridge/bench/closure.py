@@ -74,14 +74,14 @@ def run(args: argparse.Namespace) -> int:
 
     Raises
     ------
-    bridge.registry.runtime.ClosureLoadError
+    bridge.registry.torch_closure.ClosureLoadError
         If ``--device cuda`` is asked for without a GPU.
     """
     import numpy as np
     import torch
 
     from bridge.closures.base import ClosureSpec, FieldSpec
-    from bridge.registry.runtime import TorchClosure, resolve_device
+    from bridge.registry.torch_closure import TorchClosure, resolve_device
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -45,7 +45,7 @@ from bridge.registry.trust import (
 )
 
 if TYPE_CHECKING:
-    from bridge.registry.runtime import ManifestClosure, TorchClosure
+    from bridge.registry.torch_closure import ManifestClosure, TorchClosure
 
 MANIFEST_FILE = "manifest.toml"
 RECORD_FILE = "record.json"
@@ -606,8 +606,8 @@ class Registry:
         Returns
         -------
         Closure
-            A :class:`~bridge.registry.runtime.TorchClosure` or, for ``python`` manifests, a
-            :class:`~bridge.registry.runtime.ManifestClosure`.
+            A :class:`~bridge.registry.torch_closure.TorchClosure` or, for ``python`` manifests, a
+            :class:`~bridge.registry.torch_closure.ManifestClosure`.
 
         Raises
         ------
