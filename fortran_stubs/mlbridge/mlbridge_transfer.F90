@@ -294,26 +294,19 @@ contains
       if (.not. cpl%fields(jf)%active .or. cpl%nlev_recv == 0) then
          array(h + 1:h + nx, h + 1:h + ny, 1:nl) = 0._real64
       else if (pending) then
-         do jr = 1, cpl%nroutes
-            if (cpl%routes(jr)%nrecv == 0) cycle
-            n = cpl%routes(jr)%roff + 1 + cpl%fields(jf)%lev_offset * cpl%routes(jr)%recv_pts
-            do js = 1, cpl%routes(jr)%nrecv
-               associate(b => cpl%routes(jr)%rbox(:, js))
-                  do jk = 1, nl
-                     do jj = b(3) + 1 + h, b(4) + h
-                        do ji = b(1) + 1 + h, b(2) + h
-                           n = n + 1
-                           array(ji, jj, jk) = cpl%recvbuf(n)
-                        end do
-                     end do
-                  end do
-               end associate
-            end do
-         end do
+         call scatter_routes(cpl%recvbuf)
       else if (cpl%l_oasis) then
          n = cpl%fields(jf)%lev_offset * nx * ny
          array(h + 1:h + nx, h + 1:h + ny, 1:nl) = reshape(cpl%store(n + 1:n + nx * ny * nl), [nx, ny, nl])
       else
+         call scatter_routes(cpl%store)
+      end if
+
+   contains
+
+      subroutine scatter_routes(buf)
+         !! The segments of field jf in buf (recvbuf or store, laid out by route) into array.
+         real(real64), intent(in) :: buf(:)
          do jr = 1, cpl%nroutes
             if (cpl%routes(jr)%nrecv == 0) cycle
             n = cpl%routes(jr)%roff + 1 + cpl%fields(jf)%lev_offset * cpl%routes(jr)%recv_pts
@@ -323,14 +316,14 @@ contains
                      do jj = b(3) + 1 + h, b(4) + h
                         do ji = b(1) + 1 + h, b(2) + h
                            n = n + 1
-                           array(ji, jj, jk) = cpl%store(n)
+                           array(ji, jj, jk) = buf(n)
                         end do
                      end do
                   end do
                end associate
             end do
          end do
-      end if
+      end subroutine scatter_routes
    end subroutine unpack_outputs
 
 
