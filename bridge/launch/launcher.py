@@ -319,6 +319,25 @@ def dry_run(
     return "\n".join(lines) + "\n"
 
 
+def check_ready(
+    config: CouplingConfig | Path | str,
+    *,
+    model_ranks: int | None = None,
+    server_ranks: int | None = None,
+    steps: int | None = None,
+    workdir: Path | str | None = None,
+    build_dir: Path | str | None = None,
+) -> CouplingConfig:
+    """Every check of :func:`launch`, nothing created: the configuration as it would run.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`launch`.
+    """
+    return _ready(config, model_ranks, server_ranks, steps, workdir, build_dir)[1]
+
+
 def _choose(launcher: str | None, config: CouplingConfig | Path | str) -> str:
     try:
         return choose_launcher(launcher)

@@ -105,9 +105,17 @@ class SrunStep:
 
 
 def srun_step(
-    programs: Sequence[Program], run_dir: Path, slurm: SlurmConfig, *, log_dir: Path
+    programs: Sequence[Program],
+    run_dir: Path,
+    slurm: SlurmConfig,
+    *,
+    log_dir: Path,
+    environ: Mapping[str, str] | None = None,
 ) -> SrunStep:
     """The srun command of a job (MPMD through ``--multi-prog``, or a heterogeneous step).
+
+    The step is heterogeneous (model ``:`` servers, one ``--het-group`` each) when
+    ``[slurm] server_nodes`` asks for it or the allocation is heterogeneous (``SLURM_HET_SIZE``).
 
     ``--kill-on-bad-exit=1``: a rank that fails ends the step, as under mpirun.
 
@@ -121,7 +129,10 @@ def srun_step(
     """
     _check(programs)
     head = [find_tool("srun"), "--mpi=pmix", "--kill-on-bad-exit=1", *slurm.srun_args]
-    if slurm.heterogeneous and len(programs) > 1:
+    env = os.environ if environ is None else environ
+    # in a heterogeneous allocation a plain step would only use its first component
+    heterogeneous = slurm.heterogeneous or int(env.get(HET_SIZE_ENV, "1") or 1) > 1
+    if heterogeneous and len(programs) > 1:
         if len(programs) != 2:
             raise ValueError(f"a heterogeneous step takes 2 programs, got {len(programs)}")
         argv = list(head)
