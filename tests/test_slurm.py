@@ -332,7 +332,7 @@ def test_submit_no_submit_only_writes(toy_exe: Path, tmp_path: Path) -> None:
         str(toy_exe.parents[1]),
         "--partition",
         "p1",
-        env=no_slurm_env(PATH="/usr/bin:/bin"),  # no sbatch needed to write the script
+        env=no_slurm_env(MLBRIDGE_SBATCH="/nonexistent/sbatch"),  # sbatch is never called
     )
     assert proc.returncode == 0, proc.stderr
     assert "sbatch " + str(script) in proc.stdout
@@ -419,3 +419,17 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_failed_tasks_read_from_srun_messages(slurm_cluster: SlurmCluster) -> None:
+    # srun's own words about failing tasks: the failure report names those world ranks
+    proc = subprocess.run(
+        ["srun", "--ntasks=3", "bash", "-c", "exit $(( SLURM_PROCID == 2 ? 7 : 0 ))"],
+        env=slurm_cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 7, proc.stderr
+    assert slurm.failed_tasks(proc.stderr) == {2: 7}, proc.stderr
+    assert slurm.failed_tasks("srun: error: n1: tasks 0-1,4: Killed\n") == {0: 137, 1: 137, 4: 137}
