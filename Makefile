@@ -7,7 +7,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := gfortran libopenmpi-dev openmpi-bin libnetcdff-dev liboasis3-dev netcdf-bin pkg-config
+APT_PACKAGES := gfortran libopenmpi-dev openmpi-bin libnetcdff-dev liboasis3-dev netcdf-bin pkg-config \
+  slurmd slurmctld slurm-client munge
 TORCH_VERSION := 2.13.0
 export MPI4PY_MPIABI := openmpi
 
@@ -21,7 +22,7 @@ setup: apt venv build
 apt:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" != 0 ]; then \
-	    echo "error: missing system packages; as root run: apt-get install $(APT_PACKAGES)" >&2; exit 1; \
+	    echo "error: missing system packages; as root run: apt-get install --no-install-recommends $(APT_PACKAGES)" >&2; exit 1; \
 	  fi; \
 	  echo "== installing system packages: $(APT_PACKAGES)"; \
 	  export DEBIAN_FRONTEND=noninteractive; \

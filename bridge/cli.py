@@ -16,6 +16,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "build": "bridge.launch.build",
     "run": "bridge.launch.launcher",
+    "submit": "bridge.launch.submit",
     "bench": "bridge.bench",
     "register": "bridge.registry.cli",
     "list": "bridge.registry.cli",
@@ -32,6 +33,7 @@ coupling core never imports the science."""
 SUMMARIES: dict[str, str] = {
     "build": "configure and build the Fortran side (toy model, coupling library)",
     "run": "run a coupled Fortran + Python job described by a coupling.toml",
+    "submit": "write a Slurm batch script for a coupling.toml and submit it with sbatch",
     "bench": "benchmarks: model, exchange, coupled, closure",
     "register": "register a trained closure in the registry",
     "list": "list registered closures",
@@ -60,6 +62,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
             "examples:\n"
             "  mlbridge build\n"
             "  mlbridge run examples/01_coarse/coupling.toml --model-ranks 2\n"
+            "  mlbridge submit examples/03_coupled_laplacian/coupling.toml --time 00:20:00\n"
             "  mlbridge register model.pt --manifest manifest.toml\n"
             "  mlbridge bench model\n"
         ),

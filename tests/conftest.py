@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from slurm_fixture import slurm_cluster as slurm_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 

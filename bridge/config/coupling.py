@@ -207,6 +207,53 @@ class RunConfig:
     steps: int = 0
 
 
+SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+"""Slurm's time limit formats: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``."""
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """The ``[slurm]`` table: how the job is placed on a Slurm cluster (``docs/slurm.md``).
+
+    Attributes
+    ----------
+    partition : str
+        Partition of the job (of the model's component in a heterogeneous job); empty: the
+        cluster's default.
+    nodes : int
+        Nodes of the job (of the model's component in a heterogeneous job).
+    time : str
+        Time limit of a submitted job, in Slurm's format (``HH:MM:SS``, ``D-HH:MM``...).
+    gpus_per_node : int
+        GPUs per node for the servers (the whole job unless the servers have their own nodes).
+    account : str
+        Account a submitted job is charged to; empty: the user's default.
+    server_nodes : int
+        0: the servers share the model's nodes (one ``srun --multi-prog`` step); N >= 1: the
+        servers run on N nodes of their own, as the second component of a heterogeneous job.
+    server_partition : str
+        Partition of the servers' nodes in a heterogeneous job (e.g. a GPU partition); empty:
+        ``partition``.
+    srun_args, sbatch_args : tuple of str
+        Further options given as they are to ``srun`` and (as ``#SBATCH`` lines) to ``sbatch``.
+    """
+
+    partition: str = ""
+    nodes: int = 1
+    time: str = "01:00:00"
+    gpus_per_node: int = 0
+    account: str = ""
+    server_nodes: int = 0
+    server_partition: str = ""
+    srun_args: tuple[str, ...] = ()
+    sbatch_args: tuple[str, ...] = ()
+
+    @property
+    def heterogeneous(self) -> bool:
+        """True when the servers run on nodes of their own (a heterogeneous job)."""
+        return self.server_nodes > 0
+
+
 @dataclass(frozen=True)
 class DiagnosticsConfig:
     """What the servers write into the run directory.
@@ -290,7 +337,7 @@ class CouplingConfig:
     ----------
     transport : str
         ``mpi`` or ``oasis``.
-    model, server, run, diagnostics
+    model, server, run, diagnostics, slurm
         The tables of the same name.
     exchanges : tuple of ExchangeConfig
         The ``[[exchange]]`` blocks in file order; empty: the model runs alone.
@@ -311,6 +358,7 @@ class CouplingConfig:
     exchanges: tuple[ExchangeConfig, ...] = ()
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     transport: str = "mpi"
+    slurm: SlurmConfig = SlurmConfig()
     oasis: OasisCouplingConfig | None = None
     namcouple: Path | None = None
     source: Path | None = field(default=None, compare=False)
@@ -349,6 +397,10 @@ class CouplingConfig:
                 "netcdf": self.diagnostics.netcdf,
                 "every": self.diagnostics.every,
                 "fields": list(self.diagnostics.fields),
+            },
+            "slurm": {
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self.slurm).items()
             },
             "exchange": [
                 {
@@ -516,7 +568,9 @@ class _Parser(Reader):
 
     def coupling(self, data: Mapping[str, Any]) -> CouplingConfig:
         self.known_keys(
-            data, "", ("transport", "model", "server", "run", "diagnostics", "exchange", "oasis")
+            data,
+            "",
+            ("transport", "model", "server", "run", "diagnostics", "exchange", "oasis", "slurm"),
         )
         transport = self.choice(data, "", "transport", TRANSPORTS, "mpi")
         raw_oasis = self.sub_table(data, "", "oasis") if "oasis" in data else None
@@ -531,6 +585,7 @@ class _Parser(Reader):
         server = self.server(self.sub_table(data, "", "server"))
         run = self.run(self.sub_table(data, "", "run"))
         diagnostics = self.diagnostics(self.sub_table(data, "", "diagnostics"))
+        slurm = self.slurm(self.sub_table(data, "", "slurm"))
         exchanges = [self.exchange(raw, where) for where, raw in self.tables(data, "", "exchange")]
         exchanges = self.unique_names(exchanges)
         self.check_received_fields(exchanges)
@@ -568,6 +623,7 @@ class _Parser(Reader):
             diagnostics=diagnostics,
             oasis=oasis,
             namcouple=namcouple,
+            slurm=slurm,
         )
 
     def oasis(
@@ -668,6 +724,43 @@ class _Parser(Reader):
             check=lambda v: v >= 0,
         )
         return RunConfig(workdir=self.path(workdir), steps=steps)
+
+    def slurm(self, data: Mapping[str, Any]) -> SlurmConfig:
+        where = "slurm"
+        fields = [f.name for f in dataclasses.fields(SlurmConfig)]
+        self.known_keys(data, where, fields)
+
+        def args(key: str) -> tuple[str, ...]:
+            value = self.get(
+                data,
+                where,
+                key,
+                list,
+                [],
+                expected="a list of options (strings)",
+                check=lambda v: all(isinstance(a, str) and a.strip() for a in v),
+            )
+            return tuple(value)
+
+        return SlurmConfig(
+            partition=self.string(data, where, "partition", ""),
+            nodes=self.integer(data, where, "nodes", 1),
+            time=self.get(
+                data,
+                where,
+                "time",
+                str,
+                SlurmConfig.time,
+                expected="a Slurm time limit (MM, HH:MM:SS, D-HH, D-HH:MM:SS)",
+                check=lambda v: SLURM_TIME.match(v.strip()),
+            ).strip(),
+            gpus_per_node=self.integer(data, where, "gpus_per_node", 0, minimum=0),
+            account=self.string(data, where, "account", ""),
+            server_nodes=self.integer(data, where, "server_nodes", 0, minimum=0),
+            server_partition=self.string(data, where, "server_partition", ""),
+            srun_args=args("srun_args"),
+            sbatch_args=args("sbatch_args"),
+        )
 
     def diagnostics(self, data: Mapping[str, Any]) -> DiagnosticsConfig:
         where = "diagnostics"

@@ -14,6 +14,7 @@ from bridge.launch.closure_checks import (
     ClosureRecord,
 )
 from bridge.launch.rundir import read_timing
+from bridge.launch.slurm import failed_tasks
 
 ERROR_MARK = "E R R O R"
 ERROR_CONTEXT = 3  # lines of ocean.output shown after each E R R O R line
@@ -135,7 +136,7 @@ def mpi_aborts(mpirun_log: str) -> list[tuple[int, str, int]]:
 
 
 def failing_ranks(mpirun_log: str) -> dict[int, int]:
-    """World rank -> exit status, for the ranks mpirun reported as failed in its log."""
+    """World rank -> exit status, for the ranks mpirun (or srun) reported as failed in its log."""
     found: dict[int, int] = {}
     for rank, code in _MPI_PROCESS.findall(mpirun_log):
         found[int(rank)] = max(found.get(int(rank), 0), int(code))
@@ -144,6 +145,8 @@ def failing_ranks(mpirun_log: str) -> dict[int, int]:
     for rank, comm, code in mpi_aborts(mpirun_log):
         if comm == "MPI_COMM_WORLD":
             found[rank] = max(found.get(rank, 0), abs(code) % 256 or 1)
+    for rank, code in failed_tasks(mpirun_log).items():  # the same log under srun
+        found[rank] = max(found.get(rank, 0), code)
     return found
 
 

@@ -31,6 +31,13 @@ every rank gets ``MLBRIDGE_HOME`` set to the run's registry, and after the run t
 attributes of ``*_grid.nc`` and ``diagnostics.nc`` name the closures (``mlbridge_closures``,
 ``mlbridge_closure_<exchange>_name``, ``_version``, ``_sha256``).
 
+Inside a Slurm allocation (``$SLURM_JOB_ID`` set) the job is one ``srun --mpi=pmix
+--multi-prog mpmd.conf`` step instead (a heterogeneous step with ``[slurm] server_nodes``), each
+rank's output in ``logs/rank.<R>.out`` and ``.err``, srun's own messages in ``mpirun.log``;
+``--launcher mpirun|srun`` overrides the choice (:mod:`bridge.launch.command`), and
+``--dry-run`` prints the command, the run directory, the files and the environment and starts
+nothing (``docs/slurm.md``).
+
 The job is ``mpirun -np N model`` when there is no ``[[exchange]]``, and otherwise
 ``mpirun -np N model : -np M python -m bridge.server --config RUN/run_config.json --run-dir RUN``.
 While it runs the terminal shows model rank 0's and server rank 0's output, every rank's
@@ -61,7 +68,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import shlex
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,12 +90,17 @@ from bridge.launch.closure_checks import (
     RegistryClosureCheck,
     pin_closures,
 )
+from bridge.launch.command import (
+    LAUNCHERS,
+    JobCommand,
+    LauncherError,
+    choose_launcher,
+    job_command,
+)
 from bridge.launch.mpiexec import (
     MpiNotFoundError,
     Program,
-    mpmd_command,
     python_program,
-    rank_log_files,
 )
 from bridge.launch.oasis import (
     OasisBackendChoice,
@@ -98,17 +113,22 @@ from bridge.launch.oasis import check_oasis_transport as check_oasis_transport
 from bridge.launch.rundir import (
     LaunchError,
     make_run_dir,
+    next_run_dir,
     prepare_run_dir,
     record_closures,
     stamp_outputs,
 )
-from bridge.launch.supervise import SERVER_MODULE, RankLog, RunResult, _Job
+from bridge.launch.slurm import SlurmError
+from bridge.launch.slurm import job_id as slurm_job_id
+from bridge.launch.supervise import SERVER_MODULE, RankLog, RunResult, _Job, job_env
 from bridge.paths import BUILD_DIR_ENV, default_build_dir
 
 EXAMPLES = (
     "  mlbridge run examples/01_coarse/coupling.toml\n"
     "  mlbridge run examples/01_coarse/coupling.toml --model-ranks 2 --steps 100 --workdir /tmp/r\n"
     "  mlbridge run examples/05_oasis_pure/coupling.toml   # a model coupled through OASIS itself\n"
+    "  mlbridge run examples/03_coupled_laplacian/coupling.toml --dry-run  # print, start nothing\n"
+    "  salloc -n 3 mlbridge run examples/03_coupled_laplacian/coupling.toml  # srun --multi-prog\n"
 )
 
 
@@ -135,8 +155,15 @@ def programs_for(config: CouplingConfig, run_dir: Path) -> list[Program]:
     return programs
 
 
-def rank_logs_for(config: CouplingConfig, run_dir: Path) -> tuple[RankLog, ...]:
-    """Where each world rank's stdout/stderr go (model ranks first, then servers)."""
+def rank_logs_for(
+    config: CouplingConfig, run_dir: Path, job: JobCommand | None = None
+) -> tuple[RankLog, ...]:
+    """Where each world rank's stdout/stderr go (model ranks first, then servers).
+
+    ``job``: the command whose launcher names the files (default: mpirun's layout).
+    """
+    if job is None:
+        job = JobCommand("mpirun", (), (), run_dir / "logs")
     logs = []
     groups = [("model", config.model.ranks)]
     if config.coupled:
@@ -144,7 +171,7 @@ def rank_logs_for(config: CouplingConfig, run_dir: Path) -> tuple[RankLog, ...]:
     rank = 0
     for program, count in groups:
         for local in range(count):
-            out, err = rank_log_files(run_dir / "logs", rank)
+            out, err = job.rank_log_files(rank)
             logs.append(RankLog(rank, program, local, out, err))
             rank += 1
     return tuple(logs)
@@ -165,6 +192,7 @@ def launch(
     progress: bool = False,
     quiet: bool = False,
     grace_s: float = 5.0,
+    launcher: str | None = None,
 ) -> RunResult:
     """Validate, prepare a run directory, run the job, and report how it went.
 
@@ -183,6 +211,9 @@ def launch(
         Print nothing but the run directory and, on failure, the failure report.
     grace_s
         Seconds between asking the ranks to stop (SIGTERM) and killing them, on interrupt.
+    launcher
+        ``mpirun`` or ``srun``; None: srun inside a Slurm allocation, else mpirun
+        (:func:`bridge.launch.command.choose_launcher`).
 
     Returns
     -------
@@ -192,21 +223,14 @@ def launch(
     Raises
     ------
     ConfigError
-        If the configuration, the namelists or the environment (mpirun, executable) are not
+        If the configuration, the namelists or the environment (launcher, executable) are not
         fit to run; every problem is listed. Nothing has been started.
     LaunchError
         If the run directory cannot be prepared or mpirun cannot be executed.
     """
-    base = _resolve(config)
-    config = base.with_overrides(
-        model_ranks=model_ranks, server_ranks=server_ranks, steps=steps, workdir=workdir
-    )
-    bdir = Path(build_dir).resolve() if build_dir is not None else default_build_dir()
-    prepared = _prepare(config, bdir, model_ranks_changed=model_ranks is not None)
-    config = prepared.config
-    exe = config.model.resolve_executable(bdir)
-    config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, executable=str(exe))
+    chosen = _choose(launcher, config)
+    prepared, config, bdir, exe = _ready(
+        config, model_ranks, server_ranks, steps, workdir, build_dir
     )
     run_dir = make_run_dir(config.run.workdir, prepared.experiment or exe.name)
     print(f"mlbridge run: run directory {run_dir}", flush=True)
@@ -223,21 +247,16 @@ def launch(
             f"out, {oasis.exchanges} exchanges every {oasis.period_s} s",
             flush=True,
         )
-    extra_env: dict[str, str] | None = None
-    if config.transport == "oasis" and config.coupled:
-        assert prepared.oasis_backend is not None  # checked by _prepare
-        extra_env = {BUILD_DIR_ENV: str(bdir), **prepared.oasis_backend.env}
-    try:
-        command = mpmd_command(programs_for(config, run_dir), log_dir=run_dir / "logs")
-    except MpiNotFoundError as err:
-        raise ConfigError(str(err), config.source) from None
-    (run_dir / "command.txt").write_text(" ".join(command) + "\n")
+    extra_env = _extra_env(config, prepared, bdir)
+    command = _command(chosen, config, run_dir)
+    command.write_files()
+    (run_dir / "command.txt").write_text(" ".join(command.argv) + "\n")
     job = _Job(
         config=config,
         namelist=prepared.namelist,
         run_dir=run_dir,
-        command=tuple(command),
-        rank_logs=rank_logs_for(config, run_dir),
+        command=command.argv,
+        rank_logs=rank_logs_for(config, run_dir, command),
         extra_env=extra_env,
     )
     result = job.run(progress=progress, quiet=quiet, grace_s=grace_s)
@@ -246,6 +265,122 @@ def launch(
     for problem in stamp_outputs(run_dir, closures.closures):
         print(f"mlbridge run: warning: {problem}", file=sys.stderr, flush=True)
     return dataclasses.replace(result, closures=closures.closures)
+
+
+def dry_run(
+    config: CouplingConfig | Path | str,
+    *,
+    model_ranks: int | None = None,
+    server_ranks: int | None = None,
+    steps: int | None = None,
+    workdir: Path | str | None = None,
+    build_dir: Path | str | None = None,
+    launcher: str | None = None,
+) -> str:
+    """What :func:`launch` would do, as text: the launcher, the run directory it would create,
+    the files it would write there (the ``--multi-prog`` file in full), the environment it
+    exports and the exact command. Every check runs; nothing is created or started.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`launch`.
+    LaunchError
+        If no run directory name is free.
+    """
+    chosen = _choose(launcher, config)
+    prepared, config, bdir, exe = _ready(
+        config, model_ranks, server_ranks, steps, workdir, build_dir
+    )
+    run_dir = next_run_dir(config.run.workdir, prepared.experiment or exe.name)
+    command = _command(chosen, config, run_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared.write(config, Path(scratch))  # the names of what the run directory would get
+        written = sorted(p.name for p in Path(scratch).iterdir())
+    written += [path.name for path, _ in command.files] + ["command.txt", "mpirun.log"]
+    env = job_env(config, run_dir, _extra_env(config, prepared, bdir))
+    exported = {k: v for k, v in env.items() if os.environ.get(k) != v}
+    job = slurm_job_id()
+    where = f" (inside Slurm job {job})" if job and chosen == "srun" else ""
+    logs = rank_logs_for(config, run_dir, command)
+    lines = [
+        "mlbridge run --dry-run: nothing is created or started",
+        f"launcher: {chosen}{where}",
+        f"run directory (would be created): {run_dir}",
+        f"model executable: {exe}",
+        "files written there: " + ", ".join(sorted(dict.fromkeys(written))),
+        f"rank logs: {logs[0].stdout} .. {logs[-1].stderr}" if logs else "rank logs: none",
+    ]
+    for path, text in command.files:
+        lines += [f"--- {path}", text.rstrip("\n"), "---"]
+    lines.append("environment exported to every rank:")
+    lines += [f"  {key}={shlex.quote(value)}" for key, value in sorted(exported.items())]
+    lines += ["command:", "  " + shlex.join(command.argv)]
+    return "\n".join(lines) + "\n"
+
+
+def check_ready(
+    config: CouplingConfig | Path | str,
+    *,
+    model_ranks: int | None = None,
+    server_ranks: int | None = None,
+    steps: int | None = None,
+    workdir: Path | str | None = None,
+    build_dir: Path | str | None = None,
+) -> CouplingConfig:
+    """Every check of :func:`launch`, nothing created: the configuration as it would run.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`launch`.
+    """
+    return _ready(config, model_ranks, server_ranks, steps, workdir, build_dir)[1]
+
+
+def _choose(launcher: str | None, config: CouplingConfig | Path | str) -> str:
+    try:
+        return choose_launcher(launcher)
+    except LauncherError as err:
+        source = config if not isinstance(config, CouplingConfig) else config.source
+        raise ConfigError(str(err), source) from None
+
+
+def _ready(
+    config: CouplingConfig | Path | str,
+    model_ranks: int | None,
+    server_ranks: int | None,
+    steps: int | None,
+    workdir: Path | str | None,
+    build_dir: Path | str | None,
+) -> tuple[_Prepared, CouplingConfig, Path, Path]:
+    """Overrides applied, every check passed, the executable resolved: ready to launch."""
+    base = _resolve(config)
+    config = base.with_overrides(
+        model_ranks=model_ranks, server_ranks=server_ranks, steps=steps, workdir=workdir
+    )
+    bdir = Path(build_dir).resolve() if build_dir is not None else default_build_dir()
+    prepared = _prepare(config, bdir, model_ranks_changed=model_ranks is not None)
+    config = prepared.config
+    exe = config.model.resolve_executable(bdir)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, executable=str(exe))
+    )
+    return prepared, config, bdir, exe
+
+
+def _extra_env(config: CouplingConfig, prepared: _Prepared, bdir: Path) -> dict[str, str] | None:
+    if config.transport == "oasis" and config.coupled:
+        assert prepared.oasis_backend is not None  # checked by _prepare
+        return {BUILD_DIR_ENV: str(bdir), **prepared.oasis_backend.env}
+    return None
+
+
+def _command(launcher: str, config: CouplingConfig, run_dir: Path) -> JobCommand:
+    try:
+        return job_command(launcher, programs_for(config, run_dir), run_dir, config.slurm)
+    except (MpiNotFoundError, SlurmError) as err:
+        raise ConfigError(str(err), config.source) from None
 
 
 @dataclass(frozen=True)
@@ -349,10 +484,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="show a progress bar even when stderr is not a terminal",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no log streaming, no progress")
+    parser.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        help="start the job with mpirun or srun (default: srun inside a Slurm allocation, "
+        "i.e. with $SLURM_JOB_ID set, else mpirun)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything, print the command, the run directory, the files and the "
+        "environment it would use, and start nothing",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``mlbridge run``; return the job's exit status (2: nothing was started)."""
+    overrides = {
+        "model_ranks": args.model_ranks,
+        "server_ranks": args.server_ranks,
+        "steps": args.steps,
+        "workdir": args.workdir,
+        "build_dir": args.build_dir,
+        "launcher": args.launcher,
+    }
+    if args.dry_run:
+        try:
+            print(dry_run(args.config, **overrides), end="", flush=True)
+        except (ConfigError, LaunchError) as err:
+            print(f"mlbridge run: error: {err}", file=sys.stderr)
+            return 2
+        return 0
     try:
         result = launch(
             args.config,
@@ -363,6 +525,7 @@ def run(args: argparse.Namespace) -> int:
             build_dir=args.build_dir,
             progress=args.progress or sys.stderr.isatty(),
             quiet=args.quiet,
+            launcher=args.launcher,
         )
     except (ConfigError, LaunchError) as err:
         print(f"mlbridge run: error: {err}", file=sys.stderr)

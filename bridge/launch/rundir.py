@@ -34,6 +34,16 @@ def run_dir_name(experiment: str, now: datetime) -> str:
     return f"{safe}_{now:%Y%m%d-%H%M%S}"
 
 
+def next_run_dir(workdir: Path, experiment: str, now: datetime | None = None) -> Path:
+    """The run directory :func:`make_run_dir` would create now (nothing is created)."""
+    base = run_dir_name(experiment, now or datetime.now())
+    for n in range(1, 10_000):
+        candidate = workdir / (base if n == 1 else f"{base}_{n}")
+        if not candidate.exists():
+            return candidate
+    raise LaunchError(f"{workdir}: no free run directory name for {base}")
+
+
 def make_run_dir(workdir: Path, experiment: str, now: datetime | None = None) -> Path:
     """Create and return a new run directory below ``workdir`` (``_2``, ``_3``... if taken).
 
