@@ -70,7 +70,8 @@ def run_cgrid(
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> None:
-    assert proc.returncode == 0, f"rc {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"rc {proc.returncode}\n{tail}"
 
 
 def read_records(run_dir: Path, n: int) -> np.ndarray:

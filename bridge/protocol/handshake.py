@@ -13,7 +13,8 @@ Each model rank sends a text report, one item per line::
     restart 1                       the run continues another from a restart, schedule origin 1
                                     (mlb_def_restart; absent: a run from the start)
     field u 3 send 1 float64 U      name levels direction every dtype point (in mlb_def_field
-    field u_tend 3 recv 1 float64 U order; point T, U, V or F, absent: T)
+    field u_tend 3 recv 1 float64 U order; point T, U, V or F, absent: not declared, taken as T
+                                    and not checked against the closure's)
 
 Server rank 0 checks the reports against each other, the run's namelist grid, the configured
 exchanges and the closures' specs (:func:`check_reports`, pure), and answers every model rank
@@ -56,7 +57,12 @@ class FieldDecl:
     direction: str  # "send" (model -> servers) or "recv"
     every: int
     dtype: str
-    point: str = "T"  # Arakawa C-grid point: T, U, V or F
+    point: str = ""  # Arakawa C-grid point T, U, V or F; "": not declared (taken as T, unchecked)
+
+    @property
+    def at(self) -> str:
+        """The point the field is handled on (T when not declared)."""
+        return self.point or "T"
 
     def describe(self) -> str:
         """``u (send, 3 levels, every 1, float64)``."""
@@ -102,8 +108,8 @@ def parse_report(text: str, source: str = "a model rank") -> RankReport:
         try:
             if words[0] == "field":
                 name, nlev, direction, every, dtype = words[1:6]
-                point = words[6] if len(words) > 6 else "T"
-                if direction not in ("send", "recv") or point not in ("T", "U", "V", "F"):
+                point = words[6] if len(words) > 6 else ""
+                if direction not in ("send", "recv") or point not in ("", "T", "U", "V", "F"):
                     raise ValueError(direction)
                 fields.append(FieldDecl(name, int(nlev), direction, int(every), dtype, point))
             else:
@@ -242,7 +248,7 @@ def check_reports(
                         f"{role} (needs {direction})"
                     )
                 wanted = _spec_point(spec, role, closure_name)
-                if spec is not None and wanted is not None and decl.point != wanted:
+                if spec is not None and wanted is not None and decl.point and decl.point != wanted:
                     problems.append(
                         f"exchange {name!r}: model field {model_name!r} is on the "
                         f"{decl.point} point of the model ({describe_faces(first.faces)}), "

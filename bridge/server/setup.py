@@ -65,7 +65,7 @@ class Setup:
     @property
     def points(self) -> dict[str, str]:
         """The C-grid point of each model field."""
-        return {f.name: f.point for f in self.fields}
+        return {f.name: f.at for f in self.fields}
 
     def plan(self, n_server: int) -> Plan:
         """The routes (every server rank computes the same)."""
@@ -198,7 +198,7 @@ def _handshake_rank0(
             fields=first.fields,
             active=tuple(active_flags(first.fields, config.exchanges)),
             halo=exchange_halo(
-                config.exchanges, closures, {f.name: f.point for f in first.fields}, first.faces
+                config.exchanges, closures, {f.name: f.at for f in first.fields}, first.faces
             ),
             boundary=config.model.boundary,
             every=config.exchanges[0].every,

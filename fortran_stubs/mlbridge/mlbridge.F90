@@ -359,9 +359,10 @@ contains
       !! Declare a 3D field of nlev levels sent (MLB_SEND) or received
       !! (MLB_RECV) every kevery steps. kind: real64 (default) or real32,
       !! the kind of the arrays given to mlb_put / mlb_get. grid: the
-      !! Arakawa C-grid point the field lives on, 'T' (default), 'U', 'V'
-      !! or 'F' (where U and V sit: mlb_def_grid's faces). The name is the
-      !! one coupling.toml uses.
+      !! Arakawa C-grid point the field lives on, 'T', 'U', 'V' or 'F'
+      !! (where U and V sit: mlb_def_grid's faces); the servers check it
+      !! against the closure's. Without it the field is taken as T and not
+      !! checked. The name is the one coupling.toml uses.
       !!------------------------------------------------------------------
       character(len=*), intent(in) :: name
       integer, intent(in) :: nlev, direction, kevery
@@ -393,7 +394,7 @@ contains
          call set_error(cpl, MLB_ERR_ARG, 'mlb_def_field: field '//trim(name)//': kind must be real64 or real32', &
             & status); return
       end if
-      point = 'T'
+      point = ' '
       if (present(grid)) then
          if (len_trim(grid) /= 1 .or. scan(grid, 'TUVFtuvf') /= 1) then
             call set_error(cpl, MLB_ERR_ARG, 'mlb_def_field: field '//trim(name)//': grid "'//trim(grid)// &

@@ -175,10 +175,10 @@ contains
       end if
       do jf = 1, cpl%nfields
          associate(f => cpl%fields(jf))
-            !! the point is a seventh word: servers that predate it read the first six
+            !! the point, when declared, is a seventh word: servers that predate it read the first six
             write(line, '(a,1x,a,1x,i0,1x,a,1x,i0,1x,a,1x,a)') 'field', trim(f%name), f%nlev, &
                & trim(merge('send', 'recv', f%direction == MLB_SEND)), f%every, &
-               & trim(merge('float64', 'float32', f%kind == real64)), f%point
+               & trim(merge('float64', 'float32', f%kind == real64)), trim(f%point)
          end associate
          text = text//trim(line)//new_line('a')
       end do

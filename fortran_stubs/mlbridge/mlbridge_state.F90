@@ -71,7 +71,7 @@ module mlbridge_state
       integer :: direction = 0
       integer :: every = 1
       integer :: kind = real64
-      character(len=1) :: point = 'T'  ! Arakawa C-grid point: T, U, V or F (mlb_def_field grid=)
+      character(len=1) :: point = ' '  ! C-grid point T, U, V or F (mlb_def_field grid=); ' ': not declared (T)
       logical :: active = .true.       ! set by the handshake: some exchange uses it
       integer :: lev_offset = 0        ! levels of the active fields before it, same direction
       logical :: put_done = .false.
