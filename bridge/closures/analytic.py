@@ -13,6 +13,11 @@ order, so that a coupled run and an in-process run agree to the last bit.
   smoothed field. ``S`` sums along i first: ``r = (a[i-1] + 2 a[i]) + a[i+1]``, then
   ``((r[j-1] + 2 r[j]) + r[j+1]) * 0.0625``.
 * ``identity`` (halo 0): the inputs themselves (the exchange benchmark's closure).
+* ``cgrid_sw`` (halo 1): the linear shallow-water tendencies of a C grid in NEMO's convention
+  (``U(i)`` at ``i + 1/2``, ``V(j)`` at ``j + 1/2``), inputs ``h`` (T), ``u`` (U), ``v`` (V):
+  ``du = -c (h[i+1] - h[i])`` on U, ``dv = -c (h[j+1] - h[j])`` on V and
+  ``dh = -c ((u[i] - u[i-1]) + (v[j] - v[j-1]))`` on T. A stencil that pairs other physical
+  points if the staggering is wrong: the staggering tests' closure (:func:`cgrid_sw_op`).
 
 The ``mask`` input of ``smooth3`` is not mapped in ``coupling.toml``: the server supplies it.
 """
@@ -83,17 +88,51 @@ def identity_op(x: np.ndarray, coefficient: float, mask: np.ndarray | None = Non
     return x
 
 
+#: The inputs and outputs of ``cgrid_sw``, with their C-grid points.
+CGRID_INPUTS: tuple[tuple[str, str], ...] = (("h", "T"), ("u", "U"), ("v", "V"))
+CGRID_OUTPUTS: tuple[tuple[str, str], ...] = (("dh", "T"), ("du", "U"), ("dv", "V"))
+
+
+def cgrid_sw_op(
+    h: np.ndarray, u: np.ndarray, v: np.ndarray, coefficient: float
+) -> dict[str, np.ndarray]:
+    """``cgrid_sw`` on halo-1 blocks ``(nz, ny+2, nx+2)`` in NEMO's convention (module doc)."""
+    c = coefficient
+    du = -c * (h[:, 1:-1, 2:] - h[:, 1:-1, 1:-1])
+    dv = -c * (h[:, 2:, 1:-1] - h[:, 1:-1, 1:-1])
+    dh = -c * ((u[:, 1:-1, 1:-1] - u[:, 1:-1, :-2]) + (v[:, 1:-1, 1:-1] - v[:, :-2, 1:-1]))
+    return {"dh": dh, "du": du, "dv": dv}
+
+
+@dataclass(frozen=True)
+class _CGrid:
+    """``cgrid_sw``: one stencil on three staggered inputs."""
+
+    spec: ClosureSpec
+    coefficient: float
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_inputs(self.spec, inputs)
+        out = cgrid_sw_op(inputs["h"], inputs["u"], inputs["v"], self.coefficient)
+        return {k: np.ascontiguousarray(a) for k, a in out.items()}
+
+
+def _cgrid_op(x: np.ndarray, coefficient: float, mask: np.ndarray | None = None) -> np.ndarray:
+    raise TypeError("cgrid_sw acts on h, u and v together: build it with analytic_closure")
+
+
 # name -> (halo, output prefix, operation, uses the mask, default coefficient)
 ANALYTIC: dict[str, tuple[int, str, Callable[..., np.ndarray], bool, float]] = {
     "laplacian": (1, "lap", laplacian_op, False, 1.0),
     "smooth3": (3, "smooth", smooth3_op, True, 1.0),
     "identity": (0, "id", identity_op, False, 1.0),
+    "cgrid_sw": (1, "", _cgrid_op, False, 1.0),
 }
 
 
 def analytic_closure(
     name: str, fields: Sequence[str], params: Mapping[str, Any] | None = None
-) -> _Analytic:
+) -> _Analytic | _CGrid:
     """Build the analytic closure ``name`` acting on ``fields``.
 
     Parameters
@@ -132,6 +171,18 @@ def analytic_closure(
     if isinstance(coefficient, bool) or not isinstance(coefficient, int | float):
         raise ValueError(f"closure {name!r}: coefficient must be a number, got {coefficient!r}")
     fields = tuple(fields)
+    if name == "cgrid_sw":
+        wanted = [n for n, _ in CGRID_INPUTS]
+        if sorted(fields) != sorted(wanted):
+            raise ValueError(f"closure {name!r}: takes the inputs {wanted}, got {list(fields)}")
+        spec = ClosureSpec(
+            name=name,
+            halo=halo,
+            inputs=tuple(FieldSpec(n, g) for n, g in CGRID_INPUTS),
+            outputs=tuple(FieldSpec(n, g) for n, g in CGRID_OUTPUTS),
+            dtype="float64",
+        )
+        return _CGrid(spec, float(coefficient))
     if not fields:
         raise ValueError(f"closure {name!r}: needs at least one input field")
     if MASK_INPUT in fields:

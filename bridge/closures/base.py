@@ -14,6 +14,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from bridge.domain.stagger import NEMO_FACES, parse_faces
+
 #: Arakawa C-grid points a field may live on.
 GRIDS: tuple[str, ...] = ("T", "U", "V", "F")
 
@@ -86,6 +88,10 @@ class ClosureSpec:
         mean) that mlbridge cannot save in the model's restart: a restarted run would differ
         from one done in one go, so the servers refuse to continue one with it. The analytic
         closures and the torch closures of the registry are stateless at inference.
+    faces
+        Where the closure expects the U and V points of index ``i``, ``j``
+        (:mod:`bridge.domain.stagger`): ``("east", "north")``, NEMO's convention (the default),
+        or ``("west", "south")``; the server shifts staggered fields where the model's differs.
 
     Raises
     ------
@@ -99,6 +105,7 @@ class ClosureSpec:
     outputs: tuple[FieldSpec, ...]
     dtype: str = "float64"
     stateful: bool = False
+    faces: tuple[str, str] = NEMO_FACES
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -112,6 +119,7 @@ class ClosureSpec:
                 f"closure {self.name!r}: dtype must be one of {'/'.join(DTYPES)}, "
                 f"got {self.dtype!r}"
             )
+        object.__setattr__(self, "faces", parse_faces(self.faces, f"closure {self.name!r}: faces"))
         # tuples keep the spec hashable and immutable even when lists are passed in
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))

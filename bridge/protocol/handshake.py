@@ -8,10 +8,13 @@ Each model rank sends a text report, one item per line::
     box 0 0 20 30                   interior box: i0 j0 (0-based) nx_loc ny_loc
     mask 1                          1: a land mask message follows
     transports mpi oasis            what the library can move fields with (absent: mpi)
+    faces east north                where U(i) and V(j) sit: east = i+1/2 (NEMO), west = i-1/2;
+                                    north = j+1/2, south = j-1/2 (absent: east north)
     restart 1                       the run continues another from a restart, schedule origin 1
                                     (mlb_def_restart; absent: a run from the start)
-    field u 3 send 1 float64        name levels direction every dtype (in mlb_def_field order)
-    field u_tend 3 recv 1 float64
+    field u 3 send 1 float64 U      name levels direction every dtype point (in mlb_def_field
+    field u_tend 3 recv 1 float64 U order; point T, U, V or F, absent: not declared, taken as T
+                                    and not checked against the closure's)
 
 Server rank 0 checks the reports against each other, the run's namelist grid, the configured
 exchanges and the closures' specs (:func:`check_reports`, pure), and answers every model rank
@@ -31,6 +34,7 @@ import numpy as np
 from bridge.closures.base import ClosureSpec
 from bridge.config.coupling import ExchangeConfig, exchange_name
 from bridge.domain.plan import Box, Plan, check_tiling
+from bridge.domain.stagger import NEMO_FACES, describe_faces, parse_faces
 from bridge.wire import PROTOCOL_VERSION
 
 #: The last word of the reply: how the fields travel after the handshake.
@@ -53,6 +57,12 @@ class FieldDecl:
     direction: str  # "send" (model -> servers) or "recv"
     every: int
     dtype: str
+    point: str = ""  # Arakawa C-grid point T, U, V or F; "": not declared (taken as T, unchecked)
+
+    @property
+    def at(self) -> str:
+        """The point the field is handled on (T when not declared)."""
+        return self.point or "T"
 
     def describe(self) -> str:
         """``u (send, 3 levels, every 1, float64)``."""
@@ -74,6 +84,7 @@ class RankReport:
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
     transports: tuple[str, ...] = ("mpi",)
     restart_origin: int | None = None  # mlb_def_restart: the schedule's origin; None: no restart
+    faces: tuple[str, str] = NEMO_FACES  # where U(i), V(j) sit (bridge.domain.stagger)
 
     def field(self, name: str) -> FieldDecl | None:
         """The declared field ``name``, or None."""
@@ -97,9 +108,10 @@ def parse_report(text: str, source: str = "a model rank") -> RankReport:
         try:
             if words[0] == "field":
                 name, nlev, direction, every, dtype = words[1:6]
-                if direction not in ("send", "recv"):
+                point = words[6] if len(words) > 6 else ""
+                if direction not in ("send", "recv") or point not in ("", "T", "U", "V", "F"):
                     raise ValueError(direction)
-                fields.append(FieldDecl(name, int(nlev), direction, int(every), dtype))
+                fields.append(FieldDecl(name, int(nlev), direction, int(every), dtype, point))
             else:
                 items[words[0]] = words[1:]
         except ValueError:
@@ -116,11 +128,20 @@ def parse_report(text: str, source: str = "a model rank") -> RankReport:
         has_mask = items.get("mask", ["0"])[0] == "1"
         transports = tuple(items.get("transports", ["mpi"]))
         origin = int(items["restart"][0]) if "restart" in items else None
+        faces = parse_faces(items["faces"], "faces") if "faces" in items else NEMO_FACES
     except (KeyError, IndexError, ValueError):
         raise HandshakeError(f"{source}: incomplete handshake report:\n{text}") from None
     box = Box(i0, i0 + nxl, j0, j0 + nyl)
     return RankReport(
-        rank, nx, ny, box, has_mask, tuple(fields), transports=transports, restart_origin=origin
+        rank,
+        nx,
+        ny,
+        box,
+        has_mask,
+        tuple(fields),
+        transports=transports,
+        restart_origin=origin,
+        faces=faces,
     )
 
 
@@ -160,6 +181,11 @@ def check_reports(
             problems.append(
                 f"grid: model rank {first.rank} reports {first.nx} x {first.ny}, "
                 f"model rank {rep.rank} reports {rep.nx} x {rep.ny}"
+            )
+        if rep.faces != first.faces:
+            problems.append(
+                f"faces: model rank {first.rank} reports {describe_faces(first.faces)}, model "
+                f"rank {rep.rank} reports {describe_faces(rep.faces)}"
             )
         if rep.fields != first.fields:
             mine = {f.name: f for f in first.fields}
@@ -221,6 +247,15 @@ def check_reports(
                         f"{decl.direction} by the model, the configuration uses it as a closure "
                         f"{role} (needs {direction})"
                     )
+                wanted = _spec_point(spec, role, closure_name)
+                if spec is not None and wanted is not None and decl.point and decl.point != wanted:
+                    problems.append(
+                        f"exchange {name!r}: model field {model_name!r} is on the "
+                        f"{decl.point} point of the model ({describe_faces(first.faces)}), "
+                        f"closure {spec.name!r} takes its {role} {closure_name!r} on the {wanted} "
+                        f"point ({describe_faces(spec.faces)}): declare the field with grid = "
+                        f"'{wanted}' (mlb_def_field) or map it to another closure {role}"
+                    )
                 if decl.every != ex.every:
                     problems.append(
                         f"exchange {name!r}: model field {model_name!r} is declared every "
@@ -259,6 +294,14 @@ def check_reports(
                     f"exchanges differ in {attr} ({values}): one run has one {attr} for now"
                 )
     return problems
+
+
+def _spec_point(spec: ClosureSpec | None, role: str, name: str) -> str | None:
+    """The C-grid point of closure input or output ``name`` (None: no spec or no such field)."""
+    if spec is None:
+        return None
+    fields = spec.inputs if role == "input" else spec.outputs
+    return next((f.grid for f in fields if f.name == name), None)
 
 
 def check_restart(

@@ -20,6 +20,7 @@ from typing import Any
 from bridge.closures.base import DTYPES, GRIDS, ClosureSpec, FieldSpec
 from bridge.config.coupling import DEVICES
 from bridge.config.schema import MISSING, Problem, Reader, SchemaError, toml_key, toml_value
+from bridge.domain.stagger import NEMO_FACES, parse_faces
 
 FORMATS: tuple[str, ...] = ("torchscript", "export", "state_dict", "python")
 
@@ -29,7 +30,7 @@ _ENTRY_POINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 _TOP_KEYS = (
     "name", "version", "format", "artifact", "halo", "dtype", "device", "description",
-    "entry_point", "arch", "license", "inputs", "outputs", "provenance", "stateful",
+    "entry_point", "arch", "license", "inputs", "outputs", "provenance", "stateful", "faces",
 )  # fmt: skip
 _FIELD_KEYS = ("name", "grid", "units", "scale", "offset", "mean", "std")
 _OUTPUT_KEYS = (*_FIELD_KEYS, "clip")
@@ -174,6 +175,11 @@ class Manifest:
         The closure keeps state between calls that a restart cannot save (e.g. a random
         generator): the servers refuse to continue a restarted coupled run with it
         (:attr:`bridge.closures.base.ClosureSpec.stateful`).
+    faces
+        Where the closure expects the U and V points of index ``i``, ``j``: NEMO's
+        ``("east", "north")`` unless the manifest says ``faces = "west"`` (or two words, the i
+        face then the j face); the server shifts staggered fields of a model whose convention
+        differs (:mod:`bridge.domain.stagger`).
     source
         The file the manifest was read from, for messages (not compared).
     """
@@ -193,6 +199,7 @@ class Manifest:
     arch: dict[str, Any] = field(default_factory=dict, hash=False)
     provenance: Provenance = Provenance()
     stateful: bool = False
+    faces: tuple[str, str] = NEMO_FACES
     source: str = field(default="<manifest>", compare=False)
 
     @property
@@ -210,6 +217,7 @@ class Manifest:
             outputs=tuple(f.field_spec for f in self.outputs),
             dtype=self.dtype,
             stateful=self.stateful,
+            faces=self.faces,
         )
 
     def artifact_path(self) -> Path | None:
@@ -343,6 +351,12 @@ def _read_manifest(data: Mapping[str, Any], source: str) -> Manifest:
     license_ = r.string(data, "", "license", "")
     provenance = _provenance(r, r.sub_table(data, "", "provenance"))
     stateful = r.get(data, "", "stateful", bool, False, expected="true or false")
+    faces_text = r.get(data, "", "faces", str, "east", expected="east, west or 'west south'")
+    faces = NEMO_FACES
+    try:
+        faces = parse_faces(faces_text, "faces")
+    except ValueError as err:
+        r.note("faces", str(err))
     if r.problems:
         raise ManifestError(r.texts(_wording), source)
     return Manifest(
@@ -361,6 +375,7 @@ def _read_manifest(data: Mapping[str, Any], source: str) -> Manifest:
         arch=dict(arch),
         provenance=provenance,
         stateful=stateful,
+        faces=faces,
         source=source,
     )
 
@@ -451,6 +466,8 @@ def manifest_to_toml(manifest: Manifest) -> str:
     ]
     if m.stateful:  # written only when set: the manifests of stateless closures keep their bytes
         lines.append("stateful = true")
+    if m.faces != NEMO_FACES:  # likewise: NEMO-convention manifests keep their bytes
+        lines.append(f"faces = {toml_value(' '.join(m.faces))}")
     if m.entry_point:
         lines.append(f"entry_point = {toml_value(m.entry_point)}")
     if m.arch:

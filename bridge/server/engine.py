@@ -9,12 +9,18 @@ keyed by model field. The engine
 1. applies the NaN policy to the inputs (``on_nan``: ``abort`` names the field, step, model rank
    and global point of the first bad value; ``zero`` replaces it and counts),
 2. runs every exchange's closure on all levels at once (levels are the batch), handing each the
-   window of the block its halo needs and the land mask when it asks for one,
+   window of the block its halo needs and the land mask when it asks for one; where the model's
+   face convention differs from the closure's, the window of a staggered field is shifted by one
+   cell (the closure's ``U(i)`` is the model's ``U(i+1)`` for a west-face model and a NEMO-
+   convention closure), the closure runs on a window one cell wider on that side, and its
+   outputs shift back (:class:`ExchangeLayout`),
 3. checks each closure's outputs once (names, shapes), applies the NaN policy to them and to
    their values beyond the output's bound (:class:`OutputBound`: ``max_abs`` of the exchange,
    else the bound a registry manifest implies), counts and reports the values cut by a
    manifest's clip bound,
-4. returns the outputs keyed by model field, on the block alone.
+4. masks each U, V or F output with its own point's mask (umask, vmask, fmask derived from the
+   T mask by NEMO's rule, :func:`bridge.domain.stagger.point_masks`), and returns the outputs
+   keyed by model field, on the block alone.
 
 :func:`serve_exchanges` is the step loop around it; the transport says when the fields of an
 exchange are in (``wait``), moves them into place (``unpack``), and sends the outputs
@@ -40,6 +46,7 @@ import numpy as np
 from bridge.closures.base import Closure, check_outputs
 from bridge.config.coupling import ExchangeConfig, exchange_name
 from bridge.domain.plan import Box, assemble_global_reference
+from bridge.domain.stagger import NEMO_FACES, input_shift, point_masks
 from bridge.protocol.handshake import SERVER_SUPPLIED_INPUTS
 from bridge.registry.manifest import SANE_SCALES
 
@@ -79,6 +86,11 @@ class Block:
         ``(1, ny + 2h, nx + 2h)``: 1 ocean, 0 land or beyond a closed edge, on the haloed block.
     model_boxes
         Every model rank's box: messages name the model rank that owns a point.
+    faces
+        The model's face convention (where its ``U(i)``, ``V(j)`` sit).
+    point_masks
+        ``{"U": (ny, nx), "V": ..., "F": ...}`` on the block's interior, in the model's
+        convention (None: the T mask alone is known, outputs on U/V/F are not masked).
     """
 
     rank: int
@@ -86,6 +98,8 @@ class Block:
     halo: int
     mask: np.ndarray
     model_boxes: tuple[Box, ...]
+    faces: tuple[str, str] = NEMO_FACES
+    point_masks: Mapping[str, np.ndarray] | None = None
 
     @classmethod
     def from_global_mask(
@@ -96,10 +110,15 @@ class Block:
         mask: np.ndarray,
         boundary: str,
         model_boxes: Sequence[Box],
+        faces: tuple[str, str] = NEMO_FACES,
     ) -> Block:
-        """The block of ``box`` with its haloed mask cut from the global ``(ny, nx)`` ``mask``."""
+        """The block of ``box`` with its haloed mask cut from the global ``(ny, nx)`` ``mask``,
+        and the U, V and F masks of its interior (model convention ``faces``)."""
         haloed = assemble_global_reference(mask[None], box, halo, boundary)
-        return cls(rank, box, halo, haloed, tuple(model_boxes))
+        points = {
+            p: m[box.slices()] for p, m in point_masks(mask, faces, boundary).items() if p != "T"
+        }
+        return cls(rank, box, halo, haloed, tuple(model_boxes), faces, points)
 
     @property
     def haloed_shape(self) -> tuple[int, int]:
@@ -184,6 +203,67 @@ def nan_policies(exchanges: Sequence[ExchangeConfig]) -> dict[str, str]:
     return policy
 
 
+@dataclass(frozen=True)
+class ExchangeLayout:
+    """Where one exchange's closure reads and writes on the haloed block.
+
+    Attributes
+    ----------
+    extend
+        ``(south, north, west, east)``: cells the closure's interior reaches beyond the block
+        (1 on the side a shift comes from, so that the shifted outputs cover the block).
+    shifts
+        ``(dj, di)`` of each closure input and output (:func:`bridge.domain.stagger.input_shift`):
+        the closure's value at index ``c`` is the model's at ``c + d``.
+    points
+        The C-grid point of each model field the exchange maps.
+    """
+
+    extend: tuple[int, int, int, int]
+    shifts: Mapping[str, tuple[int, int]]
+    points: Mapping[str, str]
+
+    @classmethod
+    def of(
+        cls,
+        exchange: ExchangeConfig,
+        closure: Closure,
+        points: Mapping[str, str],
+        faces: tuple[str, str],
+    ) -> ExchangeLayout:
+        """The layout of ``exchange`` for a model whose fields sit on ``points`` (by model
+        field; absent: T) in the convention ``faces``."""
+        mapped = {**exchange.inputs, **exchange.outputs}
+        shifts = {
+            cn: input_shift(points.get(mf, "T"), faces, closure.spec.faces)
+            for cn, mf in mapped.items()
+        }
+        dj = {d[0] for d in shifts.values()} - {0}
+        di = {d[1] for d in shifts.values()} - {0}
+        extend = (int(1 in dj), int(-1 in dj), int(1 in di), int(-1 in di))
+        return cls(extend, shifts, {mf: points.get(mf, "T") for mf in mapped.values()})
+
+    @property
+    def widening(self) -> int:
+        """Extra halo the block needs for this exchange (0 or 1)."""
+        return int(any(self.extend))
+
+
+def exchange_halo(
+    exchanges: Sequence[ExchangeConfig],
+    closures: Mapping[str, Closure],
+    points: Mapping[str, str],
+    faces: tuple[str, str],
+) -> int:
+    """The block halo: the largest closure halo, one wider for an exchange that shifts."""
+    halo = 0
+    for ex in exchanges:
+        closure = closures[exchange_name(ex)]
+        layout = ExchangeLayout.of(ex, closure, points, faces)
+        halo = max(halo, closure.spec.halo + layout.widening)
+    return halo
+
+
 class Engine:
     """The closures of every exchange on one server rank's block.
 
@@ -195,6 +275,8 @@ class Engine:
         The closure of each exchange, by :func:`bridge.protocol.handshake.exchange_name`.
     block
         This server rank's block.
+    points
+        The C-grid point of each model field (``mlb_def_field``'s grid; absent: T).
     """
 
     def __init__(
@@ -202,10 +284,17 @@ class Engine:
         exchanges: Sequence[ExchangeConfig],
         closures: Mapping[str, Closure],
         block: Block,
+        points: Mapping[str, str] | None = None,
     ) -> None:
         self.exchanges = tuple(exchanges)
         self.closures = closures
         self.block = block
+        self.layouts = {
+            exchange_name(ex): ExchangeLayout.of(
+                ex, closures[exchange_name(ex)], points or {}, block.faces
+            )
+            for ex in self.exchanges
+        }
         self.rank = block.rank
         self.takes_mask = {n: accepts_mask(c) for n, c in closures.items()}
         self.nan_policy = nan_policies(self.exchanges)
@@ -314,19 +403,25 @@ class Engine:
             ``on_nan = "abort"``.
         """
         outputs: dict[str, np.ndarray] = {}
-        hy, hx = self.block.haloed_shape
-        interior = (self.block.box.ny, self.block.box.nx)
+        ny, nx = self.block.box.ny, self.block.box.nx
+        big = self.block.halo
         mask_block = self.block.mask
         for ex in self.exchanges:
             name = exchange_name(ex)
             closure = self.closures[name]
             spec = closure.spec
-            cut = self.block.halo - spec.halo
-            window = (slice(None), slice(cut, hy - cut), slice(cut, hx - cut))
+            layout = self.layouts[name]
+            south, north, west, east = layout.extend
+            h = spec.halo
+            interior = (ny + south + north, nx + west + east)
+
+            corner = (big - h - south, big - h - west)
+            window = _window(corner, interior, h, (0, 0))
             inputs: dict[str, np.ndarray] = {}
             nz = 1
             for closure_input, model_field in ex.inputs.items():
-                arr = blocks[model_field][window]
+                shift = layout.shifts[closure_input]
+                arr = blocks[model_field][_window(corner, interior, h, shift)]
                 nz = arr.shape[0]
                 inputs[closure_input] = arr if spec.dtype == "float64" else arr.astype(spec.dtype)
             for extra in SERVER_SUPPLIED_INPUTS:
@@ -347,7 +442,14 @@ class Engine:
                     f"rank {self.rank}: {type(err).__name__}: {err}"
                 ) from None
             for closure_output, model_field in ex.outputs.items():
-                out = np.ascontiguousarray(result[closure_output], dtype=np.float64)
+                out = result[closure_output]
+                if any(layout.extend):  # back to the model's convention, on the block
+                    dj, di = layout.shifts[closure_output]
+                    out = out[:, south - dj : south - dj + ny, west - di : west - di + nx]
+                out = np.ascontiguousarray(out, dtype=np.float64)
+                point = layout.points[model_field]
+                if point != "T" and self.block.point_masks is not None:
+                    out = np.where(self.block.point_masks[point] != 0, out, 0.0)
                 bound = self.bounds.get(model_field)
                 passed_through = _inside_any(out, blocks.values())
                 if bound is not None and passed_through:
@@ -409,6 +511,19 @@ class Engine:
             "max_abs_replaced": self.max_abs_replaced,
             "clipped": dict(self.clipped),
         }
+
+
+def _window(
+    corner: tuple[int, int], interior: tuple[int, int], halo: int, shift: tuple[int, int]
+) -> tuple[slice, slice, slice]:
+    """The slices of a closure's haloed window on the block: ``corner`` is its first ``(j, i)``
+    unshifted, ``interior`` its ``(ny, nx)``, ``shift`` the field's ``(dj, di)``."""
+    j0, i0 = corner[0] + shift[0], corner[1] + shift[1]
+    return (
+        slice(None),
+        slice(j0, j0 + interior[0] + 2 * halo),
+        slice(i0, i0 + interior[1] + 2 * halo),
+    )
 
 
 def _inside_any(arr: np.ndarray, blocks: Any) -> bool:

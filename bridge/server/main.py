@@ -144,7 +144,7 @@ def library_transport(
     plan = setup.plan(layout.n_server)
     box = plan.server_boxes[layout.rank]
     block = Block.from_global_mask(
-        layout.rank, box, setup.halo, setup.mask, setup.boundary, setup.model_boxes
+        layout.rank, box, setup.halo, setup.mask, setup.boundary, setup.model_boxes, setup.faces
     )
     send, recv = setup.active_fields("send"), setup.active_fields("recv")
     if config.transport == "mpi":
@@ -232,7 +232,7 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
     transport: Any = None
     try:
         transport, block = library_transport(layout, config, setup, backend, run_dir, watch)
-        engine = Engine(config.exchanges, closures, block)
+        engine = Engine(config.exchanges, closures, block, setup.points)
         diagnostics = open_diagnostics(
             config.diagnostics, run_dir, layout.servers,
             server_blocks(setup.nx, setup.ny, layout.n_server), block, config.exchanges,

@@ -30,6 +30,7 @@ from bridge.config.namcouple import (
 from bridge.config.namelist import read_namelists
 from bridge.config.oasis import library_namcouple
 from bridge.domain.plan import Box, Plan, plan_routes, server_blocks
+from bridge.domain.stagger import NEMO_FACES
 from bridge.protocol.handshake import (
     FieldDecl,
     HandshakeError,
@@ -40,7 +41,7 @@ from bridge.protocol.handshake import (
     encode_reply,
     parse_report,
 )
-from bridge.server.engine import ServerError
+from bridge.server.engine import ServerError, exchange_halo
 from bridge.transport import mpi as wire
 from bridge.wire import TAG_MASK, TAG_REPLY, TAG_REPLY_TEXT, TAG_REPORT
 
@@ -59,6 +60,12 @@ class Setup:
     every: int
     lag: int
     mask: np.ndarray  # (ny, nx) 1 ocean / 0 land
+    faces: tuple[str, str] = NEMO_FACES  # the model's face convention
+
+    @property
+    def points(self) -> dict[str, str]:
+        """The C-grid point of each model field."""
+        return {f.name: f.at for f in self.fields}
 
     def plan(self, n_server: int) -> Plan:
         """The routes (every server rank computes the same)."""
@@ -190,11 +197,14 @@ def _handshake_rank0(
             model_boxes=tuple(r.box for r in reports),
             fields=first.fields,
             active=tuple(active_flags(first.fields, config.exchanges)),
-            halo=max(c.spec.halo for c in closures.values()),
+            halo=exchange_halo(
+                config.exchanges, closures, {f.name: f.at for f in first.fields}, first.faces
+            ),
             boundary=config.model.boundary,
             every=config.exchanges[0].every,
             lag=config.exchanges[0].lag,
             mask=mask,
+            faces=first.faces,
         )
         try:
             plan = setup.plan(layout.n_server)

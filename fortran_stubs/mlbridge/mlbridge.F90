@@ -43,8 +43,8 @@
 !! them, and the submodules see them by host association.
 !!----------------------------------------------------------------------
 !!   mlb_init          : split MPI_COMM_WORLD, return the model communicator
-!!   mlb_def_grid      : global grid, this rank's interior box, land mask
-!!   mlb_def_field     : declare a field sent to or received from the servers
+!!   mlb_def_grid      : global grid, this rank's interior box, land mask, face convention
+!!   mlb_def_field     : declare a field sent to or received from the servers (and its C-grid point)
 !!   mlb_def_restart   : this run continues a coupled run (schedule origin)
 !!   mlb_enddef        : handshake with the servers, receive the route table
 !!   mlb_put           : send a field at step kt (when due)
@@ -302,17 +302,23 @@ contains
    end subroutine mlb_init
 
 
-   subroutine mlb_def_grid(nx_glo_in, ny_glo_in, i0, j0, nx_loc_in, ny_loc_in, status, mask)
+   subroutine mlb_def_grid(nx_glo_in, ny_glo_in, i0, j0, nx_loc_in, ny_loc_in, status, mask, faces)
       !!------------------------------------------------------------------
       !! Global grid nx_glo x ny_glo (T points) and this rank's interior box:
       !! nx_loc x ny_loc points starting at global index (i0, j0), 1-based
       !! (as NEMO's nimpp, njmpp). mask(nx_loc, ny_loc): optional land mask
       !! of the interior box (0 land, else ocean), handed to closures that ask.
+      !! faces: optional face convention of the U and V points of index i, j:
+      !! 'east' (default, NEMO: U(i) at i+1/2, V(j) at j+1/2), 'west'
+      !! (MITgcm-like: U(i) at i-1/2, V(j) at j-1/2), or two words, the i face
+      !! (east|west) then the j face (north|south), e.g. 'west north'.
       !!------------------------------------------------------------------
       integer, intent(in) :: nx_glo_in, ny_glo_in, i0, j0, nx_loc_in, ny_loc_in
       integer, intent(out) :: status
       integer(int32), intent(in), optional :: mask(:,:)
+      character(len=*), intent(in), optional :: faces
       character(len=256) :: msg
+      character(len=5) :: fi, fj
 
       if (.not. cpl%l_init .or. cpl%l_enddef) then
          call set_error(cpl, MLB_ERR_CALL, 'mlb_def_grid: call it after mlb_init and before mlb_enddef', status)
@@ -334,6 +340,12 @@ contains
          allocate(cpl%land_mask(nx_loc_in, ny_loc_in))
          cpl%land_mask(:,:) = merge(1, 0, mask /= 0)
       end if
+      fi = 'east'; fj = 'north'
+      if (present(faces)) then
+         call parse_faces(faces, fi, fj, status)
+         if (status /= MLB_OK) return
+      end if
+      cpl%face_i = fi; cpl%face_j = fj
       cpl%nx_glo = nx_glo_in; cpl%ny_glo = ny_glo_in
       cpl%gi0 = i0 - 1; cpl%gj0 = j0 - 1
       cpl%nx_loc = nx_loc_in; cpl%ny_loc = ny_loc_in
@@ -342,18 +354,23 @@ contains
    end subroutine mlb_def_grid
 
 
-   subroutine mlb_def_field(name, nlev, direction, kevery, status, kind)
+   subroutine mlb_def_field(name, nlev, direction, kevery, status, kind, grid)
       !!------------------------------------------------------------------
       !! Declare a 3D field of nlev levels sent (MLB_SEND) or received
       !! (MLB_RECV) every kevery steps. kind: real64 (default) or real32,
-      !! the kind of the arrays given to mlb_put / mlb_get. The name is the
-      !! one coupling.toml uses.
+      !! the kind of the arrays given to mlb_put / mlb_get. grid: the
+      !! Arakawa C-grid point the field lives on, 'T', 'U', 'V' or 'F'
+      !! (where U and V sit: mlb_def_grid's faces); the servers check it
+      !! against the closure's. Without it the field is taken as T and not
+      !! checked. The name is the one coupling.toml uses.
       !!------------------------------------------------------------------
       character(len=*), intent(in) :: name
       integer, intent(in) :: nlev, direction, kevery
       integer, intent(out) :: status
       integer, intent(in), optional :: kind
+      character(len=*), intent(in), optional :: grid
       integer :: ikind
+      character(len=1) :: point
 
       if (.not. cpl%l_init .or. cpl%l_enddef) then
          call set_error(cpl, MLB_ERR_CALL, 'mlb_def_field: call it after mlb_init and before mlb_enddef', status)
@@ -377,6 +394,15 @@ contains
          call set_error(cpl, MLB_ERR_ARG, 'mlb_def_field: field '//trim(name)//': kind must be real64 or real32', &
             & status); return
       end if
+      point = ' '
+      if (present(grid)) then
+         if (len_trim(grid) /= 1 .or. scan(grid, 'TUVFtuvf') /= 1) then
+            call set_error(cpl, MLB_ERR_ARG, 'mlb_def_field: field '//trim(name)//': grid "'//trim(grid)// &
+               & '" is not a C-grid point (T, U, V or F)', status); return
+         end if
+         point = grid(1:1)
+         if (point >= 'a') point = achar(iachar(point) - 32)
+      end if
       if (find_field(cpl, name) > 0) then
          call set_error(cpl, MLB_ERR_ARG, 'mlb_def_field: field '//trim(name)//' defined twice', status); return
       end if
@@ -384,7 +410,8 @@ contains
          call set_error(cpl, MLB_ERR_ARG, 'mlb_def_field: too many fields', status); return
       end if
       cpl%nfields = cpl%nfields + 1
-      cpl%fields(cpl%nfields) = mlb_field_t(name=name, nlev=nlev, direction=direction, every=kevery, kind=ikind)
+      cpl%fields(cpl%nfields) = mlb_field_t(name=name, nlev=nlev, direction=direction, every=kevery, kind=ikind, &
+         &                                  point=point)
       status = MLB_OK
    end subroutine mlb_def_field
 
@@ -827,6 +854,42 @@ contains
          call receive_outputs(cpl, kt, status)
       end if
    end subroutine begin_get
+
+
+   subroutine parse_faces(faces, fi, fj, status)
+      !! 'east' | 'nemo' -> east north; 'west' -> west south; or 'east|west north|south'.
+      character(len=*), intent(in) :: faces
+      character(len=5), intent(out) :: fi, fj
+      integer, intent(out) :: status
+      character(len=64) :: w1, w2, extra
+      integer :: ios
+
+      w1 = ''; w2 = ''; extra = ''
+      read(faces, *, iostat=ios) w1, w2, extra
+      if (ios /= 0) then
+         w1 = ''; w2 = ''
+         read(faces, *, iostat=ios) w1, w2
+         if (ios /= 0) then
+            w2 = ''
+            read(faces, *, iostat=ios) w1
+         end if
+      end if
+      fi = ''; fj = ''
+      if (len_trim(extra) == 0 .and. len_trim(w2) == 0) then
+         select case (trim(w1))
+         case ('east', 'nemo', 'EAST', 'NEMO'); fi = 'east'; fj = 'north'
+         case ('west', 'WEST'); fi = 'west'; fj = 'south'
+         end select
+      else if (len_trim(extra) == 0) then
+         if (w1 == 'east' .or. w1 == 'west') fi = w1(1:5)
+         if (w2 == 'north' .or. w2 == 'south') fj = w2(1:5)
+      end if
+      if (len_trim(fi) == 0 .or. len_trim(fj) == 0) then
+         call set_error(cpl, MLB_ERR_ARG, 'mlb_def_grid: faces "'//trim(faces)//'" is not a face convention '// &
+            & '(east, west, nemo, or the i face east|west then the j face north|south)', status); return
+      end if
+      status = MLB_OK
+   end subroutine parse_faces
 
 
    subroutine first_step(kt)

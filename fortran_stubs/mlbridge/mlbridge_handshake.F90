@@ -167,15 +167,18 @@ contains
       write(line, '(a,i0)') 'mask ', merge(1, 0, allocated(cpl%land_mask))
       text = text//trim(line)//new_line('a')
       text = text//'transports '//backend_transports()//new_line('a')
+      !! the face convention (servers that predate it ignore the line: NEMO's east north)
+      text = text//'faces '//trim(cpl%face_i)//' '//trim(cpl%face_j)//new_line('a')
       if (cpl%l_restart) then   ! mlb_def_restart: the run continues another (schedule origin)
          write(line, '(a,i0)') 'restart ', cpl%kt_origin
          text = text//trim(line)//new_line('a')
       end if
       do jf = 1, cpl%nfields
          associate(f => cpl%fields(jf))
-            write(line, '(a,1x,a,1x,i0,1x,a,1x,i0,1x,a)') 'field', trim(f%name), f%nlev, &
+            !! the point, when declared, is a seventh word: servers that predate it read the first six
+            write(line, '(a,1x,a,1x,i0,1x,a,1x,i0,1x,a,1x,a)') 'field', trim(f%name), f%nlev, &
                & trim(merge('send', 'recv', f%direction == MLB_SEND)), f%every, &
-               & trim(merge('float64', 'float32', f%kind == real64))
+               & trim(merge('float64', 'float32', f%kind == real64)), trim(f%point)
          end associate
          text = text//trim(line)//new_line('a')
       end do

@@ -11,7 +11,7 @@
 !!
 !! Who writes what in mlb_coupling_t
 !!   l_*, model_rank, server_ranks, bcomm : mlb_init (join_world)
-!!   grid and box, land_mask              : mlb_def_grid
+!!   grid and box, land_mask, face_*      : mlb_def_grid
 !!   fields(1:nfields)                    : mlb_def_field; active and
 !!                                          lev_offset: mlb_enddef
 !!   routes, every, lag, timeout_s, l_oasis : mlb_enddef (decode_reply)
@@ -71,6 +71,7 @@ module mlbridge_state
       integer :: direction = 0
       integer :: every = 1
       integer :: kind = real64
+      character(len=1) :: point = ' '  ! C-grid point T, U, V or F (mlb_def_field grid=); ' ': not declared (T)
       logical :: active = .true.       ! set by the handshake: some exchange uses it
       integer :: lev_offset = 0        ! levels of the active fields before it, same direction
       logical :: put_done = .false.
@@ -97,6 +98,9 @@ module mlbridge_state
       !! the grid and this rank's interior box (gi0, gj0: 0-based)
       integer :: nx_glo = 0, ny_glo = 0, gi0 = 0, gj0 = 0, nx_loc = 0, ny_loc = 0
       integer(int32), allocatable :: land_mask(:,:)
+      !! face convention (mlb_def_grid faces=): U(i) at i+1/2 ('east', NEMO) or i-1/2 ('west');
+      !! V(j) at j+1/2 ('north') or j-1/2 ('south')
+      character(len=5) :: face_i = 'east', face_j = 'north'
       !! the fields, in definition order
       type(mlb_field_t) :: fields(MAX_FIELDS)
       integer :: nfields = 0
