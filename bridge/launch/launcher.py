@@ -98,8 +98,10 @@ from bridge.launch.oasis import check_oasis_transport as check_oasis_transport
 from bridge.launch.rundir import (
     LaunchError,
     make_run_dir,
+    prepare_generic_run_dir,
     prepare_run_dir,
     record_closures,
+    stage_model_files,
     stamp_outputs,
 )
 from bridge.launch.supervise import SERVER_MODULE, RankLog, RunResult, _Job
@@ -109,6 +111,7 @@ EXAMPLES = (
     "  mlbridge run examples/01_coarse/coupling.toml\n"
     "  mlbridge run examples/01_coarse/coupling.toml --model-ranks 2 --steps 100 --workdir /tmp/r\n"
     "  mlbridge run examples/05_oasis_pure/coupling.toml   # a model coupled through OASIS itself\n"
+    '  mlbridge run my_model/coupling.toml   # [model] kind = "generic": no namelist needed\n'
 )
 
 
@@ -120,7 +123,7 @@ def programs_for(config: CouplingConfig, run_dir: Path) -> list[Program]:
 
     ``config.model.executable`` must already be resolved to a path.
     """
-    programs = [Program(config.model.ranks, (config.model.executable,))]
+    programs = [Program(config.model.ranks, (config.model.executable, *config.model.args))]
     if config.coupled:
         programs.append(
             python_program(
@@ -223,10 +226,10 @@ def launch(
             f"out, {oasis.exchanges} exchanges every {oasis.period_s} s",
             flush=True,
         )
-    extra_env: dict[str, str] | None = None
+    extra_env: dict[str, str] = dict(config.model.env)
     if config.transport == "oasis" and config.coupled:
         assert prepared.oasis_backend is not None  # checked by _prepare
-        extra_env = {BUILD_DIR_ENV: str(bdir), **prepared.oasis_backend.env}
+        extra_env.update({BUILD_DIR_ENV: str(bdir), **prepared.oasis_backend.env})
     try:
         command = mpmd_command(programs_for(config, run_dir), log_dir=run_dir / "logs")
     except MpiNotFoundError as err:
@@ -270,9 +273,16 @@ class _Prepared:
 
     def write(self, config: CouplingConfig, run_dir: Path) -> None:
         """Everything the job reads from the run directory."""
-        if self.namelist is None:
+        self._write(config, run_dir)
+        stage_model_files(config, run_dir)
+
+    def _write(self, config: CouplingConfig, run_dir: Path) -> None:
+        if config.oasis_only:
             assert self.oasis_backend is not None  # checked by _prepare
             prepare_oasis_run_dir(config, run_dir, self.oasis_backend.limits)
+            return
+        if self.namelist is None:  # a generic model
+            prepare_generic_run_dir(config, run_dir)
             return
         prepare_run_dir(config, self.namelist, run_dir)
         if config.transport == "oasis" and config.coupled:
@@ -297,10 +307,18 @@ def _prepare(config: CouplingConfig, build_dir: Path, *, model_ranks_changed: bo
         if problems:
             raise ConfigError(problems, config.source)
         return _Prepared(config, None, None, backend)
-    try:
-        namelist = load_run_namelist(config, model_ranks_changed=model_ranks_changed)
-    except NamelistError:
-        namelist = None  # reported, with every other problem, by the validation
+    namelist = None
+    if config.model.nemo:
+        try:
+            namelist = load_run_namelist(config, model_ranks_changed=model_ranks_changed)
+        except NamelistError:
+            pass  # reported, with every other problem, by the validation
+    elif config.transport == "oasis":
+        raise ConfigError(
+            f'transport = "oasis" with model.kind = "{config.model.kind}": the launcher writes '
+            'the namcouple from the model\'s namelists (kind = "nemo"); use transport = "mpi"',
+            config.source,
+        )
     registry_check = RegistryClosureCheck()
     oasis_check = OasisTransportCheck()
     validate_before_launch(
@@ -309,7 +327,7 @@ def _prepare(config: CouplingConfig, build_dir: Path, *, model_ranks_changed: bo
         build_dir=build_dir,
         checks=(*DEFAULT_CHECKS, registry_check, oasis_check),
     )
-    if namelist is None:  # only when a caller's checks skip the namelist problem
+    if namelist is None and config.model.nemo:  # a caller's checks skipped the namelist problem
         raise ConfigError("the namelists could not be read", config.source)
     closures = registry_check.result
     assert closures is not None
@@ -329,7 +347,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--server-ranks", type=int, metavar="M", help="server MPI ranks (overrides server.ranks)"
     )
     parser.add_argument(
-        "--steps", type=int, metavar="K", help="run K model steps (overrides the namelist)"
+        "--steps",
+        type=int,
+        metavar="K",
+        help=(
+            'run K model steps (kind = "nemo": overrides the namelist\'s nn_itend; refused for '
+            "a generic model, whose own input files set its length)"
+        ),
     )
     parser.add_argument(
         "--workdir", type=Path, metavar="DIR", help="create the run directory below DIR"
