@@ -5,7 +5,7 @@ The file describes one coupled job (see ``docs/architecture.md``)::
     transport = "mpi"              # mpi | oasis (the fields through OASIS3-MCT)
 
     [model]
-    kind = "nemo"                  # nemo (default when namelist_cfg is given) | generic
+    kind = "nemo"                  # nemo (the default when a namelist is named) | generic
     executable = "toy_nemo"        # a path (relative to this file), or a name found in build/bin
     args = []                      # the executable's arguments
     ranks = 1
@@ -23,7 +23,7 @@ The file describes one coupled job (see ``docs/architecture.md``)::
 ``kind = "nemo"``: the model reads NEMO-style namelists (``namelist_ref`` + ``namelist_cfg``,
 ``&namrun``, ``&namdom``, ``&namusr_def``, ``&nammpp``, ``&nammlb``), which the launcher reads,
 checks and patches (``--steps``, ``--model-ranks``, ``ln_mlb``). ``kind = "generic"`` (the
-default without ``namelist_cfg``): the launcher knows only what ``[model]`` says; the model's own
+default when neither ``namelist_cfg`` nor ``namelist_ref`` is given): the launcher knows only what ``[model]`` says; the model's own
 input files are staged with ``stage``/``link``, ``--steps`` and ``[run] steps`` are refused (the
 launcher cannot set the run length), and progress and success come from the servers.
 
@@ -709,7 +709,8 @@ class _Parser(Reader):
         exe = self.string(data, where, "executable", "toy_nemo", nonempty=True)
         if "/" in exe:
             exe = str(self.path(exe))
-        kind = "nemo" if "namelist_cfg" in data and not oasis_only else "generic"
+        named = "namelist_cfg" in data or "namelist_ref" in data
+        kind = "nemo" if named and not oasis_only else "generic"
         kind = self.choice(data, where, "kind", MODEL_KINDS, kind)
         if oasis_only:
             if "kind" in data:
