@@ -23,9 +23,10 @@ The file describes one coupled job (see ``docs/architecture.md``)::
 ``kind = "nemo"``: the model reads NEMO-style namelists (``namelist_ref`` + ``namelist_cfg``,
 ``&namrun``, ``&namdom``, ``&namusr_def``, ``&nammpp``, ``&nammlb``), which the launcher reads,
 checks and patches (``--steps``, ``--model-ranks``, ``ln_mlb``). ``kind = "generic"`` (the
-default when neither ``namelist_cfg`` nor ``namelist_ref`` is given): the launcher knows only what ``[model]`` says; the model's own
-input files are staged with ``stage``/``link``, ``--steps`` and ``[run] steps`` are refused (the
-launcher cannot set the run length), and progress and success come from the servers.
+default when neither ``namelist_cfg`` nor ``namelist_ref`` is given): the launcher knows only
+what ``[model]`` says; the model's own input files are staged with ``stage``/``link``,
+``--steps`` and ``[run] steps`` are refused (the launcher cannot set the run length), and
+progress and success come from the servers.
 
     [server]
     ranks = 1

@@ -6,10 +6,11 @@ Each run gets its own directory ``<workdir>/<cn_exp>_<YYYYmmdd-HHMMSS>[_n]``, ne
     coupling.toml         copy of the file the run was started from (when there is one)
     run_config.json       the resolved configuration (absolute paths, overrides applied);
                           the servers read it (``python -m bridge.server --config ...``)
-    namelist_ref          copy of the reference namelist
-    namelist_cfg          the configuration namelist, patched for this run: nn_itend (--steps),
-                          jpni = jpnj = 0 (--model-ranks), ln_mlb (whether there are
-                          exchanges), cn_ocerst_in made absolute
+    namelist_ref          kind = "nemo": copy of the reference namelist
+    namelist_cfg          kind = "nemo": the configuration namelist, patched for this run:
+                          nn_itend (--steps), jpni = jpnj = 0 (--model-ranks), ln_mlb (whether
+                          there are exchanges), cn_ocerst_in made absolute
+    (staged files)        [model] stage (copies) and link (symbolic links), under their names
     command.txt           the mpirun command line, to re-run by hand
     mpirun.log            everything mpirun printed: all ranks' output, interleaved, and
                           mpirun's own messages (which rank failed, with what status)
@@ -19,6 +20,7 @@ Each run gets its own directory ``<workdir>/<cn_exp>_<YYYYmmdd-HHMMSS>[_n]``, ne
     closures.json         the closure of every exchange: name, version, sha256 of the
                           registered artifact, registry (also printed when the run starts)
     ocean.output, time.step, <cn_exp>_grid.nc, ...   what the model writes (its cwd is here)
+    server.step, server_done.json                    the servers' progress and done marker
     timing.json, diagnostics.nc                      what the servers write at the end
     failure_report.txt    the report of a run that failed or was interrupted (also on stderr);
                           when the run directory cannot take it (a full disk), in $TMPDIR or
@@ -34,10 +36,11 @@ attributes of ``*_grid.nc`` and ``diagnostics.nc`` name the closures (``mlbridge
 The job is ``mpirun -np N model`` when there is no ``[[exchange]]``, and otherwise
 ``mpirun -np N model : -np M python -m bridge.server --config RUN/run_config.json --run-dir RUN``.
 While it runs the terminal shows model rank 0's and server rank 0's output, every rank's
-stderr, and ``E R R O R`` lines of ``ocean.output``; progress (read from ``time.step``) is a
-tqdm bar on a terminal and a plain line every 10% otherwise. The exit status is the worst of
-all ranks; a run that exits 0 but whose model did not reach its last step, or whose
-``ocean.output`` reports an error, counts as failed (status 1); the failure report (the servers'
+stderr, and ``E R R O R`` lines of ``ocean.output``; progress (a NEMO-kind model's
+``time.step``, else the servers' ``server.step``) is a tqdm bar on a terminal and a plain line
+every 10% otherwise. The exit status is the worst of all ranks; a run that exits 0 but whose
+servers wrote no done marker (coupled runs), whose NEMO-kind model did not reach its last step,
+or whose ``ocean.output`` reports an error, counts as failed (status 1); the failure report (the servers'
 error lines first; a full disk named first, :mod:`bridge.launch.diskspace`) also goes to
 ``failure_report.txt``. On SIGINT, SIGTERM or SIGHUP (a dropped terminal or ssh connection) every
 rank is stopped (mpirun first, then every process of the job after a grace period) and the status
