@@ -44,8 +44,8 @@ or whose ``ocean.output`` reports an error, counts as failed (status 1); the fai
 (the servers' error lines first; a full disk named first, :mod:`bridge.launch.diskspace`) also
 goes to ``failure_report.txt``. On SIGINT, SIGTERM or SIGHUP (a dropped terminal or ssh
 connection) every rank is stopped (mpirun first, then every process of the job after a grace
-period) and the status is 128 + the signal; a SIGHUP ignored at start (``nohup``) stays ignored. A job still running 10 s
-after a server said it gives up is stopped too.
+period) and the status is 128 + the signal; a SIGHUP ignored at start (``nohup``) stays
+ignored. A job still running 10 s after a server said it gives up is stopped too.
 
 ``transport = "oasis"`` (``docs/oasis.md``): with an ``[oasis]`` table the model couples through
 OASIS itself, and the job (the same path, prepared by :func:`_prepare`) is ``mpirun -np N model :
