@@ -23,16 +23,20 @@ RUN_CONFIG = "run_config.json"
 OASIS_CONFIG = "oasis.json"
 """The ``[oasis]`` table alone, for a server started by hand on an OASIS-only model."""
 
-DONE_MARKER = "oasis_server_done.json"
-"""Written by server rank 0 after ``oasis_terminate`` (OASIS-only models): the run finished."""
+DONE_MARKER = "server_done.json"
+"""Written by server rank 0 when the servers finished serving (every kind of coupled run): the
+exchanges served, the first and last model step served, the server ranks. Success of a coupled
+run needs it besides every rank's exit status 0 (an ``oasis_abort`` of OASIS3-MCT 2.0 can end
+every rank with status 0)."""
 
 ERROR_FILE = "oasis_server_error.txt"
 """Written by the server that gives up on an OASIS-only model, before ``oasis_abort``."""
 
-PROGRESS_FILE = "oasis_server.step"
-"""Exchanges served so far, one integer, rewritten by server rank 0 after each coupling date of
-an OASIS-only model: the launcher's progress, and its evidence that the job is not stuck in an
-``oasis_get`` (which has no time limit)."""
+PROGRESS_FILE = "server.step"
+"""Server rank 0's progress, rewritten after each exchange (every kind of coupled run): the
+exchanges served, then (models linking the library) the first and the last model step served.
+The launcher's progress when the model writes no ``time.step``, and its evidence that an OASIS
+job is not stuck in an ``oasis_get`` (which has no time limit)."""
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -100,12 +104,16 @@ def default_build_dir() -> Path:
     return (root / "build").resolve() if root is not None else user_data_dir() / "build"
 
 
-def write_progress(run_dir: Path, served: int) -> None:
-    """Rewrite :data:`PROGRESS_FILE` (atomically: the launcher reads it while it changes)."""
+def write_progress(run_dir: Path, served: int, steps: tuple[int, int] | None = None) -> None:
+    """Rewrite :data:`PROGRESS_FILE` (atomically: the launcher reads it while it changes).
+
+    ``served``: exchanges served so far; ``steps``: the first and the last model step served.
+    """
     path = run_dir / PROGRESS_FILE
     tmp = path.with_name(path.name + ".tmp")
+    text = f"{served}" if steps is None else f"{served} {steps[0]} {steps[1]}"
     try:
-        tmp.write_text(f"{served}\n")
+        tmp.write_text(text + "\n")
         os.replace(tmp, path)
     except OSError:
         pass  # progress is a convenience: never a reason to stop serving
@@ -115,6 +123,15 @@ def read_progress(run_dir: Path) -> int | None:
     """Exchanges served so far (:data:`PROGRESS_FILE`); None before the first one."""
     try:
         return int((run_dir / PROGRESS_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def read_served_steps(run_dir: Path) -> tuple[int, int] | None:
+    """The first and the last model step the servers served (:data:`PROGRESS_FILE`), or None."""
+    try:
+        words = (run_dir / PROGRESS_FILE).read_text().split()
+        return int(words[1]), int(words[2])
     except (OSError, ValueError, IndexError):
         return None
 

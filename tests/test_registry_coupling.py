@@ -388,7 +388,7 @@ def test_toy_grid_nc_names_the_closure(
     assert read_namelists(toy_ref, toy_ref).has("nammlb", "cn_mlb_snd")
     (tmp_path / "namelist_cfg").write_text(TOY_CFG)
     (tmp_path / "coupling.toml").write_text(
-        f'[model]\nexecutable = "{toy_exe}"\nranks = 2\n'
+        f'[model]\nexecutable = "{toy_exe}"\nranks = 2\nnamelist_cfg = "namelist_cfg"\n'
         f'[server]\nregistry = "{registry}"\ntimeout_s = 60.0\n'
         '[[exchange]]\nclosure = "gz-toy@1"\ninputs = { u = "u", v = "v" }\n'
         'outputs = { su = "u_tend", sv = "v_tend" }\n'

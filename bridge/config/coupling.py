@@ -5,15 +5,35 @@ The file describes one coupled job (see ``docs/architecture.md``)::
     transport = "mpi"              # mpi | oasis (the fields through OASIS3-MCT)
 
     [model]
+    kind = "nemo"                  # nemo (the default when a namelist is named) | generic
     executable = "toy_nemo"        # a path (relative to this file), or a name found in build/bin
+    args = []                      # the executable's arguments
     ranks = 1
-    namelist_cfg = "namelist_cfg"  # relative to this file
-    namelist_ref = ""              # empty: the toy's own fortran_stubs/toy_nemo/namelist_ref
+    namelist_cfg = "namelist_cfg"  # nemo: relative to this file
+    namelist_ref = ""              # nemo: empty: the toy's own fortran_stubs/toy_nemo/namelist_ref
     boundary = "closed"            # closed | periodic: how halos are filled at the domain edge
+    stage = []                     # files or folders copied into the run directory
+    link = []                      # files or folders symbolically linked into the run directory
+    env = {}                       # environment of the job's ranks, e.g. { OMP_NUM_THREADS = "1" }
+    steps = 0                      # generic: the number of steps the model will run (progress;
+                                   # 0: unknown); nemo: from the namelist
+    nx = 0                         # generic: the global grid (checks before launch; 0: unknown,
+    ny = 0                         # the handshake still checks); nemo: from &namusr_def
+
+``kind = "nemo"``: the model reads NEMO-style namelists (``namelist_ref`` + ``namelist_cfg``,
+``&namrun``, ``&namdom``, ``&namusr_def``, ``&nammpp``, ``&nammlb``), which the launcher reads,
+checks and patches (``--steps``, ``--model-ranks``, ``ln_mlb``). ``kind = "generic"`` (the
+default when neither ``namelist_cfg`` nor ``namelist_ref`` is given): the launcher knows only
+what ``[model]`` says; the model's own input files are staged with ``stage``/``link``,
+``--steps`` and ``[run] steps`` are refused (the launcher cannot set the run length), and
+progress and success come from the servers.
 
     [server]
     ranks = 1
-    device = "cpu"                 # auto | cpu | cuda
+    device = "cpu"                 # auto | cpu | cuda | cuda:N; cuda (auto with a GPU): server
+                                   # rank -> cuda:(node-local server rank mod visible GPUs)
+    devices = []                   # optional: pin server rank r to devices[r mod len], e.g.
+                                   # ["cuda:0", "cuda:1"] (overrides device)
     threads = 1                    # torch threads per server rank
     timeout_s = 120.0              # every blocking wait gives up after this, with a message
     registry = ""                  # closure registry directory (relative to this file); empty:
@@ -21,7 +41,8 @@ The file describes one coupled job (see ``docs/architecture.md``)::
 
     [run]
     workdir = "runs"               # run directories are created below it (relative to this file)
-    steps = 0                      # > 0: run this many steps (overrides the namelist's nn_itend)
+    steps = 0                      # nemo: > 0: run this many steps (overrides the namelist's
+                                   # nn_itend); refused for a generic model
 
     [diagnostics]                  # optional, written by the servers into the run directory
     timing = true                  # timing.json: seconds in transfer, inference, waiting; counts
@@ -98,8 +119,19 @@ TOY_NAMELIST_REF = paths.toy_namelist_ref()
 """The default reference namelist of a run: the toy's own (``model.namelist_ref = ""``)."""
 
 TRANSPORTS = ("mpi", "oasis")
+MODEL_KINDS = ("nemo", "generic")
 DEVICES = ("auto", "cpu", "cuda")
+RUN_DIR_NAMES = (
+    "run_config.json", "coupling.toml", "command.txt", "mpirun.log", "logs", "closures.json",
+    "failure_report.txt", "timing.json", "timing_steps.json", "diagnostics.nc", "namcouple",
+    paths.PROGRESS_FILE, paths.DONE_MARKER,
+)  # fmt: skip
+"""Files of the run directory that the launcher or the servers write: never staged over."""
 LAGS = (0, 1)
+MODEL_KEYS = (
+    "kind", "executable", "args", "ranks", "namelist_cfg", "namelist_ref", "boundary", "stage",
+    "link", "env", "steps", "nx", "ny",
+)  # fmt: skip
 FROM_ELSEWHERE = {"device": "server", "threads": "server", "boundary": "model"}
 """Keys of the OASIS server's configuration that ``coupling.toml`` sets in another table."""
 
@@ -121,10 +153,13 @@ class ConfigError(SchemaError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The Fortran model: executable, ranks and NEMO-style namelists.
+    """The Fortran model: what the launcher must know to start it.
 
     Attributes
     ----------
+    kind : str
+        ``nemo``: the model reads NEMO-style namelists, which the launcher reads, checks and
+        patches. ``generic``: the launcher knows only this table (``steps``, ``nx``, ``ny``).
     executable : str
         Absolute path, or a bare name looked up in ``<build>/bin`` then on PATH
         (see :meth:`resolve_executable`).
@@ -138,6 +173,21 @@ class ModelConfig:
         for an OASIS-only model: nothing to copy).
     boundary : str
         ``closed`` (halo beyond the edge is zero) or ``periodic`` (wrapped in x and y).
+    args : tuple of str
+        The executable's arguments.
+    stage : tuple of Path
+        Files or folders copied into the run directory under their own names (absolute once
+        loaded from a file).
+    link : tuple of Path
+        Files or folders symbolically linked into the run directory under their own names.
+    env : dict of str to str
+        Environment variables of the job's ranks (set for every rank of the MPMD job).
+    steps : int
+        ``generic``: the number of model steps to expect (progress only; 0: unknown). The
+        ``nemo`` kind takes it from the namelist.
+    nx, ny : int
+        ``generic``: the global grid, for the checks before launch (0: unknown). The ``nemo``
+        kind takes it from ``&namusr_def``. The handshake checks the model's grid either way.
     """
 
     executable: str = "toy_nemo"
@@ -145,6 +195,24 @@ class ModelConfig:
     namelist_cfg: Path | None = Path("namelist_cfg")
     namelist_ref: Path | None = TOY_NAMELIST_REF
     boundary: str = "closed"
+    kind: str = "nemo"
+    args: tuple[str, ...] = ()
+    stage: tuple[Path, ...] = ()
+    link: tuple[Path, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    steps: int = 0
+    nx: int = 0
+    ny: int = 0
+
+    @property
+    def nemo(self) -> bool:
+        """True for a model with NEMO-style namelists (``kind = "nemo"``)."""
+        return self.kind == "nemo"
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """``(nx, ny)`` of a generic model when ``[model]`` gives both, else None."""
+        return (self.nx, self.ny) if self.nx > 0 and self.ny > 0 else None
 
     def resolve_executable(self, build_dir: Path | None = None) -> Path:
         """Return the executable's path: as given, else ``build_dir/bin/NAME``, else on PATH.
@@ -174,7 +242,12 @@ class ServerConfig:
     ranks : int
         Number of server MPI ranks (>= 1).
     device : str
-        ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``. With ``cuda`` (and
+        ``auto`` on a GPU node) the server ranks of a node share its GPUs: server rank ->
+        ``cuda:(node-local server rank mod visible GPUs)``
+        (:func:`bridge.registry.torch_closure.place_device`).
+    devices : tuple of str
+        Pinned devices: server rank ``r`` uses ``devices[r % len(devices)]`` (empty: ``device``).
     threads : int
         Torch intra-op threads per server rank.
     timeout_s : float
@@ -189,6 +262,7 @@ class ServerConfig:
     threads: int = 1
     timeout_s: float = 120.0
     registry: Path | None = None
+    devices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -377,16 +451,11 @@ class CouplingConfig:
         """Plain, JSON-serialisable form (paths as absolute strings), read back by ``from_dict``."""
         data = {
             "transport": self.transport,
-            "model": {
-                "executable": self.model.executable,
-                "ranks": self.model.ranks,
-                "namelist_cfg": str(self.model.namelist_cfg or ""),
-                "namelist_ref": str(self.model.namelist_ref or ""),
-                "boundary": self.model.boundary,
-            },
+            "model": self._model_dict(),
             "server": {
                 "ranks": self.server.ranks,
                 "device": self.server.device,
+                "devices": list(self.server.devices),
                 "threads": self.server.threads,
                 "timeout_s": self.server.timeout_s,
                 "registry": str(self.server.registry) if self.server.registry else "",
@@ -423,6 +492,25 @@ class CouplingConfig:
             if self.namcouple is not None:
                 table["namcouple"] = str(self.namcouple)
             data["oasis"] = table
+        return data
+
+    def _model_dict(self) -> dict[str, Any]:
+        model = self.model
+        data: dict[str, Any] = {"executable": model.executable, "ranks": model.ranks}
+        if model.nemo or self.oasis_only:
+            data["namelist_cfg"] = str(model.namelist_cfg or "")
+            data["namelist_ref"] = str(model.namelist_ref or "")
+        if not self.oasis_only:
+            data["kind"] = model.kind
+        data.update(
+            boundary=model.boundary,
+            args=list(model.args),
+            stage=[str(p) for p in model.stage],
+            link=[str(p) for p in model.link],
+            env=dict(model.env),
+        )
+        if not model.nemo:
+            data.update(steps=model.steps, nx=model.nx, ny=model.ny)
         return data
 
     @classmethod
@@ -482,6 +570,12 @@ class CouplingConfig:
         ):
             if value is not None and (isinstance(value, bool) or int(value) < 1):
                 problems.append(f"{flag}: expected an integer >= 1, got {value!r}")
+        if steps is not None and not self.oasis_only and not self.model.nemo:
+            problems.append(
+                f'--steps: model.kind = "{self.model.kind}": the launcher cannot set the length '
+                "of this model's run (its own input files do); [model] steps is the number of "
+                "steps to expect"
+            )
         if steps is not None and self.oasis_only:
             problems.append(
                 "--steps: the model couples through OASIS itself and its own namelist sets its "
@@ -584,6 +678,14 @@ class _Parser(Reader):
         model = self.model(self.sub_table(data, "", "model"), oasis_only=oasis_only)
         server = self.server(self.sub_table(data, "", "server"))
         run = self.run(self.sub_table(data, "", "run"))
+        if run.steps and not oasis_only and not model.nemo:
+            self.note(
+                "run.steps",
+                f'model.kind = "{model.kind}": the launcher cannot set the length of this '
+                "model's run (its own input files do); give the number of steps to expect as "
+                "[model] steps",
+                run.steps,
+            )
         diagnostics = self.diagnostics(self.sub_table(data, "", "diagnostics"))
         slurm = self.slurm(self.sub_table(data, "", "slurm"))
         exchanges = [self.exchange(raw, where) for where, raw in self.tables(data, "", "exchange")]
@@ -660,43 +762,102 @@ class _Parser(Reader):
 
     def model(self, data: Mapping[str, Any], *, oasis_only: bool = False) -> ModelConfig:
         where = "model"
-        self.known_keys(
-            data, where, ("executable", "ranks", "namelist_cfg", "namelist_ref", "boundary")
-        )
+        self.known_keys(data, where, MODEL_KEYS)
         exe = self.string(data, where, "executable", "toy_nemo", nonempty=True)
         if "/" in exe:
             exe = str(self.path(exe))
+        named = "namelist_cfg" in data or "namelist_ref" in data
+        kind = "nemo" if named and not oasis_only else "generic"
+        kind = self.choice(data, where, "kind", MODEL_KINDS, kind)
         if oasis_only:
+            if "kind" in data:
+                self.note("model.kind", "not used with an [oasis] table (remove it)", kind)
             # the model's own namelists, if any: copied into the run directory, never read
             optional = {"expected": "a file path (empty: none)"}
             cfg = self.string(data, where, "namelist_cfg", "", **optional)
             ref = self.string(data, where, "namelist_ref", "", **optional)
             namelist_cfg = self.path(cfg) if cfg.strip() else None
             namelist_ref = self.path(ref) if ref.strip() else None
-        else:
+        elif kind == "nemo":
             cfg = self.string(data, where, "namelist_cfg", "namelist_cfg", nonempty=True)
             ref = self.string(
                 data, where, "namelist_ref", "", expected="a string (empty: the toy's)"
             )
             namelist_cfg = self.path(cfg)
             namelist_ref = self.path(ref) if ref.strip() else TOY_NAMELIST_REF
+            for key, source in (("steps", "nn_it000, nn_itend"), ("nx", "&namusr_def"),
+                                ("ny", "&namusr_def")):  # fmt: skip
+                if key in data:
+                    self.note(
+                        f"model.{key}",
+                        f'with kind = "nemo" the namelist gives it ({source}); remove it, or '
+                        'set kind = "generic"',
+                        data[key],
+                    )
+        else:
+            namelist_cfg = namelist_ref = None
+            for key in ("namelist_cfg", "namelist_ref"):
+                if key in data:
+                    self.note(
+                        f"model.{key}",
+                        'kind = "generic" reads no namelist: stage the model\'s input files '
+                        'with stage = [...] (or set kind = "nemo")',
+                        data[key],
+                    )
+        stage = tuple(self.path(p) for p in self.strings(data, where, "stage"))
+        link = tuple(self.path(p) for p in self.strings(data, where, "link"))
+        self.check_staged(stage, link, nemo=kind == "nemo" and not oasis_only)
+        generic = kind == "generic" and not oasis_only
         return ModelConfig(
             executable=exe,
             ranks=self.integer(data, where, "ranks", 1),
             namelist_cfg=namelist_cfg,
             namelist_ref=namelist_ref,
             boundary=self.choice(data, where, "boundary", BOUNDARIES, "closed"),
+            kind=kind,
+            args=self.strings(data, where, "args", nonempty=False),
+            stage=stage,
+            link=link,
+            env=self.string_table(data, where, "env"),
+            steps=self.integer(data, where, "steps", 0, minimum=0) if generic else 0,
+            nx=self.integer(data, where, "nx", 0, minimum=0) if generic else 0,
+            ny=self.integer(data, where, "ny", 0, minimum=0) if generic else 0,
         )
+
+    def check_staged(self, stage: tuple[Path, ...], link: tuple[Path, ...], *, nemo: bool) -> None:
+        """Staged names are unique and not those the launcher or the servers write."""
+        taken: dict[str, str] = {}
+        if nemo:  # the launcher writes the run's namelists
+            taken.update(namelist_ref="model.namelist_ref", namelist_cfg="model.namelist_cfg")
+        for key, items in (("stage", stage), ("link", link)):
+            for index, item in enumerate(items):
+                here = f"model.{key}[{index}]"
+                if item.name in RUN_DIR_NAMES:
+                    self.note(here, f"{item.name!r} is a file mlbridge writes in the run directory",
+                              str(item))  # fmt: skip
+                elif item.name in taken:
+                    self.note(here, f"{item.name!r} is already staged by {taken[item.name]}",
+                              str(item))  # fmt: skip
+                taken.setdefault(item.name, here)
 
     def server(self, data: Mapping[str, Any]) -> ServerConfig:
         where = "server"
-        self.known_keys(data, where, ("ranks", "device", "threads", "timeout_s", "registry"))
+        self.known_keys(
+            data, where, ("ranks", "device", "devices", "threads", "timeout_s", "registry")
+        )
+        expected = "one of " + ", ".join(f'"{d}"' for d in DEVICES) + ' or "cuda:N"'
+        device = self.get(data, where, "device", str, "cpu", expected=expected, check=_is_device)
+        devices = self.strings(data, where, "devices", expected='an array of "cpu" or "cuda:N"')
+        for index, name in enumerate(devices):
+            if not _is_device(name) or name == "auto":
+                self.bad(f"server.devices[{index}]", name, '"cpu", "cuda" or "cuda:N"')
         registry = self.string(
             data, where, "registry", "", expected="a directory path (empty: the default)"
         )
         return ServerConfig(
             ranks=self.integer(data, where, "ranks", 1),
-            device=self.choice(data, where, "device", DEVICES, "cpu"),
+            device=device,
+            devices=devices,
             threads=self.integer(data, where, "threads", 1),
             timeout_s=self.get(
                 data,
@@ -942,6 +1103,11 @@ class _Parser(Reader):
                     )
                 else:
                     receiver[model_field] = here
+
+
+def _is_device(value: str) -> bool:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    return value in DEVICES or re.fullmatch(r"cuda:\d+", value) is not None
 
 
 def _is_bound(value: Any) -> bool:

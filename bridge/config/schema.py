@@ -304,6 +304,45 @@ class Reader:
                 self.bad(join(join(where, key), name), value, "a name (a non-empty string)")
         return found
 
+    def strings(
+        self,
+        data: Mapping[str, Any],
+        where: str,
+        key: str,
+        default: Sequence[str] = (),
+        *,
+        nonempty: bool = True,
+        expected: str = "an array of strings",
+    ) -> tuple[str, ...]:
+        """An array of strings (``nonempty``: each more than blanks); bad items are problems."""
+        items = self.get(data, where, key, list, list(default), expected=expected)
+        found = []
+        for index, value in enumerate(items or []):
+            if isinstance(value, str) and (value.strip() or not nonempty):
+                found.append(value)
+            else:
+                what = "a non-empty string" if nonempty else "a string"
+                self.bad(f"{join(where, key)}[{index}]", value, what)
+        return tuple(found)
+
+    def string_table(
+        self,
+        data: Mapping[str, Any],
+        where: str,
+        key: str,
+        *,
+        expected: str = "a table of name -> string",
+    ) -> dict[str, str]:
+        """A table of name -> string (may be empty); entries of another type are problems."""
+        table = self.get(data, where, key, Mapping, {}, expected=expected)
+        found = {}
+        for name, value in (table or {}).items():
+            if isinstance(value, str):
+                found[str(name)] = value
+            else:
+                self.bad(join(join(where, key), name), value, "a string")
+        return found
+
 
 # -- values as TOML writes them ---------------------------------------------------------------
 

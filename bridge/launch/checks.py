@@ -6,7 +6,10 @@ and raises one :class:`ConfigError` listing every problem. To add a check, write
 and pass ``checks=(*DEFAULT_CHECKS, my_check)``, or add it to ``DEFAULT_CHECKS`` here.
 
 Checks that need the namelists are skipped when those could not be read: that failure is
-reported once, by :func:`check_namelists`.
+reported once, by :func:`check_namelists`. A ``kind = "generic"`` model has no namelist: the
+namelist checks (and their messages, which name NEMO's blocks and entries) are skipped, and
+what ``[model]`` says is checked instead (executable, staged files, ranks against ``nx, ny``,
+exchanges against ``steps``).
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class LaunchContext:
     @property
     def steps(self) -> int | None:
         """Number of model steps of the run, None when unknown."""
+        if not self.config.model.nemo:
+            return self.config.model.steps or None
         if self.namelist is None:
             return None
         try:
@@ -89,6 +94,30 @@ def check_executable(ctx: LaunchContext) -> Iterator[str]:
         yield f"{where}: {exe} is not a file"
     elif not os.access(exe, os.X_OK):
         yield f"{where}: {exe} is not executable (chmod +x, or rebuild{hint})"
+
+
+def check_staged(ctx: LaunchContext) -> Iterator[str]:
+    """Every file or folder of ``[model] stage`` and ``link`` exists (and can be read)."""
+    model = ctx.config.model
+    for key, items in (("stage", model.stage), ("link", model.link)):
+        for index, item in enumerate(items):
+            where = f"model.{key}[{index}] = {str(item)!r}"
+            if not item.exists():
+                yield f"{where}: not found"
+            elif not os.access(item, os.R_OK):
+                yield f"{where}: not readable"
+
+
+def check_generic_grid(ctx: LaunchContext) -> Iterator[str]:
+    """A generic model: not more ranks than the grid columns ``[model] nx, ny`` give."""
+    model = ctx.config.model
+    if model.nemo or model.grid is None:
+        return
+    if model.ranks > model.nx * model.ny:
+        yield (
+            f"model.ranks = {model.ranks}: more ranks than the {model.nx} x {model.ny} = "
+            f"{model.nx * model.ny} grid columns of [model] nx, ny"
+        )
 
 
 def check_namelists(ctx: LaunchContext) -> Iterator[str]:
@@ -249,6 +278,8 @@ def check_exchange_fields(ctx: LaunchContext) -> Iterator[str]:
 DEFAULT_CHECKS: tuple[Check, ...] = (
     check_mpirun,
     check_executable,
+    check_staged,
+    check_generic_grid,
     check_namelists,
     check_time,
     check_decomposition,
@@ -304,7 +335,7 @@ def find_problems(
     ``namelist`` None: the namelists are read from the config (without patch).
     """
     error = None
-    if namelist is None:
+    if namelist is None and config.model.nemo:
         try:
             namelist = load_run_namelist(config)
         except NamelistError as err:

@@ -367,10 +367,20 @@ def _halo_problems(
     return []
 
 
+def model_grid(ctx: LaunchContext) -> tuple[tuple[int, int] | None, str]:
+    """``(nx, ny)`` of the run (NEMO kind: the namelist; generic: ``[model] nx, ny``) and where
+    it comes from, for messages."""
+    if not ctx.config.model.nemo:
+        return ctx.config.model.grid, "[model] nx, ny"
+    nml = ctx.namelist
+    where = "&namusr_def" if nml is None else nml.where("namusr_def")
+    return namelist_grid(nml), where
+
+
 def check_registry_closures(ctx: LaunchContext) -> Iterator[str]:
     """Registry closures exist, are intact, load, fit their exchange and the server blocks."""
-    where = "&namusr_def" if ctx.namelist is None else ctx.namelist.where("namusr_def")
-    yield from inspect_closures(ctx.config, namelist_grid(ctx.namelist), grid_where=where).problems
+    grid, where = model_grid(ctx)
+    yield from inspect_closures(ctx.config, grid, grid_where=where).problems
 
 
 class RegistryClosureCheck:
@@ -390,11 +400,8 @@ class RegistryClosureCheck:
         self.result: ClosureCheck | None = None
 
     def __call__(self, ctx: LaunchContext) -> Iterator[str]:
-        nml = ctx.namelist
-        where = "&namusr_def" if nml is None else nml.where("namusr_def")
-        self.result = inspect_closures(
-            ctx.config, namelist_grid(nml), grid_where=where, load=self.load
-        )
+        grid, where = model_grid(ctx)
+        self.result = inspect_closures(ctx.config, grid, grid_where=where, load=self.load)
         yield from self.result.problems
 
 

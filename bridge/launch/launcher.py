@@ -6,10 +6,11 @@ Each run gets its own directory ``<workdir>/<cn_exp>_<YYYYmmdd-HHMMSS>[_n]``, ne
     coupling.toml         copy of the file the run was started from (when there is one)
     run_config.json       the resolved configuration (absolute paths, overrides applied);
                           the servers read it (``python -m bridge.server --config ...``)
-    namelist_ref          copy of the reference namelist
-    namelist_cfg          the configuration namelist, patched for this run: nn_itend (--steps),
-                          jpni = jpnj = 0 (--model-ranks), ln_mlb (whether there are
-                          exchanges), cn_ocerst_in made absolute
+    namelist_ref          kind = "nemo": copy of the reference namelist
+    namelist_cfg          kind = "nemo": the configuration namelist, patched for this run:
+                          nn_itend (--steps), jpni = jpnj = 0 (--model-ranks), ln_mlb (whether
+                          there are exchanges), cn_ocerst_in made absolute
+    (staged files)        [model] stage (copies) and link (symbolic links), under their names
     command.txt           the mpirun command line, to re-run by hand
     mpirun.log            everything mpirun printed: all ranks' output, interleaved, and
                           mpirun's own messages (which rank failed, with what status)
@@ -19,6 +20,7 @@ Each run gets its own directory ``<workdir>/<cn_exp>_<YYYYmmdd-HHMMSS>[_n]``, ne
     closures.json         the closure of every exchange: name, version, sha256 of the
                           registered artifact, registry (also printed when the run starts)
     ocean.output, time.step, <cn_exp>_grid.nc, ...   what the model writes (its cwd is here)
+    server.step, server_done.json                    the servers' progress and done marker
     timing.json, diagnostics.nc                      what the servers write at the end
     failure_report.txt    the report of a run that failed or was interrupted (also on stderr);
                           when the run directory cannot take it (a full disk), in $TMPDIR or
@@ -41,15 +43,16 @@ nothing (``docs/slurm.md``).
 The job is ``mpirun -np N model`` when there is no ``[[exchange]]``, and otherwise
 ``mpirun -np N model : -np M python -m bridge.server --config RUN/run_config.json --run-dir RUN``.
 While it runs the terminal shows model rank 0's and server rank 0's output, every rank's
-stderr, and ``E R R O R`` lines of ``ocean.output``; progress (read from ``time.step``) is a
-tqdm bar on a terminal and a plain line every 10% otherwise. The exit status is the worst of
-all ranks; a run that exits 0 but whose model did not reach its last step, or whose
-``ocean.output`` reports an error, counts as failed (status 1); the failure report (the servers'
-error lines first; a full disk named first, :mod:`bridge.launch.diskspace`) also goes to
-``failure_report.txt``. On SIGINT, SIGTERM or SIGHUP (a dropped terminal or ssh connection) every
-rank is stopped (mpirun first, then every process of the job after a grace period) and the status
-is 128 + the signal; a SIGHUP ignored at start (``nohup``) stays ignored. A job still running 10 s
-after a server said it gives up is stopped too.
+stderr, and ``E R R O R`` lines of ``ocean.output``; progress (a NEMO-kind model's
+``time.step``, else the servers' ``server.step``) is a tqdm bar on a terminal and a plain line
+every 10% otherwise. The exit status is the worst of all ranks; a run that exits 0 but whose
+servers wrote no done marker (coupled runs), whose NEMO-kind model did not reach its last step,
+or whose ``ocean.output`` reports an error, counts as failed (status 1); the failure report
+(the servers' error lines first; a full disk named first, :mod:`bridge.launch.diskspace`) also
+goes to ``failure_report.txt``. On SIGINT, SIGTERM or SIGHUP (a dropped terminal or ssh
+connection) every rank is stopped (mpirun first, then every process of the job after a grace
+period) and the status is 128 + the signal; a SIGHUP ignored at start (``nohup``) stays
+ignored. A job still running 10 s after a server said it gives up is stopped too.
 
 ``transport = "oasis"`` (``docs/oasis.md``): with an ``[oasis]`` table the model couples through
 OASIS itself, and the job (the same path, prepared by :func:`_prepare`) is ``mpirun -np N model :
@@ -114,8 +117,10 @@ from bridge.launch.rundir import (
     LaunchError,
     make_run_dir,
     next_run_dir,
+    prepare_generic_run_dir,
     prepare_run_dir,
     record_closures,
+    stage_model_files,
     stamp_outputs,
 )
 from bridge.launch.slurm import SlurmError
@@ -129,6 +134,7 @@ EXAMPLES = (
     "  mlbridge run examples/05_oasis_pure/coupling.toml   # a model coupled through OASIS itself\n"
     "  mlbridge run examples/03_coupled_laplacian/coupling.toml --dry-run  # print, start nothing\n"
     "  salloc -n 3 mlbridge run examples/03_coupled_laplacian/coupling.toml  # srun --multi-prog\n"
+    '  mlbridge run my_model/coupling.toml   # [model] kind = "generic": no namelist needed\n'
 )
 
 
@@ -140,7 +146,7 @@ def programs_for(config: CouplingConfig, run_dir: Path) -> list[Program]:
 
     ``config.model.executable`` must already be resolved to a path.
     """
-    programs = [Program(config.model.ranks, (config.model.executable,))]
+    programs = [Program(config.model.ranks, (config.model.executable, *config.model.args))]
     if config.coupled:
         programs.append(
             python_program(
@@ -369,11 +375,14 @@ def _ready(
     return prepared, config, bdir, exe
 
 
-def _extra_env(config: CouplingConfig, prepared: _Prepared, bdir: Path) -> dict[str, str] | None:
+def _extra_env(config: CouplingConfig, prepared: _Prepared, bdir: Path) -> dict[str, str]:
+    """What the job's ranks get on top of the launcher's environment: ``[model] env``, and where
+    the servers find OASIS."""
+    env = dict(config.model.env)
     if config.transport == "oasis" and config.coupled:
         assert prepared.oasis_backend is not None  # checked by _prepare
-        return {BUILD_DIR_ENV: str(bdir), **prepared.oasis_backend.env}
-    return None
+        env.update({BUILD_DIR_ENV: str(bdir), **prepared.oasis_backend.env})
+    return env
 
 
 def _command(launcher: str, config: CouplingConfig, run_dir: Path) -> JobCommand:
@@ -405,9 +414,16 @@ class _Prepared:
 
     def write(self, config: CouplingConfig, run_dir: Path) -> None:
         """Everything the job reads from the run directory."""
-        if self.namelist is None:
+        self._write(config, run_dir)
+        stage_model_files(config, run_dir)
+
+    def _write(self, config: CouplingConfig, run_dir: Path) -> None:
+        if config.oasis_only:
             assert self.oasis_backend is not None  # checked by _prepare
             prepare_oasis_run_dir(config, run_dir, self.oasis_backend.limits)
+            return
+        if self.namelist is None:  # a generic model
+            prepare_generic_run_dir(config, run_dir)
             return
         prepare_run_dir(config, self.namelist, run_dir)
         if config.transport == "oasis" and config.coupled:
@@ -432,10 +448,18 @@ def _prepare(config: CouplingConfig, build_dir: Path, *, model_ranks_changed: bo
         if problems:
             raise ConfigError(problems, config.source)
         return _Prepared(config, None, None, backend)
-    try:
-        namelist = load_run_namelist(config, model_ranks_changed=model_ranks_changed)
-    except NamelistError:
-        namelist = None  # reported, with every other problem, by the validation
+    namelist = None
+    if config.model.nemo:
+        try:
+            namelist = load_run_namelist(config, model_ranks_changed=model_ranks_changed)
+        except NamelistError:
+            pass  # reported, with every other problem, by the validation
+    elif config.transport == "oasis":
+        raise ConfigError(
+            f'transport = "oasis" with model.kind = "{config.model.kind}": the launcher writes '
+            'the namcouple from the model\'s namelists (kind = "nemo"); use transport = "mpi"',
+            config.source,
+        )
     registry_check = RegistryClosureCheck()
     oasis_check = OasisTransportCheck()
     validate_before_launch(
@@ -444,7 +468,7 @@ def _prepare(config: CouplingConfig, build_dir: Path, *, model_ranks_changed: bo
         build_dir=build_dir,
         checks=(*DEFAULT_CHECKS, registry_check, oasis_check),
     )
-    if namelist is None:  # only when a caller's checks skip the namelist problem
+    if namelist is None and config.model.nemo:  # a caller's checks skipped the namelist problem
         raise ConfigError("the namelists could not be read", config.source)
     closures = registry_check.result
     assert closures is not None
@@ -464,7 +488,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--server-ranks", type=int, metavar="M", help="server MPI ranks (overrides server.ranks)"
     )
     parser.add_argument(
-        "--steps", type=int, metavar="K", help="run K model steps (overrides the namelist)"
+        "--steps",
+        type=int,
+        metavar="K",
+        help=(
+            'run K model steps (kind = "nemo": overrides the namelist\'s nn_itend; refused for '
+            "a generic model, whose own input files set its length)"
+        ),
     )
     parser.add_argument(
         "--workdir", type=Path, metavar="DIR", help="create the run directory below DIR"

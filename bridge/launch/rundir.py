@@ -89,6 +89,49 @@ def prepare_run_dir(config: CouplingConfig, namelist: NemoNamelist, run_dir: Pat
         raise LaunchError(f"{run_dir}: cannot prepare the run directory: {err}") from None
 
 
+def stage_model_files(config: CouplingConfig, run_dir: Path) -> None:
+    """Copy ``[model] stage`` and link ``[model] link`` into the run directory (own names).
+
+    Raises
+    ------
+    LaunchError
+        If a file or folder cannot be copied or linked.
+    """
+    model = config.model
+    for key, items in (("stage", model.stage), ("link", model.link)):
+        verb = "link" if key == "link" else "copy"
+        for index, item in enumerate(items):
+            target = run_dir / item.name
+            try:
+                if key == "link":
+                    target.symlink_to(item.resolve(), target_is_directory=item.is_dir())
+                elif item.is_dir():
+                    shutil.copytree(item, target, symlinks=True)
+                else:
+                    shutil.copy2(item, target)
+            except OSError as err:
+                raise LaunchError(
+                    f"model.{key}[{index}] = {str(item)!r}: cannot {verb} it into {run_dir}: {err}"
+                ) from None
+
+
+def prepare_generic_run_dir(config: CouplingConfig, run_dir: Path) -> None:
+    """A ``kind = "generic"`` model: the coupling file and ``run_config.json`` (the staged files
+    follow, :func:`stage_model_files`).
+
+    Raises
+    ------
+    LaunchError
+        If a file cannot be copied or written.
+    """
+    try:
+        if config.source is not None and config.source.suffix == ".toml":
+            shutil.copyfile(config.source, run_dir / "coupling.toml")
+        write_config_json(config, run_dir / "run_config.json")
+    except OSError as err:
+        raise LaunchError(f"{run_dir}: cannot prepare the run directory: {err}") from None
+
+
 # --- closures: the run log and the outputs ----------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from bridge import paths
 from bridge.config.coupling import CouplingConfig
@@ -105,9 +105,9 @@ class _Progress:
     """A tqdm bar on a terminal; elsewhere a plain line every 10% (and at least every minute)."""
 
     def __init__(
-        self, total: int, *, bar: bool, quiet: bool, stream: IO[str], unit: str = "step"
+        self, total: int | None, *, bar: bool, quiet: bool, stream: IO[str], unit: str = "step"
     ) -> None:
-        self.total = max(1, total)
+        self.total = max(1, total) if total is not None else None  # None: counts, no total
         self.unit = unit
         self.quiet = quiet
         self.stream = stream
@@ -133,11 +133,22 @@ class _Progress:
             pass  # the terminal is gone (SIGHUP)
 
     def _update(self, done: int) -> None:
-        done = min(max(done, 0), self.total)
+        done = max(done, 0) if self.total is None else min(max(done, 0), self.total)
         if done <= self.done:
             return
         if self.bar is not None:
             self.bar.update(done - self.done)
+        elif self.total is None:
+            if not self.quiet and (
+                not self.done or time.monotonic() - self.last_line > PLAIN_PROGRESS_EVERY_S / 6
+            ):
+                self.last_line = time.monotonic()
+                elapsed = self.last_line - self.start
+                print(
+                    f"mlbridge run: {self.unit} {done}, {elapsed:.1f} s elapsed",
+                    file=self.stream,
+                    flush=True,
+                )
         elif not self.quiet and (
             done / self.total >= self.next_report
             or time.monotonic() - self.last_line > PLAIN_PROGRESS_EVERY_S
@@ -187,10 +198,14 @@ class _Stream:
 class _Job:
     """A prepared job: run directory written, command built.
 
-    Progress is the model's ``time.step``; for a model that couples through OASIS itself (no
-    namelist mlbridge reads, no ``time.step`` it can rely on) it is the exchanges the servers
-    have served (``oasis_server.step``). With ``transport = "oasis"`` a job without progress
-    for ``server.timeout_s`` is stopped: ``oasis_get`` waits without a time limit.
+    Progress: a NEMO-kind model's ``time.step``, else the steps the servers have served
+    (:data:`bridge.paths.PROGRESS_FILE`, rewritten by server rank 0 after each exchange); a
+    generic model's servers (counted from its first exchanged step; without ``[model] steps``
+    a count without a total); for a model that couples through OASIS itself, the exchanges
+    served. A coupled run succeeds only with the servers' done marker
+    (:data:`bridge.paths.DONE_MARKER`) besides every rank's exit status 0. With
+    ``transport = "oasis"`` a job without progress for ``server.timeout_s`` is stopped:
+    ``oasis_get`` waits without a time limit.
     """
 
     config: CouplingConfig
@@ -205,23 +220,36 @@ class _Job:
         """What progress counts: ``step`` (model steps) or ``exchange`` (OASIS dates served)."""
         return "exchange" if self.config.oasis_only else "step"
 
-    def span(self) -> tuple[int, int]:
-        """First and last value of the progress count."""
+    def span(self) -> tuple[int, int | None]:
+        """First and last value of the progress count (last None: unknown)."""
         if self.config.oasis is not None:
             return 1, self.config.oasis.exchanges
-        assert self.namelist is not None
-        return self.namelist.it000, self.namelist.itend
+        if self.namelist is not None:
+            return self.namelist.it000, self.namelist.itend
+        return 1, self.config.model.steps or None
+
+    def _servers_done(self) -> dict[str, Any] | None:
+        """The servers' done marker, or None (absent or unreadable)."""
+        return read_timing(self.run_dir, paths.DONE_MARKER)
 
     def _finished(self, reached: int | None) -> bool:
         """Whether the progress count reached its end (the servers' marker too, OASIS-only)."""
         if self.config.oasis_only and not (self.run_dir / paths.DONE_MARKER).is_file():
             return False
-        return reached is not None and reached >= self.span()[1]
+        last = self.span()[1]
+        return reached is not None and last is not None and reached >= last
 
     def reached(self) -> int | None:
         """The last step (or exchange) reported so far; None before the first."""
         if self.config.oasis_only:
             return paths.read_progress(self.run_dir)
+        if self.namelist is not None:
+            step = read_time_step(self.run_dir)
+            served = paths.read_served_steps(self.run_dir)
+            return step if step is not None or served is None else served[1]
+        served = paths.read_served_steps(self.run_dir)
+        if served is not None:  # a generic model: steps counted from its first exchanged one
+            return served[1] - served[0] + 1
         return read_time_step(self.run_dir)
 
     def streams(self) -> list[_Stream]:
@@ -261,9 +289,8 @@ class _Job:
                     bar.write(stream.label + line, sys.stderr if stream.to_stderr else sys.stdout)
 
         env = job_env(self.config, self.run_dir, self.extra_env)
-        bar = _Progress(
-            last - first + 1, bar=progress, quiet=quiet, stream=sys.stderr, unit=self.unit
-        )
+        total = last - first + 1 if last is not None else None
+        bar = _Progress(total, bar=progress, quiet=quiet, stream=sys.stderr, unit=self.unit)
         # OASIS waits without a time limit: a job that shows no progress this long is stopped
         stall_s = self.config.server.timeout_s if self.config.transport == "oasis" else None
         interrupted: int | None = None
@@ -331,7 +358,7 @@ class _Job:
                             break
                     if step is not None:
                         bar.update(step - first + 1)
-                        if step >= last and finished_at is None:
+                        if last is not None and step >= last and finished_at is None:
                             finished_at = time.monotonic()
                     if finished_at is not None and time.monotonic() - finished_at > linger_s:
                         stuck = (
@@ -369,7 +396,7 @@ class _Job:
             rank_logs=self.rank_logs,
             command=self.command,
             first_step=first,
-            last_step=last,
+            last_step=last if last is not None else 0,
             reached_step=reached,
             interrupted=interrupted is not None,
             problems=tuple(problems),
@@ -419,20 +446,63 @@ class _Job:
                 problems.append(f"the servers served {reached or 0} of {last} exchanges")
             self._add_server_errors(problems)
             return (returncode or 1 if problems else returncode), problems
-        assert self.namelist is not None
-        last = self.namelist.itend
-        if reached is None or reached < last:
-            if reached is None:
-                problems.append(f"the model never reported a step (time.step); last step {last}")
-            else:
-                problems.append(f"the model stopped at step {reached}, before its last step {last}")
-            returncode = returncode or 1
+        done = self._servers_done() if self.config.coupled else None
+        if self.config.coupled and done is None and not returncode and not problems:
+            problems.append(
+                f"the servers did not finish ({paths.DONE_MARKER} missing in {self.run_dir}): "
+                "the model ended without its mlb_finalize, or the servers were stopped"
+            )
+            returncode = 1
+        if self.namelist is not None:
+            returncode = self._nemo_steps(returncode, problems, done)
         if _ocean_errors(self.run_dir / "ocean.output"):
             problems.append("ocean.output reports an error (E R R O R)")
             returncode = returncode or 1
         if returncode:
             self._add_server_errors(problems)
         return returncode, problems
+
+    def _nemo_steps(self, returncode: int, problems: list[str], done: Any) -> int:
+        """A NEMO-kind model reached the namelist's last step (``time.step``; without it, the
+        servers' done marker says the model finished)."""
+        assert self.namelist is not None
+        last = self.namelist.itend
+        step = read_time_step(self.run_dir)
+        if step is None and done is not None:
+            return returncode  # no time.step: the servers saw the model through to its goodbye
+        if step is None:
+            problems.append(f"the model never reported a step (time.step); last step {last}")
+        elif step < last:
+            problems.append(f"the model stopped at step {step}, before its last step {last}")
+        else:
+            return returncode
+        return returncode or 1
+
+    def finished_text(self, result: RunResult) -> str:
+        """What ``finished ...`` says: the model's real count (``time.step`` of a NEMO-kind
+        model, else the steps the servers served), never the count that was asked for."""
+        if self.config.oasis_only:
+            return f"{result.last_step - result.first_step + 1} exchanges"
+        done = self._servers_done() or {}
+        exchanges = done.get("exchanges")
+        served = (done.get("first_step"), done.get("last_step"))
+        step = read_time_step(self.run_dir)
+        count: int | None = None
+        if self.namelist is not None and step is not None:
+            count = step - self.namelist.it000 + 1
+        elif all(isinstance(v, int) for v in served):
+            count = served[1] - served[0] + 1
+        elif step is not None:
+            return f"at model step {step}"
+        parts = []
+        if count is not None:
+            parts.append(f"{count} steps")
+        if isinstance(exchanges, int):
+            parts.append(f"({exchanges} exchanges)" if parts else f"{exchanges} exchanges")
+        expected = self.config.model.steps
+        if count is not None and expected and count != expected:
+            parts.append(f"([model] steps expected {expected})")
+        return " ".join(parts) or "the run"
 
     def _add_server_errors(self, problems: list[str]) -> None:
         """Why the servers gave up, whichever ranks' logs the report shows (once each)."""
@@ -467,9 +537,8 @@ class _Job:
                 _say(f"mlbridge run: the report could not be written to {places}: {where}")
             return dataclasses.replace(result, report=path)
         elif not quiet:
-            steps = result.last_step - result.first_step + 1
             print(
-                f"mlbridge run: finished {steps} {self.unit}s in {result.elapsed:.1f} s "
+                f"mlbridge run: finished {self.finished_text(result)} in {result.elapsed:.1f} s "
                 f"(run directory {result.run_dir})",
                 flush=True,
             )

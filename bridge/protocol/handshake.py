@@ -309,6 +309,7 @@ def check_restart(
     exchanges: Sequence[ExchangeConfig],
     specs: Mapping[str, ClosureSpec],
     transport: str,
+    nemo: bool = True,
 ) -> list[str]:
     """What keeps a restarted run (``restart`` in the reports) from continuing bit for bit.
 
@@ -318,7 +319,8 @@ def check_restart(
     ``transport = "oasis"`` unless every exchange is ``every = 1, lag = 0`` (OASIS keeps the
     outputs in flight and counts its dates from each run's first step). The model can start
     the coupling cold instead (no ``mlb_def_restart``; the toy: ``&nammlb ln_mlb_rst =
-    .false.``), which it says with a warning.
+    .false.``), which it says with a warning. ``nemo``: name the toy's namelist entry in the
+    hint (models with NEMO-style namelists only).
 
     Returns
     -------
@@ -332,9 +334,10 @@ def check_restart(
     if len(set(origins.values())) > 1:
         return [f"restart: the model ranks give other schedule origins {origins} (rank: origin)"]
     origin = next(iter(origins.values()))
+    toy = "; toy_nemo: &nammlb ln_mlb_rst = .false." if nemo else ""
     cold = (
-        "or start the coupling cold (the model does not call mlb_def_restart; toy_nemo: "
-        "&nammlb ln_mlb_rst = .false.), accepting a run that differs from one done in one go"
+        f"or start the coupling cold (the model does not call mlb_def_restart{toy}), "
+        "accepting a run that differs from one done in one go"
     )
     problems: list[str] = []
     for ex in exchanges:

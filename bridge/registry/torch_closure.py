@@ -13,8 +13,9 @@ only: importing this module costs nothing.
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -49,6 +50,67 @@ class ClosureLoadError(RuntimeError):
 
 
 # -- device and threads ---------------------------------------------------------------------------
+
+
+LOCAL_RANK_ENV = (
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "SLURM_LOCALID",
+    "MPI_LOCALRANKID",
+    "PMI_LOCAL_RANK",
+)
+"""Where launchers put a process's rank among the processes of its node (first found wins)."""
+
+
+def env_local_rank(environ: Mapping[str, str] | None = None) -> int | None:
+    """The node-local rank the launcher exported (:data:`LOCAL_RANK_ENV`), or None."""
+    env = os.environ if environ is None else environ
+    for name in LOCAL_RANK_ENV:
+        value = env.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def place_device(
+    preference: str,
+    *,
+    rank: int,
+    local_rank: int,
+    visible_gpus: int,
+    pinned: Sequence[str] = (),
+) -> str:
+    """The device of one server rank: pinned, else its node-local share of the GPUs.
+
+    Pure (no torch, no MPI), so that the mapping is tested anywhere.
+
+    Parameters
+    ----------
+    preference
+        ``[server] device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    rank
+        The server rank (0-based among the server ranks).
+    local_rank
+        Its rank among the server ranks on its node.
+    visible_gpus
+        GPUs this process sees (``torch.cuda.device_count()``, which honours
+        ``CUDA_VISIBLE_DEVICES``).
+    pinned
+        ``[server] devices``: server rank ``r`` uses ``pinned[r % len(pinned)]``.
+
+    Returns
+    -------
+    str
+        ``cuda:(local_rank mod visible_gpus)`` for ``cuda`` (and ``auto`` with a GPU); ``cpu``
+        for ``auto`` without one; ``cuda`` without a visible GPU (refused when the closure is
+        loaded); anything else as given.
+    """
+    if pinned:
+        return pinned[rank % len(pinned)]
+    if preference in ("cuda", "auto") and visible_gpus > 0:
+        return f"cuda:{local_rank % visible_gpus}"
+    if preference == "auto":
+        return "cpu"
+    return preference
 
 
 def resolve_device(preference: str, *, required: bool = False) -> torch.device:

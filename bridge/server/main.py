@@ -17,7 +17,7 @@ Started by ``mlbridge run`` after the model ranks in one MPMD job. Every server 
 A model that couples through OASIS itself (an ``[oasis]`` table, no mlbridge library, no
 handshake) is served by :func:`serve_oasis_model` with the same engine and OASIS transport; the
 servers check the ``namcouple`` against the table first, write the progress file after each date
-and, at the end, ``RUN/oasis_server_done.json`` (with OASIS3-MCT 2.0 an abort can leave exit
+and, at the end, ``RUN/server_done.json`` (with OASIS3-MCT 2.0 an abort can leave exit
 status 0, so the launcher needs a marker); a server that gives up writes
 ``RUN/oasis_server_error.txt`` and calls ``oasis_abort``.
 
@@ -33,12 +33,14 @@ every rank alive for ever, and the server itself would block in ``MPI_Finalize``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import socket
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +70,7 @@ from bridge.config.oasis import (
 )
 from bridge.domain.plan import server_blocks
 from bridge.registry.resolve import ClosureResolutionError, build_closures, resolve_closure
+from bridge.registry.torch_closure import env_local_rank, place_device
 from bridge.server.diagnostics import open_diagnostics, preload_netcdf
 from bridge.server.engine import (
     Block,
@@ -200,11 +203,90 @@ def give_up(layout: wire.WorldLayout, text: str, watch: wire.PeerWatch | None = 
     return end_job(watch, "giving up: " + text.splitlines()[0][:200])
 
 
+def node_local_rank(comm: Any) -> int:
+    """This rank's rank among the ranks of ``comm`` on its node (an MPI shared-memory split).
+
+    The servers' communicator counts server ranks only, so the first server rank of a node gets
+    0 whatever model ranks share the node; without MPI-3 the launcher's variable
+    (:func:`bridge.registry.torch_closure.env_local_rank`) is the fallback.
+    """
+    from mpi4py import MPI
+
+    try:
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    except (MPI.Exception, NotImplementedError, AttributeError):
+        return env_local_rank() or 0
+    try:
+        return int(node.Get_rank())
+    finally:
+        node.Free()
+
+
+def place_server(layout: wire.WorldLayout, config: CouplingConfig) -> CouplingConfig:
+    """Choose this server rank's device (:func:`place_device`) and say so; collective.
+
+    Returns the configuration with ``server.device`` set to the device of this rank.
+    """
+    server = config.server
+    local = node_local_rank(layout.servers)
+    visible = 0
+    if server.devices or server.device != "cpu":
+        try:
+            import torch
+
+            visible = int(torch.cuda.device_count())
+        except ImportError:
+            visible = 0
+    device = place_device(
+        server.device,
+        rank=layout.rank,
+        local_rank=local,
+        visible_gpus=visible,
+        pinned=server.devices,
+    )
+    why = "pinned by [server] devices" if server.devices else f"[server] device = {server.device!r}"
+    print(
+        f"mlbridge server rank {layout.rank} (host {socket.gethostname()}, node-local server "
+        f"rank {local}, {visible} visible GPU(s)): device {device} ({why})",
+        flush=True,
+    )
+    return dataclasses.replace(config, server=dataclasses.replace(server, device=device))
+
+
+def _progress(run_dir: Path, engine: Engine) -> Callable[[int], None]:
+    """Server rank 0's progress file after each exchange: the count, the first and last step."""
+
+    def write(served: int) -> None:
+        paths.write_progress(run_dir, served, (engine.steps[0], engine.steps[-1]))
+
+    return write
+
+
+def write_done_marker(run_dir: Path, summaries: Sequence[Mapping[str, Any]], **extra: Any) -> None:
+    """Server rank 0: :data:`bridge.paths.DONE_MARKER`, the servers finished serving."""
+    steps = list(summaries[0]["steps"])
+    done = {
+        "exchanges": len(steps),
+        "first_step": steps[0] if steps else None,
+        "last_step": steps[-1] if steps else None,
+        "server_ranks": len(summaries),
+        **extra,
+    }
+    try:
+        (run_dir / paths.DONE_MARKER).write_text(json.dumps(done, indent=2) + "\n")
+    except OSError as err:  # the launcher then reports the run as failed, naming the file
+        print(f"mlbridge server: cannot write {run_dir / paths.DONE_MARKER}: {err}", flush=True)
+
+
 def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> int:
     """Everything after the world split, on one server rank; return the exit status.
 
     Every failure ends the whole job (:func:`give_up`, :func:`end_job`): this returns 0 only.
+    Server rank 0 rewrites the progress file after each exchange and writes the done marker at
+    the end (:mod:`bridge.paths`), which the launcher needs to call the run a success.
     """
+    start = time.perf_counter()
+    config = place_server(layout, config)
     setup_problem: str | None = None
     closures: dict[str, Closure] = {}
     backend: Any = None
@@ -238,7 +320,8 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
             server_blocks(setup.nx, setup.ny, layout.n_server), block, config.exchanges,
             closures, config.server.timeout_s,
         )  # fmt: skip
-        summary = serve_exchanges(engine, transport, diagnostics=diagnostics)
+        progress = _progress(run_dir, engine) if layout.rank == 0 else None
+        summary = serve_exchanges(engine, transport, progress, diagnostics)
         if diagnostics is not None:
             diagnostics.close()
     except (ServerError, BlockTransportError, wire.TransportError) as err:
@@ -253,6 +336,9 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
         if config.diagnostics.timing:
             write_timing(run_dir, summaries, setup.lag, setup.every)
         report_totals(summaries)
+        write_done_marker(
+            run_dir, summaries, elapsed_s=time.perf_counter() - start, transport=config.transport
+        )
     return 0
 
 
@@ -393,17 +479,16 @@ def serve_oasis_model(
         if timing:
             write_timing(run_dir, summaries, 0, 1)
         report_totals(summaries)
-        done = {
-            "exchanges": len(summary["steps"]),
-            "server_ranks": size,
-            "backend": backend.kind,
-            "oasis_version": backend.limits.version,
-            "halo_exchange": oasis.halo_mode,
-            "elapsed_s": time.perf_counter() - start,
-            "nan_replaced": int(sum(s["nan_replaced"] for s in summaries)),
-            "max_abs_replaced": int(sum(s["max_abs_replaced"] for s in summaries)),
-        }
-        (run_dir / paths.DONE_MARKER).write_text(json.dumps(done, indent=2) + "\n")
+        write_done_marker(
+            run_dir,
+            summaries,
+            backend=backend.kind,
+            oasis_version=backend.limits.version,
+            halo_exchange=oasis.halo_mode,
+            elapsed_s=time.perf_counter() - start,
+            nan_replaced=int(sum(s["nan_replaced"] for s in summaries)),
+            max_abs_replaced=int(sum(s["max_abs_replaced"] for s in summaries)),
+        )
     # no collective on MPI_COMM_WORLD here: a model whose OASIS started MPI has finalised it
     return 0
 
@@ -509,7 +594,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         layout = wire.split_world(
-            MPI.COMM_WORLD, COLOUR_SERVER, join_timeout_s=config.server.timeout_s
+            MPI.COMM_WORLD,
+            COLOUR_SERVER,
+            join_timeout_s=config.server.timeout_s,
+            join_hint=wire.NEMO_JOIN_HINT if config.model.nemo else wire.JOIN_HINT,
         )
     except wire.JoinTimeout as err:
         if MPI.COMM_WORLD.Get_rank() == _first_server_rank():

@@ -180,9 +180,14 @@ def _handshake_rank0(
     plan: Plan | None = None
     if reports and not problems:
         specs: dict[str, ClosureSpec] = {n: c.spec for n, c in closures.items()}
-        grid, where = _namelist_grid(run_dir)
+        if config.model.nemo:
+            grid, where = _namelist_grid(run_dir)
+        else:
+            grid, where = config.model.grid, "coupling.toml [model] nx, ny"
         problems += check_reports(reports, config.exchanges, specs, grid, where)
-        problems += check_restart(reports, config.exchanges, specs, config.transport)
+        problems += check_restart(
+            reports, config.exchanges, specs, config.transport, config.model.nemo
+        )
     if reports and not problems and config.transport == "oasis":
         problems += _check_oasis_reports(reports, config, run_dir, oasis)
     if reports and not problems:

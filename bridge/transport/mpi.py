@@ -105,7 +105,17 @@ class JoinTimeout(TransportTimeout):
     """Some rank of the job did not reach the world split in time (the model never joined)."""
 
 
-def wait_world_joined(world: Any, timeout_s: float) -> float:
+JOIN_HINT = (
+    "is the model built with mlbridge, and does every model rank call mlb_init before any "
+    "other use of MPI_COMM_WORLD?"
+)
+"""What to check when the model ranks do not join (any model)."""
+
+NEMO_JOIN_HINT = "is the model built with mlbridge and run with ln_mlb = .true. (&nammlb)?"
+"""The same for a model with NEMO-style namelists (``[model] kind = "nemo"``)."""
+
+
+def wait_world_joined(world: Any, timeout_s: float, hint: str = JOIN_HINT) -> float:
     """Wait until every rank of ``world`` reached its split; return the seconds waited.
 
     A non-blocking all-reduce (maximum) of ``[JOIN_MAGIC, -JOIN_MAGIC]`` over ``world``, polled
@@ -122,10 +132,7 @@ def wait_world_joined(world: Any, timeout_s: float) -> float:
     """
     from mpi4py import MPI
 
-    hint = (
-        "is the model built with mlbridge and run with ln_mlb = .true. (&nammlb)? "
-        "(server.timeout_s sets this wait)"
-    )
+    hint = f"{hint} (server.timeout_s sets this wait)"
     mine = np.array([JOIN_MAGIC, -JOIN_MAGIC], dtype=np.int32)
     result = np.zeros(2, dtype=np.int32)
     try:
@@ -148,7 +155,10 @@ def wait_world_joined(world: Any, timeout_s: float) -> float:
 
 
 def split_world(
-    world: Any, colour: int = COLOUR_SERVER, join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_S
+    world: Any,
+    colour: int = COLOUR_SERVER,
+    join_timeout_s: float = DEFAULT_JOIN_TIMEOUT_S,
+    join_hint: str = JOIN_HINT,
 ) -> WorldLayout:
     """Split ``world`` by colour, exactly as ``mlb_init`` does on the model side (collective).
 
@@ -161,6 +171,8 @@ def split_world(
     join_timeout_s
         How long to wait for every rank to reach the split (:func:`wait_world_joined`, which
         ``mlb_init`` matches on the model side: never skip it).
+    join_hint
+        What to check when they do not (:data:`NEMO_JOIN_HINT` for NEMO-kind models).
 
     Returns
     -------
@@ -174,7 +186,7 @@ def split_world(
     """
     from mpi4py import MPI
 
-    wait_world_joined(world, join_timeout_s)
+    wait_world_joined(world, join_timeout_s, join_hint)
     rank = world.Get_rank()
     local = world.Split(colour, rank)
     comm = world.Dup()
