@@ -7,24 +7,23 @@ so the closure acts on the physically same points in both: what the model receiv
 closure's stencil written in the model's own convention (:func:`west_reference`), bit for bit,
 whatever the numbers of model and server ranks.
 
-The job is started as one MPMD job (``mpirun model : python -m bridge.server``) by
-:func:`run_cgrid`, the one place that knows how; once ``mlbridge run`` takes a generic
-``[model]`` (executable, files to stage, grid and steps from the config), only that function
-changes.
+The job is started by ``mlbridge run`` alone (:func:`run_cgrid`), from a ``[model]`` of kind
+``generic``: the executable, its argument, the input file to stage, the grid and the steps; no
+NEMO namelist, no wrapper.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from bridge.config.coupling import CouplingConfig, write_config_json
 from bridge.domain.stagger import point_masks
-from bridge.launch.mpiexec import Program, mpi_env, mpmd_command, python_program
 
 REPO = Path(__file__).resolve().parents[1]
 NX, NY, STEPS = 24, 16, 4
@@ -43,30 +42,40 @@ def cgrid_exe(fortran_build: Path) -> Path:
 
 
 def run_cgrid(
-    run_dir: Path, exe: Path, n: int, m: int, **params: Any
-) -> subprocess.CompletedProcess[str]:
-    """The coupled job in ``run_dir``: ``parameters.in``, the config, ``n`` model and ``m``
-    server ranks."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    case: Path, exe: Path, n: int, m: int, **params: Any
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``mlbridge run`` of the model described generically in ``case`` (its own ``parameters.in``
+    staged, no namelist, no wrapper) with ``n`` model and ``m`` server ranks: the command's
+    result and the run directory."""
+    case.mkdir(parents=True, exist_ok=True)
     values = {"nx": NX, "ny": NY, "nsteps": STEPS, "out": "cgrid", **params}
-    (run_dir / "parameters.in").write_text(
+    (case / "parameters.in").write_text(
         "# cgrid_west_model input\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
     )
-    data = {
-        "model": {"executable": str(exe), "ranks": n},
-        "server": {"ranks": m, "timeout_s": 60.0},
-        "exchange": [EXCHANGE],
-    }
-    config = CouplingConfig.from_dict(data, base_dir=run_dir)
-    write_config_json(config, run_dir / "run_config.json")
-    cmd = mpmd_command(
-        [
-            Program(n, (str(exe),)),
-            python_program(m, "bridge.server", "--config", "run_config.json", "--run-dir", "."),
-        ]
+    (case / "coupling.toml").write_text(
+        "[model]\n"
+        'kind = "generic"\n'
+        f'executable = "{exe}"\n'
+        'args = ["parameters.in"]\n'
+        'stage = ["parameters.in"]\n'
+        f"ranks = {n}\nsteps = {STEPS}\nnx = {NX}\nny = {NY}\n\n"
+        f"[server]\nranks = {m}\ntimeout_s = 60.0\n\n"
+        '[run]\nworkdir = "runs"\n\n'
+        "[[exchange]]\n"
+        'closure = "cgrid_sw"\n'
+        'inputs = { h = "h", u = "u", v = "v" }\n'
+        'outputs = { dh = "dh", du = "du", dv = "dv" }\n'
     )
-    env = mpi_env({"PYTHONPATH": str(REPO), "MLBRIDGE_TIMEOUT_S": "60"})
-    return subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "run", str(case / "coupling.toml"), "--progress"],
+        cwd=case,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    found = re.search(r"run directory (\S+)", proc.stdout)
+    assert found, f"no run directory in the output:\n{proc.stdout}\n{proc.stderr}"
+    return proc, Path(found.group(1))
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> None:
@@ -111,8 +120,12 @@ def west_reference(h: np.ndarray, u: np.ndarray, v: np.ndarray) -> dict[str, np.
 @pytest.fixture(scope="module")
 def baseline(cgrid_exe: Path, tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     """The records of a 2-model-rank, 2-server run."""
-    run_dir = tmp_path_factory.mktemp("cgrid") / "n2m2"
-    _ok(run_cgrid(run_dir, cgrid_exe, 2, 2))
+    proc, run_dir = run_cgrid(tmp_path_factory.mktemp("cgrid") / "n2m2", cgrid_exe, 2, 2)
+    _ok(proc)
+    # progress and the count come from the servers: the model writes no time.step
+    assert not (run_dir / "time.step").exists()
+    assert f"finished {STEPS} steps" in proc.stdout, proc.stdout[-2000:]
+    assert f"{STEPS}/{STEPS}" in proc.stderr  # the progress bar reached the total
     return read_records(run_dir, 2)
 
 
@@ -149,8 +162,8 @@ def test_bit_identical_across_model_and_server_ranks(
     cgrid_exe: Path, baseline: np.ndarray, tmp_path: Path
 ) -> None:
     for n, m in ((1, 1), (1, 2), (2, 1), (4, 1), (4, 2)):
-        run_dir = tmp_path / f"n{n}m{m}"
-        _ok(run_cgrid(run_dir, cgrid_exe, n, m))
+        proc, run_dir = run_cgrid(tmp_path / f"n{n}m{m}", cgrid_exe, n, m)
+        _ok(proc)
         records = read_records(run_dir, n)
         assert np.array_equal(records, baseline), (
             f"{n} model x {m} server ranks differ from 2 x 2: largest difference "
@@ -159,7 +172,7 @@ def test_bit_identical_across_model_and_server_ranks(
 
 
 def test_handshake_refuses_a_point_mismatch(cgrid_exe: Path, tmp_path: Path) -> None:
-    proc = run_cgrid(tmp_path, cgrid_exe, 2, 1, u_grid="T")
+    proc, _ = run_cgrid(tmp_path, cgrid_exe, 2, 1, u_grid="T")
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert "model field 'u' is on the T point" in text, text[-3000:]
