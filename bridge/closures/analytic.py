@@ -18,6 +18,11 @@ order, so that a coupled run and an in-process run agree to the last bit.
   ``du = -c (h[i+1] - h[i])`` on U, ``dv = -c (h[j+1] - h[j])`` on V and
   ``dh = -c ((u[i] - u[i-1]) + (v[j] - v[j-1]))`` on T. A stencil that pairs other physical
   points if the staggering is wrong: the staggering tests' closure (:func:`cgrid_sw_op`).
+* ``surface_laplacian`` (halo 1): a closure of 3D and surface fields together. Inputs: the
+  surface field ``s`` (``levels = 1``: one level, the model declares it with ``nlev = 1``) and
+  any 3D fields ``x``; outputs ``slap_x = laplacian(s) * x`` on every level of ``x`` (the
+  surface term broadcast over the levels; ``laplacian`` as above, with the coefficient) and the
+  surface output ``lap_s = laplacian(s)`` (``levels = 1``).
 
 The ``mask`` input of ``smooth3`` is not mapped in ``coupling.toml``: the server supplies it.
 """
@@ -88,6 +93,28 @@ def identity_op(x: np.ndarray, coefficient: float, mask: np.ndarray | None = Non
     return x
 
 
+#: The surface input of ``surface_laplacian``.
+SURFACE_INPUT = "s"
+
+
+@dataclass(frozen=True)
+class _Surface:
+    """``surface_laplacian``: a surface field's Laplacian times each 3D field, and itself."""
+
+    spec: ClosureSpec
+    fields: tuple[str, ...]
+    coefficient: float
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_inputs(self.spec, inputs)
+        lap = laplacian_op(inputs[SURFACE_INPUT], self.coefficient)  # (1, ny, nx)
+        out = {
+            f"slap_{f}": np.ascontiguousarray(lap * inputs[f][:, 1:-1, 1:-1]) for f in self.fields
+        }
+        out[f"lap_{SURFACE_INPUT}"] = np.ascontiguousarray(lap)
+        return out
+
+
 #: The inputs and outputs of ``cgrid_sw``, with their C-grid points.
 CGRID_INPUTS: tuple[tuple[str, str], ...] = (("h", "T"), ("u", "U"), ("v", "V"))
 CGRID_OUTPUTS: tuple[tuple[str, str], ...] = (("dh", "T"), ("du", "U"), ("dv", "V"))
@@ -127,18 +154,20 @@ ANALYTIC: dict[str, tuple[int, str, Callable[..., np.ndarray], bool, float]] = {
     "smooth3": (3, "smooth", smooth3_op, True, 1.0),
     "identity": (0, "id", identity_op, False, 1.0),
     "cgrid_sw": (1, "", _cgrid_op, False, 1.0),
+    "surface_laplacian": (1, "slap", laplacian_op, False, 1.0),
 }
 
 
 def analytic_closure(
     name: str, fields: Sequence[str], params: Mapping[str, Any] | None = None
-) -> _Analytic | _CGrid:
+) -> _Analytic | _CGrid | _Surface:
     """Build the analytic closure ``name`` acting on ``fields``.
 
     Parameters
     ----------
     name
-        One of :data:`ANALYTIC` (``laplacian``, ``smooth3``, ``identity``).
+        One of :data:`ANALYTIC` (``laplacian``, ``smooth3``, ``identity``, ``cgrid_sw``,
+        ``surface_laplacian``).
     fields
         Input names (the closure inputs ``coupling.toml`` maps), e.g. ``["u", "v"]``.
     params
@@ -183,6 +212,24 @@ def analytic_closure(
             dtype="float64",
         )
         return _CGrid(spec, float(coefficient))
+    if name == "surface_laplacian":
+        full = tuple(f for f in fields if f != SURFACE_INPUT)
+        if SURFACE_INPUT not in fields or not full or MASK_INPUT in fields:
+            raise ValueError(
+                f"closure {name!r}: takes the surface input {SURFACE_INPUT!r} and at least one "
+                f"3D input (not {MASK_INPUT!r}), got {list(fields)}"
+            )
+        spec = ClosureSpec(
+            name=name,
+            halo=halo,
+            inputs=(FieldSpec(SURFACE_INPUT, levels=1), *(FieldSpec(f) for f in full)),
+            outputs=(
+                *(FieldSpec(f"slap_{f}") for f in full),
+                FieldSpec(f"lap_{SURFACE_INPUT}", levels=1),
+            ),
+            dtype="float64",
+        )
+        return _Surface(spec, full, float(coefficient))
     if not fields:
         raise ValueError(f"closure {name!r}: needs at least one input field")
     if MASK_INPUT in fields:

@@ -2,8 +2,11 @@
 
 A closure maps a dict of 3D fields with a halo to a dict of 3D fields on the interior. Arrays are
 C-ordered ``(nz, ny + 2*halo, nx + 2*halo)`` on input (the same memory as a Fortran
-``(nx+2h, ny+2h, nz)`` block) and ``(nz, ny, nx)`` on output. Everything here is pure Python and
-NumPy, so analytic closures, the torch runtime and the server can share it without importing torch.
+``(nx+2h, ny+2h, nz)`` block) and ``(nz, ny, nx)`` on output. A surface field (``levels=1`` in
+its :class:`FieldSpec`: SSH, wind stress) has one level whatever ``nz``: ``(1, ny+2h, nx+2h)``
+on input, ``(1, ny, nx)`` on output; the closure broadcasts it over the levels itself.
+Everything here is pure Python and NumPy, so analytic closures, the torch runtime and the
+server can share it without importing torch.
 """
 
 from __future__ import annotations
@@ -48,16 +51,26 @@ class FieldSpec:
         Arakawa C-grid point: ``"T"``, ``"U"``, ``"V"`` or ``"F"``.
     units
         Physical units, free text (``"m s-1"``, ``"m s-2"``); informative only.
+    levels
+        ``None`` (the default): a 3D field with the exchange's ``nz`` levels. ``1``: a surface
+        field, one level whatever ``nz`` (the model declares it with ``nlev = 1``).
 
     Raises
     ------
     ValueError
-        If the name is not an identifier or the grid is not one of T/U/V/F.
+        If the name is not an identifier, the grid is not one of T/U/V/F, or levels is not
+        None or 1.
     """
 
     name: str
     grid: str = "T"
     units: str = ""
+    levels: int | None = None
+
+    @property
+    def surface(self) -> bool:
+        """A one-level field (``levels == 1``)."""
+        return self.levels == 1
 
     def __post_init__(self) -> None:
         _check_identifier("field name", self.name)
@@ -67,6 +80,11 @@ class FieldSpec:
             )
         if not isinstance(self.units, str):
             raise ValueError(f"field {self.name!r}: units must be a string, got {self.units!r}")
+        if self.levels is not None and (isinstance(self.levels, bool) or self.levels != 1):
+            raise ValueError(
+                f"field {self.name!r}: levels must be absent (all levels) or 1 (a surface "
+                f"field), got {self.levels!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -141,6 +159,11 @@ class ClosureSpec:
         """Output names in channel order."""
         return tuple(f.name for f in self.outputs)
 
+    def field(self, role: str, name: str) -> FieldSpec | None:
+        """The input (``role="input"``) or output field ``name``; None if there is none."""
+        fields = self.inputs if role == "input" else self.outputs
+        return next((f for f in fields if f.name == name), None)
+
 
 @runtime_checkable
 class Closure(Protocol):
@@ -164,7 +187,8 @@ def check_inputs(spec: ClosureSpec, inputs: Mapping[str, np.ndarray]) -> tuple[i
     spec
         The closure's spec.
     inputs
-        Arrays keyed by input name, each ``(nz, ny + 2*halo, nx + 2*halo)``, all the same shape.
+        Arrays keyed by input name, each ``(nz, ny + 2*halo, nx + 2*halo)``, all the same shape;
+        a surface input (``levels = 1``) is ``(1, ny + 2*halo, nx + 2*halo)``.
 
     Returns
     -------
@@ -187,9 +211,11 @@ def check_inputs(spec: ClosureSpec, inputs: Mapping[str, np.ndarray]) -> tuple[i
             + (f" (missing {missing})" if missing else "")
             + (f" (unexpected {extra})" if extra else "")
         )
-    shape: tuple[int, ...] | None = None
+    shape: tuple[int, ...] | None = None  # (nz, ny+2h, nx+2h) of the 3D inputs
+    plane: tuple[int, ...] | None = None  # (ny+2h, nx+2h) of every input
     first = ""
-    for name in spec.input_names:
+    for f in spec.inputs:
+        name = f.name
         arr = inputs[name]
         if not isinstance(arr, np.ndarray):
             raise ClosureInputError(
@@ -205,20 +231,37 @@ def check_inputs(spec: ClosureSpec, inputs: Mapping[str, np.ndarray]) -> tuple[i
                 f"closure {spec.name!r}: input {name!r} must be 3D (nz, ny+2h, nx+2h), "
                 f"got shape {arr.shape}"
             )
-        if shape is None:
-            shape, first = arr.shape, name
-        elif arr.shape != shape:
+        if f.surface and arr.shape[0] != 1:
+            raise ClosureInputError(
+                f"closure {spec.name!r}: input {name!r} is a surface field (levels = 1), "
+                f"got {arr.shape[0]} levels (shape {arr.shape}); the model declares it with "
+                "nlev = 1"
+            )
+        if plane is None:
+            plane, first = arr.shape[1:], name
+        elif arr.shape[1:] != plane:
             raise ClosureInputError(
                 f"closure {spec.name!r}: input {name!r} has shape {arr.shape}, "
-                f"input {first!r} has {shape}; all inputs must share one shape"
+                f"input {first!r} has (ny+2h, nx+2h) = {plane}; all inputs must share "
+                "one (ny+2h, nx+2h)"
             )
-    assert shape is not None
-    nz, nyh, nxh = shape
+        if f.surface:
+            continue
+        if shape is None:
+            shape = arr.shape
+        elif arr.shape != shape:
+            raise ClosureInputError(
+                f"closure {spec.name!r}: input {name!r} has shape {arr.shape}, another 3D "
+                f"input has {shape}; all 3D inputs must share one shape"
+            )
+    assert plane is not None
+    nz = 1 if shape is None else shape[0]
+    nyh, nxh = plane
     h = spec.halo
     if nyh <= 2 * h or nxh <= 2 * h or nz < 1:
         raise ClosureInputError(
-            f"closure {spec.name!r}: input block {shape} leaves no interior with halo {h} "
-            f"(need nz >= 1 and ny+2h, nx+2h > {2 * h})"
+            f"closure {spec.name!r}: input block {(nz, nyh, nxh)} leaves no interior with "
+            f"halo {h} (need nz >= 1 and ny+2h, nx+2h > {2 * h})"
         )
     return nz, nyh - 2 * h, nxh - 2 * h
 
@@ -235,7 +278,8 @@ def check_outputs(
     outputs
         What the closure returned.
     shape
-        ``(nz, ny, nx)`` from :func:`check_inputs`.
+        ``(nz, ny, nx)`` from :func:`check_inputs`; a surface output (``levels = 1``) has
+        ``(1, ny, nx)``.
 
     Raises
     ------
@@ -249,10 +293,12 @@ def check_outputs(
             f"closure {spec.name!r}: outputs declared {sorted(expected)}, "
             f"the closure returned {sorted(given)}"
         )
-    for name in spec.output_names:
+    for f in spec.outputs:
+        name = f.name
         got = tuple(np.shape(outputs[name]))
-        if got != tuple(shape):
+        want = (1, *shape[1:]) if f.surface else tuple(shape)
+        if got != want:
             raise ClosureOutputError(
-                f"closure {spec.name!r}: output {name!r} should have shape {tuple(shape)} "
+                f"closure {spec.name!r}: output {name!r} should have shape {want} "
                 f"(interior of a halo-{spec.halo} block), the closure returned {got}"
             )

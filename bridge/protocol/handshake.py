@@ -279,12 +279,22 @@ def check_reports(
                 problems.append(
                     f"exchange {name!r}: closure inputs {missing} are not mapped to model fields"
                 )
-        for decl in used[1:]:
-            if decl.nlev != used[0].nlev:
+        surface = _surface_fields(spec, ex)
+        for decl in used:
+            if decl.name in surface and decl.nlev != 1:
                 problems.append(
                     f"exchange {name!r}: model field {decl.name!r} has {decl.nlev} levels, "
-                    f"model field {used[0].name!r} has {used[0].nlev} (one closure call takes "
-                    "all levels of all its fields at once)"
+                    f"closure {spec.name if spec else '?'!r} takes it as the surface field "
+                    f"{surface[decl.name]!r} (levels = 1): declare it with nlev = 1"
+                )
+        full = [decl for decl in used if decl.name not in surface]
+        for decl in full[1:]:
+            if decl.nlev != full[0].nlev:
+                problems.append(
+                    f"exchange {name!r}: model field {decl.name!r} has {decl.nlev} levels, "
+                    f"model field {full[0].name!r} has {full[0].nlev} (one closure call takes "
+                    "all levels of all its fields at once; only surface fields, levels = 1, "
+                    "may differ)"
                 )
     if exchanges:
         for attr in ("every", "lag"):
@@ -294,6 +304,19 @@ def check_reports(
                     f"exchanges differ in {attr} ({values}): one run has one {attr} for now"
                 )
     return problems
+
+
+def _surface_fields(spec: ClosureSpec | None, ex: ExchangeConfig) -> dict[str, str]:
+    """Model fields the closure takes or gives as surface fields (levels = 1): model -> closure."""
+    if spec is None:
+        return {}
+    out: dict[str, str] = {}
+    for role, mapping in (("input", ex.inputs), ("output", ex.outputs)):
+        for closure_name, model_name in mapping.items():
+            field = spec.field(role, closure_name)
+            if field is not None and field.surface:
+                out[model_name] = closure_name
+    return out
 
 
 def _spec_point(spec: ClosureSpec | None, role: str, name: str) -> str | None:

@@ -422,7 +422,9 @@ class Engine:
             for closure_input, model_field in ex.inputs.items():
                 shift = layout.shifts[closure_input]
                 arr = blocks[model_field][_window(corner, interior, h, shift)]
-                nz = arr.shape[0]
+                field = spec.field("input", closure_input)
+                if field is None or not field.surface:  # a surface input has 1 level, not nz
+                    nz = arr.shape[0]
                 inputs[closure_input] = arr if spec.dtype == "float64" else arr.astype(spec.dtype)
             for extra in SERVER_SUPPLIED_INPUTS:
                 if extra in spec.input_names:
