@@ -13,10 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_coupling_toy import config_for, logs, make_case, output, run
 
 from bridge.closures.analytic import analytic_closure, laplacian_op
-from bridge.closures.base import ClosureInputError, ClosureOutputError, check_inputs, check_outputs
+from bridge.closures.base import (
+    ClosureInputError,
+    ClosureOutputError,
+    ClosureSpec,
+    FieldSpec,
+    check_inputs,
+    check_outputs,
+)
+from bridge.registry.manifest import ManifestError, manifest_to_toml, parse_manifest
+from bridge.registry.torch_closure import TorchClosure
 
 COEF = 1.0e-7  # m-1 s-1: lap(h) ~ 500 m at the rim, a damping of 5e-5 s-1 there
 
@@ -89,3 +99,62 @@ def test_closure_contract_of_surface_fields() -> None:
         check_inputs(closure.spec, {"u": u, "s": s[:, 1:]})
     with pytest.raises(ClosureOutputError, match=r"'lap_s' should have shape \(1, 4, 5\)"):
         check_outputs(closure.spec, {**out, "lap_s": out["slap_u"]}, (4, 4, 5))
+
+
+class _Channels(torch.nn.Module):
+    """Returns the interior of every input channel (halo 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, 1:-1, 1:-1].clone()
+
+
+def test_torch_closure_broadcasts_a_surface_input_over_levels() -> None:
+    spec = ClosureSpec(
+        "both",
+        1,
+        (FieldSpec("u"), FieldSpec("ssh", levels=1)),
+        (FieldSpec("a"), FieldSpec("b")),
+        "float64",
+    )
+    rng = np.random.default_rng(1)
+    u, ssh = rng.random((3, 6, 7)), rng.random((1, 6, 7))
+    out = TorchClosure(_Channels(), spec)({"u": u, "ssh": ssh})
+    np.testing.assert_array_equal(out["a"], u[:, 1:-1, 1:-1])
+    for k in range(3):  # the surface channel is the same on every level
+        np.testing.assert_array_equal(out["b"][k], ssh[0, 1:-1, 1:-1])
+    surface_out = ClosureSpec("s", 1, spec.inputs, (FieldSpec("b", levels=1),), "float64")
+    with pytest.raises(ValueError, match=r"outputs \['b'\] have levels = 1"):
+        TorchClosure(_Channels(), surface_out)
+
+
+MANIFEST = """
+name = "surf"
+version = "1.0"
+format = "torchscript"
+artifact = "model.pt"
+halo = 1
+
+[[inputs]]
+name = "u"
+grid = "U"
+units = "m s-1"
+
+[[inputs]]
+name = "tau_x"
+grid = "U"
+units = "N m-2"
+levels = 1
+
+[[outputs]]
+name = "su"
+grid = "U"
+units = "m s-2"
+"""
+
+
+def test_manifest_declares_surface_inputs() -> None:
+    m = parse_manifest(MANIFEST)
+    assert [f.levels for f in m.spec.inputs] == [None, 1]
+    assert parse_manifest(manifest_to_toml(m)).spec == m.spec  # written back as read
+    with pytest.raises(ManifestError, match=r"levels"):
+        parse_manifest(MANIFEST.replace("levels = 1", "levels = 2"))

@@ -32,7 +32,7 @@ _TOP_KEYS = (
     "name", "version", "format", "artifact", "halo", "dtype", "device", "description",
     "entry_point", "arch", "license", "inputs", "outputs", "provenance", "stateful", "faces",
 )  # fmt: skip
-_FIELD_KEYS = ("name", "grid", "units", "scale", "offset", "mean", "std")
+_FIELD_KEYS = ("name", "grid", "units", "levels", "scale", "offset", "mean", "std")
 _OUTPUT_KEYS = (*_FIELD_KEYS, "clip")
 _PROVENANCE_KEYS = ("training_data", "code_revision", "created", "notes", "metrics")
 
@@ -94,8 +94,8 @@ class FieldEntry:
 
     Parameters
     ----------
-    name, grid, units
-        As in :class:`bridge.closures.base.FieldSpec`.
+    name, grid, units, levels
+        As in :class:`bridge.closures.base.FieldSpec` (``levels = 1``: a surface field).
     norm
         Normalisation of this field.
     clip
@@ -108,11 +108,12 @@ class FieldEntry:
     units: str
     norm: Normalisation = Normalisation()
     clip: float | None = None
+    levels: int | None = None
 
     @property
     def field_spec(self) -> FieldSpec:
         """The field as the closure interface knows it."""
-        return FieldSpec(self.name, self.grid, self.units)
+        return FieldSpec(self.name, self.grid, self.units, self.levels)
 
 
 @dataclass(frozen=True)
@@ -385,6 +386,15 @@ def _field_entry(r: Reader, entry: Mapping[str, Any], where: str, output: bool) 
     name = r.get(entry, where, "name", str, expected="an identifier", check=str.isidentifier)
     grid = r.choice(entry, where, "grid", GRIDS)
     units = r.string(entry, where, "units")
+    levels = r.get(
+        entry,
+        where,
+        "levels",
+        int,
+        None,
+        expected="1 (a surface field; absent: all levels)",
+        check=lambda v: v == 1,
+    )
     has_so = {"scale", "offset"} & set(entry)
     has_ms = {"mean", "std"} & set(entry)
     if has_so and has_ms:
@@ -404,7 +414,7 @@ def _field_entry(r: Reader, entry: Mapping[str, Any], where: str, output: bool) 
     clip = None
     if output:
         clip = r.number(entry, where, "clip", None, expected="a bound > 0", check=lambda v: v > 0)
-    return FieldEntry(name, grid, units, norm, clip)
+    return FieldEntry(name, grid, units, norm, clip, levels)
 
 
 def _provenance(r: Reader, raw: Mapping[str, Any]) -> Provenance:
@@ -476,6 +486,8 @@ def manifest_to_toml(manifest: Manifest) -> str:
         for e in entries:
             lines += ["", f"[[{where}]]", f"name = {toml_value(e.name)}"]
             lines += [f"grid = {toml_value(e.grid)}", f"units = {toml_value(e.units)}"]
+            if e.levels is not None:
+                lines.append(f"levels = {e.levels}")
             if e.norm.style == "mean_std":
                 lines += [
                     f"mean = {toml_value(e.norm.offset)}",

@@ -207,8 +207,9 @@ class TorchClosure:
     """A torch module wrapped into a :class:`~bridge.closures.base.Closure`.
 
     The module takes ``(nz, C_in, ny+2h, nx+2h)`` (inputs as channels in ``spec.inputs`` order,
-    levels as the batch) and returns either one tensor ``(nz, C_out, ny, nx)`` (channels in
-    ``spec.outputs`` order) or a dict ``output name -> (nz, ny, nx)``.
+    levels as the batch; a surface input, ``levels = 1``, is the same channel on every level) and
+    returns either one tensor ``(nz, C_out, ny, nx)`` (channels in ``spec.outputs`` order) or a
+    dict ``output name -> (nz, ny, nx)``.
 
     Parameters
     ----------
@@ -259,6 +260,13 @@ class TorchClosure:
         if levels_per_call is None and self.device.type == "cpu":
             levels_per_call = CPU_LEVELS_PER_CALL
         self.levels_per_call = levels_per_call
+        surface = [f.name for f in spec.outputs if f.surface]
+        if surface:
+            raise ValueError(
+                f"closure {spec.name!r}: outputs {surface} have levels = 1; a torch closure "
+                "computes each level as one batch item, so its outputs have all levels (its "
+                "inputs may be surface fields: they are broadcast over the levels)"
+            )
         self.spec = spec
         self.module = module
         self.dtype = _torch_dtype(spec.dtype)
@@ -406,7 +414,8 @@ class TorchClosure:
             and self._in_norm[0].is_identity
         ):
             return tensors[0].unsqueeze(1)  # a view: the module reads the caller's memory
-        nz, nyh, nxh = arrays[0].shape
+        nz = max(a.shape[0] for a in arrays)  # a surface input (1 level) is broadcast
+        nyh, nxh = arrays[0].shape[1:]
         x = torch.empty((nz, len(tensors), nyh, nxh), dtype=self.dtype, device=self.device)
         for c, (t, norm) in enumerate(zip(tensors, self._in_norm, strict=True)):
             channel = x[:, c]
