@@ -10,6 +10,7 @@ with NumPy to the model's own output, bit for bit, for any number of model and s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,10 +41,12 @@ def surface_exchange() -> dict[str, object]:
     }
 
 
-def surface_case(path: Path, steps: int = 5) -> Path:
+def surface_case(path: Path, steps: int = 5, **options: Any) -> Path:
+    """The small basin sending ``u`` (all layers) and ``h`` (top layer only), receiving u_tend."""
     return make_case(
         path,
         steps=steps,
+        **options,
         nammlb={
             "cn_mlb_snd": ["u", "", "h"],
             "nn_mlb_lev": [0, 0, 1],

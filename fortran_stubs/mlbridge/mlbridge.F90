@@ -17,7 +17,9 @@
 !!   - arrays are (i, j, k) on this rank's interior box, optionally with a
 !!     symmetric halo of width h around it (argument halo, or deduced from
 !!     the shape): the interior is array(h+1:h+nx_loc, h+1:h+ny_loc, 1:nlev).
-!!     Extra levels beyond nlev are ignored.
+!!     Any h >= 0 (NEMO 4.2: nn_hls = 2). Extra levels beyond nlev (NEMO's
+!!     land level jpk of a field declared with jpkm1 levels) are never read
+!!     by mlb_put; mlb_get sets their interior to zero.
 !!   - step numbers: fields are exchanged on the steps kt where
 !!     MOD(kt - kt_origin, every) == 0; the origin kt_origin is the first kt
 !!     given to mlb_put, or, in a run that continues another from a restart,
@@ -527,7 +529,7 @@ contains
    subroutine mlb_get_r8(name, kt, array, status, halo)
       !!------------------------------------------------------------------
       !! Receive field name at step kt into the interior of array (the halo
-      !! is not touched). On a due step this waits for the servers' outputs:
+      !! is not touched; levels beyond the field's nlev are set to zero). On a due step this waits for the servers' outputs:
       !! those of step kt (lag 0) or of the previous exchange (lag 1). Between
       !! exchanges it gives the last outputs again; before the first outputs
       !! arrive, and for a field no exchange produces, zeros.
@@ -537,13 +539,15 @@ contains
       real(real64), intent(inout) :: array(:,:,:)
       integer, intent(out) :: status
       integer, intent(in), optional :: halo
-      integer :: jf, h
+      integer :: jf, h, nl
       real(real64) :: t0
 
       t0 = MPI_Wtime()
       call begin_get(name, kt, shape(array), real64, halo, jf, h, status)
       if (status /= MLB_OK) return
       call unpack_outputs(cpl, jf, array, h)
+      nl = cpl%fields(jf)%nlev
+      if (size(array, 3) > nl) array(h + 1:h + cpl%nx_loc, h + 1:h + cpl%ny_loc, nl + 1:) = 0._real64
       cpl%t_get = cpl%t_get + (MPI_Wtime() - t0)
    end subroutine mlb_get_r8
 
@@ -568,6 +572,7 @@ contains
       work(:,:,:) = real(array(h + 1:h + cpl%nx_loc, h + 1:h + cpl%ny_loc, 1:nl), real64)
       call unpack_outputs(cpl, jf, work, 0)
       array(h + 1:h + cpl%nx_loc, h + 1:h + cpl%ny_loc, 1:nl) = real(work, real32)
+      if (size(array, 3) > nl) array(h + 1:h + cpl%nx_loc, h + 1:h + cpl%ny_loc, nl + 1:) = 0._real32
       cpl%t_get = cpl%t_get + (MPI_Wtime() - t0)
    end subroutine mlb_get_r4
 

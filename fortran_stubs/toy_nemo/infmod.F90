@@ -43,7 +43,9 @@ MODULE infmod
    USE mppini    , ONLY : jpi, jpj, jpiglo, jpjglo, nimpp, njmpp
    USE domain    , ONLY : tmask
    USE infclosure, ONLY : inc_laplacian, inc_smooth3
-   USE inftest   , ONLY : inf_test_init, inf_test_nan, inf_test_world, cn_mlb_inproc, rn_mlb_coef
+   USE inftest   , ONLY : inf_test_init, inf_test_nan, inf_test_world, cn_mlb_inproc, rn_mlb_coef,   &
+      &                   ln_mlb_hls2
+   USE, INTRINSIC :: ieee_arithmetic, ONLY : ieee_value, ieee_quiet_nan
    USE mlbridge  , ONLY : mlb_init, mlb_def_grid, mlb_def_field, mlb_enddef, mlb_put, mlb_get,   &
       &                   mlb_finalize, mlb_error_message, MLB_SEND, MLB_RECV, MLB_OK, MLB_ERR_REMOTE,   &
       &                   mlb_def_restart, mlb_get_schedule, mlb_save_outputs, mlb_load_outputs,   &
@@ -82,6 +84,7 @@ MODULE infmod
    LOGICAL ::   lltend(jpfld) = .FALSE.        ! in process: X_tend = closure(X) for this X
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:,:) ::   ztend      ! in-process outputs (jpi, jpj, jpk, 3)
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:)   ::   zwa, zwb   ! work arrays (smooth3, NaN injection)
+   REAL(wp), ALLOCATABLE, DIMENSION(:,:,:)   ::   zhls2      ! ln_mlb_hls2: (jpi+2, jpj+2, jpk+1) NEMO 4.2 copy
    !                                      !!* the coupling's state read by rst_read, until inf_def gives it back
    LOGICAL ::   llrst_in = .FALSE.             ! the restart holds the coupling's state
    INTEGER ::   nrst_origin, nrst_every, nrst_lag   ! its schedule
@@ -368,6 +371,19 @@ CONTAINS
       LOGICAL ::   llnan
       !!------------------------------------------------------------------
       CALL inf_test_nan( cdname, kt, pf, zwa, llnan )
+      IF( ln_mlb_hls2 ) THEN   ! as NEMO 4.2 holds it: halo 2, one more level (land); the halo ring
+         !                     ! and the land level are NaN, which the library must never read
+         CALL hls2_alloc( SIZE(pf, 3) )
+         zhls2(:,:,:) = ieee_value( 1._wp, ieee_quiet_nan )
+         IF( llnan ) THEN
+            zhls2(2:jpi+1,2:jpj+1,1:npk) = zwa(:,:,1:npk)
+         ELSE
+            zhls2(2:jpi+1,2:jpj+1,1:npk) = pf(:,:,1:npk)
+         ENDIF
+         CALL mlb_put( cdname, kt, zhls2, istat )   ! halo 2 deduced from the shape
+         CALL inf_check( istat, 'inf_put: mlb_put '//cdname//' (halo 2, jpk levels)' )
+         RETURN
+      ENDIF
       IF( llnan ) THEN
          CALL mlb_put( cdname, kt, zwa, istat, halo=1 )
       ELSE
@@ -387,9 +403,27 @@ CONTAINS
          pf(:,:,:) = 0._wp
          RETURN
       ENDIF
+      IF( ln_mlb_hls2 ) THEN   ! NEMO 4.2 array: the library fills the interior, zero on the land level
+         CALL hls2_alloc( SIZE(pf, 3) )
+         zhls2(:,:,:) = ieee_value( 1._wp, ieee_quiet_nan )
+         zhls2(2:jpi+1,2:jpj+1,1:npk) = pf(:,:,1:npk)
+         CALL mlb_get( cdname, kt, zhls2, istat )
+         CALL inf_check( istat, 'inf_get: mlb_get '//cdname//' (halo 2, jpk levels)' )
+         IF( ANY( zhls2(3:jpi,3:jpj,npk+1) /= 0._wp ) )   &   ! NaN too: /= is true for NaN
+            &   CALL ctl_stop( 'inf_get: mlb_get '//cdname//': the land level jpk is not zero' )
+         pf(:,:,1:npk) = zhls2(2:jpi+1,2:jpj+1,1:npk)
+         RETURN
+      ENDIF
       CALL mlb_get( cdname, kt, pf, istat, halo=1 )
       CALL inf_check( istat, 'inf_get: mlb_get '//cdname )
    END SUBROUTINE get_field
+
+
+   SUBROUTINE hls2_alloc( kpk )
+      !! the NEMO 4.2 copy of ln_mlb_hls2: (jpi+2, jpj+2, jpk+1), halo 2, last level land
+      INTEGER, INTENT(in) ::   kpk   ! levels of the toy's arrays
+      IF( .NOT. ALLOCATED(zhls2) )   ALLOCATE( zhls2(jpi+2,jpj+2,kpk+1) )
+   END SUBROUTINE hls2_alloc
 
 
    SUBROUTINE inproc( px, pout )

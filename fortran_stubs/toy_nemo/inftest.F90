@@ -36,6 +36,8 @@ MODULE inftest
    INTEGER           ::   nn_mlb_nan_i = 1, nn_mlb_nan_j = 1, nn_mlb_nan_k = 1   ! its global (i, j, k)
    CHARACTER(len=lf) ::   cn_mlb_nan_fld = 'u'             ! the sent field that carries it
    INTEGER           ::   nn_mlb_world_kt = -1             ! step of the MPI_COMM_WORLD barrier (-1: never)
+   LOGICAL          , PUBLIC ::   ln_mlb_hls2 = .FALSE.    !: coupled: NEMO 4.2 arrays (halo 2, jpk = layers + 1
+   !                                                       !  land level) handed to mlb_put/mlb_get (infmod)
 
    !!----------------------------------------------------------------------
 CONTAINS
@@ -52,7 +54,7 @@ CONTAINS
       INTEGER ::   inum, ios
       CHARACTER(len=lc) ::   cmsg
       NAMELIST/nammlb_test/ cn_mlb_inproc, rn_mlb_coef, nn_mlb_nan_kt, nn_mlb_nan_i, nn_mlb_nan_j, nn_mlb_nan_k,   &
-         &                  cn_mlb_nan_fld, nn_mlb_world_kt
+         &                  cn_mlb_nan_fld, nn_mlb_world_kt, ln_mlb_hls2
       !!------------------------------------------------------------------
       cmsg = ''
       CALL nam_open( 'namelist_ref', inum )
@@ -69,6 +71,7 @@ CONTAINS
          WRITE(numout,'(a,es12.5)') '   its coefficient                    rn_mlb_coef   = ', rn_mlb_coef
          IF( nn_mlb_nan_kt >= 0 )   WRITE(numout,'(a,i0,a,3(i0,1x),a)') '   TEST: NaN sent at step ', nn_mlb_nan_kt,   &
             &   ' in '//TRIM(cn_mlb_nan_fld)//' at global (i j k) ', nn_mlb_nan_i, nn_mlb_nan_j, nn_mlb_nan_k
+         IF( ln_mlb_hls2 )   WRITE(numout,'(a)') '   TEST: halo-2 arrays with one more (land) level to mlb_put/mlb_get'
          IF( nn_mlb_world_kt >= 0 )   WRITE(numout,'(a,i0)') '   TEST: MPI_Barrier(MPI_COMM_WORLD) at step ',   &
             &   nn_mlb_world_kt
       ENDIF
