@@ -1,0 +1,233 @@
+"""Several exchanges in one run, each on its own ``every`` and ``lag``, and two closures adding
+into one model field (``combine = "add"``).
+
+The model exchanges its fields on the finest schedule (``model_schedule``: the greatest common
+divisor of the exchanges' ``every``, lag 0 as soon as one exchange has lag 0); the servers run
+each closure on its own due steps and answer with the outputs each exchange's lag says the model
+uses. The toy writes the tendencies it used (``u_tend``, ``v_tend``) next to the state, so every
+step is checked against the closures applied offline, in sequence, to the model's own output.
+The pure tests check the schedule arithmetic, the configuration and the handshake checks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_coupling_toy import (
+    closure_global,
+    config_for,
+    exchange,
+    make_case,
+    output,
+    run,
+)
+
+from bridge.config.coupling import (
+    ConfigError,
+    CouplingConfig,
+    ExchangeConfig,
+    applied_step,
+    model_schedule,
+)
+from bridge.domain.plan import Box
+from bridge.launch.checks import check_exchange_fields, find_problems
+from bridge.protocol.handshake import FieldDecl, RankReport, check_reports, check_restart
+
+# --------------------------------------------------------------------------------------------
+# pure: the schedule arithmetic, the configuration, the handshake
+# --------------------------------------------------------------------------------------------
+
+
+def ex(every: int, lag: int, **kw: object) -> ExchangeConfig:
+    return ExchangeConfig("laplacian", {"u": "u"}, {"lap_u": "u_tend"}, every=every, lag=lag, **kw)  # type: ignore[arg-type]
+
+
+def test_model_schedule_is_the_finest() -> None:
+    assert model_schedule([]) == (1, 0)
+    assert model_schedule([ex(3, 1)]) == (3, 1)
+    assert model_schedule([ex(1, 1), ex(3, 0)]) == (1, 0)
+    assert model_schedule([ex(4, 1), ex(6, 1)]) == (2, 1)
+    assert model_schedule([ex(6, 0), ex(4, 1)]) == (2, 0)
+
+
+def test_applied_step() -> None:
+    # lag 0, every 3 from step 1: steps 1..3 use step 1, 4..6 step 4
+    assert [applied_step(ex(3, 0), s, 1) for s in range(1, 8)] == [1, 1, 1, 4, 4, 4, 7]
+    # lag 1, every 1: step s uses step s - 1; step 1 uses nothing (< origin: zeros)
+    assert [applied_step(ex(1, 1), s, 1) for s in range(1, 5)] == [0, 1, 2, 3]
+    # lag 1, every 3: steps 4..6 use step 1, 1..3 nothing
+    assert [applied_step(ex(3, 1), s, 1) for s in range(1, 8)] == [-2, -2, -2, 1, 1, 1, 4]
+
+
+def toml_dict(exchanges: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "model": {"executable": "toy_nemo", "ranks": 1, "namelist_cfg": "namelist_cfg"},
+        "exchange": exchanges,
+    }
+
+
+def test_two_closures_into_one_field_refused_unless_both_add(tmp_path: Path) -> None:
+    lap = {"closure": "laplacian", "inputs": {"u": "u"}, "outputs": {"lap_u": "u_tend"}}
+    smo = {"closure": "smooth3", "inputs": {"u": "u"}, "outputs": {"smooth_u": "u_tend"}}
+    with pytest.raises(ConfigError) as err:
+        CouplingConfig.from_dict(toml_dict([lap, smo]), base_dir=tmp_path)
+    text = str(err.value)
+    assert "exchange[1].outputs.smooth_u" in text and "'u_tend'" in text
+    assert 'combine = "add"' in text
+    with pytest.raises(ConfigError, match="exchange\\[1\\].outputs.smooth_u"):
+        CouplingConfig.from_dict(toml_dict([{**lap, "combine": "add"}, smo]), base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="combine"):
+        CouplingConfig.from_dict(toml_dict([{**lap, "combine": "sum"}, smo]), base_dir=tmp_path)
+    config = CouplingConfig.from_dict(
+        toml_dict([{**lap, "combine": "add"}, {**smo, "combine": "add"}]), base_dir=tmp_path
+    )
+    assert [e.combine for e in config.exchanges] == ["add", "add"]
+    again = CouplingConfig.from_dict(json.loads(json.dumps(config.to_dict())), base_dir=tmp_path)
+    assert again.exchanges == config.exchanges
+
+
+def test_oasis_refuses_several_schedules(tmp_path: Path) -> None:
+    data = toml_dict(
+        [
+            {"closure": "laplacian", "inputs": {"u": "u"}, "outputs": {"lap_u": "u_tend"}},
+            {
+                "closure": "smooth3",
+                "inputs": {"v": "v"},
+                "outputs": {"smooth_v": "v_tend"},
+                "every": 3,
+            },
+        ]
+    )
+    with pytest.raises(ConfigError, match="exchange\\[1\\] every 3 lag 0"):
+        CouplingConfig.from_dict({**data, "transport": "oasis"}, base_dir=tmp_path)
+
+
+def reports(every: int) -> list[RankReport]:
+    fields = tuple(
+        FieldDecl(n, 3, d, every, "float64") for n, d in (("u", "send"), ("v", "send"))
+    ) + tuple(FieldDecl(n, 3, "recv", every, "float64") for n in ("u_tend", "v_tend"))
+    return [RankReport(0, 8, 8, Box(0, 8, 0, 8), False, fields)]
+
+
+def test_handshake_checks_the_model_schedule() -> None:
+    lap = ExchangeConfig("laplacian", {"u": "u"}, {"lap_u": "u_tend"}, every=2, lag=1)
+    smo = ExchangeConfig("smooth3", {"u": "v"}, {"smooth_u": "v_tend"}, every=6, lag=0)
+    assert check_reports(reports(2), [lap, smo], {}) == []
+    problems = check_reports(reports(6), [lap, smo], {})
+    assert any("declared every 6" in p and "need every 2" in p for p in problems), problems
+    both = ExchangeConfig("smooth3", {"u": "v"}, {"smooth_u": "u_tend"}, every=6, combine="add")
+    problems = check_reports(reports(2), [lap, both], {})
+    assert any("produced by two exchanges" in p for p in problems), problems
+    lap_add = ExchangeConfig(
+        "laplacian", {"u": "u"}, {"lap_u": "u_tend"}, every=2, lag=1, combine="add"
+    )
+    assert check_reports(reports(2), [lap_add, both], {}) == []
+    restarted = [RankReport(**{**reports(2)[0].__dict__, "restart_origin": 1})]
+    problems = check_restart(restarted, [lap, smo], {}, "mpi")
+    assert len(problems) == 1 and "own schedules" in problems[0], problems
+
+
+# --------------------------------------------------------------------------------------------
+# the toy under mpirun
+# --------------------------------------------------------------------------------------------
+
+
+def state_at(out: dict[str, np.ndarray], name: str, kt: int) -> np.ndarray:
+    """The field the model sends at step ``kt``: its state after step kt - 1 (rest at kt = 1)."""
+    if kt == 1:
+        return np.zeros_like(out[name][0])
+    return out[name][kt - 2]
+
+
+def expected_tend(
+    out: dict[str, np.ndarray], closure: str, field: str, kt: int, every: int, lag: int
+) -> np.ndarray:
+    """What the model uses at step ``kt`` from ``closure`` on ``field`` (origin step 1)."""
+    due = 1 + ((kt - lag * every - 1) // every) * every
+    if due < 1:
+        return np.zeros_like(out[field][0])
+    return closure_global(closure, state_at(out, field, due))
+
+
+def timing(result: object) -> dict[str, object]:
+    return json.loads((result.run_dir / "timing.json").read_text())  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("fortran_build")
+@pytest.mark.parametrize(("n", "m"), [(2, 2), (1, 3)])
+def test_two_schedules_equal_closures_in_sequence(tmp_path: Path, n: int, m: int) -> None:
+    """laplacian on u every step with lag 1, smooth3 on v every 3 steps with lag 0."""
+    steps = 9
+    exchanges = [
+        exchange("laplacian", ("u",), every=1, lag=1),
+        exchange("smooth3", ("v",), every=3, lag=0),
+    ]
+    result = run(config_for(make_case(tmp_path, steps=steps), n, m, exchanges))
+    out = output(result)
+    assert np.abs(out["u_tend"]).max() > 0 and np.abs(out["v_tend"]).max() > 0
+    for kt in range(1, steps + 1):
+        want_u = expected_tend(out, "laplacian", "u", kt, 1, 1)
+        want_v = expected_tend(out, "smooth3", "v", kt, 3, 0)
+        assert np.array_equal(out["u_tend"][kt - 1], want_u), f"u_tend at step {kt}"
+        assert np.array_equal(out["v_tend"][kt - 1], want_v), f"v_tend at step {kt}"
+    # v_tend is held between the due steps of smooth3 (1, 4, 7), u_tend changes every step
+    assert np.array_equal(out["v_tend"][4], out["v_tend"][5])
+    assert not np.array_equal(out["v_tend"][5], out["v_tend"][6])
+    per = timing(result)["per_exchange"]
+    assert per["laplacian"]["steps"] == list(range(1, steps + 1))  # type: ignore[index]
+    assert per["smooth3"]["steps"] == [1, 4, 7]  # type: ignore[index]
+    assert (per["smooth3"]["every"], per["smooth3"]["lag"]) == (3, 0)  # type: ignore[index]
+    assert per["laplacian"]["inference_s"] > 0  # type: ignore[index]
+    assert (timing(result)["every"], timing(result)["lag"]) == (1, 0)
+
+
+@pytest.mark.usefixtures("fortran_build")
+def test_two_schedules_all_lag1(tmp_path: Path) -> None:
+    """Both lag 1 (the model exchanges with lag 1 every 2 steps): laplacian every 2, smooth3
+    every 4."""
+    steps = 12
+    exchanges = [
+        exchange("laplacian", ("u",), every=2, lag=1),
+        exchange("smooth3", ("v",), every=4, lag=1),
+    ]
+    case = make_case(tmp_path, steps=steps, nammlb={"nn_mlb_every": 2})
+    result = run(config_for(case, 2, 2, exchanges))
+    out = output(result)
+    assert np.abs(out["v_tend"]).max() > 0
+    for kt in range(1, steps + 1):
+        want_u = expected_tend(out, "laplacian", "u", kt, 2, 1)
+        want_v = expected_tend(out, "smooth3", "v", kt, 4, 1)
+        assert np.array_equal(out["u_tend"][kt - 1], want_u), f"u_tend at step {kt}"
+        assert np.array_equal(out["v_tend"][kt - 1], want_v), f"v_tend at step {kt}"
+    assert (timing(result)["every"], timing(result)["lag"]) == (2, 1)
+    assert timing(result)["per_exchange"]["smooth3"]["steps"] == [1, 5, 9]  # type: ignore[index]
+
+
+@pytest.mark.usefixtures("fortran_build")
+def test_two_closures_add_into_one_field(tmp_path: Path) -> None:
+    """laplacian (every 1, lag 0) and smooth3 (every 2, lag 0) both into u_tend, added."""
+    steps = 6
+    lap = exchange("laplacian", ("u",), combine="add")
+    smo = exchange("smooth3", ("u",), every=2, combine="add")
+    result = run(config_for(make_case(tmp_path, steps=steps), 2, 2, [lap, smo]))
+    out = output(result)
+    for kt in range(1, steps + 1):
+        want = expected_tend(out, "laplacian", "u", kt, 1, 0) + expected_tend(
+            out, "smooth3", "u", kt, 2, 0
+        )
+        assert np.array_equal(out["u_tend"][kt - 1], want), f"u_tend at step {kt}"
+    assert not out["v_tend"].any()  # nothing writes it
+    assert np.abs(out["u_tend"]).max() > 0
+
+
+def test_model_on_the_wrong_schedule_refused(tmp_path: Path) -> None:
+    """nn_mlb_every = 3 for exchanges every 1 and 3: refused before launch, naming both."""
+    case = make_case(tmp_path, steps=6, nammlb={"nn_mlb_every": 3})
+    exchanges = [exchange("laplacian", ("u",)), exchange("smooth3", ("v",), every=3)]
+    problems = find_problems(config_for(case, 1, 1, exchanges), checks=(check_exchange_fields,))
+    text = "\n".join(problems)
+    assert "exchange[0].every = 1, exchange[1].every = 3" in text, text
+    assert "every 1 steps" in text and "nn_mlb_every = 3" in text, text
