@@ -231,3 +231,128 @@ def test_model_on_the_wrong_schedule_refused(tmp_path: Path) -> None:
     text = "\n".join(problems)
     assert "exchange[0].every = 1, exchange[1].every = 3" in text, text
     assert "every 1 steps" in text and "nn_mlb_every = 3" in text, text
+
+
+# --------------------------------------------------------------------------------------------
+# the trained closures: subgrid CNN every step (lag 1) + bias-correction CNN every 6 (lag 0)
+# --------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+HTOT = 1000.0  # rn_htot of the toy's namelist_ref
+
+
+@pytest.fixture(scope="module")
+def cnn_registry(fortran_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with the committed subgrid CNN and a bias CNN trained here (a 10 x 10 twin,
+    one year of truth and nudged runs, 3 epochs: seconds)."""
+    from mlbridge_models.bias.twin import TwinSettings, run_all
+
+    from bridge.registry.store import Registry
+
+    work = tmp_path_factory.mktemp("bias")
+    settings = TwinSettings(
+        nx=10, ny=10, spinup_years=0, train_years=1, eval_years=1, sample_days=5.0,
+        eval_days=5.0, every=60, epochs=3, hidden=(4,), kernel_sizes=(3, 3),
+    )  # fmt: skip
+    run_all(work, settings, stages=("truth", "nudged", "train"))
+    home = work / "registry"
+    registry = Registry(home)
+    registry.register(None, REPO / "models" / "artifacts" / "subgrid_cnn" / "manifest.toml")
+    registry.register(None, work / "model" / "manifest.toml")
+    return home
+
+
+def offline_closure(home: Path, ref: str, out: dict[str, np.ndarray], kt: int) -> dict:
+    """The registered closure applied here to the model's fields sent at step ``kt``, on the
+    whole closed basin (zero beyond the edge, the toy's land rim as the mask)."""
+    from bridge.registry.store import Registry
+
+    closure = Registry(home).load(ref, device="cpu")
+    h = closure.spec.halo
+    pad = ((0, 0), (h, h), (h, h))
+    mask = np.zeros(out["u"].shape[2:])
+    mask[1:-1, 1:-1] = 1.0
+    # at rest (rn_bump = 0): u = v = 0, equal layers of rn_htot / nn_nz on the ocean points
+    rest = {"h": np.broadcast_to(HTOT / out["h"].shape[1] * mask, out["h"].shape[1:])}
+    inputs = {
+        name: np.pad(
+            rest[name] if kt == 1 and name in rest else state_at(out, name, kt), pad
+        ).astype(np.float32)
+        for name in closure.spec.input_names
+    }
+    result = closure(inputs, mask=np.pad(mask, h).astype(np.float32))
+    return {k: np.asarray(v, dtype=np.float64) for k, v in result.items()}
+
+
+def diff(got: np.ndarray, want: np.ndarray) -> str:
+    """Where and how much ``got`` differs from ``want`` (for messages)."""
+    d = np.abs(got - want)
+    k, j, i = np.unravel_index(int(np.argmax(d)), d.shape)
+    return (
+        f"largest difference {d.max():.3g} at (k, j, i) = ({k}, {j}, {i}) of max |want| "
+        f"{np.abs(want).max():.3g}; {int((d > 0).sum())} points differ"
+    )
+
+
+def test_subgrid_cnn_every_step_and_bias_cnn_every_6(cnn_registry: Path, tmp_path: Path) -> None:
+    steps = 12
+    case = make_case(
+        tmp_path,
+        steps=steps,
+        nammlb={
+            "cn_mlb_snd": ["u", "v", "h"],
+            "cn_mlb_rcv": ["u_tend", "v_tend", "h_tend"],
+        },
+        extra={"namusr_def": {"rn_bump": 0.0, "rn_htot": HTOT}},
+    )
+    subgrid = {
+        "closure": "subgrid-cnn",
+        "inputs": {"u": "u", "v": "v"},
+        "outputs": {"su": "u_tend", "sv": "v_tend"},
+        "every": 1,
+        "lag": 1,
+        "combine": "add",
+    }
+    bias = {
+        "closure": "bias-cnn",
+        "inputs": {"u": "u", "v": "v", "h": "h"},
+        "outputs": {"cu": "u_tend", "cv": "v_tend", "ch": "h_tend"},
+        "every": 6,
+        "lag": 0,
+        "combine": "add",
+    }
+    config = CouplingConfig.from_dict(
+        {
+            "model": {"executable": "toy_nemo", "ranks": 2, "namelist_cfg": "namelist_cfg"},
+            "server": {"ranks": 1, "timeout_s": 60.0, "registry": str(cnn_registry)},
+            "run": {"workdir": str(case / "runs")},
+            "exchange": [subgrid, bias],
+        },
+        base_dir=case,
+    )
+    result = run(config)
+    out = output(result)
+    cache: dict[tuple[str, int], dict] = {}
+
+    def used(ref: str, kt: int, every: int, lag: int) -> dict | None:
+        due = 1 + ((kt - lag * every - 1) // every) * every
+        if due < 1:
+            return None
+        if (ref, due) not in cache:
+            cache[(ref, due)] = offline_closure(cnn_registry, ref, out, due)
+        return cache[(ref, due)]
+
+    zero = np.zeros_like(out["u"][0])
+    for kt in range(1, steps + 1):
+        sub = used("subgrid-cnn", kt, 1, 1)
+        cor = used("bias-cnn", kt, 6, 0)
+        assert cor is not None
+        want_u = (zero if sub is None else sub["su"]) + cor["cu"]
+        want_v = (zero if sub is None else sub["sv"]) + cor["cv"]
+        for name, want in (("u_tend", want_u), ("v_tend", want_v), ("h_tend", cor["ch"])):
+            got = out[name][kt - 1]
+            assert np.array_equal(got, want), f"{name} at step {kt}: {diff(got, want)}"
+    assert np.abs(out["h_tend"][6]).max() > 0 and np.abs(out["u_tend"][11]).max() > 0
+    per = timing(result)["per_exchange"]
+    assert per["subgrid-cnn"]["steps"] == list(range(1, steps + 1))  # type: ignore[index]
+    assert per["bias-cnn"]["steps"] == [1, 7]  # type: ignore[index]
