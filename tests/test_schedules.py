@@ -356,3 +356,26 @@ def test_subgrid_cnn_every_step_and_bias_cnn_every_6(cnn_registry: Path, tmp_pat
     per = timing(result)["per_exchange"]
     assert per["subgrid-cnn"]["steps"] == list(range(1, steps + 1))  # type: ignore[index]
     assert per["bias-cnn"]["steps"] == [1, 7]  # type: ignore[index]
+
+
+@pytest.mark.usefixtures("fortran_build")
+def test_restart_with_own_schedules_refused(tmp_path: Path) -> None:
+    """A restarted run with exchanges on their own schedules: the handshake refuses it (the
+    held outputs of each exchange live in the server), naming both and how to start cold."""
+    from test_coupling_restart import coupled_case, laplacian_run, restart_file
+    from test_coupling_toy import assert_failed_fast
+
+    first = laplacian_run(coupled_case(tmp_path / "first", 1, 1, 4), (1, 1), 0, 1)
+    case = coupled_case(tmp_path / "second", 1, 5, 8, restart_file(first, 4))
+    exchanges = [
+        exchange("laplacian", ("u",), every=1, lag=1),
+        exchange("smooth3", ("v",), every=3, lag=0),
+    ]
+    result = run(config_for(case, 2, 1, exchanges))
+    text = assert_failed_fast(
+        result,
+        20.0,
+        "exchanges on their own schedules ('laplacian' every 1 lag 1, 'smooth3' every 3 lag 0)",
+        "ln_mlb_rst = .false.",
+    )
+    assert "nemo_init: initialisation done" not in text
