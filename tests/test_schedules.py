@@ -157,53 +157,53 @@ def timing(result: object) -> dict[str, object]:
 
 
 @pytest.mark.usefixtures("fortran_build")
-@pytest.mark.parametrize(("n", "m"), [(2, 2), (1, 3)])
-def test_two_schedules_equal_closures_in_sequence(tmp_path: Path, n: int, m: int) -> None:
-    """laplacian on u every step with lag 1, smooth3 on v every 3 steps with lag 0."""
-    steps = 9
+@pytest.mark.parametrize(
+    ("u_schedule", "v_schedule", "n", "m"),
+    [
+        ((1, 1), (3, 0), 2, 2),  # the issue's pattern: every step lag 1 + every 3 lag 0
+        ((1, 1), (3, 0), 1, 3),
+        ((2, 1), (3, 0), 2, 1),  # lag 1 every 2 under a model exchanging every step, lag 0
+        ((4, 1), (2, 0), 4, 2),  # the model every 2, lag 0
+        ((2, 1), (4, 1), 2, 2),  # both lag 1: the model every 2 with lag 1
+    ],
+    ids=["1l1-3l0-N2M2", "1l1-3l0-N1M3", "2l1-3l0-N2M1", "4l1-2l0-N4M2", "2l1-4l1-N2M2"],
+)
+def test_two_schedules_equal_closures_in_sequence(
+    tmp_path: Path,
+    u_schedule: tuple[int, int],
+    v_schedule: tuple[int, int],
+    n: int,
+    m: int,
+) -> None:
+    """laplacian on u and smooth3 on v, each on its own (every, lag): every step of the model
+    equals the closures applied offline, in sequence, to the model's own fields."""
+    steps = 12
     exchanges = [
-        exchange("laplacian", ("u",), every=1, lag=1),
-        exchange("smooth3", ("v",), every=3, lag=0),
+        exchange("laplacian", ("u",), every=u_schedule[0], lag=u_schedule[1]),
+        exchange("smooth3", ("v",), every=v_schedule[0], lag=v_schedule[1]),
     ]
-    result = run(config_for(make_case(tmp_path, steps=steps), n, m, exchanges))
+    every, lag = model_schedule(
+        [ExchangeConfig("x", {}, {}, every=e, lag=g) for e, g in (u_schedule, v_schedule)]
+    )
+    case = make_case(tmp_path, steps=steps, nammlb={"nn_mlb_every": every})
+    result = run(config_for(case, n, m, exchanges))
     out = output(result)
     assert np.abs(out["u_tend"]).max() > 0 and np.abs(out["v_tend"]).max() > 0
     for kt in range(1, steps + 1):
-        want_u = expected_tend(out, "laplacian", "u", kt, 1, 1)
-        want_v = expected_tend(out, "smooth3", "v", kt, 3, 0)
+        want_u = expected_tend(out, "laplacian", "u", kt, *u_schedule)
+        want_v = expected_tend(out, "smooth3", "v", kt, *v_schedule)
         assert np.array_equal(out["u_tend"][kt - 1], want_u), f"u_tend at step {kt}"
         assert np.array_equal(out["v_tend"][kt - 1], want_v), f"v_tend at step {kt}"
-    # v_tend is held between the due steps of smooth3 (1, 4, 7), u_tend changes every step
-    assert np.array_equal(out["v_tend"][4], out["v_tend"][5])
-    assert not np.array_equal(out["v_tend"][5], out["v_tend"][6])
+    # each output held between its own due steps, changed at them
+    e_v = v_schedule[0]
+    assert np.array_equal(out["v_tend"][e_v], out["v_tend"][2 * e_v - 1])
+    assert not np.array_equal(out["v_tend"][2 * e_v - 1], out["v_tend"][2 * e_v])
     per = timing(result)["per_exchange"]
-    assert per["laplacian"]["steps"] == list(range(1, steps + 1))  # type: ignore[index]
-    assert per["smooth3"]["steps"] == [1, 4, 7]  # type: ignore[index]
-    assert (per["smooth3"]["every"], per["smooth3"]["lag"]) == (3, 0)  # type: ignore[index]
+    assert per["laplacian"]["steps"] == list(range(1, steps + 1, u_schedule[0]))  # type: ignore[index]
+    assert per["smooth3"]["steps"] == list(range(1, steps + 1, e_v))  # type: ignore[index]
+    assert (per["smooth3"]["every"], per["smooth3"]["lag"]) == v_schedule  # type: ignore[index]
     assert per["laplacian"]["inference_s"] > 0  # type: ignore[index]
-    assert (timing(result)["every"], timing(result)["lag"]) == (1, 0)
-
-
-@pytest.mark.usefixtures("fortran_build")
-def test_two_schedules_all_lag1(tmp_path: Path) -> None:
-    """Both lag 1 (the model exchanges with lag 1 every 2 steps): laplacian every 2, smooth3
-    every 4."""
-    steps = 12
-    exchanges = [
-        exchange("laplacian", ("u",), every=2, lag=1),
-        exchange("smooth3", ("v",), every=4, lag=1),
-    ]
-    case = make_case(tmp_path, steps=steps, nammlb={"nn_mlb_every": 2})
-    result = run(config_for(case, 2, 2, exchanges))
-    out = output(result)
-    assert np.abs(out["v_tend"]).max() > 0
-    for kt in range(1, steps + 1):
-        want_u = expected_tend(out, "laplacian", "u", kt, 2, 1)
-        want_v = expected_tend(out, "smooth3", "v", kt, 4, 1)
-        assert np.array_equal(out["u_tend"][kt - 1], want_u), f"u_tend at step {kt}"
-        assert np.array_equal(out["v_tend"][kt - 1], want_v), f"v_tend at step {kt}"
-    assert (timing(result)["every"], timing(result)["lag"]) == (2, 1)
-    assert timing(result)["per_exchange"]["smooth3"]["steps"] == [1, 5, 9]  # type: ignore[index]
+    assert (timing(result)["every"], timing(result)["lag"]) == (every, lag)
 
 
 @pytest.mark.usefixtures("fortran_build")
