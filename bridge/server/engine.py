@@ -439,6 +439,11 @@ class Engine:
                 del held[:-2]
             step = applied_step(ex, used_at, self.origin)
             chosen = next((out for d, out in reversed(held) if d == step), None)
+            if chosen is None and step >= self.origin:
+                raise ServerError(
+                    f"exchange {name!r}: the outputs of step {step} the model uses from step "
+                    f"{used_at} on are no longer held (held: {[d for d, _ in held]})"
+                )
             if chosen is None:  # before the first outputs of the exchange: zeros
                 chosen = {f: np.zeros_like(a) for f, a in held[-1][1].items()}
             for model_field, out in chosen.items():
