@@ -55,6 +55,8 @@ def test_bench_coupled(fortran_build: Path) -> None:
         "--closure", "laplacian", "--build-dir", str(fortran_build),
     )  # fmt: skip
     assert "lag 0" in out and "lag 1" in out
+    assert "two schedules / coupled lag 0" in out
+    assert "closure per call, laplacian_v_every3_lag0" in out
 
 
 def test_bench_closure() -> None:

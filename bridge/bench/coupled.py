@@ -8,7 +8,13 @@ server rank), each repeat measures, through :func:`bridge.launch.launcher.launch
   halo (u and v, all layers at once), seconds per call (between the runs of each repeat);
 * **coupled lag 0** and **coupled lag 1**: the same run with the closure in a server every step,
   step-loop wall time per step; and the server's busy time per exchange (``timing.json``:
-  unpack, inference, pack, send).
+  unpack, inference, pack, send);
+* **two schedules**: two exchanges of the same closure in one run, on u every step with lag 1 and
+  on v every 3 steps with lag 0 (the model exchanges both fields every step with lag 0, the
+  server runs each closure on its own due steps and holds its outputs in between,
+  ``docs/coupling.md``): step-loop wall time per step against **coupled lag 0** (one exchange,
+  u and v every step), and each exchange's closure seconds per call (``timing.json``
+  ``per_exchange``).
 
 Printed, as medians over the repeats, with the targets: lag 0: ``coupled - (model + closure)``
 <= 10 % of the model step (the transfer overhead); lag 1: ``coupled <= 1.1 x max(model step,
@@ -58,6 +64,14 @@ class CoupledTiming:
     server1_s: float
     inference0_s: float  # the closure's time inside the server (lag 0 run)
     inference1_s: float
+    two_s: float = 0.0  # two exchanges on their own schedules, seconds per step
+    server2_s: float = 0.0
+    per_exchange_s: tuple[tuple[str, float], ...] = ()  # closure seconds per call, by exchange
+
+    @property
+    def two_ratio(self) -> float:
+        """``two schedules / coupled lag 0`` (one exchange of u and v every step)."""
+        return self.two_s / self.lag0_s
 
     @property
     def lag0_overhead(self) -> float:
@@ -103,7 +117,7 @@ def _case(work: Path, nx: int, nz: int, steps: int) -> Path:
     return work
 
 
-def _config(work: Path, closure: str | None, lag: int) -> Any:
+def _config(work: Path, closure: str | None, lag: int, two: bool = False) -> Any:
     from bridge.config.coupling import CouplingConfig
 
     data: dict[str, Any] = {
@@ -122,6 +136,27 @@ def _config(work: Path, closure: str | None, lag: int) -> Any:
                 "lag": lag,
             }
         ]
+    if closure is not None and two:  # u every step, lag 1; v every 3 steps, lag 0
+        prefix = PREFIX[closure]
+        params = {} if closure == "identity" else {"coefficient": 1.0e-7}
+        data["exchange"] = [
+            {
+                "name": f"{closure}_u_every1_lag1",
+                "closure": closure,
+                "inputs": {"u": "u"},
+                "outputs": {f"{prefix}_u": "u_tend"},
+                "params": params,
+                "lag": 1,
+            },
+            {
+                "name": f"{closure}_v_every3_lag0",
+                "closure": closure,
+                "inputs": {"v": "v"},
+                "outputs": {f"{prefix}_v": "v_tend"},
+                "params": params,
+                "every": 3,
+            },
+        ]
     return CouplingConfig.from_dict(data, base_dir=work)
 
 
@@ -133,13 +168,16 @@ def _step_seconds(run_dir: Path) -> float:
     return float(match.group(2)) / int(match.group(1))
 
 
-def _run(work: Path, closure: str | None, lag: int, build: Path) -> tuple[float, float, float]:
-    """One launch: model seconds per step, server busy and inference seconds per exchange."""
+def _run(
+    work: Path, closure: str | None, lag: int, build: Path, two: bool = False
+) -> tuple[float, float, float, dict[str, float]]:
+    """One launch: model seconds per step, server busy and inference seconds per exchange, and
+    each exchange's closure seconds per call."""
     import json
 
     from bridge.launch.launcher import launch
 
-    result = launch(_config(work, closure, lag), quiet=True, build_dir=build)
+    result = launch(_config(work, closure, lag, two), quiet=True, build_dir=build)
     if result.returncode != 0:
         raise RuntimeError(f"run failed ({result.returncode}): see {result.run_dir}")
     timing = result.timing or {}
@@ -149,7 +187,11 @@ def _run(work: Path, closure: str | None, lag: int, build: Path) -> tuple[float,
     if steps_file.is_file():
         per_rank = json.loads(steps_file.read_text())["servers"]
         inference = max(statistics.median(r["inference_s"]) for r in per_rank if r["inference_s"])
-    return _step_seconds(result.run_dir), server, inference
+    per = {
+        name: float(row.get("inference_per_call_median_s", 0.0))
+        for name, row in timing.get("per_exchange", {}).items()
+    }
+    return _step_seconds(result.run_dir), server, inference, per
 
 
 def closure_seconds(closure: str, nx: int, nz: int, calls: int = 30) -> float:
@@ -179,16 +221,22 @@ def closure_seconds(closure: str, nx: int, nz: int, calls: int = 30) -> float:
 def measure(args: argparse.Namespace, work: Path, build: Path) -> CoupledTiming:
     """The four measurements, interleaved ``args.repeats`` times (a shared machine drifts)."""
     _case(work, args.nx, args.nz, args.steps)
-    keys = ("model", "closure", "lag0", "lag1", "srv0", "srv1", "inf0", "inf1")
+    keys = ("model", "closure", "lag0", "lag1", "srv0", "srv1", "inf0", "inf1", "two", "srv2")
     rows: dict[str, list[float]] = {k: [] for k in keys}
+    per: dict[str, list[float]] = {}
     for _ in range(max(1, args.repeats)):
         rows["model"].append(_run(work, None, 0, build)[0])
         rows["closure"].append(closure_seconds(args.closure, args.nx, args.nz))
         for lag in (0, 1):
-            step, server, inference = _run(work, args.closure, lag, build)
+            step, server, inference, _ = _run(work, args.closure, lag, build)
             rows[f"lag{lag}"].append(step)
             rows[f"srv{lag}"].append(server)
             rows[f"inf{lag}"].append(inference)
+        step, server, _, calls = _run(work, args.closure, 0, build, two=True)
+        rows["two"].append(step)
+        rows["srv2"].append(server)
+        for name, seconds in calls.items():
+            per.setdefault(name, []).append(seconds)
     med = {k: statistics.median(v) for k, v in rows.items()}
     return CoupledTiming(
         model_s=med["model"],
@@ -199,6 +247,9 @@ def measure(args: argparse.Namespace, work: Path, build: Path) -> CoupledTiming:
         server1_s=med["srv1"],
         inference0_s=med["inf0"],
         inference1_s=med["inf1"],
+        two_s=med["two"],
+        server2_s=med["srv2"],
+        per_exchange_s=tuple((n, statistics.median(v)) for n, v in per.items()),
     )
 
 
@@ -219,6 +270,10 @@ def report(t: CoupledTiming, args: argparse.Namespace) -> str:
         f"  lag 0, with the closure as timed in the server: {t.lag0_transfer * 100:6.1f} %",
         f"  lag 1: coupled / max(model, server) = {t.lag1_ratio:6.3f}"
         f"   (target <= 1.1: {'met' if t.lag1_ratio <= 1.1 else 'NOT met'})",
+        f"  two schedules             {t.two_s * ms:9.3f}   (server busy {t.server2_s * ms:.3f}; "
+        "u every 1 lag 1 + v every 3 lag 0, both fields sent every step)",
+        f"  two schedules / coupled lag 0 (one exchange, u and v every step) = {t.two_ratio:6.3f}",
+        *(f"    closure per call, {n}: {v * ms:.3f}" for n, v in t.per_exchange_s),
     ]
     return "\n".join(lines)
 

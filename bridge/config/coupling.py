@@ -58,6 +58,8 @@ progress and success come from the servers.
     outputs = { lap_u = "u_tend" } # closure output -> model field received
     every = 1                      # exchange every this many model steps (>= 1)
     lag = 0                        # 0 or 1
+    combine = "refuse"             # refuse | add: an output written into a model field another
+                                   # exchange writes too is added to it when both say "add"
     on_nan = "abort"               # abort | zero: what to do with a NaN or Inf (either sign), and
                                    # with an output beyond its max_abs
     max_abs = { u_tend = 1.0e-3 }  # optional: the largest |value| an output may have (a number
@@ -105,7 +107,7 @@ import math
 import re
 import shutil
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,7 @@ RUN_DIR_NAMES = (
 )  # fmt: skip
 """Files of the run directory that the launcher or the servers write: never staged over."""
 LAGS = (0, 1)
+COMBINE = ("refuse", "add")
 MODEL_KEYS = (
     "kind", "executable", "args", "ranks", "namelist_cfg", "namelist_ref", "boundary", "stage",
     "link", "env", "steps", "nx", "ny",
@@ -368,9 +371,15 @@ class ExchangeConfig:
     outputs : dict of str to str
         Closure output name -> model field received.
     every : int
-        Exchange every this many model steps (>= 1).
+        Exchange every this many model steps (>= 1). Exchanges may differ: the model exchanges
+        its fields on the finest schedule (:func:`model_schedule`), the servers run each closure
+        on its own due steps and hold its outputs in between.
     lag : int
-        0: outputs of step kt come back at kt; 1: at kt + every.
+        0: outputs of step kt come back at kt; 1: at kt + every (this exchange's every).
+    combine : str
+        ``refuse`` (default) or ``add``: outputs of two exchanges written into one model field
+        are added (in the order of the ``[[exchange]]`` blocks) when both say ``add``; refused
+        otherwise.
     on_nan : str
         ``abort`` the run, or replace by ``zero``, the non-finite values (NaN, +-Inf) of the
         fields and outputs and the outputs beyond their ``max_abs``.
@@ -396,11 +405,41 @@ class ExchangeConfig:
     params: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
     max_abs: dict[str, float] = field(default_factory=dict)
+    combine: str = "refuse"
 
 
 def exchange_name(exchange: ExchangeConfig) -> str:
     """The name an exchange goes by in messages, timing and diagnostics."""
     return exchange.name or exchange.closure
+
+
+def model_schedule(exchanges: Sequence[ExchangeConfig]) -> tuple[int, int]:
+    """``(every, lag)`` the model exchanges its fields on.
+
+    All exchanges on one schedule: that schedule. Otherwise the finest one: every = the greatest
+    common divisor of the exchanges' ``every``, lag = the smallest lag (0 as soon as one
+    exchange has lag 0). The servers run each closure on its own due steps and answer the
+    other steps with the outputs it holds (:func:`applied_step`). No exchange: ``(1, 0)``.
+    """
+    if not exchanges:
+        return 1, 0
+    return math.gcd(*(ex.every for ex in exchanges)), min(ex.lag for ex in exchanges)
+
+
+def schedules_differ(exchanges: Sequence[ExchangeConfig]) -> bool:
+    """Whether the exchanges are on more than one ``(every, lag)``."""
+    return len({(ex.every, ex.lag) for ex in exchanges}) > 1
+
+
+def applied_step(exchange: ExchangeConfig, step: int, origin: int) -> int:
+    """The due step of ``exchange`` whose fields give the outputs the model uses at ``step``.
+
+    Due steps are ``origin + n * every``; with lag 0 the model uses the outputs of the last due
+    step ``<= step``, with lag 1 those of the last due step ``<= step - every``. Before the
+    first (a result ``< origin``) the outputs are zero.
+    """
+    last = step - exchange.lag * exchange.every
+    return origin + ((last - origin) // exchange.every) * exchange.every
 
 
 @dataclass(frozen=True)
@@ -483,6 +522,7 @@ class CouplingConfig:
                     "params": json.loads(json.dumps(ex.params)),
                     "sha256": ex.sha256,
                     "max_abs": dict(ex.max_abs),
+                    "combine": ex.combine,
                 }
                 for ex in self.exchanges
             ],
@@ -691,6 +731,12 @@ class _Parser(Reader):
         exchanges = [self.exchange(raw, where) for where, raw in self.tables(data, "", "exchange")]
         exchanges = self.unique_names(exchanges)
         self.check_received_fields(exchanges)
+        if transport == "oasis" and schedules_differ(exchanges):
+            self.note(
+                "exchange",
+                'transport = "oasis" runs every exchange on one schedule: the exchanges differ '
+                f'in every or lag ({_schedules(exchanges)}); use transport = "mpi"',
+            )
         if transport == "oasis" and not oasis_only and not exchanges:
             self.note(
                 "",
@@ -957,6 +1003,7 @@ class _Parser(Reader):
                 "max_abs",
                 "params",
                 "sha256",
+                "combine",
             ),
         )
         closure = self.string(
@@ -1000,6 +1047,7 @@ class _Parser(Reader):
             ),
             sha256=sha256.lower(),
             max_abs=self.max_abs(data, where, outputs),
+            combine=self.choice(data, where, "combine", COMBINE, "refuse"),
         )
 
     def max_abs(
@@ -1089,20 +1137,37 @@ class _Parser(Reader):
                 )
 
     def check_received_fields(self, exchanges: list[ExchangeConfig]) -> None:
-        receiver: dict[str, str] = {}
+        """One closure output per model field, unless the exchanges writing it all say
+        ``combine = "add"`` (one output per model field within an exchange)."""
+        receiver: dict[str, tuple[str, int]] = {}
         for index, ex in enumerate(exchanges):
             for output, model_field in ex.outputs.items():
                 here = f"exchange[{index}].outputs.{output}"
-                if model_field in receiver:
-                    self.note(
-                        here,
-                        f"model field {model_field!r} is already received by "
-                        f"{receiver[model_field]} (a model field can receive from one closure "
-                        "output only)",
-                        model_field,
-                    )
+                if model_field not in receiver:
+                    receiver[model_field] = (here, index)
+                    continue
+                there, other = receiver[model_field]
+                if other == index:
+                    why = "an exchange writes a model field from one closure output only"
+                elif ex.combine == "add" and exchanges[other].combine == "add":
+                    continue
                 else:
-                    receiver[model_field] = here
+                    why = (
+                        f'set combine = "add" in exchange[{other}] and exchange[{index}] to add '
+                        "the two outputs, or write another model field"
+                    )
+                self.note(
+                    here,
+                    f"model field {model_field!r} is already received by {there} ({why})",
+                    model_field,
+                )
+
+
+def _schedules(exchanges: Sequence[ExchangeConfig]) -> str:
+    """``exchange[0] every 1 lag 1, exchange[1] every 3 lag 0``."""
+    return ", ".join(
+        f"exchange[{i}] every {ex.every} lag {ex.lag}" for i, ex in enumerate(exchanges)
+    )
 
 
 def _is_device(value: str) -> bool:

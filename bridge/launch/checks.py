@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.config.coupling import ConfigError, CouplingConfig
+from bridge.config.coupling import ConfigError, CouplingConfig, model_schedule, schedules_differ
 from bridge.config.namelist import (
     NamelistError,
     NemoNamelist,
@@ -267,12 +267,20 @@ def check_exchange_fields(ctx: LaunchContext) -> Iterator[str]:
         except NamelistError as err:
             yield str(err)
             return
-        for index, exchange in enumerate(ctx.config.exchanges):
-            if exchange.every != every:
-                yield (
-                    f"exchange[{index}].every = {exchange.every}, but the model exchanges every "
-                    f"{every} steps ({nml.where('nammlb', 'nn_mlb_every')} = {every})"
-                )
+        exchanges = ctx.config.exchanges
+        needed = model_schedule(exchanges)[0]
+        if exchanges and not schedules_differ(exchanges) and needed != every:
+            yield (
+                f"exchange[0].every = {needed}, but the model exchanges every "
+                f"{every} steps ({nml.where('nammlb', 'nn_mlb_every')} = {every})"
+            )
+        elif exchanges and needed != every:
+            listing = ", ".join(f"exchange[{i}].every = {e.every}" for i, e in enumerate(exchanges))
+            yield (
+                f"{listing}: the exchanges on their own schedules need the model to exchange every "
+                f"{needed} steps (their greatest common divisor), but it exchanges every {every} "
+                f"({nml.where('nammlb', 'nn_mlb_every')} = {every})"
+            )
 
 
 DEFAULT_CHECKS: tuple[Check, ...] = (

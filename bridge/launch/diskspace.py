@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.config.coupling import CouplingConfig
+from bridge.config.coupling import CouplingConfig, model_schedule
 from bridge.config.namelist import NamelistError, NemoNamelist
 
 MARGIN = 1.10  # the estimate of the outputs times this
@@ -108,7 +108,7 @@ def estimate_outputs(
         )
     diagnostics = config.diagnostics
     if diagnostics.netcdf and config.exchanges:
-        every = config.exchanges[0].every
+        every = model_schedule(config.exchanges)[0]
         exchanged = {
             f for ex in config.exchanges for f in (*ex.inputs.values(), *ex.outputs.values())
         }

@@ -32,7 +32,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bridge.closures.base import ClosureSpec
-from bridge.config.coupling import ExchangeConfig, exchange_name
+from bridge.config.coupling import (
+    ExchangeConfig,
+    exchange_name,
+    model_schedule,
+    schedules_differ,
+)
 from bridge.domain.plan import Box, Plan, check_tiling
 from bridge.domain.stagger import NEMO_FACES, describe_faces, parse_faces
 from bridge.wire import PROTOCOL_VERSION
@@ -216,7 +221,14 @@ def check_reports(
 
     declared = {f.name: f for f in first.fields}
     listing = ", ".join(f"{f.name} ({f.direction})" for f in first.fields) or "none"
-    produced: dict[str, str] = {}
+    produced: dict[str, ExchangeConfig] = {}
+    every, _ = model_schedule(exchanges)
+    needs = (
+        f"the configuration says every {exchanges[0].every}"
+        if exchanges and not schedules_differ(exchanges)
+        else f"the exchanges' schedules need every {every} (the greatest common divisor of their "
+        "every)"
+    )
     for ex in exchanges:
         name = exchange_name(ex)
         spec = specs.get(name)
@@ -256,18 +268,20 @@ def check_reports(
                         f"point ({describe_faces(spec.faces)}): declare the field with grid = "
                         f"'{wanted}' (mlb_def_field) or map it to another closure {role}"
                     )
-                if decl.every != ex.every:
+                if decl.every != every:
                     problems.append(
                         f"exchange {name!r}: model field {model_name!r} is declared every "
-                        f"{decl.every} steps by the model, the configuration says every {ex.every}"
+                        f"{decl.every} steps by the model, {needs}"
                     )
                 if role == "output":
-                    if model_name in produced:
+                    other = produced.get(model_name)
+                    if other is not None and not (ex.combine == other.combine == "add"):
                         problems.append(
                             f"model field {model_name!r} is produced by two exchanges: "
-                            f"{produced[model_name]!r} and {name!r}"
+                            f"{exchange_name(other)!r} and {name!r} (combine = 'add' in both "
+                            "adds their outputs)"
                         )
-                    produced[model_name] = name
+                    produced.setdefault(model_name, ex)
                 used.append(decl)
         if spec is not None:
             missing = [
@@ -295,13 +309,6 @@ def check_reports(
                     f"model field {full[0].name!r} has {full[0].nlev} (one closure call takes "
                     "all levels of all its fields at once; only surface fields, levels = 1, "
                     "may differ)"
-                )
-    if exchanges:
-        for attr in ("every", "lag"):
-            values = {exchange_name(ex): getattr(ex, attr) for ex in exchanges}
-            if len(set(values.values())) > 1:
-                problems.append(
-                    f"exchanges differ in {attr} ({values}): one run has one {attr} for now"
                 )
     return problems
 
@@ -363,6 +370,13 @@ def check_restart(
         "accepting a run that differs from one done in one go"
     )
     problems: list[str] = []
+    if schedules_differ(exchanges):
+        listing = ", ".join(f"{exchange_name(e)!r} every {e.every} lag {e.lag}" for e in exchanges)
+        problems.append(
+            f"exchanges on their own schedules ({listing}) and the model restarts (the schedule's "
+            f"origin is step {origin}): the servers hold each exchange's outputs between its due "
+            f"steps, which a restart does not save. Put every exchange on one schedule, {cold}"
+        )
     for ex in exchanges:
         name = exchange_name(ex)
         spec = specs.get(name)

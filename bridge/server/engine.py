@@ -8,7 +8,10 @@ keyed by model field. The engine
 
 1. applies the NaN policy to the inputs (``on_nan``: ``abort`` names the field, step, model rank
    and global point of the first bad value; ``zero`` replaces it and counts),
-2. runs every exchange's closure on all levels at once (levels are the batch), handing each the
+2. runs the closure of every exchange due at the step (``every`` of the exchange, counted from
+   the first step served; the model exchanges on the finest schedule,
+   :func:`bridge.config.coupling.model_schedule`) on all levels at once (levels are the batch),
+   handing each the
    window of the block its halo needs and the land mask when it asks for one; where the model's
    face convention differs from the closure's, the window of a staggered field is shifted by one
    cell (the closure's ``U(i)`` is the model's ``U(i+1)`` for a west-face model and a NEMO-
@@ -19,8 +22,11 @@ keyed by model field. The engine
    else the bound a registry manifest implies), counts and reports the values cut by a
    manifest's clip bound,
 4. masks each U, V or F output with its own point's mask (umask, vmask, fmask derived from the
-   T mask by NEMO's rule, :func:`bridge.domain.stagger.point_masks`), and returns the outputs
-   keyed by model field, on the block alone.
+   T mask by NEMO's rule, :func:`bridge.domain.stagger.point_masks`),
+5. answers with the outputs each exchange's own lag and every say the model uses
+   (:func:`bridge.config.coupling.applied_step`: held between due steps, those of the previous
+   due step with lag 1, zeros before the first), adding those of exchanges that write one model
+   field (``combine = "add"``, in exchange order), keyed by model field, on the block alone.
 
 :func:`serve_exchanges` is the step loop around it; the transport says when the fields of an
 exchange are in (``wait``), moves them into place (``unpack``), and sends the outputs
@@ -44,7 +50,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bridge.closures.base import Closure, check_outputs
-from bridge.config.coupling import ExchangeConfig, exchange_name
+from bridge.config.coupling import ExchangeConfig, applied_step, exchange_name
 from bridge.domain.plan import Box, assemble_global_reference
 from bridge.domain.stagger import NEMO_FACES, input_shift, point_masks
 from bridge.protocol.handshake import SERVER_SUPPLIED_INPUTS
@@ -277,6 +283,8 @@ class Engine:
         This server rank's block.
     points
         The C-grid point of each model field (``mlb_def_field``'s grid; absent: T).
+    schedule
+        ``(every, lag)`` the model exchanges on (:func:`bridge.config.coupling.model_schedule`).
     """
 
     def __init__(
@@ -285,8 +293,19 @@ class Engine:
         closures: Mapping[str, Closure],
         block: Block,
         points: Mapping[str, str] | None = None,
+        schedule: tuple[int, int] = (1, 0),
     ) -> None:
         self.exchanges = tuple(exchanges)
+        self.schedule = schedule
+        self.uniform = all((ex.every, ex.lag) == schedule for ex in self.exchanges)
+        self.origin: int | None = None  # the first step served: every schedule counts from it
+        # per exchange: the outputs of its last two due steps, [(step, outputs by model field)]
+        self.held: dict[str, list[tuple[int, dict[str, np.ndarray]]]] = {
+            exchange_name(ex): [] for ex in self.exchanges
+        }
+        # per exchange: the steps its closure ran and the seconds each call took
+        self.calls: dict[str, list[int]] = {exchange_name(ex): [] for ex in self.exchanges}
+        self.call_s: dict[str, list[float]] = {exchange_name(ex): [] for ex in self.exchanges}
         self.closures = closures
         self.block = block
         self.layouts = {
@@ -394,7 +413,8 @@ class Engine:
     # --- inference ---------------------------------------------------------------------------
 
     def infer(self, kt: int, blocks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run every exchange's closure on the block; return the outputs keyed by model field.
+        """Run the closures due at step ``kt`` on the block; return the outputs the model uses
+        from this exchange on (each exchange's own lag and every), keyed by model field.
 
         Raises
         ------
@@ -402,67 +422,103 @@ class Engine:
             If a closure fails or returns what its spec does not promise, or on a NaN with
             ``on_nan = "abort"``.
         """
+        if self.origin is None:
+            self.origin = kt
+        clock = time.perf_counter
+        every, lag = self.schedule
+        used_at = kt + lag * every  # the step from which the model uses these outputs
+        outputs: dict[str, np.ndarray] = {}
+        for ex in self.exchanges:
+            name = exchange_name(ex)
+            held = self.held[name]
+            if (kt - self.origin) % ex.every == 0:
+                t0 = clock()
+                held.append((kt, self._run(kt, ex, blocks)))
+                self.call_s[name].append(clock() - t0)
+                self.calls[name].append(kt)
+                del held[:-2]
+            step = applied_step(ex, used_at, self.origin)
+            chosen = next((out for d, out in reversed(held) if d == step), None)
+            if chosen is None and step >= self.origin:
+                raise ServerError(
+                    f"exchange {name!r}: the outputs of step {step} the model uses from step "
+                    f"{used_at} on are no longer held (held: {[d for d, _ in held]})"
+                )
+            if chosen is None:  # before the first outputs of the exchange: zeros
+                chosen = {f: np.zeros_like(a) for f, a in held[-1][1].items()}
+            for model_field, out in chosen.items():
+                if model_field in outputs:  # combine = "add" (checked with the configuration)
+                    outputs[model_field] = outputs[model_field] + out
+                else:
+                    outputs[model_field] = out
+        return outputs
+
+    def _run(
+        self, kt: int, ex: ExchangeConfig, blocks: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The closure of ``ex`` on the block: its outputs keyed by model field."""
         outputs: dict[str, np.ndarray] = {}
         ny, nx = self.block.box.ny, self.block.box.nx
         big = self.block.halo
         mask_block = self.block.mask
-        for ex in self.exchanges:
-            name = exchange_name(ex)
-            closure = self.closures[name]
-            spec = closure.spec
-            layout = self.layouts[name]
-            south, north, west, east = layout.extend
-            h = spec.halo
-            interior = (ny + south + north, nx + west + east)
+        name = exchange_name(ex)
+        closure = self.closures[name]
+        spec = closure.spec
+        layout = self.layouts[name]
+        south, north, west, east = layout.extend
+        h = spec.halo
+        interior = (ny + south + north, nx + west + east)
 
-            corner = (big - h - south, big - h - west)
-            window = _window(corner, interior, h, (0, 0))
-            inputs: dict[str, np.ndarray] = {}
-            nz = 1
-            for closure_input, model_field in ex.inputs.items():
-                shift = layout.shifts[closure_input]
-                arr = blocks[model_field][_window(corner, interior, h, shift)]
-                field = spec.field("input", closure_input)
-                if field is None or not field.surface:  # a surface input has 1 level, not nz
-                    nz = arr.shape[0]
-                inputs[closure_input] = arr if spec.dtype == "float64" else arr.astype(spec.dtype)
-            for extra in SERVER_SUPPLIED_INPUTS:
-                if extra in spec.input_names:
-                    mask = mask_block[window].astype(spec.dtype, copy=False)
-                    inputs[extra] = np.broadcast_to(mask, (nz, *mask.shape[1:]))
-            try:
-                if self.takes_mask[name]:  # registry closures: outputs are zero on land
-                    result = closure(inputs, mask=mask_block[0][window[1:]])
-                else:
-                    result = closure(inputs)
-                if name not in self.checked_outputs:
-                    check_outputs(spec, result, (nz, *interior))
-                    self.checked_outputs.add(name)
-            except Exception as err:
-                raise ServerError(
-                    f"closure {spec.name!r} of exchange {name!r} failed at step {kt} on server "
-                    f"rank {self.rank}: {type(err).__name__}: {err}"
-                ) from None
-            for closure_output, model_field in ex.outputs.items():
-                out = result[closure_output]
-                if any(layout.extend):  # back to the model's convention, on the block
-                    dj, di = layout.shifts[closure_output]
-                    out = out[:, south - dj : south - dj + ny, west - di : west - di + nx]
-                out = np.ascontiguousarray(out, dtype=np.float64)
-                point = layout.points[model_field]
-                if point != "T" and self.block.point_masks is not None:
-                    out = np.where(self.block.point_masks[point] != 0, out, 0.0)
-                bound = self.bounds.get(model_field)
-                passed_through = _inside_any(out, blocks.values())
-                if bound is not None and passed_through:
-                    out = out.copy()  # an input passed through: zeroing must not touch it
-                if bound is not None or not passed_through:
-                    origin = bound or OutputBound(np.inf, closure_output, name, "")
-                    self._nan_check(kt, model_field, out, out, "closure output for", origin)
-                # else an input passed through, without a bound: its NaNs were handled with the
-                # inputs
-                self._clip_report(kt, closure, closure_output, model_field, out.shape)
-                outputs[model_field] = out
+        corner = (big - h - south, big - h - west)
+        window = _window(corner, interior, h, (0, 0))
+        inputs: dict[str, np.ndarray] = {}
+        nz = 1
+        for closure_input, model_field in ex.inputs.items():
+            shift = layout.shifts[closure_input]
+            arr = blocks[model_field][_window(corner, interior, h, shift)]
+            field = spec.field("input", closure_input)
+            if field is None or not field.surface:  # a surface input has 1 level, not nz
+                nz = arr.shape[0]
+            inputs[closure_input] = arr if spec.dtype == "float64" else arr.astype(spec.dtype)
+        for extra in SERVER_SUPPLIED_INPUTS:
+            if extra in spec.input_names:
+                mask = mask_block[window].astype(spec.dtype, copy=False)
+                inputs[extra] = np.broadcast_to(mask, (nz, *mask.shape[1:]))
+        try:
+            if self.takes_mask[name]:  # registry closures: outputs are zero on land
+                result = closure(inputs, mask=mask_block[0][window[1:]])
+            else:
+                result = closure(inputs)
+            if name not in self.checked_outputs:
+                check_outputs(spec, result, (nz, *interior))
+                self.checked_outputs.add(name)
+        except Exception as err:
+            raise ServerError(
+                f"closure {spec.name!r} of exchange {name!r} failed at step {kt} on server "
+                f"rank {self.rank}: {type(err).__name__}: {err}"
+            ) from None
+        for closure_output, model_field in ex.outputs.items():
+            out = result[closure_output]
+            if any(layout.extend):  # back to the model's convention, on the block
+                dj, di = layout.shifts[closure_output]
+                out = out[:, south - dj : south - dj + ny, west - di : west - di + nx]
+            out = np.ascontiguousarray(out, dtype=np.float64)
+            point = layout.points[model_field]
+            if point != "T" and self.block.point_masks is not None:
+                out = np.where(self.block.point_masks[point] != 0, out, 0.0)
+            bound = self.bounds.get(model_field)
+            passed_through = _inside_any(out, blocks.values())
+            if bound is not None and passed_through:
+                out = out.copy()  # an input passed through: zeroing must not touch it
+            if bound is not None or not passed_through:
+                origin = bound or OutputBound(np.inf, closure_output, name, "")
+                self._nan_check(kt, model_field, out, out, "closure output for", origin)
+            # else an input passed through, without a bound: its NaNs were handled with the
+            # inputs
+            if passed_through and not self.uniform:
+                out = out.copy()  # held beyond this step: not a view of the next fields
+            self._clip_report(kt, closure, closure_output, model_field, out.shape)
+            outputs[model_field] = out
         return outputs
 
     def _clip_report(
@@ -512,6 +568,15 @@ class Engine:
             "nan_replaced": self.nan_replaced,
             "max_abs_replaced": self.max_abs_replaced,
             "clipped": dict(self.clipped),
+            "exchanges": {
+                exchange_name(ex): {
+                    "every": ex.every,
+                    "lag": ex.lag,
+                    "steps": list(self.calls[exchange_name(ex)]),
+                    "inference_s": list(self.call_s[exchange_name(ex)]),
+                }
+                for ex in self.exchanges
+            },
         }
 
 
@@ -630,7 +695,13 @@ def merged_clipped(summaries: Sequence[Mapping[str, Any]]) -> dict[str, int]:
 def write_timing(
     run_dir: Path, summaries: Sequence[Mapping[str, Any]], lag: int, every: int
 ) -> dict[str, Any]:
-    """``timing.json`` (totals, max over server ranks) and ``timing_steps.json`` (per step)."""
+    """``timing.json`` (totals, max over server ranks) and ``timing_steps.json`` (per step).
+
+    ``lag`` and ``every`` are the model's schedule; ``timing.json`` ``per_exchange`` has each
+    exchange's own ``every``, ``lag``, closure ``calls`` and the seconds of its closure
+    (``inference_s`` in all, ``inference_per_call_median_s``: max over server ranks), part of
+    the server's ``inference_s``.
+    """
     server: dict[str, Any] = {"ranks": len(summaries), "exchanges": len(summaries[0]["steps"])}
     for key in STEP_KEYS:
         server[key] = max(float(np.sum(s["times"][key])) for s in summaries)
@@ -657,6 +728,7 @@ def write_timing(
         "nan_replaced": int(sum(s["nan_replaced"] for s in summaries)),
         "max_abs_replaced": int(sum(s.get("max_abs_replaced", 0) for s in summaries)),
         "clipped": merged_clipped(summaries),
+        "per_exchange": _per_exchange(summaries),
         "per_step_file": "timing_steps.json",
     }
     steps = {
@@ -669,6 +741,25 @@ def write_timing(
     (run_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     (run_dir / "timing_steps.json").write_text(json.dumps(steps) + "\n")
     return timing
+
+
+def _per_exchange(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Each exchange's schedule, calls and closure seconds (max over server ranks)."""
+    result: dict[str, Any] = {}
+    for name, first in summaries[0].get("exchanges", {}).items():
+        rows = [s["exchanges"][name] for s in summaries]
+        result[name] = {
+            "every": first["every"],
+            "lag": first["lag"],
+            "calls": len(first["steps"]),
+            "steps": list(first["steps"]),
+            "inference_s": max(float(np.sum(r["inference_s"])) for r in rows),
+            "inference_per_call_median_s": max(
+                (float(np.median(r["inference_s"])) for r in rows if r["inference_s"]),
+                default=0.0,
+            ),
+        }
+    return result
 
 
 def report_totals(summaries: Sequence[Mapping[str, Any]]) -> None:

@@ -314,7 +314,9 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
     transport: Any = None
     try:
         transport, block = library_transport(layout, config, setup, backend, run_dir, watch)
-        engine = Engine(config.exchanges, closures, block, setup.points)
+        engine = Engine(
+            config.exchanges, closures, block, setup.points, schedule=(setup.every, setup.lag)
+        )
         diagnostics = open_diagnostics(
             config.diagnostics, run_dir, layout.servers,
             server_blocks(setup.nx, setup.ny, layout.n_server), block, config.exchanges,
@@ -462,7 +464,10 @@ def serve_oasis_model(
             rank, blocks[rank], halo, np.ones((oasis.ny, oasis.nx)), oasis.boundary,
             oasis.model_boxes,
         )  # fmt: skip
-        engine = Engine([exchange], {exchange_name(exchange): closure}, block)
+        engine = Engine(
+            [exchange], {exchange_name(exchange): closure}, block,
+            schedule=(exchange.every, exchange.lag),
+        )  # fmt: skip
         progress = (lambda n: paths.write_progress(run_dir, n)) if rank == 0 else None
         recorder = open_diagnostics(
             diagnostics or DiagnosticsConfig(), run_dir, comm, blocks, block, [exchange],

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from bridge.closures.base import Closure, ClosureSpec
-from bridge.config.coupling import CouplingConfig
+from bridge.config.coupling import CouplingConfig, model_schedule
 from bridge.config.namcouple import (
     OASIS_2_0,
     NamcoupleError,
@@ -57,8 +57,8 @@ class Setup:
     active: tuple[int, ...]
     halo: int
     boundary: str
-    every: int
-    lag: int
+    every: int  # the model's schedule (bridge.config.coupling.model_schedule): each exchange
+    lag: int  # keeps its own, run by the engine
     mask: np.ndarray  # (ny, nx) 1 ocean / 0 land
     faces: tuple[str, str] = NEMO_FACES  # the model's face convention
 
@@ -206,8 +206,8 @@ def _handshake_rank0(
                 config.exchanges, closures, {f.name: f.at for f in first.fields}, first.faces
             ),
             boundary=config.model.boundary,
-            every=config.exchanges[0].every,
-            lag=config.exchanges[0].lag,
+            every=model_schedule(config.exchanges)[0],
+            lag=model_schedule(config.exchanges)[1],
             mask=mask,
             faces=first.faces,
         )
