@@ -159,3 +159,35 @@ def test_fold_halo_must_leave_mirror_rows_in_the_grid() -> None:
         plan_routes(6, 4, [Box(0, 6, 0, 4)], [Box(0, 6, 0, 4)], 3, "north_fold_t")
     with pytest.raises(ValueError, match="point must be one of"):
         plan_routes(6, 4, [Box(0, 6, 0, 4)], [Box(0, 6, 0, 4)], 1, "north_fold_t", "W")
+
+
+def test_config_takes_a_fold_and_its_vector_fields(tmp_path) -> None:
+    from bridge.config.coupling import load_config
+
+    path = tmp_path / "coupling.toml"
+    path.write_text(
+        '[model]\nexecutable = "toy_nemo"\nboundary = "north_fold_f"\nvectors = ["u", "v"]\n'
+    )
+    config = load_config(path)
+    assert config.model.boundary == "north_fold_f"
+    assert config.model.vectors == ("u", "v")
+
+
+def test_server_plan_under_a_fold_follows_the_fields_point() -> None:
+    from bridge.protocol.handshake import FieldDecl
+    from bridge.server.setup import Setup
+
+    def setup(points: list[str]) -> Setup:
+        fields = tuple(FieldDecl(f"f{k}", 2, "send", 1, "float64", p) for k, p in enumerate(points))
+        return Setup(
+            nx=8, ny=6, model_boxes=(Box(0, 4, 0, 6), Box(4, 8, 0, 6)), fields=fields,
+            active=(1,) * len(fields), halo=2, boundary="north_fold_t", every=1, lag=0,
+            mask=np.ones((6, 8)),
+        )  # fmt: skip
+
+    blocks = server_blocks(8, 6, 2)
+    models = [Box(0, 4, 0, 6), Box(4, 8, 0, 6)]
+    assert setup(["U", "U"]).plan(2) == plan_routes(8, 6, models, blocks, 2, "north_fold_t", "U")
+    assert setup(["V"]).plan(2) != setup(["T"]).plan(2)
+    with pytest.raises(ValueError, match=r"f0 \(T\), f1 \(U\)"):
+        setup(["T", "U"]).plan(2)

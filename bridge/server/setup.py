@@ -29,7 +29,7 @@ from bridge.config.namcouple import (
 )
 from bridge.config.namelist import read_namelists
 from bridge.config.oasis import library_namcouple
-from bridge.domain.plan import Box, Plan, plan_routes, server_blocks
+from bridge.domain.plan import FOLDS, Box, Plan, plan_routes, server_blocks
 from bridge.domain.stagger import NEMO_FACES
 from bridge.protocol.handshake import (
     FieldDecl,
@@ -68,9 +68,32 @@ class Setup:
         return {f.name: f.at for f in self.fields}
 
     def plan(self, n_server: int) -> Plan:
-        """The routes (every server rank computes the same)."""
+        """The routes (every server rank computes the same).
+
+        Across a north fold the routes depend on the fields' C-grid point, and a model rank sends
+        one set of boxes for all its fields: the fields sent must then share one point.
+
+        Raises
+        ------
+        ValueError
+            Naming the fields and their points, if sent fields sit on different points under a
+            north fold; as :func:`plan_routes` otherwise.
+        """
         blocks = server_blocks(self.nx, self.ny, n_server)
-        return plan_routes(self.nx, self.ny, self.model_boxes, blocks, self.halo, self.boundary)
+        point = "T"
+        if self.boundary in FOLDS:
+            points = {f.name: f.at for f in self.active_fields("send")}
+            if len(set(points.values())) > 1:
+                listed = ", ".join(f"{name} ({at})" for name, at in points.items())
+                raise ValueError(
+                    f"boundary {self.boundary!r}: the fields sent sit on different C-grid points "
+                    f"({listed}); across a north fold they need different routes, and one "
+                    "exchange sends every field through the same boxes: send fields of one point"
+                )
+            point = next(iter(points.values()), "T")
+        return plan_routes(
+            self.nx, self.ny, self.model_boxes, blocks, self.halo, self.boundary, point
+        )
 
     def active_fields(self, direction: str) -> list[FieldDecl]:
         """Active fields of one direction, in declaration order (the message order)."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.domain.plan import Box, Plan
+from bridge.domain.plan import Box, Plan, apply_transforms
 from bridge.protocol.handshake import FieldDecl
 from bridge.transport import mpi as wire
 from bridge.wire import DONE_LENGTH, TAG_DONE, TAG_FIELDS, TAG_OUTPUTS
@@ -85,6 +85,9 @@ class MpiBlockTransport:
         Model steps between two exchanges (to name the step a timeout waited for).
     watch
         The server ranks' watch: answered while waiting, asked after a timeout.
+    fold_signs
+        Sign of each sent field across a north fold (``-1.0`` for vector components; absent:
+        ``1.0``): applied, with the reversal, to the plan's folded segments after each receive.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class MpiBlockTransport:
         *,
         every: int = 1,
         watch: wire.PeerWatch | None = None,
+        fold_signs: Mapping[str, float] | None = None,
     ) -> None:
         from mpi4py import MPI
 
@@ -110,6 +114,14 @@ class MpiBlockTransport:
         self.watch = watch
         self.send_fields = list(send_fields)
         self.recv_fields = list(recv_fields)
+        # across a north fold the cells arrive in the model's order: reversed and signed after
+        signs = fold_signs or {}
+        self.fold_fixes = [
+            (f.name, segments, float(signs.get(f.name, 1.0)))
+            for f in self.send_fields
+            for r in plan.server_recv_peers(self.rank)
+            if (segments := [seg for seg in plan.sends[(r, self.rank)] if not seg.plain])
+        ]
         hy, hx = plan.haloed_shape(self.rank)
         self.block_sets = [
             {f.name: np.zeros((f.nlev, hy, hx)) for f in self.send_fields} for _ in range(2)
@@ -279,6 +291,8 @@ class MpiBlockTransport:
         else:
             self._wait_sends()
             self.requests = self._post(1 - parity)
+        for name, segments, sign in self.fold_fixes:
+            apply_transforms(self.block_sets[parity][name], segments, sign)
         return self.block_sets[parity]
 
     def pack(self, kt: int, outputs: Mapping[str, np.ndarray]) -> None:
