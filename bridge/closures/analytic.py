@@ -10,8 +10,9 @@ order, so that a coupled run and an in-process run agree to the last bit.
   consuming one halo cell and followed by a multiplication by the ``mask`` input (1 on ocean
   points inside the domain, 0 on land and beyond a closed edge, as the model's halo exchange and
   land mask do between passes); output ``coefficient * (S3 - x)``, a relaxation toward the
-  smoothed field. ``S`` sums along i first: ``r = (a[i-1] + 2 a[i]) + a[i+1]``, then
-  ``((r[j-1] + 2 r[j]) + r[j+1]) * 0.0625``.
+  smoothed field. ``S`` sums along i first: ``r = (a[i-1] + a[i+1]) + 2 a[i]``, then
+  ``((r[j-1] + r[j+1]) + 2 r[j]) * 0.0625``: symmetric, so that a mirrored input gives the
+  mirrored bits (the halo across a north fold is a mirror).
 * ``identity`` (halo 0): the inputs themselves (the exchange benchmark's closure).
 * ``cgrid_sw`` (halo 1): the linear shallow-water tendencies of a C grid in NEMO's convention
   (``U(i)`` at ``i + 1/2``, ``V(j)`` at ``j + 1/2``), inputs ``h`` (T), ``u`` (U), ``v`` (V):
@@ -66,8 +67,8 @@ def laplacian_op(x: np.ndarray, coefficient: float, mask: np.ndarray | None = No
 
 def smooth_pass(a: np.ndarray) -> np.ndarray:
     """One (1-2-1) x (1-2-1) / 16 pass: ``(nz, ny, nx)`` -> ``(nz, ny-2, nx-2)``."""
-    r = (a[:, :, :-2] + 2.0 * a[:, :, 1:-1]) + a[:, :, 2:]
-    return ((r[:, :-2, :] + 2.0 * r[:, 1:-1, :]) + r[:, 2:, :]) * 0.0625
+    r = (a[:, :, :-2] + a[:, :, 2:]) + 2.0 * a[:, :, 1:-1]
+    return ((r[:, :-2, :] + r[:, 2:, :]) + 2.0 * r[:, 1:-1, :]) * 0.0625
 
 
 def smooth3_op(x: np.ndarray, coefficient: float, mask: np.ndarray | None = None) -> np.ndarray:

@@ -223,9 +223,9 @@ CONTAINS
          END DO
       ELSEIF( ALLOCATED(ztend) ) THEN
          IF( MOD( kt - nkt0, nn_mlb_every ) /= 0 )   RETURN   ! hold the last outputs
-         IF( lltend(1) )   CALL inproc( pu, ztend(:,:,:,1) )
-         IF( lltend(2) )   CALL inproc( pv, ztend(:,:,:,2) )
-         IF( lltend(3) )   CALL inproc( ph, ztend(:,:,:,3) )
+         IF( lltend(1) )   CALL inproc( pu, ztend(:,:,:,1), 'U' )
+         IF( lltend(2) )   CALL inproc( pv, ztend(:,:,:,2), 'V' )
+         IF( lltend(3) )   CALL inproc( ph, ztend(:,:,:,3), 'T' )
       ENDIF
    END SUBROUTINE inf_put
 
@@ -392,13 +392,14 @@ CONTAINS
    END SUBROUTINE get_field
 
 
-   SUBROUTINE inproc( px, pout )
-      !! the in-process closure of one field
+   SUBROUTINE inproc( px, pout, cdnat )
+      !! the in-process closure of one field (cdnat: its grid point)
       REAL(wp), DIMENSION(:,:,:), INTENT(in   ) ::   px
       REAL(wp), DIMENSION(:,:,:), INTENT(inout) ::   pout
+      CHARACTER(len=1)          , INTENT(in   ) ::   cdnat
       SELECT CASE( cn_mlb_inproc )
       CASE( 'laplacian' )   ;   CALL inc_laplacian( px, rn_mlb_coef, pout )
-      CASE( 'smooth3'   )   ;   CALL inc_smooth3( px, rn_mlb_coef, pout, zwa, zwb )
+      CASE( 'smooth3'   )   ;   CALL inc_smooth3( px, rn_mlb_coef, pout, zwa, zwb, cdnat )
       END SELECT
    END SUBROUTINE inproc
 
