@@ -60,7 +60,7 @@ def fold_exchange(field: str) -> dict:
         "closure": "smooth3",
         "inputs": {field: field},
         "outputs": {f"smooth_{field}": f"{field}_tend"},
-        "params": {"coefficient": COEF},
+        "params": {"coefficient": COEF, "grid": FIELD_POINT[field]},
     }
 
 

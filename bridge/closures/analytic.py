@@ -143,7 +143,10 @@ def analytic_closure(
     fields
         Input names (the closure inputs ``coupling.toml`` maps), e.g. ``["u", "v"]``.
     params
-        ``{"coefficient": float}`` (default 1.0); nothing else is accepted.
+        ``{"coefficient": float}`` (default 1.0) and, except for ``cgrid_sw``, ``{"grid": point}``:
+        the C-grid point (``T``, ``U``, ``V``, ``F``; default ``T``) the fields and outputs sit on
+        (the stencils do not depend on it; the ``mask`` of ``smooth3`` stays the T mask).
+        Nothing else is accepted.
 
     Returns
     -------
@@ -163,11 +166,16 @@ def analytic_closure(
         raise KeyError(f"no analytic closure {name!r} (known: {', '.join(sorted(ANALYTIC))})")
     halo, prefix, operation, uses_mask, default = ANALYTIC[name]
     params = dict(params or {})
-    unknown = sorted(set(params) - {"coefficient"})
+    accepted = {"coefficient"} if name == "cgrid_sw" else {"coefficient", "grid"}
+    unknown = sorted(set(params) - accepted)
     if unknown:
         raise ValueError(
-            f"closure {name!r}: unknown parameter(s) {unknown} (accepted: coefficient)"
+            f"closure {name!r}: unknown parameter(s) {unknown} "
+            f"(accepted: {', '.join(sorted(accepted))})"
         )
+    grid = params.get("grid", "T")
+    if grid not in ("T", "U", "V", "F"):
+        raise ValueError(f"closure {name!r}: grid must be T, U, V or F, got {grid!r}")
     coefficient = params.get("coefficient", default)
     if isinstance(coefficient, bool) or not isinstance(coefficient, int | float):
         raise ValueError(f"closure {name!r}: coefficient must be a number, got {coefficient!r}")
@@ -188,12 +196,14 @@ def analytic_closure(
         raise ValueError(f"closure {name!r}: needs at least one input field")
     if MASK_INPUT in fields:
         raise ValueError(f"closure {name!r}: {MASK_INPUT!r} is supplied by the server, not mapped")
-    inputs = tuple(FieldSpec(f) for f in fields) + ((FieldSpec(MASK_INPUT),) if uses_mask else ())
+    inputs = tuple(FieldSpec(f, grid) for f in fields) + (
+        (FieldSpec(MASK_INPUT),) if uses_mask else ()
+    )
     spec = ClosureSpec(
         name=name,
         halo=halo,
         inputs=inputs,
-        outputs=tuple(FieldSpec(f"{prefix}_{f}") for f in fields),
+        outputs=tuple(FieldSpec(f"{prefix}_{f}", grid) for f in fields),
         dtype="float64",
     )
     return _Analytic(spec, fields, prefix, float(coefficient), operation)

@@ -521,6 +521,8 @@ class CouplingConfig:
         )
         if not model.nemo:
             data.update(steps=model.steps, nx=model.nx, ny=model.ny)
+        if model.vectors:
+            data["vectors"] = list(model.vectors)
         return data
 
     @classmethod
