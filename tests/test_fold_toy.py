@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_coupling_toy import COEF, config_for, make_case, output, run
+from test_coupling_toy import COEF, config_for, logs, make_case, output, run
 
 from bridge.closures.analytic import smooth3_op
 from bridge.domain.plan import Box, assemble_global_reference
@@ -28,11 +28,11 @@ FIELD_POINT = {"u": "U", "v": "V"}
 NX, NY = 22, 17  # even in i (the fold pairs columns), sizes that no decomposition divides
 
 
-def fold_case(path: Path, boundary: str, field: str, inproc: bool) -> Path:
-    """``field`` sent and its tendency received (the other fields not), on the folded grid."""
+def fold_case(path: Path, boundary: str, fields: str, inproc: bool) -> Path:
+    """``fields`` (``"u"``, ``"v"`` or ``"uv"``) sent and their tendencies received, folded grid."""
     names = ["u", "v", "h"]
-    snd = [f if f == field else "" for f in names]
-    rcv = [f"{f}_tend" if f == field else "" for f in names]
+    snd = [f if f in fields else "" for f in names]
+    rcv = [f"{f}_tend" if f in fields else "" for f in names]
     return make_case(
         path,
         steps=5,
@@ -42,7 +42,7 @@ def fold_case(path: Path, boundary: str, field: str, inproc: bool) -> Path:
     )
 
 
-CASES = [(b, f) for b in PERIO for f in FIELD_POINT]
+CASES = [(b, f) for b in PERIO for f in ("u", "v", "uv")]
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +55,18 @@ def inprocess(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str],
     return refs
 
 
-def fold_exchange(field: str) -> dict:
-    return {
-        "closure": "smooth3",
-        "inputs": {field: field},
-        "outputs": {f"smooth_{field}": f"{field}_tend"},
-        "params": {"coefficient": COEF, "grid": FIELD_POINT[field]},
-    }
+def fold_exchanges(fields: str) -> list[dict]:
+    """One smooth3 exchange per field, on the field's point (u and v travel together)."""
+    return [
+        {
+            "name": f"smooth_{field}",
+            "closure": "smooth3",
+            "inputs": {field: field},
+            "outputs": {f"smooth_{field}": f"{field}_tend"},
+            "params": {"coefficient": COEF, "grid": FIELD_POINT[field]},
+        }
+        for field in fields
+    ]
 
 
 def test_model_fold_is_the_plans_rule(inprocess: dict[tuple[str, str], dict]) -> None:
@@ -69,6 +74,8 @@ def test_model_fold_is_the_plans_rule(inprocess: dict[tuple[str, str], dict]) ->
     mask = np.ones((1, NY, NX))
     mask[:, 0, :] = 0.0  # the southern land rim
     for (boundary, field), out in inprocess.items():
+        if field not in FIELD_POINT:
+            continue
         tend = out[f"{field}_tend"]
         assert np.abs(tend).max() > 0, f"{boundary} {field}: the closure did nothing"
         box = Box(0, NX, 0, NY)
@@ -87,7 +94,7 @@ def test_inprocess_fold_is_decomposition_independent(
 ) -> None:
     case = fold_case(tmp_path, boundary, field, True)
     got = output(run(config_for(case, 4)))
-    for name in ("u", "v", "h", f"{field}_tend"):
+    for name in ("u", "v", "h", *(f"{f}_tend" for f in field)):
         np.testing.assert_array_equal(got[name], inprocess[(boundary, field)][name], name)
 
 
@@ -104,8 +111,17 @@ def test_coupled_equals_inprocess_across_the_fold(
 ) -> None:
     case = fold_case(tmp_path, boundary, field, False)
     config = config_for(
-        case, n, m, [fold_exchange(field)], model={"boundary": boundary, "vectors": ["u", "v"]}
+        case, n, m, fold_exchanges(field), model={"boundary": boundary, "vectors": list(field)}
     )
     got, ref = output(run(config)), inprocess[(boundary, field)]
-    for name in ("u", "v", "h", f"{field}_tend"):
+    assert np.abs(ref[f"{field[0]}_tend"]).max() > 0
+    for name in ("u", "v", "h", *(f"{f}_tend" for f in field)):
         np.testing.assert_array_equal(got[name], ref[name], f"{boundary} N={n} M={m} {name}")
+
+
+def test_vectors_must_name_declared_fields(tmp_path: Path) -> None:
+    case = fold_case(tmp_path, "north_fold_t", "u", False)
+    model = {"boundary": "north_fold_t", "vectors": ["u", "uu"]}
+    result = run(config_for(case, 2, 1, fold_exchanges("u"), model=model))
+    assert result.returncode != 0
+    assert "[model] vectors names 'uu'" in logs(result)

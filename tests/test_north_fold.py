@@ -13,6 +13,7 @@ from bridge.domain.plan import (
     Box,
     apply_transforms,
     assemble_global_reference,
+    fill_fold,
     fold_mirror,
     pack,
     plan_routes,
@@ -173,7 +174,7 @@ def test_config_takes_a_fold_and_its_vector_fields(tmp_path) -> None:
     assert config.model.vectors == ("u", "v")
 
 
-def test_server_plan_under_a_fold_follows_the_fields_point() -> None:
+def test_server_plan_under_a_fold_serves_every_point() -> None:
     from bridge.protocol.handshake import FieldDecl
     from bridge.server.setup import Setup
 
@@ -187,7 +188,51 @@ def test_server_plan_under_a_fold_follows_the_fields_point() -> None:
 
     blocks = server_blocks(8, 6, 2)
     models = [Box(0, 4, 0, 6), Box(4, 8, 0, 6)]
-    assert setup(["U", "U"]).plan(2) == plan_routes(8, 6, models, blocks, 2, "north_fold_t", "U")
-    assert setup(["V"]).plan(2) != setup(["T"]).plan(2)
-    with pytest.raises(ValueError, match=r"f0 \(T\), f1 \(U\)"):
-        setup(["T", "U"]).plan(2)
+    plan = setup(["T", "U", "V"]).plan(2)
+    assert plan == plan_routes(8, 6, models, blocks, 2, "north_fold_t", None)
+    assert plan == setup(["F"]).plan(2)
+    staged = [seg for segs in plan.sends.values() for seg in segs if seg.staged]
+    assert staged and plan.staging_shape(0) == (3, 9)  # 2 rows beyond the fold + 1, 4+4+1
+
+
+def staged_block(plan, s: int, glob: np.ndarray, point: str, sign: float) -> np.ndarray:
+    """Server ``s``'s block from point-independent routes: staged fold, then :func:`fill_fold`."""
+    nz = glob.shape[0]
+    block = np.zeros((nz, *plan.haloed_shape(s)))
+    staging = np.zeros((nz, *plan.staging_shape(s)))
+    for r in plan.server_recv_peers(s):
+        mbox = plan.model_boxes[r]
+        local = np.ascontiguousarray(glob[(slice(None), *mbox.slices())])
+        segments = plan.sends[(r, s)]
+        buf = pack(local, segments)
+        offset = 0
+        for seg in segments:  # cells placed plainly, as MPI datatypes do
+            b = seg.dst
+            count = nz * b.size
+            target = staging if seg.staged else block
+            target[:, b.j0 : b.j1, b.i0 : b.i1] = buf[offset : offset + count].reshape(
+                nz, b.ny, b.nx
+            )
+            offset += count
+        apply_transforms(staging, [seg for seg in segments if seg.staged])
+    return fill_fold(block, staging, point, sign)
+
+
+@pytest.mark.parametrize("boundary", FOLDS)
+def test_one_set_of_routes_serves_every_point(boundary: str) -> None:
+    """point=None: one plan, the fold staged, each field's halo filled by its own point."""
+    nx, ny, nz = 8, 9, 2
+    glob = np.random.default_rng(3).standard_normal((nz, ny, nx))
+    checked = 0
+    for halo in (1, 2, 3):
+        for model_boxes in decompositions(nx, ny):
+            for m in (1, 2, 3, 4):
+                blocks = server_blocks(nx, ny, m)
+                plan = plan_routes(nx, ny, model_boxes, blocks, halo, boundary, None)
+                for s, sbox in enumerate(blocks):
+                    for point, sign in (("T", 1.0), ("U", -1.0), ("V", -1.0), ("F", 1.0)):
+                        want = assemble_global_reference(glob, sbox, halo, boundary, point, sign)
+                        got = staged_block(plan, s, glob, point, sign)
+                        np.testing.assert_array_equal(got, want, f"{point} m={m} s={s}")
+                        checked += 1
+    assert checked > 100

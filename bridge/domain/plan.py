@@ -55,8 +55,12 @@ than ``ny - 1`` so that every mirror row lies in the grid.
 
 Segments across the fold carry a transform (:class:`Segment`): the cells of the source box land
 in the destination box in reversed i and j order and are multiplied by the field's fold sign.
-The routes depend on the point (``point`` argument of :func:`plan_routes`); for the other
-boundaries they do not.
+The routes for one point (``point`` argument of :func:`plan_routes`) fill the block directly.
+Fields on several points share one set of routes with ``point=None``: since the U mirror of
+``(i, j)`` is the T mirror of ``(i + 1, j)``, the V mirror that of ``(i, j + 1)`` and the F mirror
+that of ``(i + 1, j + 1)``, the T mirror of the fold rows grown by one column east and one row
+north goes to a staging array (``staged`` segments) and :func:`fill_fold` fills each field's
+halo from it by its point. For the other boundaries the routes do not depend on the point.
 
 Wire layout
 -----------
@@ -89,6 +93,7 @@ __all__ = [
     "apply_transforms",
     "check_tiling",
     "choose_process_grid",
+    "fill_fold",
     "fold_mirror",
     "pack",
     "periodicity",
@@ -226,7 +231,8 @@ class Segment:
     Cell ``(a, b)`` (row, column from the box's origin) of ``src`` lands at ``(a, b)`` of ``dst``,
     or at ``(ny - 1 - a, ...)`` when ``rev_j`` and ``(..., nx - 1 - b)`` when ``rev_i``; when
     ``signed``, its value is multiplied by the field's fold sign (across a north fold). The
-    defaults are a plain copy.
+    defaults are a plain copy. A ``staged`` segment's ``dst`` addresses the server's fold staging
+    array instead of its haloed block (:func:`fill_fold`).
 
     Raises
     ------
@@ -239,6 +245,7 @@ class Segment:
     rev_i: bool = False
     rev_j: bool = False
     signed: bool = False
+    staged: bool = False
 
     def __post_init__(self) -> None:
         if self.src.shape != self.dst.shape:
@@ -650,6 +657,14 @@ class Plan:
         """Server ``s``'s block grown by the halo, in global (unwrapped) coordinates."""
         return self.server_boxes[s].grow(self.halo)
 
+    def staging_shape(self, s: int) -> tuple[int, int]:
+        """Horizontal shape of server ``s``'s fold staging array: ``(rows beyond the fold + 1,
+        nx + 2*halo + 1)``, or ``(0, 0)`` when its routes have no staged segment."""
+        if not any(seg.staged for (_, t), segs in self.sends.items() if t == s for seg in segs):
+            return (0, 0)
+        hbox = self.haloed_box(s)
+        return (hbox.j1 - max(hbox.j0, self.ny) + 1, hbox.nx + 1)
+
     def haloed_shape(self, s: int) -> tuple[int, int]:
         """Horizontal shape ``(ny + 2*halo, nx + 2*halo)`` of server ``s``'s input arrays."""
         return self.haloed_box(s).shape
@@ -732,12 +747,19 @@ def _fold_segments(
     point: str,
     mcoords: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     model_boxes: Sequence[Box],
+    staged: bool = False,
 ) -> list[tuple[int, Segment]]:
-    """The ``(model rank, segment)`` pairs filling the rows of ``hbox`` beyond the north fold."""
+    """The ``(model rank, segment)`` pairs filling the rows of ``hbox`` beyond the north fold.
+
+    ``staged``: the T-point mirror of those rows grown by one column east and one row north, in
+    staging coordinates (origin: the first column of ``hbox``, the first row beyond the fold).
+    """
     if hbox.j1 <= ny:
         return []
-    ci, cj = fold_mirror(boundary, point, nx, ny)
     j0 = max(hbox.j0, ny)
+    if staged:
+        hbox = Box(hbox.i0, hbox.i1 + 1, j0, hbox.j1 + 1)
+    ci, cj = fold_mirror(boundary, point, nx, ny)
     rows = (cj - (hbox.j1 - 1), cj - j0 + 1)  # source rows, reversed
     out: list[tuple[int, Segment]] = []
     for m0, m1, d0 in _fold_runs(hbox.i0, hbox.i1, ci, nx):
@@ -755,7 +777,12 @@ def _fold_segments(
                 (j0 - hbox.j0) + (rows[1] - common.j0),
             )
             seg = Segment(
-                src=common.shift(-mbox.i0, -mbox.j0), dst=dst, rev_i=True, rev_j=True, signed=True
+                src=common.shift(-mbox.i0, -mbox.j0),
+                dst=dst,
+                rev_i=True,
+                rev_j=True,
+                signed=True,
+                staged=staged,
             )
             out.append((int(r), seg))
     return out
@@ -768,7 +795,7 @@ def plan_routes(
     server_boxes: Sequence[Box],
     halo: int,
     boundary: str = "closed",
-    point: str = "T",
+    point: str | None = "T",
 ) -> Plan:
     """Compute the routes between model ranks and server ranks.
 
@@ -794,7 +821,10 @@ def plan_routes(
         One of :data:`BOUNDARIES`.
     point
         The C-grid point of the fields (:data:`POINTS`): it moves the fold's mirror; the routes of
-        the other boundaries are the same for every point.
+        the other boundaries are the same for every point. ``None``: routes for fields on any
+        point at once: beyond a fold, the T-point mirror of the north halo rows grown by one
+        column and one row goes to a staging array (``staged`` segments), from which
+        :func:`fill_fold` fills each field's halo by its point.
 
     Returns
     -------
@@ -810,7 +840,8 @@ def plan_routes(
     TypeError
         If a box is not a :class:`Box` or ``halo`` is not an integer.
     """
-    _check_point(point)
+    if point is not None:
+        _check_point(point)
     check_tiling(nx, ny, model_boxes, "model boxes")
     check_tiling(nx, ny, server_boxes, "server boxes")
     px, py = _check_halo(nx, ny, halo, boundary)
@@ -835,7 +866,9 @@ def plan_routes(
                     )
                     sends.setdefault((int(r), s), []).append(seg)
         if boundary in FOLDS:
-            for r, seg in _fold_segments(hbox, nx, ny, boundary, point, mcoords, model_boxes):
+            for r, seg in _fold_segments(
+                hbox, nx, ny, boundary, point or "T", mcoords, model_boxes, staged=point is None
+            ):
                 sends.setdefault((r, s), []).append(seg)
         for r in _overlapping(mcoords, sbox):
             mbox = model_boxes[r]
@@ -1020,6 +1053,34 @@ def apply_transforms(block3d: np.ndarray, segments: Sequence[Segment], sign: flo
         view[...] = data[:, :: -1 if seg.rev_j else 1, :: -1 if seg.rev_i else 1]
         if seg.signed and sign != 1.0:
             view *= sign
+
+
+def fill_fold(
+    block3d: np.ndarray, staging3d: np.ndarray, point: str, sign: float = 1.0
+) -> np.ndarray:
+    """Fill the rows of a haloed block beyond the north fold from its staging array.
+
+    ``staging3d`` holds, in source order undone (see :func:`apply_transforms`), the T-point mirror
+    of those rows grown by one column east and one row north; a field on ``point`` takes it
+    shifted by one column (U, F) and one row (V, F), times ``sign``: the U-point mirror of cell
+    ``(i, j)`` is the T-point mirror of ``(i + 1, j)``, the V-point's that of ``(i, j + 1)``
+    (module docstring). The block's last ``staging rows - 1`` rows are written.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``block3d``.
+    """
+    _check_point(point)
+    rows = staging3d.shape[1] - 1
+    if rows <= 0:
+        return block3d
+    a = 1 if point in ("U", "F") else 0
+    b = 1 if point in ("V", "F") else 0
+    nx = block3d.shape[2]
+    src = staging3d[:, b : b + rows, a : a + nx]
+    block3d[:, block3d.shape[1] - rows :, :] = src * sign if sign != 1.0 else src
+    return block3d
 
 
 def assemble_global_reference(

@@ -70,27 +70,11 @@ class Setup:
     def plan(self, n_server: int) -> Plan:
         """The routes (every server rank computes the same).
 
-        Across a north fold the routes depend on the fields' C-grid point, and a model rank sends
-        one set of boxes for all its fields: the fields sent must then share one point.
-
-        Raises
-        ------
-        ValueError
-            Naming the fields and their points, if sent fields sit on different points under a
-            north fold; as :func:`plan_routes` otherwise.
+        Across a north fold the routes do not depend on the fields' points
+        (``plan_routes(point=None)``): each field's halo is filled by its own point on arrival.
         """
         blocks = server_blocks(self.nx, self.ny, n_server)
-        point = "T"
-        if self.boundary in FOLDS:
-            points = {f.name: f.at for f in self.active_fields("send")}
-            if len(set(points.values())) > 1:
-                listed = ", ".join(f"{name} ({at})" for name, at in points.items())
-                raise ValueError(
-                    f"boundary {self.boundary!r}: the fields sent sit on different C-grid points "
-                    f"({listed}); across a north fold they need different routes, and one "
-                    "exchange sends every field through the same boxes: send fields of one point"
-                )
-            point = next(iter(points.values()), "T")
+        point = None if self.boundary in FOLDS else "T"
         return plan_routes(
             self.nx, self.ny, self.model_boxes, blocks, self.halo, self.boundary, point
         )
@@ -211,6 +195,13 @@ def _handshake_rank0(
         problems += check_restart(
             reports, config.exchanges, specs, config.transport, config.model.nemo
         )
+        declared = {f.name for f in reports[0].fields}
+        for name in config.model.vectors:
+            if name not in declared:
+                problems.append(
+                    f"[model] vectors names {name!r}, which model rank {reports[0].rank} does "
+                    f"not declare (mlb_def_field: {', '.join(sorted(declared)) or 'none'})"
+                )
     if reports and not problems and config.transport == "oasis":
         problems += _check_oasis_reports(reports, config, run_dir, oasis)
     if reports and not problems:
