@@ -125,3 +125,22 @@ def test_vectors_must_name_declared_fields(tmp_path: Path) -> None:
     result = run(config_for(case, 2, 1, fold_exchanges("u"), model=model))
     assert result.returncode != 0
     assert "[model] vectors names 'uu'" in logs(result)
+
+
+@pytest.mark.parametrize("boundary", list(PERIO))
+def test_lag1_across_the_fold(tmp_path: Path, boundary: str) -> None:
+    """Lag 1 (buffered receives, staging copied): step s+1 gets smooth3 of step s-1's fields."""
+    case = fold_case(tmp_path, boundary, "uv", False)
+    exchanges = [dict(e, lag=1) for e in fold_exchanges("uv")]
+    model = {"boundary": boundary, "vectors": ["u", "v"]}
+    out = output(run(config_for(case, 2, 3, exchanges, model=model)))
+    mask = np.ones((1, NY, NX))
+    mask[:, 0, :] = 0.0
+    box = Box(0, NX, 0, NY)
+    m3 = assemble_global_reference(mask, box, 3, boundary)
+    for field, point in FIELD_POINT.items():
+        for s in range(2, out[field].shape[0]):
+            haloed = assemble_global_reference(out[field][s - 2], box, 3, boundary, point, -1.0)
+            want = smooth3_op(haloed, COEF, np.broadcast_to(m3, haloed.shape))
+            got = out[f"{field}_tend"][s]
+            np.testing.assert_array_equal(got, want, f"{boundary} {field} step {s + 1}")
