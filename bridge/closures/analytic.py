@@ -10,8 +10,9 @@ order, so that a coupled run and an in-process run agree to the last bit.
   consuming one halo cell and followed by a multiplication by the ``mask`` input (1 on ocean
   points inside the domain, 0 on land and beyond a closed edge, as the model's halo exchange and
   land mask do between passes); output ``coefficient * (S3 - x)``, a relaxation toward the
-  smoothed field. ``S`` sums along i first: ``r = (a[i-1] + 2 a[i]) + a[i+1]``, then
-  ``((r[j-1] + 2 r[j]) + r[j+1]) * 0.0625``.
+  smoothed field. ``S`` sums along i first: ``r = (a[i-1] + a[i+1]) + 2 a[i]``, then
+  ``((r[j-1] + r[j+1]) + 2 r[j]) * 0.0625``: symmetric, so that a mirrored input gives the
+  mirrored bits (the halo across a north fold is a mirror).
 * ``identity`` (halo 0): the inputs themselves (the exchange benchmark's closure).
 * ``cgrid_sw`` (halo 1): the linear shallow-water tendencies of a C grid in NEMO's convention
   (``U(i)`` at ``i + 1/2``, ``V(j)`` at ``j + 1/2``), inputs ``h`` (T), ``u`` (U), ``v`` (V):
@@ -71,8 +72,8 @@ def laplacian_op(x: np.ndarray, coefficient: float, mask: np.ndarray | None = No
 
 def smooth_pass(a: np.ndarray) -> np.ndarray:
     """One (1-2-1) x (1-2-1) / 16 pass: ``(nz, ny, nx)`` -> ``(nz, ny-2, nx-2)``."""
-    r = (a[:, :, :-2] + 2.0 * a[:, :, 1:-1]) + a[:, :, 2:]
-    return ((r[:, :-2, :] + 2.0 * r[:, 1:-1, :]) + r[:, 2:, :]) * 0.0625
+    r = (a[:, :, :-2] + a[:, :, 2:]) + 2.0 * a[:, :, 1:-1]
+    return ((r[:, :-2, :] + r[:, 2:, :]) + 2.0 * r[:, 1:-1, :]) * 0.0625
 
 
 def smooth3_op(x: np.ndarray, coefficient: float, mask: np.ndarray | None = None) -> np.ndarray:
@@ -171,7 +172,10 @@ def analytic_closure(
     fields
         Input names (the closure inputs ``coupling.toml`` maps), e.g. ``["u", "v"]``.
     params
-        ``{"coefficient": float}`` (default 1.0); nothing else is accepted.
+        ``{"coefficient": float}`` (default 1.0) and, except for ``cgrid_sw``, ``{"grid": point}``:
+        the C-grid point (``T``, ``U``, ``V``, ``F``; default ``T``) the fields and outputs sit on
+        (the stencils do not depend on it; the ``mask`` of ``smooth3`` stays the T mask).
+        Nothing else is accepted.
 
     Returns
     -------
@@ -191,11 +195,16 @@ def analytic_closure(
         raise KeyError(f"no analytic closure {name!r} (known: {', '.join(sorted(ANALYTIC))})")
     halo, prefix, operation, uses_mask, default = ANALYTIC[name]
     params = dict(params or {})
-    unknown = sorted(set(params) - {"coefficient"})
+    accepted = {"coefficient"} if name == "cgrid_sw" else {"coefficient", "grid"}
+    unknown = sorted(set(params) - accepted)
     if unknown:
         raise ValueError(
-            f"closure {name!r}: unknown parameter(s) {unknown} (accepted: coefficient)"
+            f"closure {name!r}: unknown parameter(s) {unknown} "
+            f"(accepted: {', '.join(sorted(accepted))})"
         )
+    grid = params.get("grid", "T")
+    if grid not in ("T", "U", "V", "F"):
+        raise ValueError(f"closure {name!r}: grid must be T, U, V or F, got {grid!r}")
     coefficient = params.get("coefficient", default)
     if isinstance(coefficient, bool) or not isinstance(coefficient, int | float):
         raise ValueError(f"closure {name!r}: coefficient must be a number, got {coefficient!r}")
@@ -234,12 +243,14 @@ def analytic_closure(
         raise ValueError(f"closure {name!r}: needs at least one input field")
     if MASK_INPUT in fields:
         raise ValueError(f"closure {name!r}: {MASK_INPUT!r} is supplied by the server, not mapped")
-    inputs = tuple(FieldSpec(f) for f in fields) + ((FieldSpec(MASK_INPUT),) if uses_mask else ())
+    inputs = tuple(FieldSpec(f, grid) for f in fields) + (
+        (FieldSpec(MASK_INPUT),) if uses_mask else ()
+    )
     spec = ClosureSpec(
         name=name,
         halo=halo,
         inputs=inputs,
-        outputs=tuple(FieldSpec(f"{prefix}_{f}") for f in fields),
+        outputs=tuple(FieldSpec(f"{prefix}_{f}", grid) for f in fields),
         dtype="float64",
     )
     return _Analytic(spec, fields, prefix, float(coefficient), operation)

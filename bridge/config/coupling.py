@@ -11,7 +11,10 @@ The file describes one coupled job (see ``docs/architecture.md``)::
     ranks = 1
     namelist_cfg = "namelist_cfg"  # nemo: relative to this file
     namelist_ref = ""              # nemo: empty: the toy's own fortran_stubs/toy_nemo/namelist_ref
-    boundary = "closed"            # closed | periodic: how halos are filled at the domain edge
+    boundary = "closed"            # closed | periodic | periodic_x | periodic_y | north_fold_t |
+                                   # north_fold_f: how halos are filled at the domain edge
+    vectors = []                   # fields that are vector components (their sign changes
+                                   # across a north fold), e.g. ["u", "v"]
     stage = []                     # files or folders copied into the run directory
     link = []                      # files or folders symbolically linked into the run directory
     env = {}                       # environment of the job's ranks, e.g. { OMP_NUM_THREADS = "1" }
@@ -133,7 +136,7 @@ LAGS = (0, 1)
 COMBINE = ("refuse", "add")
 MODEL_KEYS = (
     "kind", "executable", "args", "ranks", "namelist_cfg", "namelist_ref", "boundary", "stage",
-    "link", "env", "steps", "nx", "ny",
+    "link", "env", "steps", "nx", "ny", "vectors",
 )  # fmt: skip
 FROM_ELSEWHERE = {"device": "server", "threads": "server", "boundary": "model"}
 """Keys of the OASIS server's configuration that ``coupling.toml`` sets in another table."""
@@ -175,7 +178,13 @@ class ModelConfig:
         The reference namelist; defaults to the toy model's ``namelist_ref`` (None, the default,
         for an OASIS-only model: nothing to copy).
     boundary : str
-        ``closed`` (halo beyond the edge is zero) or ``periodic`` (wrapped in x and y).
+        ``closed`` (halo beyond the edge is zero), ``periodic`` (wrapped in x and y),
+        ``periodic_x``, ``periodic_y``, or a north fold ``north_fold_t`` / ``north_fold_f`` (NEMO's
+        ORCA grids, T- or F-point pivot: see :mod:`bridge.domain.plan`).
+    vectors : tuple of str
+        Model fields that are components of a vector (U and V velocities, wind stress): across a
+        north fold their halo takes the mirror value with the opposite sign (NEMO's ``psgn =
+        -1``). Other fields keep the sign. Ignored by the other boundaries.
     args : tuple of str
         The executable's arguments.
     stage : tuple of Path
@@ -206,6 +215,7 @@ class ModelConfig:
     steps: int = 0
     nx: int = 0
     ny: int = 0
+    vectors: tuple[str, ...] = ()
 
     @property
     def nemo(self) -> bool:
@@ -551,6 +561,8 @@ class CouplingConfig:
         )
         if not model.nemo:
             data.update(steps=model.steps, nx=model.nx, ny=model.ny)
+        if model.vectors:
+            data["vectors"] = list(model.vectors)
         return data
 
     @classmethod
@@ -868,6 +880,7 @@ class _Parser(Reader):
             steps=self.integer(data, where, "steps", 0, minimum=0) if generic else 0,
             nx=self.integer(data, where, "nx", 0, minimum=0) if generic else 0,
             ny=self.integer(data, where, "ny", 0, minimum=0) if generic else 0,
+            vectors=self.strings(data, where, "vectors"),
         )
 
     def check_staged(self, stage: tuple[Path, ...], link: tuple[Path, ...], *, nemo: bool) -> None:

@@ -22,11 +22,53 @@ cells outside the grid are never sent: the server leaves them at zero. Along a p
 are wrapped and come from the model rank that owns the wrapped cell; the halo must then be smaller
 than the grid along that axis.
 
+North fold (NEMO's ORCA grids)
+------------------------------
+``"north_fold_t"`` and ``"north_fold_f"`` are NEMO's ``jperio = 4`` and ``6``: periodic in x with
+period ``nx`` (the grid holds each column once: no duplicated cyclic columns), closed at the
+south, and folded at the north about a T-point pivot or an F-point pivot. The grid's rows are the
+model's inner rows; its last row ``P = ny - 1`` is NEMO's last inner row (``jpjglo - nn_hls``).
+A halo cell ``(i, j)`` with ``j >= ny`` takes the value of the mirror cell ``(im, jm)`` times the
+field's fold sign (``-1`` for the components of a vector, ``+1`` otherwise), with, by point
+(the U/V/T/F shifts follow from U(i) at ``i + 1/2``, V(j) at ``j + 1/2``)::
+
+    pivot   point   im                  jm
+    T       T       (-i) mod nx         2P - j
+    T       U       (-i - 1) mod nx     2P - j
+    T       V       (-i) mod nx         2P - 1 - j
+    T       F       (-i - 1) mod nx     2P - 1 - j
+    F       T       (-i - 1) mod nx     2P + 1 - j
+    F       U       (-i - 2) mod nx     2P + 1 - j
+    F       V       (-i - 1) mod nx     2P - j
+    F       F       (-i - 2) mod nx     2P - j
+
+These are the index rules of NEMO's ``lbc_nfd`` written in 0-based inner indices (NEMO's global
+column ``ji`` is ``i + 1 + nn_hls``): the T pivot sits on T point ``(0, P)`` (and ``(nx/2, P)``),
+the F pivot on F point ``(-1, P)``. NEMO's ``lbc_lnk`` also overwrites the part of the inner rows
+that the fold duplicates (the east half of row ``P`` for T and U with a T pivot, all of row ``P``
+for V and F with a T pivot, the east half of row ``P`` for V and F with an F pivot) with their
+mirror; the plan sends inner cells as the model holds them, so fields must have been through
+the model's ``lbc_lnk`` (as NEMO's prognostic fields are) for the halo to equal the model's. The
+mirror is taken before the zonal period, so the corner cells of the fold rows are the mirror of
+the wrapped column (NEMO applies the period to the fold rows as well). The halo must be smaller
+than ``ny - 1`` so that every mirror row lies in the grid.
+
+Segments across the fold carry a transform (:class:`Segment`): the cells of the source box land
+in the destination box in reversed i and j order and are multiplied by the field's fold sign.
+The routes for one point (``point`` argument of :func:`plan_routes`) fill the block directly.
+Fields on several points share one set of routes with ``point=None``: since the U mirror of
+``(i, j)`` is the T mirror of ``(i + 1, j)``, the V mirror that of ``(i, j + 1)`` and the F mirror
+that of ``(i + 1, j + 1)``, the T mirror of the fold rows grown by one column east and one row
+north goes to a staging array (``staged`` segments) and :func:`fill_fold` fills each field's
+halo from it by its point. For the other boundaries the routes do not depend on the point.
+
 Wire layout
 -----------
 A message between one model rank and one server rank is the concatenation, in the order of the
 plan's segment list, of each segment's cells as a C-ordered ``(nz, ny, nx)`` block: levels first.
-:func:`pack` and :func:`unpack` implement exactly that layout, for any dtype.
+The order is the source box's (the model sends plain rectangles); a reversed segment is reversed
+on the destination side. :func:`pack` and :func:`unpack` implement exactly that layout, for any
+dtype.
 """
 
 from __future__ import annotations
@@ -42,12 +84,17 @@ import numpy as np
 
 __all__ = [
     "BOUNDARIES",
+    "FOLDS",
+    "POINTS",
     "Box",
     "Plan",
     "Segment",
     "assemble_global_reference",
+    "apply_transforms",
     "check_tiling",
     "choose_process_grid",
+    "fill_fold",
+    "fold_mirror",
     "pack",
     "periodicity",
     "plan_routes",
@@ -56,8 +103,21 @@ __all__ = [
     "unpack",
 ]
 
-BOUNDARIES: tuple[str, ...] = ("closed", "periodic", "periodic_x", "periodic_y")
+BOUNDARIES: tuple[str, ...] = (
+    "closed",
+    "periodic",
+    "periodic_x",
+    "periodic_y",
+    "north_fold_t",
+    "north_fold_f",
+)
 """The accepted values of ``boundary``."""
+
+FOLDS: tuple[str, ...] = ("north_fold_t", "north_fold_f")
+"""The north-fold boundaries (periodic in x, folded at the north)."""
+
+POINTS: tuple[str, ...] = ("T", "U", "V", "F")
+"""The C-grid points a field may sit on."""
 
 Side = Literal["src", "dst"]
 
@@ -168,6 +228,11 @@ class Segment:
     """One rectangle copied from a source array into a destination array.
 
     ``src`` and ``dst`` are in the local coordinates of their arrays and have the same shape.
+    Cell ``(a, b)`` (row, column from the box's origin) of ``src`` lands at ``(a, b)`` of ``dst``,
+    or at ``(ny - 1 - a, ...)`` when ``rev_j`` and ``(..., nx - 1 - b)`` when ``rev_i``; when
+    ``signed``, its value is multiplied by the field's fold sign (across a north fold). The
+    defaults are a plain copy. A ``staged`` segment's ``dst`` addresses the server's fold staging
+    array instead of its haloed block (:func:`fill_fold`).
 
     Raises
     ------
@@ -177,6 +242,10 @@ class Segment:
 
     src: Box
     dst: Box
+    rev_i: bool = False
+    rev_j: bool = False
+    signed: bool = False
+    staged: bool = False
 
     def __post_init__(self) -> None:
         if self.src.shape != self.dst.shape:
@@ -189,6 +258,27 @@ class Segment:
     def size(self) -> int:
         """Number of horizontal cells moved."""
         return self.src.size
+
+    @property
+    def plain(self) -> bool:
+        """Whether the segment is a plain copy (no reversal, no sign)."""
+        return not (self.rev_i or self.rev_j or self.signed)
+
+    def view(self, array3d: np.ndarray, side: Side) -> np.ndarray:
+        """The ``(nz, ny, nx)`` view of ``array3d`` on ``side``, in the source box's cell order.
+
+        On the destination side of a reversed segment the view runs backwards, so that copying
+        ``view(src_array, "src")`` into ``view(dst_array, "dst")`` performs the segment.
+        """
+        box = self.box(side)
+        jj = slice(box.j0, box.j1)
+        ii = slice(box.i0, box.i1)
+        if side == "dst":
+            if self.rev_j:
+                jj = slice(box.j1 - 1, box.j0 - 1 if box.j0 > 0 else None, -1)
+            if self.rev_i:
+                ii = slice(box.i1 - 1, box.i0 - 1 if box.i0 > 0 else None, -1)
+        return array3d[:, jj, ii]
 
     def box(self, side: Side) -> Box:
         """The box on ``side`` (``"src"`` or ``"dst"``).
@@ -353,6 +443,8 @@ def periodicity(boundary: str) -> tuple[bool, bool]:
         return (True, False)
     if boundary == "periodic_y":
         return (False, True)
+    if boundary in FOLDS:
+        return (True, False)
     raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}; got {boundary!r}")
 
 
@@ -370,7 +462,39 @@ def _check_halo(nx: int, ny: int, halo: int, boundary: str) -> tuple[bool, bool]
                 f"halo={halo} is not smaller than {axis}={n}: with boundary={boundary!r} the "
                 "halo would wrap around the whole grid; use a smaller halo or a closed boundary"
             )
+    if boundary in FOLDS and halo >= ny - 1:
+        raise ValueError(
+            f"halo={halo} is not smaller than ny - 1 = {ny - 1}: with boundary={boundary!r} the "
+            "fold's mirror rows would leave the grid; use a smaller halo"
+        )
     return px, py
+
+
+def _check_point(point: str) -> str:
+    if point not in POINTS:
+        raise ValueError(f"point must be one of {', '.join(POINTS)}; got {point!r}")
+    return point
+
+
+def fold_mirror(boundary: str, point: str, nx: int, ny: int) -> tuple[int, int]:
+    """``(ci, cj)``: beyond the north fold, cell ``(i, j)`` takes ``((ci - i) mod nx, cj - j)``.
+
+    See the table in the module docstring.
+
+    Raises
+    ------
+    ValueError
+        If ``boundary`` is not one of :data:`FOLDS` or ``point`` not one of :data:`POINTS`.
+    """
+    _check_point(point)
+    if boundary not in FOLDS:
+        raise ValueError(f"boundary must be one of {', '.join(FOLDS)}; got {boundary!r}")
+    last = ny - 1
+    shift_i = 1 if point in ("U", "F") else 0
+    shift_j = 1 if point in ("V", "F") else 0
+    if boundary == "north_fold_t":
+        return -shift_i, 2 * last - shift_j
+    return -1 - shift_i, 2 * last + 1 - shift_j
 
 
 def _box_arrays(boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -533,6 +657,14 @@ class Plan:
         """Server ``s``'s block grown by the halo, in global (unwrapped) coordinates."""
         return self.server_boxes[s].grow(self.halo)
 
+    def staging_shape(self, s: int) -> tuple[int, int]:
+        """Horizontal shape of server ``s``'s fold staging array: ``(rows beyond the fold + 1,
+        nx + 2*halo + 1)``, or ``(0, 0)`` when its routes have no staged segment."""
+        if not any(seg.staged for (_, t), segs in self.sends.items() if t == s for seg in segs):
+            return (0, 0)
+        hbox = self.haloed_box(s)
+        return (hbox.j1 - max(hbox.j0, self.ny) + 1, hbox.nx + 1)
+
     def haloed_shape(self, s: int) -> tuple[int, int]:
         """Horizontal shape ``(ny + 2*halo, nx + 2*halo)`` of server ``s``'s input arrays."""
         return self.haloed_box(s).shape
@@ -594,6 +726,68 @@ def _overlapping(
     return np.flatnonzero(hit)
 
 
+def _fold_runs(a0: int, a1: int, ci: int, nx: int) -> list[tuple[int, int, int]]:
+    """Cut the unwrapped columns ``[a0, a1)`` into runs whose mirrors ``(ci - i) mod nx`` are
+    contiguous: ``(m0, m1, d0)``, source columns ``[m0, m1)`` land reversed at offset ``d0``."""
+    runs: list[tuple[int, int, int]] = []
+    start = a0
+    while start < a1:
+        top = (ci - start) % nx  # mirror of the run's first column: the largest source column
+        length = min(a1 - start, top + 1)
+        runs.append((top - length + 1, top + 1, start - a0))
+        start += length
+    return runs
+
+
+def _fold_segments(
+    hbox: Box,
+    nx: int,
+    ny: int,
+    boundary: str,
+    point: str,
+    mcoords: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    model_boxes: Sequence[Box],
+    staged: bool = False,
+) -> list[tuple[int, Segment]]:
+    """The ``(model rank, segment)`` pairs filling the rows of ``hbox`` beyond the north fold.
+
+    ``staged``: the T-point mirror of those rows grown by one column east and one row north, in
+    staging coordinates (origin: the first column of ``hbox``, the first row beyond the fold).
+    """
+    if hbox.j1 <= ny:
+        return []
+    j0 = max(hbox.j0, ny)
+    if staged:
+        hbox = Box(hbox.i0, hbox.i1 + 1, j0, hbox.j1 + 1)
+    ci, cj = fold_mirror(boundary, point, nx, ny)
+    rows = (cj - (hbox.j1 - 1), cj - j0 + 1)  # source rows, reversed
+    out: list[tuple[int, Segment]] = []
+    for m0, m1, d0 in _fold_runs(hbox.i0, hbox.i1, ci, nx):
+        piece = Box(m0, m1, rows[0], rows[1])
+        for r in _overlapping(mcoords, piece):
+            mbox = model_boxes[r]
+            common = piece.intersect(mbox)
+            assert common is not None
+            # reversed: source column m lands at d0 + (m1 - 1 - m), source row n at
+            # (j0 - hbox.j0) + (rows[1] - 1 - n)
+            dst = Box(
+                d0 + (m1 - common.i1),
+                d0 + (m1 - common.i0),
+                (j0 - hbox.j0) + (rows[1] - common.j1),
+                (j0 - hbox.j0) + (rows[1] - common.j0),
+            )
+            seg = Segment(
+                src=common.shift(-mbox.i0, -mbox.j0),
+                dst=dst,
+                rev_i=True,
+                rev_j=True,
+                signed=True,
+                staged=staged,
+            )
+            out.append((int(r), seg))
+    return out
+
+
 def plan_routes(
     nx: int,
     ny: int,
@@ -601,13 +795,15 @@ def plan_routes(
     server_boxes: Sequence[Box],
     halo: int,
     boundary: str = "closed",
+    point: str | None = "T",
 ) -> Plan:
     """Compute the routes between model ranks and server ranks.
 
     Server ``s`` needs ``server_boxes[s]`` grown by ``halo`` cells on every side. Each of those
     cells inside the grid (or wrapped into it along a periodic axis) comes from the model rank that
     owns it, whatever the distance: a halo wider than the neighbouring block reaches further ranks.
-    Cells beyond a closed edge are not sent.
+    Cells beyond a closed edge are not sent. Beyond a north fold they come from their mirror
+    cell, through reversed, signed segments (module docstring).
 
     Parameters
     ----------
@@ -623,6 +819,12 @@ def plan_routes(
         Halo width (cells) the servers need on every side, ``>= 0``.
     boundary
         One of :data:`BOUNDARIES`.
+    point
+        The C-grid point of the fields (:data:`POINTS`): it moves the fold's mirror; the routes of
+        the other boundaries are the same for every point. ``None``: routes for fields on any
+        point at once: beyond a fold, the T-point mirror of the north halo rows grown by one
+        column and one row goes to a staging array (``staged`` segments), from which
+        :func:`fill_fold` fills each field's halo by its point.
 
     Returns
     -------
@@ -633,10 +835,13 @@ def plan_routes(
     ------
     ValueError
         If either box list does not tile the grid (see :func:`check_tiling`), ``halo`` is negative,
-        ``boundary`` is unknown, or ``halo >= nx`` (``ny``) along a periodic axis.
+        ``boundary`` or ``point`` is unknown, ``halo >= nx`` (``ny``) along a periodic axis, or
+        ``halo >= ny - 1`` with a north fold.
     TypeError
         If a box is not a :class:`Box` or ``halo`` is not an integer.
     """
+    if point is not None:
+        _check_point(point)
     check_tiling(nx, ny, model_boxes, "model boxes")
     check_tiling(nx, ny, server_boxes, "server boxes")
     px, py = _check_halo(nx, ny, halo, boundary)
@@ -660,6 +865,11 @@ def plan_routes(
                         dst=common.shift(dx0 - gx0, dy0 - gy0),
                     )
                     sends.setdefault((int(r), s), []).append(seg)
+        if boundary in FOLDS:
+            for r, seg in _fold_segments(
+                hbox, nx, ny, boundary, point or "T", mcoords, model_boxes, staged=point is None
+            ):
+                sends.setdefault((r, s), []).append(seg)
         for r in _overlapping(mcoords, sbox):
             mbox = model_boxes[r]
             common = sbox.intersect(mbox)
@@ -704,11 +914,13 @@ def pack(
     segments: Sequence[Segment],
     side: Side = "src",
     out: np.ndarray | None = None,
+    sign: float = 1.0,
 ) -> np.ndarray:
     """Copy the cells of ``segments`` out of ``array3d`` into one contiguous 1-D buffer.
 
-    Each segment contributes its cells as a C-ordered ``(nz, ny, nx)`` block (levels first), the
-    segments following one another in the given order.
+    Each segment contributes its cells as a C-ordered ``(nz, ny, nx)`` block (levels first), in
+    its source box's order, the segments following one another in the given order. On the
+    ``"dst"`` side a segment's transform is undone (reversed read, ``sign`` on signed segments).
 
     Parameters
     ----------
@@ -721,6 +933,9 @@ def pack(
     out
         Optional preallocated 1-D C-contiguous buffer of the right size and ``array3d``'s dtype,
         reused to avoid an allocation per step.
+    sign
+        The field's fold sign (``-1.0`` for a vector component), applied on the ``"dst"`` side to
+        the segments marked ``signed``.
 
     Returns
     -------
@@ -747,11 +962,15 @@ def pack(
     elif not out.flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
     offset = 0
-    for box in boxes:
+    for seg, box in zip(segments, boxes, strict=True):
         count = nz * box.size
-        out[offset : offset + count].reshape(nz, box.ny, box.nx)[...] = array3d[
-            :, box.j0 : box.j1, box.i0 : box.i1
-        ]
+        dest = out[offset : offset + count].reshape(nz, box.ny, box.nx)
+        if side == "src" or seg.plain:
+            dest[...] = array3d[:, box.j0 : box.j1, box.i0 : box.i1]
+        else:
+            dest[...] = seg.view(array3d, "dst")
+            if seg.signed and sign != 1.0:
+                dest *= sign
         offset += count
     return out
 
@@ -761,8 +980,12 @@ def unpack(
     segments: Sequence[Segment],
     out3d: np.ndarray,
     side: Side = "dst",
+    sign: float = 1.0,
 ) -> np.ndarray:
     """Scatter a buffer made by :func:`pack` into ``out3d`` (in place).
+
+    On the ``"dst"`` side each segment's transform applies: reversed order, ``sign`` on signed
+    segments.
 
     Parameters
     ----------
@@ -775,6 +998,9 @@ def unpack(
         ``(nz, ny, nx)`` destination array, modified in place.
     side
         Which box of each segment addresses ``out3d``: ``"dst"`` (default) or ``"src"``.
+    sign
+        The field's fold sign (``-1.0`` for a vector component), applied on the ``"dst"`` side to
+        the segments marked ``signed``.
 
     Returns
     -------
@@ -797,17 +1023,73 @@ def unpack(
             f"{total // nz if nz else 0} cells), got shape {buffer.shape}"
         )
     offset = 0
-    for box in boxes:
+    for seg, box in zip(segments, boxes, strict=True):
         count = nz * box.size
-        out3d[:, box.j0 : box.j1, box.i0 : box.i1] = buffer[offset : offset + count].reshape(
-            nz, box.ny, box.nx
-        )
+        block = buffer[offset : offset + count].reshape(nz, box.ny, box.nx)
+        if side == "src" or seg.plain:
+            out3d[:, box.j0 : box.j1, box.i0 : box.i1] = block
+        else:
+            view = seg.view(out3d, "dst")
+            view[...] = block
+            if seg.signed and sign != 1.0:
+                view *= sign
         offset += count
     return out3d
 
 
+def apply_transforms(block3d: np.ndarray, segments: Sequence[Segment], sign: float = 1.0) -> None:
+    """Turn cells copied plainly into the destination boxes into the segments' transforms.
+
+    For receivers that let MPI place each segment's cells in its ``dst`` box in source order
+    (derived datatypes): reverses those boxes in place and multiplies signed ones by ``sign``.
+    Plain segments are left alone.
+    """
+    for seg in segments:
+        if seg.plain:
+            continue
+        box = seg.dst
+        view = block3d[:, box.j0 : box.j1, box.i0 : box.i1]
+        data = view.copy()  # the cells in source order
+        view[...] = data[:, :: -1 if seg.rev_j else 1, :: -1 if seg.rev_i else 1]
+        if seg.signed and sign != 1.0:
+            view *= sign
+
+
+def fill_fold(
+    block3d: np.ndarray, staging3d: np.ndarray, point: str, sign: float = 1.0
+) -> np.ndarray:
+    """Fill the rows of a haloed block beyond the north fold from its staging array.
+
+    ``staging3d`` holds, in source order undone (see :func:`apply_transforms`), the T-point mirror
+    of those rows grown by one column east and one row north; a field on ``point`` takes it
+    shifted by one column (U, F) and one row (V, F), times ``sign``: the U-point mirror of cell
+    ``(i, j)`` is the T-point mirror of ``(i + 1, j)``, the V-point's that of ``(i, j + 1)``
+    (module docstring). The block's last ``staging rows - 1`` rows are written.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``block3d``.
+    """
+    _check_point(point)
+    rows = staging3d.shape[1] - 1
+    if rows <= 0:
+        return block3d
+    a = 1 if point in ("U", "F") else 0
+    b = 1 if point in ("V", "F") else 0
+    nx = block3d.shape[2]
+    src = staging3d[:, b : b + rows, a : a + nx]
+    block3d[:, block3d.shape[1] - rows :, :] = src * sign if sign != 1.0 else src
+    return block3d
+
+
 def assemble_global_reference(
-    global3d: np.ndarray, server_box: Box, halo: int, boundary: str = "closed"
+    global3d: np.ndarray,
+    server_box: Box,
+    halo: int,
+    boundary: str = "closed",
+    point: str = "T",
+    sign: float = 1.0,
 ) -> np.ndarray:
     """What a server should see: its block of a global field with the halo, built directly.
 
@@ -824,7 +1106,11 @@ def assemble_global_reference(
         Halo width, ``>= 0``.
     boundary
         One of :data:`BOUNDARIES`: cells beyond a closed edge are zero, along a periodic axis they
-        are wrapped.
+        are wrapped, beyond a north fold they are the mirror cell times ``sign``.
+    point
+        The field's C-grid point (moves the fold's mirror).
+    sign
+        The field's fold sign: ``-1.0`` for a vector component, ``1.0`` otherwise.
 
     Returns
     -------
@@ -854,4 +1140,13 @@ def assemble_global_reference(
     keep_j = np.flatnonzero((jj >= 0) & (jj < ny))
     out = np.zeros((nz, hbox.ny, hbox.nx), dtype=global3d.dtype)
     out[:, keep_j[:, None], keep_i[None, :]] = global3d[:, jj[keep_j][:, None], ii[keep_i][None, :]]
+    if boundary in FOLDS:
+        _check_point(point)
+        ci, cj = fold_mirror(boundary, point, nx, ny)
+        north = np.flatnonzero(np.arange(hbox.j0, hbox.j1) >= ny)
+        if north.size:
+            mj = cj - (hbox.j0 + north)
+            mi = (ci - np.arange(hbox.i0, hbox.i1)) % nx
+            mirror = global3d[:, mj[:, None], mi[None, :]]
+            out[:, north, :] = mirror * sign if sign != 1.0 else mirror
     return out

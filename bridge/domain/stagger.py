@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bridge.domain.plan import FOLDS, Box, assemble_global_reference, periodicity
+
 #: Faces along i and along j.
 FACES_I: tuple[str, ...] = ("east", "west")
 FACES_J: tuple[str, ...] = ("north", "south")
@@ -112,14 +114,22 @@ def point_masks(
     """The ``T``, ``U``, ``V`` and ``F`` masks of a global ``(ny, nx)`` T mask, by NEMO's rule.
 
     In the model's convention ``faces``; beyond a closed edge the T mask is 0, along a periodic
-    axis (``boundary``: ``periodic``, ``periodic_x``, ``periodic_y``) it wraps. Values are 0/1 in
+    axis (``boundary``: ``periodic``, ``periodic_x``, ``periodic_y``) it wraps, beyond a north
+    fold (``north_fold_t``, ``north_fold_f``) it is the mirror T point's. Values are 0/1 in
     ``tmask``'s dtype.
     """
     t = (np.asarray(tmask) != 0).astype(np.float64)
-    px = boundary in ("periodic", "periodic_x")
-    py = boundary in ("periodic", "periodic_y")
     si = 1 if faces[0] == "east" else -1
     sj = 1 if faces[1] == "north" else -1
+    if boundary in FOLDS:
+        ny, nx = t.shape
+        ext = assemble_global_reference(t[None], Box(0, nx, 0, ny), 1, boundary)[0]
+        u_rows = ext[:, 1:-1] * ext[:, 1 + si : 1 + si + nx]  # rows -1 .. ny
+        u = u_rows[1:-1]
+        v = t * ext[1 + sj : 1 + sj + ny, 1:-1]
+        f = u * u_rows[1 + sj : 1 + sj + ny]
+        return {"T": t, "U": u, "V": v, "F": f}
+    px, py = periodicity(boundary)
     t_i = _neighbour(t, 1, si, px)
     u = t * t_i
     v = t * _neighbour(t, 0, sj, py)

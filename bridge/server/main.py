@@ -68,7 +68,7 @@ from bridge.config.oasis import (
     LIBRARY_SERVER_COMPONENT,
     OasisCouplingConfig,
 )
-from bridge.domain.plan import server_blocks
+from bridge.domain.plan import FOLDS, server_blocks
 from bridge.registry.resolve import ClosureResolutionError, build_closures, resolve_closure
 from bridge.registry.torch_closure import env_local_rank, place_device
 from bridge.server.diagnostics import open_diagnostics, preload_netcdf
@@ -154,8 +154,14 @@ def library_transport(
         transport = MpiBlockTransport(
             layout, plan, send, recv, setup.lag, config.server.timeout_s,
             every=setup.every, watch=watch,
+            fold_signs={name: -1.0 for name in config.model.vectors},
         )  # fmt: skip
         return transport, block
+    if setup.boundary in FOLDS:
+        raise ServerError(
+            f'[model] boundary = {setup.boundary!r} needs transport = "mpi": the OASIS '
+            "transport does not fill a north fold"
+        )
     steps, first = _oasis_run_length(run_dir, backend.limits)
     backend.init(LIBRARY_SERVER_COMPONENT)  # collective over the whole job
     oasis = OasisBlockTransport(

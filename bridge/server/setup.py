@@ -29,7 +29,7 @@ from bridge.config.namcouple import (
 )
 from bridge.config.namelist import read_namelists
 from bridge.config.oasis import library_namcouple
-from bridge.domain.plan import Box, Plan, plan_routes, server_blocks
+from bridge.domain.plan import FOLDS, Box, Plan, plan_routes, server_blocks
 from bridge.domain.stagger import NEMO_FACES
 from bridge.protocol.handshake import (
     FieldDecl,
@@ -68,9 +68,16 @@ class Setup:
         return {f.name: f.at for f in self.fields}
 
     def plan(self, n_server: int) -> Plan:
-        """The routes (every server rank computes the same)."""
+        """The routes (every server rank computes the same).
+
+        Across a north fold the routes do not depend on the fields' points
+        (``plan_routes(point=None)``): each field's halo is filled by its own point on arrival.
+        """
         blocks = server_blocks(self.nx, self.ny, n_server)
-        return plan_routes(self.nx, self.ny, self.model_boxes, blocks, self.halo, self.boundary)
+        point = None if self.boundary in FOLDS else "T"
+        return plan_routes(
+            self.nx, self.ny, self.model_boxes, blocks, self.halo, self.boundary, point
+        )
 
     def active_fields(self, direction: str) -> list[FieldDecl]:
         """Active fields of one direction, in declaration order (the message order)."""
@@ -188,6 +195,13 @@ def _handshake_rank0(
         problems += check_restart(
             reports, config.exchanges, specs, config.transport, config.model.nemo
         )
+        declared = {f.name for f in reports[0].fields}
+        for name in config.model.vectors:
+            if name not in declared:
+                problems.append(
+                    f"[model] vectors names {name!r}, which model rank {reports[0].rank} does "
+                    f"not declare (mlb_def_field: {', '.join(sorted(declared)) or 'none'})"
+                )
     if reports and not problems and config.transport == "oasis":
         problems += _check_oasis_reports(reports, config, run_dir, oasis)
     if reports and not problems:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.domain.plan import Box, Plan
+from bridge.domain.plan import Box, Plan, apply_transforms, fill_fold
 from bridge.protocol.handshake import FieldDecl
 from bridge.transport import mpi as wire
 from bridge.wire import DONE_LENGTH, TAG_DONE, TAG_FIELDS, TAG_OUTPUTS
@@ -85,6 +85,11 @@ class MpiBlockTransport:
         Model steps between two exchanges (to name the step a timeout waited for).
     watch
         The server ranks' watch: answered while waiting, asked after a timeout.
+    fold_signs
+        Sign of each sent field across a north fold (``-1.0`` for vector components; absent:
+        ``1.0``): applied, with the reversal, to the plan's folded segments after each receive;
+        with point-independent routes (``plan_routes(point=None)``) the fold rows arrive in a
+        staging array and each field's halo is filled from it by the field's point.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class MpiBlockTransport:
         *,
         every: int = 1,
         watch: wire.PeerWatch | None = None,
+        fold_signs: Mapping[str, float] | None = None,
     ) -> None:
         from mpi4py import MPI
 
@@ -110,9 +116,24 @@ class MpiBlockTransport:
         self.watch = watch
         self.send_fields = list(send_fields)
         self.recv_fields = list(recv_fields)
+        # across a north fold the cells arrive in the model's order: reversed and signed after
+        signs = fold_signs or {}
+        self.fold_signs = {f.name: float(signs.get(f.name, 1.0)) for f in self.send_fields}
+        self.fold_fixes = [
+            (f.name, segments)
+            for f in self.send_fields
+            for r in plan.server_recv_peers(self.rank)
+            if (segments := [seg for seg in plan.sends[(r, self.rank)] if not seg.plain])
+        ]
         hy, hx = plan.haloed_shape(self.rank)
         self.block_sets = [
             {f.name: np.zeros((f.nlev, hy, hx)) for f in self.send_fields} for _ in range(2)
+        ]
+        # point-independent fold routes: the mirror rows land in a staging array per field
+        sy, sx = plan.staging_shape(self.rank)
+        self.staging_sets = [
+            {f.name: np.zeros((f.nlev, sy, sx)) for f in self.send_fields} if sy else {}
+            for _ in range(2)
         ]
         self.in_peers = plan.server_recv_peers(self.rank)
         self.out_peers = plan.server_send_peers(self.rank)
@@ -167,9 +188,9 @@ class MpiBlockTransport:
                 segments = self.plan.sends[(r, self.rank)]
                 buf = np.zeros(1 + f.nlev * sum(seg.size for seg in segments))
                 offset = 1
-                block = self.block_sets[parity][f.name]
                 for seg in segments:
                     b = seg.dst
+                    block = self._target(parity, f.name, seg)
                     count = f.nlev * b.size
                     view = buf[offset : offset + count].reshape(f.nlev, b.ny, b.nx)
                     self.unpack_copies[parity].append((block[(slice(None), *b.slices())], view))
@@ -181,13 +202,16 @@ class MpiBlockTransport:
             return
         for jf, f in enumerate(self.send_fields):
             header = np.zeros(1)
-            block = self.block_sets[parity][f.name]
-            boxes = [seg.dst for seg in self.plan.sends[(r, self.rank)]]
+            segments = self.plan.sends[(r, self.rank)]
             self.in_types[(r, jf, parity)] = boxes_datatype(
-                header, [(block, f.nlev, b) for b in boxes]
+                header, [(self._target(parity, f.name, seg), f.nlev, seg.dst) for seg in segments]
             )
             self.in_headers[(r, jf, parity)] = header
-            self.in_sizes[(r, jf)] = 1 + sum(f.nlev * b.size for b in boxes)
+            self.in_sizes[(r, jf)] = 1 + sum(f.nlev * seg.dst.size for seg in segments)
+
+    def _target(self, parity: int, name: str, seg: Any) -> np.ndarray:
+        """The array a segment's cells land in: the block, or the fold staging array."""
+        return (self.staging_sets if seg.staged else self.block_sets)[parity][name]
 
     def _output_buffer(self, r: int, parity: int) -> None:
         """Lag 1: the contiguous OUTPUTS buffer ``[kt, field 1 segments, ...]`` for model rank
@@ -279,6 +303,20 @@ class MpiBlockTransport:
         else:
             self._wait_sends()
             self.requests = self._post(1 - parity)
+        for name, segments in self.fold_fixes:
+            staged = [seg for seg in segments if seg.staged]
+            direct = [seg for seg in segments if not seg.staged]
+            if direct:
+                apply_transforms(self.block_sets[parity][name], direct, self.fold_signs[name])
+            if staged:
+                apply_transforms(self.staging_sets[parity][name], staged)
+        for f in self.send_fields if self.staging_sets[parity] else ():
+            fill_fold(
+                self.block_sets[parity][f.name],
+                self.staging_sets[parity][f.name],
+                f.at,
+                self.fold_signs[f.name],
+            )
         return self.block_sets[parity]
 
     def pack(self, kt: int, outputs: Mapping[str, np.ndarray]) -> None:

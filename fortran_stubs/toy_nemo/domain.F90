@@ -17,7 +17,7 @@ MODULE domain
    !!----------------------------------------------------------------------
    USE par_kind  , ONLY : wp, lc
    USE lib_mpp   , ONLY : lwp, numout, ctl_stop, ctl_nam, nam_open
-   USE mppini    , ONLY : jpi, jpj, jpiglo, jpjglo, nimpp, njmpp
+   USE mppini    , ONLY : jpi, jpj, jpiglo, jpjglo, nimpp, njmpp, jperio
    USE usrdef_nam, ONLY : rn_dx, rn_dy, rn_f0, rn_beta, rn_shlat
 
    IMPLICIT NONE
@@ -134,11 +134,17 @@ CONTAINS
    CONTAINS
 
       PURE FUNCTION tglo( kig, kjg ) RESULT( pmsk )
-         !! T mask of the global point (kig, kjg): ocean inside the rim
+         !! T mask of the global point (kig, kjg): ocean inside the rim; with a north fold
+         !! (jperio 4, 6) ocean north of the southern rim row, in every column and beyond
+         !! the fold (its mirror is ocean: no land at the fold)
          INTEGER, INTENT(in) ::   kig, kjg
          REAL(wp) ::   pmsk
          pmsk = 0._wp
-         IF( kig >= 2 .AND. kig <= jpiglo - 1 .AND. kjg >= 2 .AND. kjg <= jpjglo - 1 )   pmsk = 1._wp
+         IF( jperio /= 0 ) THEN
+            IF( kjg >= 2 )   pmsk = 1._wp
+         ELSEIF( kig >= 2 .AND. kig <= jpiglo - 1 .AND. kjg >= 2 .AND. kjg <= jpjglo - 1 ) THEN
+            pmsk = 1._wp
+         ENDIF
       END FUNCTION tglo
 
    END SUBROUTINE dom_init

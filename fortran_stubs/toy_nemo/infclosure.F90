@@ -11,7 +11,8 @@ MODULE infclosure
    !! bridge/closures/analytic.py (laplacian_op, smooth_pass, smooth3_op), so
    !! that an in-process run and a coupled run give identical bits:
    !!   laplacian : c * ( ((x(i+1) + x(i-1)) + (x(j+1) + x(j-1))) - 4 x )
-   !!   smooth    : r = (a(i-1) + 2 a(i)) + a(i+1) ;  S = ((r(j-1) + 2 r(j)) + r(j+1)) * 0.0625
+   !!   smooth    : r = (a(i-1) + a(i+1)) + 2 a(i) ;  S = ((r(j-1) + r(j+1)) + 2 r(j)) * 0.0625
+   !!               (symmetric: a mirrored input gives the mirrored bits, across a north fold)
    !! smooth3 applies S three times, multiplying by tmask after each pass and
    !! filling the 1-point halo with lbc_lnk in between: the Python closure gets
    !! a halo of 3 and the same mask (1 ocean, 0 on land and beyond the grid).
@@ -54,7 +55,7 @@ CONTAINS
    END SUBROUTINE inc_laplacian
 
 
-   SUBROUTINE inc_smooth3( px, pcoef, pout, pwa, pwb )
+   SUBROUTINE inc_smooth3( px, pcoef, pout, pwa, pwb, cd_nat )
       !!------------------------------------------------------------------
       !!                  ***  ROUTINE inc_smooth3  ***
       !! ** Purpose :   pout = pcoef * (S3(px) - px) on the owned points
@@ -64,12 +65,13 @@ CONTAINS
       REAL(wp)                  , INTENT(in   ) ::   pcoef      ! coefficient
       REAL(wp), DIMENSION(:,:,:), INTENT(inout) ::   pout       ! (jpi, jpj, jpk), owned points written
       REAL(wp), DIMENSION(:,:,:), INTENT(inout) ::   pwa, pwb   ! work arrays
+      CHARACTER(len=1)          , INTENT(in   ) ::   cd_nat     ! grid point of px (north fold)
       INTEGER ::   ji, jj, jk
       !!------------------------------------------------------------------
       CALL smooth_pass( px , pwa )
-      CALL lbc_lnk( pwa )
+      CALL lbc_lnk( pwa, cd_nat=cd_nat )
       CALL smooth_pass( pwa, pwb )
-      CALL lbc_lnk( pwb )
+      CALL lbc_lnk( pwb, cd_nat=cd_nat )
       CALL smooth_pass( pwb, pwa )
       DO jk = 1, SIZE(px, 3)
          DO jj = 2, jpj-1
@@ -94,10 +96,10 @@ CONTAINS
       DO jk = 1, SIZE(pa, 3)
          DO jj = 2, jpj-1
             DO ji = 2, jpi-1
-               zrs = ( pa(ji-1,jj-1,jk) + 2._wp * pa(ji,jj-1,jk) ) + pa(ji+1,jj-1,jk)
-               zrc = ( pa(ji-1,jj  ,jk) + 2._wp * pa(ji,jj  ,jk) ) + pa(ji+1,jj  ,jk)
-               zrn = ( pa(ji-1,jj+1,jk) + 2._wp * pa(ji,jj+1,jk) ) + pa(ji+1,jj+1,jk)
-               pb(ji,jj,jk) = ( ( ( zrs + 2._wp * zrc ) + zrn ) * 0.0625_wp ) * tmask(ji,jj)
+               zrs = ( pa(ji-1,jj-1,jk) + pa(ji+1,jj-1,jk) ) + 2._wp * pa(ji,jj-1,jk)
+               zrc = ( pa(ji-1,jj  ,jk) + pa(ji+1,jj  ,jk) ) + 2._wp * pa(ji,jj  ,jk)
+               zrn = ( pa(ji-1,jj+1,jk) + pa(ji+1,jj+1,jk) ) + 2._wp * pa(ji,jj+1,jk)
+               pb(ji,jj,jk) = ( ( ( zrs + zrn ) + 2._wp * zrc ) * 0.0625_wp ) * tmask(ji,jj)
             END DO
          END DO
       END DO

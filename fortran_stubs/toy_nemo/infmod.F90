@@ -40,7 +40,7 @@ MODULE infmod
    USE par_kind  , ONLY : wp, lc
    USE lib_mpp   , ONLY : lwp, numout, ctl_stop, ctl_warn
    USE in_out_manager, ONLY : ln_rstart, nn_it000, cn_ocerst_in
-   USE mppini    , ONLY : jpi, jpj, jpiglo, jpjglo, nimpp, njmpp
+   USE mppini    , ONLY : jpi, jpj, jpiglo, jpjglo, nimpp, njmpp, jperio
    USE domain    , ONLY : tmask
    USE infclosure, ONLY : inc_laplacian, inc_smooth3
    USE inftest   , ONLY : inf_test_init, inf_test_nan, inf_test_world, cn_mlb_inproc, rn_mlb_coef,   &
@@ -66,6 +66,7 @@ MODULE infmod
    INTEGER, PARAMETER ::   lf = 16                    ! length of a field name
    CHARACTER(len=lf), PARAMETER ::   cfld(jpfld) = [CHARACTER(len=lf) :: 'u', 'v', 'h']
    CHARACTER(len=lf), PARAMETER ::   ctnd(jpfld) = [CHARACTER(len=lf) :: 'u_tend', 'v_tend', 'h_tend']
+   CHARACTER(len=1) , PARAMETER ::   cpnt(jpfld) = [ 'U', 'V', 'T' ]   ! their C-grid points
 
    !                                      !!* nammlb *
    LOGICAL , PUBLIC ::   ln_mlb = .FALSE.     !: exchange fields with the mlbridge servers
@@ -177,12 +178,22 @@ CONTAINS
          IF( LEN_TRIM(cn_mlb_snd(jf)) == 0 )   CYCLE
          ilev = kpk
          IF( nn_mlb_lev(jf) > 0 )   ilev = nn_mlb_lev(jf)
-         CALL mlb_def_field( TRIM(cn_mlb_snd(jf)), ilev, MLB_SEND, nn_mlb_every, istat )
+         IF( jperio /= 0 ) THEN   ! folded grid: the server needs each field's point (u U, v V, h T)
+            CALL mlb_def_field( TRIM(cn_mlb_snd(jf)), ilev, MLB_SEND, nn_mlb_every, istat,   &
+               &                grid=point_of(cn_mlb_snd(jf)) )
+         ELSE
+            CALL mlb_def_field( TRIM(cn_mlb_snd(jf)), ilev, MLB_SEND, nn_mlb_every, istat )
+         ENDIF
          CALL inf_check( istat, 'inf_def: mlb_def_field '//TRIM(cn_mlb_snd(jf)) )
       END DO
       DO jf = 1, jpfld
          IF( LEN_TRIM(cn_mlb_rcv(jf)) == 0 )   CYCLE
-         CALL mlb_def_field( TRIM(cn_mlb_rcv(jf)), kpk, MLB_RECV, nn_mlb_every, istat )
+         IF( jperio /= 0 ) THEN
+            CALL mlb_def_field( TRIM(cn_mlb_rcv(jf)), kpk, MLB_RECV, nn_mlb_every, istat,   &
+               &                grid=point_of(cn_mlb_rcv(jf)) )
+         ELSE
+            CALL mlb_def_field( TRIM(cn_mlb_rcv(jf)), kpk, MLB_RECV, nn_mlb_every, istat )
+         ENDIF
          CALL inf_check( istat, 'inf_def: mlb_def_field '//TRIM(cn_mlb_rcv(jf)) )
       END DO
       IF( llwarm ) THEN   ! the schedule keeps the first run's phase; the servers are told
@@ -226,9 +237,9 @@ CONTAINS
          END DO
       ELSEIF( ALLOCATED(ztend) ) THEN
          IF( MOD( kt - nkt0, nn_mlb_every ) /= 0 )   RETURN   ! hold the last outputs
-         IF( lltend(1) )   CALL inproc( pu, ztend(:,:,:,1) )
-         IF( lltend(2) )   CALL inproc( pv, ztend(:,:,:,2) )
-         IF( lltend(3) )   CALL inproc( ph, ztend(:,:,:,3) )
+         IF( lltend(1) )   CALL inproc( pu, ztend(:,:,:,1), 'U' )
+         IF( lltend(2) )   CALL inproc( pv, ztend(:,:,:,2), 'V' )
+         IF( lltend(3) )   CALL inproc( ph, ztend(:,:,:,3), 'T' )
       ENDIF
    END SUBROUTINE inf_put
 
@@ -426,13 +437,25 @@ CONTAINS
    END SUBROUTINE hls2_alloc
 
 
-   SUBROUTINE inproc( px, pout )
-      !! the in-process closure of one field
+   CHARACTER(len=1) FUNCTION point_of( cdname )
+      !! the C-grid point of a toy field or tendency (u U, v V, h T)
+      CHARACTER(len=*), INTENT(in) ::   cdname
+      INTEGER ::   jf
+      point_of = 'T'
+      DO jf = 1, jpfld
+         IF( cdname == cfld(jf) .OR. cdname == ctnd(jf) )   point_of = cpnt(jf)
+      END DO
+   END FUNCTION point_of
+
+
+   SUBROUTINE inproc( px, pout, cdnat )
+      !! the in-process closure of one field (cdnat: its grid point)
       REAL(wp), DIMENSION(:,:,:), INTENT(in   ) ::   px
       REAL(wp), DIMENSION(:,:,:), INTENT(inout) ::   pout
+      CHARACTER(len=1)          , INTENT(in   ) ::   cdnat
       SELECT CASE( cn_mlb_inproc )
       CASE( 'laplacian' )   ;   CALL inc_laplacian( px, rn_mlb_coef, pout )
-      CASE( 'smooth3'   )   ;   CALL inc_smooth3( px, rn_mlb_coef, pout, zwa, zwb )
+      CASE( 'smooth3'   )   ;   CALL inc_smooth3( px, rn_mlb_coef, pout, zwa, zwb, cdnat )
       END SELECT
    END SUBROUTINE inproc
 

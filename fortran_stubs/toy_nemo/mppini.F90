@@ -29,11 +29,12 @@ MODULE mppini
    INTEGER, PUBLIC ::   jpi, jpj             !: local sizes, 1-point halo on each side included
    INTEGER, PUBLIC ::   nimpp, njmpp         !: global index of the first point this rank owns
    INTEGER, PUBLIC ::   nowe, noea, noso, nono   !: neighbour ranks (MPI_PROC_NULL at the edge)
+   INTEGER, PUBLIC ::   jperio = 0           !: 0 closed; 4, 6 cyclic east-west + north fold (T, F pivot)
 
    !!----------------------------------------------------------------------
 CONTAINS
 
-   SUBROUTINE mpp_init( kpiglo, kpjglo )
+   SUBROUTINE mpp_init( kpiglo, kpjglo, kperio )
       !!------------------------------------------------------------------
       !!                  ***  ROUTINE mpp_init  ***
       !! ** Purpose :   split the global grid over the jpnij ranks
@@ -45,12 +46,15 @@ CONTAINS
       !!                spread one point at a time over the first subdomains.
       !!------------------------------------------------------------------
       INTEGER, INTENT(in) ::   kpiglo, kpjglo   ! global grid size
+      INTEGER, INTENT(in), OPTIONAL ::   kperio   ! 0 closed (default), 4 or 6 (cyclic + north fold)
       INTEGER ::   inum, ios, ji, jj, iperim, ibest, isi, isj, iproci, iprocj
       CHARACTER(len=lc) ::   cmsg
       NAMELIST/nammpp/ jpni, jpnj
       !!------------------------------------------------------------------
       jpiglo = kpiglo
       jpjglo = kpjglo
+      jperio = 0
+      IF( PRESENT(kperio) )   jperio = kperio
       cmsg = ''
       CALL nam_open( 'namelist_ref', inum )
       READ( inum, nammpp, IOSTAT=ios, IOMSG=cmsg )
@@ -105,6 +109,8 @@ CONTAINS
       noso = MPI_PROC_NULL   ;   nono = MPI_PROC_NULL
       IF( iproci > 0        )   nowe = nproc - 1
       IF( iproci < jpni - 1 )   noea = nproc + 1
+      IF( jperio /= 0 .AND. iproci == 0        )   nowe = nproc + jpni - 1   ! cyclic east-west
+      IF( jperio /= 0 .AND. iproci == jpni - 1 )   noea = nproc - jpni + 1
       IF( iprocj > 0        )   noso = nproc - jpni
       IF( iprocj < jpnj - 1 )   nono = nproc + jpni
 

@@ -12,7 +12,7 @@ MODULE nemogcm
    USE par_kind      , ONLY : wp
    USE lib_mpp       , ONLY : mpp_start, mpp_stop, mpi_comm_oce, lwp, numout
    USE in_out_manager, ONLY : io_init, nn_it000, nn_itend, ln_rstart
-   USE usrdef_nam    , ONLY : usr_def_nam, nn_nx, nn_ny, nn_nz, rn_htot, rn_bump
+   USE usrdef_nam    , ONLY : usr_def_nam, nn_nx, nn_ny, nn_nz, nn_perio, rn_htot, rn_bump
    USE mppini        , ONLY : mpp_init, jpi, jpj
    USE lbclnk        , ONLY : lbc_init, lbc_lnk
    USE domain        , ONLY : dom_init, tmask, glamt, gphit, rLx, rLy
@@ -80,7 +80,7 @@ CONTAINS
       CALL io_init                      ! &namrun
       CALL dia_tend_init                ! &namtend
       CALL usr_def_nam                  ! &namusr_def
-      CALL mpp_init( nn_nx, nn_ny )     ! &nammpp, decomposition
+      CALL mpp_init( nn_nx, nn_ny, nn_perio )   ! &nammpp, decomposition
       CALL lbc_init( nn_nz )
       CALL dom_init                     ! &namdom, grid, masks, Coriolis
       CALL oce_alloc( jpi, jpj, nn_nz )

@@ -36,6 +36,8 @@ MODULE usrdef_nam
    REAL(wp), PUBLIC ::   rn_aeiv   = 0._wp     !: thickness diffusivity (Gent-McWilliams, layer form) [m2 s-1]
    REAL(wp), PUBLIC ::   rn_shlat  = 0._wp     !: lateral condition: 0 free slip, 2 no slip
    REAL(wp), PUBLIC ::   rn_bump   = 0._wp     !: initial Gaussian bump of h1 at mid-basin [m]
+   INTEGER , PUBLIC ::   nn_perio  = 0         !: 0 closed basin; 4 (6): cyclic east-west, north fold
+   !                                           !: about a T (F) point pivot, NEMO's jperio
 
    !!----------------------------------------------------------------------
 CONTAINS
@@ -48,7 +50,8 @@ CONTAINS
       INTEGER ::   inum, ios
       CHARACTER(len=lc) ::   cmsg, cval
       NAMELIST/namusr_def/ nn_nx, nn_ny, nn_nz, rn_dx, rn_dy, rn_htot, rn_gprime, rn_rho0,   &
-         &                 rn_f0, rn_beta, rn_tau0, rn_hmin, rn_rfr, rn_ahm, rn_bhm, rn_aeiv, rn_shlat, rn_bump
+         &                 rn_f0, rn_beta, rn_tau0, rn_hmin, rn_rfr, rn_ahm, rn_bhm, rn_aeiv, rn_shlat, rn_bump,   &
+         &                 nn_perio
       !!------------------------------------------------------------------
       cmsg = ''
       CALL nam_open( 'namelist_ref', inum )
@@ -63,6 +66,13 @@ CONTAINS
       ENDIF
       IF( nn_ny < 3 ) THEN
          WRITE(cval,'(i0)') nn_ny   ;   CALL refuse( 'nn_ny', cval, 'must be >= 3 (land rim + ocean)' )
+      ENDIF
+      IF( nn_perio /= 0 .AND. nn_perio /= 4 .AND. nn_perio /= 6 ) THEN
+         WRITE(cval,'(i0)') nn_perio   ;   CALL refuse( 'nn_perio', cval, 'must be 0, 4 or 6' )
+      ENDIF
+      IF( nn_perio /= 0 .AND. ( MOD(nn_nx, 2) /= 0 .OR. nn_ny < 6 ) ) THEN
+         WRITE(cval,'(i0,a,i0)') nn_nx, ' x ', nn_ny
+         CALL refuse( 'nn_nx x nn_ny', cval, 'must be even in i and >= 6 in j with a north fold (nn_perio)' )
       ENDIF
       IF( nn_nz < 1 .OR. nn_nz > 100 ) THEN
          WRITE(cval,'(i0)') nn_nz   ;   CALL refuse( 'nn_nz', cval, 'must be in 1..100' )
@@ -107,6 +117,7 @@ CONTAINS
          WRITE(numout,'(a,es12.4)') '   thickness diffusivity [m2 s-1]    rn_aeiv   = ', rn_aeiv
          WRITE(numout,'(a,es12.4)') '   lateral slip (0 free, 2 no)       rn_shlat  = ', rn_shlat
          WRITE(numout,'(a,es12.4)') '   initial bump of h1 [m]            rn_bump   = ', rn_bump
+         WRITE(numout,'(a,i8)'   ) '   0 closed, 4/6 cyclic + north fold nn_perio  = ', nn_perio
       ENDIF
    END SUBROUTINE usr_def_nam
 
