@@ -45,7 +45,7 @@ MODULE infmod
    USE infclosure, ONLY : inc_laplacian, inc_smooth3
    USE inftest   , ONLY : inf_test_init, inf_test_nan, inf_test_world, cn_mlb_inproc, rn_mlb_coef,   &
       &                   ln_mlb_hls2
-   USE, INTRINSIC :: ieee_arithmetic, ONLY : ieee_value, ieee_quiet_nan
+   USE, INTRINSIC :: ieee_arithmetic, ONLY : ieee_value, ieee_quiet_nan, ieee_is_nan
    USE mlbridge  , ONLY : mlb_init, mlb_def_grid, mlb_def_field, mlb_enddef, mlb_put, mlb_get,   &
       &                   mlb_finalize, mlb_error_message, MLB_SEND, MLB_RECV, MLB_OK, MLB_ERR_REMOTE,   &
       &                   mlb_def_restart, mlb_get_schedule, mlb_save_outputs, mlb_load_outputs,   &
@@ -420,7 +420,8 @@ CONTAINS
          zhls2(2:jpi+1,2:jpj+1,1:npk) = pf(:,:,1:npk)
          CALL mlb_get( cdname, kt, zhls2, istat )
          CALL inf_check( istat, 'inf_get: mlb_get '//cdname//' (halo 2, jpk levels)' )
-         IF( ANY( zhls2(3:jpi,3:jpj,npk+1) /= 0._wp ) )   &   ! NaN too: /= is true for NaN
+         IF( ANY( ABS( zhls2(3:jpi,3:jpj,npk+1) ) > 0._wp ) .OR.                    &
+            & ANY( ieee_is_nan( zhls2(3:jpi,3:jpj,npk+1) ) ) )                       &
             &   CALL ctl_stop( 'inf_get: mlb_get '//cdname//': the land level jpk is not zero' )
          pf(:,:,1:npk) = zhls2(2:jpi+1,2:jpj+1,1:npk)
          RETURN
