@@ -179,6 +179,13 @@ def test_format_timing_is_generic() -> None:
     assert "per_rank.0.wait_s" in table
 
 
+def test_format_timing_shows_a_list_by_its_length() -> None:
+    # per-step records (timing.json per_exchange steps) must not widen the table
+    table = format_timing({"per_exchange": {"cnn": {"steps": list(range(21900))}}, "lag": 0})
+    assert "per_exchange.cnn.steps   [21900 values]" in table
+    assert max(len(line) for line in table.splitlines()) < 60
+
+
 # --- validation --------------------------------------------------------------------------------
 
 

@@ -214,10 +214,13 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
 
 
 def format_timing(data: dict[str, Any], source: str = "timing.json") -> str:
-    """A small two-column table of ``timing.json``: floats as seconds, integers as counts."""
+    """A small two-column table of ``timing.json``: floats as seconds, integers as counts, lists
+    (per-step records) as their length."""
     rows = []
     for name, value in _flatten(data):
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, list | tuple):
+            text = f"[{len(value)} values]"
+        elif isinstance(value, bool) or not isinstance(value, int | float):
             text = str(value)
         elif isinstance(value, int):
             text = f"{value:d}"
