@@ -133,3 +133,33 @@ def test_the_bridge_imports_no_science(science: str) -> None:
             if any(n == science or n.startswith(science + ".") for n in names):
                 offenders.append(f"{module_name(path)}:{node.lineno}")
     assert not offenders, f"bridge imports {science}: {offenders}"
+
+
+def science_graph() -> dict[str, set[str]]:
+    """The import graph of ``mlbridge_models`` (the ``models/`` folder), function level included."""
+    root = PACKAGE.parent / "models"
+    graph: dict[str, set[str]] = {}
+    files = sorted(root.rglob("*.py"))
+    names = {}
+    for f in files:
+        parts = ("mlbridge_models", *f.relative_to(root).with_suffix("").parts)
+        names[f] = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    known = set(names.values())
+    for f, name in names.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    found.add(full if full in known else node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[name] = {m for m in found if m in known and m != name}
+    return graph
+
+
+def test_no_import_cycle_in_the_science() -> None:
+    graph = science_graph()
+    assert "mlbridge_models.bias.twin" in graph
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

@@ -101,7 +101,6 @@ def figure(path: Path, means: dict[str, dict[str, np.ndarray]], result: dict[str
 
 def evaluate(out: Path, s: Any) -> dict[str, Any]:
     """Run (or resume) the held-out years without and with the correction; score them."""
-    from mlbridge_models.bias.twin import _patch
 
     from bridge.config.coupling import load_config
     from bridge.registry.store import Registry
@@ -113,7 +112,7 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
     if seed is None:
         raise FileNotFoundError(f"{out / 'nudged'}: year {seed_year} is not done (stage nudged)")
     seed_restart = out / "nudged" / seed.restart
-    patch = _patch(s, s.tau0_model)
+    patch = s.namelist_patch(s.tau0_model)
     run_truth(
         s.coupling_file(),
         out / "free",
@@ -136,7 +135,7 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
         out / "corrected",
         s.years,
         write_days=s.eval_days,
-        patch=_patch(s, s.tau0_model, nammlb={"nn_mlb_every": s.every}),
+        patch=s.namelist_patch(s.tau0_model, nammlb={"nn_mlb_every": s.every}),
         seed_restart=seed_restart,
         seed_year=seed_year,
     )

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mlbridge_models.bias import evaluate, train
 from mlbridge_models.subgrid.truth import SECONDS_PER_DAY, TruthError, grid_files, run_truth
 
 from bridge import paths
@@ -92,13 +93,13 @@ class TwinSettings:
     def grid_patch(self) -> dict[str, dict[str, Any]]:
         return {"namusr_def": {"nn_nx": self.nx, "nn_ny": self.ny}}
 
-
-def _patch(s: TwinSettings, tau0: float, **blocks: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    patch = s.grid_patch()
-    patch["namusr_def"]["rn_tau0"] = tau0
-    for block, entries in blocks.items():
-        patch.setdefault(block, {}).update(entries)
-    return patch
+    def namelist_patch(self, tau0: float, **blocks: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The namelist entries of a run of the twin: the grid, the wind ``tau0``, ``blocks``."""
+        patch = self.grid_patch()
+        patch["namusr_def"]["rn_tau0"] = tau0
+        for block, entries in blocks.items():
+            patch.setdefault(block, {}).update(entries)
+        return patch
 
 
 def run_twin_truth(out: Path, s: TwinSettings) -> list[Path]:
@@ -108,7 +109,7 @@ def run_twin_truth(out: Path, s: TwinSettings) -> list[Path]:
         out / "truth",
         s.years,
         write_days=s.write_days,
-        patch=_patch(s, s.tau0_truth),
+        patch=s.namelist_patch(s.tau0_truth),
     )
     return grid_files(out / "truth", 1, s.years)
 
@@ -166,8 +167,7 @@ def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
     folder = out / "nudged"
     folder.mkdir(parents=True, exist_ok=True)
     nudge_in = (folder / "nudge_in.nc").resolve()
-    patch = _patch(
-        s,
+    patch = s.namelist_patch(
         s.tau0_model,
         namnudge={
             "ln_nudge": True,
@@ -184,7 +184,6 @@ def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
 
 def run_all(out: Path, s: TwinSettings, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
     """Run the stages asked for (in order); their timings and the evaluation's results."""
-    from mlbridge_models.bias import evaluate, train
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
