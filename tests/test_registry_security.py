@@ -741,3 +741,18 @@ def test_modes_honour_the_umask(tmp_path: Path, umask: int, dirs: int, files: in
         assert folder.stat().st_mode & 0o777 == dirs, folder
     for path in version.iterdir():
         assert path.stat().st_mode & 0o777 == files, path
+
+
+def test_torch_load_inside_the_export_loader_is_weights_only(tmp_path: Path) -> None:
+    # the guard around torch.export.load: even weights_only=False (what torch.export.load asks
+    # for on weights, constants and its sample-inputs fallback) cannot run the pickle's code
+    from bridge.registry.safe_export import weights_only_torch_load
+
+    marker = tmp_path / "marker"
+    raw = hostile_pickle(RunsCode(marker))
+    before = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    with weights_only_torch_load():
+        with pytest.raises(Exception, match="[Ww]eights only load failed"):
+            torch.load(io.BytesIO(raw), weights_only=False)
+    assert not marker.exists()
+    assert os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD") == before  # restored

@@ -30,10 +30,12 @@ call is an operator). Every refusal names the archive member and the value.
 from __future__ import annotations
 
 import ast
+import contextlib
 import io
 import json
 import math
 import operator
+import os
 import re
 import tokenize
 import zipfile
@@ -175,9 +177,33 @@ def load_exported_program(path: Path) -> Any:
 
     source = str(path)
     rebuilt = sanitized_archive(path.read_bytes(), source)
-    program = torch.export.load(io.BytesIO(rebuilt))
+    with weights_only_torch_load():  # the rebuilt archive's only pickle holds tensors
+        program = torch.export.load(io.BytesIO(rebuilt))
     check_graph(program, source)
     return program
+
+
+@contextlib.contextmanager
+def weights_only_torch_load() -> Iterator[None]:
+    """Every ``torch.load`` inside is ``weights_only=True``, whatever its caller asks for.
+
+    ``torch.export.load`` calls ``torch.load(..., weights_only=False)`` on weights, constants and
+    as a fallback for sample inputs; :func:`sanitized_archive` leaves it nothing but tensors to
+    read, and this makes that a property of the call too (torch's
+    ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``; the variable is restored afterwards).
+    """
+    names = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def sanitized_archive(data: bytes, source: str) -> bytes:
