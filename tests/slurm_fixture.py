@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from system_helpers import unavailable
 
 PACKAGES = "slurmd slurmctld slurm-client munge"
 DAEMONS = ("munged", "slurmctld", "slurmd", "srun", "salloc", "sbatch", "sinfo")
@@ -169,7 +170,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
     """Start munge, slurmctld and slurmd in a scratch folder; stop them after the session."""
     reason = _missing()
     if reason is not None:
-        pytest.skip(reason)
+        unavailable(reason)
     root = tmp_path_factory.mktemp("slurm")
     root.chmod(0o700)  # munged refuses a socket folder others can write to
     for sub in ("state", "spool"):

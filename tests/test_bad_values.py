@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from system_helpers import tmpfs
 from test_coupling_toy import config_for, exchange, logs, make_case, run
 from toy_helpers import NAMELIST_REF, read_nc
 
@@ -306,26 +306,13 @@ def test_namelist_type_rules(tmp_path: Path) -> None:
 @pytest.fixture()
 def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     """Mount a tmpfs of a given size (``300k``) under ``tmp_path``; unmounted afterwards."""
-    mounted: list[Path] = []
+    with contextlib.ExitStack() as stack:
+        disks = iter(range(1_000))
 
-    def mount(size: str) -> Path:
-        disk = tmp_path / f"disk{len(mounted)}"
-        disk.mkdir()
-        if shutil.which("mount") is None:
-            pytest.skip("no mount command: a small file system cannot be made here")
-        proc = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (root needed): {proc.stderr.strip()}")
-        mounted.append(disk)
-        return disk
+        def mount(size: str) -> Path:
+            return stack.enter_context(tmpfs(tmp_path / f"disk{next(disks)}", size))
 
-    yield mount
-    for disk in mounted:
-        subprocess.run(["umount", "--lazy", str(disk)], capture_output=True)
+        yield mount
 
 
 @pytest.mark.usefixtures("fortran_build")

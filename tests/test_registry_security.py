@@ -28,13 +28,14 @@ import subprocess
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from mlbridge_models.cnn import build_cnn
+from system_helpers import tmpfs
 
 from bridge.cli import main
 from bridge.config.coupling import load_config
@@ -668,25 +669,6 @@ def test_file_in_the_way_is_one_line(
     with pytest.raises(RegistryIOError, match=str(home / "crafted")):
         Registry(home).register(weights, man)
     assert [p.name for p in home.iterdir()] == ["crafted"]  # no staging folder left
-
-
-@contextlib.contextmanager
-def tmpfs(directory: Path, size: str) -> Iterator[Path]:
-    """A small tmpfs at ``directory`` (root only); skip the test where mounting is refused."""
-    directory.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", str(directory)], check=False)
 
 
 def test_full_disk_is_one_line(

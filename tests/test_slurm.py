@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from slurm_fixture import SlurmCluster
+from system_helpers import unavailable
 from toy_helpers import read_nc
 
 from bridge.config.coupling import SlurmConfig, load_config
@@ -53,7 +54,7 @@ def no_slurm_env(**extra: str) -> dict[str, str]:
 
 def needs_srun() -> None:
     if shutil.which("srun") is None:
-        pytest.skip("srun is not installed (`make test` installs slurm-client)")
+        unavailable("srun is not installed (`make test` installs slurm-client)")
 
 
 # --- the choice and the command texts (no cluster) ---------------------------------------------
