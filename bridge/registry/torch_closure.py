@@ -35,9 +35,10 @@ if TYPE_CHECKING:
     import torch
 
 
-# Levels per forward call on a CPU: with the reference CNN on a 64x64 block, batches of 8 levels
-# ran 2-3x faster than one call on all 30-75 levels (activations stay in cache); see
-# `mlbridge bench closure`.
+# Levels per forward call on a CPU, for a module in the default (contiguous) memory format: with
+# the reference CNN on a 64x64 block, batches of 8 levels ran faster than one call on all 30-75
+# levels (activations stay in cache). A channels-last module (the registry's default on a CPU,
+# bridge.registry.compiled) runs every level in one call. See `mlbridge bench closure`.
 CPU_LEVELS_PER_CALL = 8
 
 
@@ -225,8 +226,17 @@ class TorchClosure:
         Where the module lives (``"cpu"``, ``"cuda"``, a ``torch.device``).
     levels_per_call
         Run the module on at most this many levels at a time. ``None`` (default): all levels in
-        one call on a GPU, where that is fastest, and ``CPU_LEVELS_PER_CALL`` on a CPU, where the
-        activations of many levels overflow the caches (``mlbridge bench closure`` measures both).
+        one call on a GPU, where that is fastest, and on a CPU with ``channels_last``;
+        ``CPU_LEVELS_PER_CALL`` on a CPU otherwise, where the activations of many levels overflow
+        the caches (``mlbridge bench closure`` measures both).
+    channels_last
+        Hand the module its batch in the channels-last memory format (``(nz, C, H, W)`` with the
+        channels innermost), the layout oneDNN's CPU convolutions run fastest on; the module
+        should have been converted with ``module.to(memory_format=torch.channels_last)``.
+    staging
+        Move inputs and outputs through host buffers kept across calls (pinned when CUDA is
+        available), with non-blocking copies and one synchronisation before the numpy results
+        are handed back. ``None`` (default): on a CUDA device only.
 
     Raises
     ------
@@ -251,15 +261,23 @@ class TorchClosure:
         clip: Mapping[str, float] | None = None,
         device: str | torch.device = "cpu",
         levels_per_call: int | None = None,
+        channels_last: bool = False,
+        staging: bool | None = None,
     ) -> None:
         import torch
 
         if levels_per_call is not None and levels_per_call < 1:
             raise ValueError(f"levels_per_call must be >= 1 or None, got {levels_per_call}")
         self.device = torch.device(device)
-        if levels_per_call is None and self.device.type == "cpu":
+        if levels_per_call is None and self.device.type == "cpu" and not channels_last:
             levels_per_call = CPU_LEVELS_PER_CALL
         self.levels_per_call = levels_per_call
+        self.channels_last = channels_last
+        self.staging = HostStaging() if (staging or self.device.type == "cuda") else None
+        #: how the module was prepared (``eager``, ``channels_last``, ``aoti``; set by the loader)
+        self.engine = "eager"
+        #: why the loader did not use a faster engine (empty when it did)
+        self.engine_note = ""
         surface = [f.name for f in spec.outputs if f.surface]
         if surface:
             raise ValueError(
@@ -300,6 +318,7 @@ class TorchClosure:
         manifest: Manifest,
         device: str | torch.device = "cpu",
         levels_per_call: int | None = None,
+        channels_last: bool = False,
     ) -> TorchClosure:
         """Wrap a module with the spec, normalisation and clip bounds of a manifest.
 
@@ -311,7 +330,7 @@ class TorchClosure:
             Its manifest.
         device
             Where the module lives.
-        levels_per_call
+        levels_per_call, channels_last
             See the class.
 
         Returns
@@ -326,10 +345,14 @@ class TorchClosure:
             clip={e.name: e.clip for e in manifest.outputs if e.clip is not None},
             device=device,
             levels_per_call=levels_per_call,
+            channels_last=channels_last,
         )
 
     def __repr__(self) -> str:
-        return f"TorchClosure({self.spec.name!r}, halo={self.spec.halo}, device={self.device})"
+        return (
+            f"TorchClosure({self.spec.name!r}, halo={self.spec.halo}, device={self.device}, "
+            f"engine={self.engine!r})"
+        )
 
     def __call__(
         self, inputs: Mapping[str, np.ndarray], mask: np.ndarray | None = None
@@ -367,29 +390,90 @@ class TorchClosure:
             raw = self._forward(x)
             outs = self._split_outputs(raw, shape)
             mask_t = self._mask_tensor(mask, shape)
-            result: dict[str, np.ndarray] = {}
-            for k, name in enumerate(self.spec.output_names):
-                y = outs[k]
-                norm = self._out_norm[k]
-                if not norm.is_identity:
-                    y = y * norm.scale + norm.offset
-                bound = self._clip[k]
-                if bound is not None:
-                    over = int(torch.count_nonzero(y.abs() > bound))
-                    if over:
-                        self.stats.clipped[name] += over
-                        mag = torch.nan_to_num(y.abs(), nan=0.0, posinf=float("inf"))
-                        worst = int(torch.argmax(mag))  # flat, C order, as numpy's
-                        value = float(y.reshape(-1)[worst])
-                        self.stats.last_clip[name] = ClipRecord(value, worst, over, bound)
-                        y = y.clamp(-bound, bound)
-                if mask_t is not None:
-                    y = y.masked_fill(~mask_t, 0.0)
-                arr = np.ascontiguousarray(y.cpu().numpy(), dtype=caller_dtype)
-                if any(np.may_share_memory(arr, a) for a in arrays):
-                    arr = arr.copy()  # an output must never alias the caller's input buffers
-                result[name] = arr
+            if self.staging is not None:
+                result = self._finish_staged(outs, mask_t, shape, caller_dtype)
+            else:
+                result = {}
+                for k, name in enumerate(self.spec.output_names):
+                    y = self._finish_output(k, outs[k], mask_t)
+                    arr = np.ascontiguousarray(y.cpu().numpy(), dtype=caller_dtype)
+                    if any(np.may_share_memory(arr, a) for a in arrays):
+                        arr = arr.copy()  # an output must never alias the caller's input buffers
+                    result[name] = arr
         self.stats.calls += 1
+        return result
+
+    def _finish_output(self, k: int, y: torch.Tensor, mask_t: torch.Tensor | None) -> torch.Tensor:
+        """De-normalise, clip (recording the worst value) and mask output ``k``."""
+        import torch
+
+        norm = self._out_norm[k]
+        if not norm.is_identity:
+            y = y * norm.scale + norm.offset
+        bound = self._clip[k]
+        if bound is not None:
+            over = int(torch.count_nonzero(y.abs() > bound))
+            if over:
+                name = self.spec.output_names[k]
+                self.stats.clipped[name] += over
+                mag = torch.nan_to_num(y.abs(), nan=0.0, posinf=float("inf"))
+                worst = int(torch.argmax(mag))  # flat, C order, as numpy's
+                value = float(y.reshape(-1)[worst])
+                self.stats.last_clip[name] = ClipRecord(value, worst, over, bound)
+            y = y.clamp(-bound, bound)
+        if mask_t is not None:
+            y = y.masked_fill(~mask_t, 0.0)
+        return y
+
+    def _finish_staged(
+        self,
+        outs: list[torch.Tensor],
+        mask_t: torch.Tensor | None,
+        shape: tuple[int, int, int],
+        caller_dtype: np.dtype,
+    ) -> dict[str, np.ndarray]:
+        """The device path: every output finished on the device into one tensor, the clip
+        records into another, one non-blocking copy of each into host buffers kept across calls,
+        one synchronisation, then the numpy results (copies: the buffers are written again by
+        the next call)."""
+        import torch
+
+        assert self.staging is not None
+        names = self.spec.output_names
+        dev = self.staging.buffer("out_device", (len(names), *shape), self.dtype, self.device)
+        # per output: values cut by the bound, flat index and value of the worst one
+        clip_dev = torch.zeros((len(names), 3), dtype=torch.float64, device=self.device)
+        for k in range(len(names)):
+            y = outs[k]
+            norm = self._out_norm[k]
+            if not norm.is_identity:
+                y = y * norm.scale + norm.offset
+            bound = self._clip[k]
+            if bound is not None:
+                mag = y.abs()
+                worst = torch.argmax(torch.nan_to_num(mag, nan=0.0, posinf=float("inf")))
+                clip_dev[k, 0] = torch.count_nonzero(mag > bound)
+                clip_dev[k, 1] = worst
+                clip_dev[k, 2] = y.reshape(-1)[worst]
+                y = y.clamp(-bound, bound)
+            if mask_t is not None:
+                y = y.masked_fill(~mask_t, 0.0)
+            dev[k] = y
+        host = self.staging.buffer("out_host", dev.shape, self.dtype, torch.device("cpu"))
+        host_clip = self.staging.buffer(
+            "clip_host", clip_dev.shape, torch.float64, torch.device("cpu")
+        )
+        host.copy_(dev, non_blocking=True)
+        host_clip.copy_(clip_dev, non_blocking=True)
+        self.staging.synchronize(self.device)  # the one wait of the call
+        result: dict[str, np.ndarray] = {}
+        for k, name in enumerate(names):
+            over, worst, value = host_clip[k].tolist()
+            if over:
+                self.stats.clipped[name] += int(over)
+                record = ClipRecord(value, int(worst), int(over), float(self._clip[k] or 0.0))
+                self.stats.last_clip[name] = record
+            result[name] = np.array(host[k].numpy(), dtype=caller_dtype, order="C", copy=True)
         return result
 
     def _forward(self, x: torch.Tensor) -> Any:
@@ -412,17 +496,39 @@ class TorchClosure:
             and tensors[0].dtype == self.dtype
             and self.device.type == "cpu"
             and self._in_norm[0].is_identity
+            and self.staging is None
+            and not self.channels_last
         ):
             return tensors[0].unsqueeze(1)  # a view: the module reads the caller's memory
         nz = max(a.shape[0] for a in arrays)  # a surface input (1 level) is broadcast
         nyh, nxh = arrays[0].shape[1:]
-        x = torch.empty((nz, len(tensors), nyh, nxh), dtype=self.dtype, device=self.device)
-        for c, (t, norm) in enumerate(zip(tensors, self._in_norm, strict=True)):
-            channel = x[:, c]
-            channel.copy_(t)  # one copy, fused with the dtype cast and the host-to-device move
+        shape = (nz, len(tensors), nyh, nxh)
+        if self.staging is not None:
+            # host copy into the kept (pinned) buffer, one non-blocking move, the
+            # normalisation on the device
+            host = self.staging.buffer("in_host", shape, self.dtype, torch.device("cpu"))
+            for c, t in enumerate(tensors):
+                host[:, c].copy_(t)
+            x = self.staging.buffer(
+                "in_device", shape, self.dtype, self.device, self._memory_format
+            )
+            x.copy_(host, non_blocking=True)
+        else:
+            x = torch.empty(shape, dtype=self.dtype, device=self.device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for c, t in enumerate(tensors):
+                x[:, c].copy_(t)  # one copy, fused with the dtype cast (and the move)
+        for c, norm in enumerate(self._in_norm):
             if not norm.is_identity:
-                channel.sub_(norm.offset).div_(norm.scale)
+                x[:, c].sub_(norm.offset).div_(norm.scale)
         return x
+
+    @property
+    def _memory_format(self) -> Any:
+        import torch
+
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def _split_outputs(self, raw: Any, shape: tuple[int, int, int]) -> list[torch.Tensor]:
         import torch
@@ -471,6 +577,60 @@ class TorchClosure:
             return None
         m = _interior_mask(np.asarray(mask), shape, self.spec)
         return torch.from_numpy(np.ascontiguousarray(m != 0)).to(self.device)
+
+
+class HostStaging:
+    """Buffers kept across calls, one per role and side (host or device), reallocated only
+    when the block's shape or dtype changes.
+
+    Host buffers are pinned (page-locked) when CUDA is available, so that host-device copies
+    can be non-blocking; on a machine without CUDA they are plain memory and the same code runs
+    (``TorchClosure(..., staging=True)`` on a CPU, as the tests do).
+    """
+
+    def __init__(self) -> None:
+        import torch
+
+        self.pinned = torch.cuda.is_available()
+        self._buffers: dict[tuple[str, str], torch.Tensor] = {}
+        #: buffers allocated so far (a reused buffer does not count)
+        self.allocations = 0
+
+    def buffer(
+        self,
+        role: str,
+        shape: Sequence[int],
+        dtype: torch.dtype,
+        device: torch.device,
+        memory_format: Any = None,
+    ) -> torch.Tensor:
+        """The buffer of ``role`` on ``device`` (``cpu``: the host side), of this shape."""
+        import torch
+
+        fmt = memory_format or torch.contiguous_format
+        key = (role, str(device))  # roles name their side: "in_host", "in_device", ...
+        buf = self._buffers.get(key)
+        if (
+            buf is None
+            or tuple(buf.shape) != tuple(shape)
+            or buf.dtype != dtype
+            or not buf.is_contiguous(memory_format=fmt)
+        ):
+            pin = self.pinned and device.type == "cpu"
+            buf = torch.empty(tuple(shape), dtype=dtype, device=device, pin_memory=pin)
+            if fmt is not torch.contiguous_format:
+                buf = buf.contiguous(memory_format=fmt)
+            self._buffers[key] = buf
+            self.allocations += 1
+        return buf
+
+    @staticmethod
+    def synchronize(device: torch.device) -> None:
+        """Wait for the copies queued on ``device`` (nothing to wait for on a CPU)."""
+        import torch
+
+        if device.type == "cuda":
+            torch.cuda.current_stream(device).synchronize()
 
 
 def _from_numpy(a: np.ndarray) -> torch.Tensor:
