@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "show": "bridge.registry.cli",
     "verify": "bridge.registry.cli",
     "remove": "bridge.registry.cli",
+    "compile": "bridge.registry.cli",
 }
 
 PLUGIN_GROUP = "mlbridge.commands"
@@ -40,6 +41,7 @@ SUMMARIES: dict[str, str] = {
     "show": "show a registered closure's manifest",
     "verify": "re-hash registered artifacts",
     "remove": "remove a registered closure",
+    "compile": "compile a registered closure for this machine (AOTInductor, cached)",
 }
 
 

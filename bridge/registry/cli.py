@@ -1,4 +1,5 @@
-"""Registry sub-commands of the ``mlbridge`` console script: register, list, show, verify, remove.
+"""Registry sub-commands of the ``mlbridge`` console script: register, list, show, verify, remove,
+compile.
 
 Argument parsing and printing only; the work is done by :class:`bridge.registry.Registry`.
 torch is imported only by ``register`` (for the dry forward pass).
@@ -27,12 +28,15 @@ EXAMPLES: dict[str, str] = {
         "  mlbridge register --manifest manifest.toml --force   # artifact named in the manifest\n"
         "  mlbridge register weights.pt --manifest m.toml --architecture mypkg.nets:build_unet\n"
         "  mlbridge register --manifest my_closure.toml --trust-code   # a python closure\n"
+        "  mlbridge register --manifest manifest.toml --compile  # and compile it (AOTInductor)\n"
     ),
     "list": "  mlbridge list\n  mlbridge list --home /scratch/$USER/mlbridge\n",
     "show": "  mlbridge show cnn_gz21          # newest version\n  mlbridge show cnn_gz21@1.0\n",
     "verify": "  mlbridge verify                 # every registered closure\n"
     "  mlbridge verify cnn_gz21@1.0\n",
     "remove": "  mlbridge remove cnn_gz21@1.0\n",
+    "compile": "  mlbridge compile cnn_gz21@1.0   # once per machine and torch version\n"
+    "  mlbridge compile cnn_gz21 --home examples/07_subgrid_cnn/registry\n",
 }
 
 
@@ -44,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser
         The sub-command's parser.
     name
-        ``register``, ``list``, ``show``, ``verify`` or ``remove``.
+        ``register``, ``list``, ``show``, ``verify``, ``remove`` or ``compile``.
 
     Raises
     ------
@@ -83,6 +87,16 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
             "closures not shipped with an installed package): it runs with your permissions at "
             "registration and in every run; the record, 'mlbridge show' and the run log say so",
         )
+        parser.add_argument(
+            "--compile",
+            action="store_true",
+            help="also compile the closure for this machine (AOTInductor, cached in the "
+            "registry; the same as 'mlbridge compile REF' afterwards)",
+        )
+    elif name == "compile":
+        parser.add_argument(
+            "ref", metavar="NAME[@VERSION]", help="closure (default: newest version)"
+        )
     elif name == "show":
         parser.add_argument(
             "ref", metavar="NAME[@VERSION]", help="closure (default: newest version)"
@@ -118,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
             grant = code_grant(entry)
             if grant is not None and grant.user_trusted:
                 print(f"code: {grant.describe()}")
-            return 0
+            return _compile(registry, ref) if args.compile else 0
+        if command == "compile":
+            return _compile(registry, args.ref)
         if command == "list":
             return _list(registry)
         if command == "show":
@@ -136,6 +152,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"mlbridge {command}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     raise ValueError(f"not a registry sub-command: {command!r}")
+
+
+def _compile(registry: Registry, ref: str) -> int:
+    ref = registry.resolve(ref)
+    entry = registry.show(ref)
+    if entry.manifest is not None and entry.manifest.format == "python":
+        print(f"{ref}: format 'python': nothing to compile")
+        return 0
+    closure = registry.compile(ref)
+    engine = getattr(closure, "engine", "")
+    note = getattr(closure, "engine_note", "")
+    if engine == "aoti":
+        print(f"compiled {ref}: {note}")
+        return 0
+    print(f"mlbridge compile: {ref} not compiled, it runs {engine}: {note}", file=sys.stderr)
+    return 1
 
 
 def _list(registry: Registry) -> int:

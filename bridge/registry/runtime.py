@@ -24,6 +24,7 @@ from bridge.closures.base import (
     ClosureOutputError,
     check_outputs,
 )
+from bridge.registry.compiled import CompileCache, prepare_module
 from bridge.registry.manifest import Manifest
 from bridge.registry.safe_export import UnsafeArchiveError, load_exported_program
 from bridge.registry.torch_closure import (
@@ -292,6 +293,9 @@ def load_closure(
     threads: int | None = None,
     levels_per_call: int | None = None,
     trust: CodeTrust | None = None,
+    engine: str = "eager",
+    cache: CompileCache | None = None,
+    artifact_sha256: str | None = None,
 ) -> TorchClosure | ManifestClosure:
     """Load the closure a manifest describes.
 
@@ -314,6 +318,13 @@ def load_closure(
         Torch formats: levels per forward call (``None``: all at once); see :class:`TorchClosure`.
     trust
         What the user trusted at registration (``None``: nothing; shipped code only).
+    engine
+        Torch formats: how the module runs (:mod:`bridge.registry.compiled`): ``eager`` (the
+        default here; :meth:`bridge.registry.store.Registry.load` defaults to ``auto``),
+        ``channels_last``, ``aoti`` or ``auto``; a prepared engine that fails its check against
+        the eager module falls back to ``eager`` (``closure.engine_note`` says why).
+    cache, artifact_sha256
+        The compile cache and the verified artifact's hash (engines ``aoti`` and ``auto``).
 
     Returns
     -------
@@ -343,7 +354,22 @@ def load_closure(
         raise ClosureLoadError(f"{manifest.source}: artifact {path} does not exist")
     dev = resolve_device(device or manifest.device, required=device is not None)
     module = load_module(manifest, path, dev, trust)
-    return TorchClosure.from_manifest(module, manifest, dev, levels_per_call)
+    prepared = prepare_module(
+        module,
+        engine=engine,
+        device=dev,
+        dtype=manifest.dtype,
+        in_channels=len(manifest.inputs),
+        halo=manifest.halo,
+        cache=cache,
+        artifact_sha256=artifact_sha256,
+    )
+    closure = TorchClosure.from_manifest(
+        prepared.module, manifest, dev, levels_per_call, channels_last=prepared.channels_last
+    )
+    closure.engine = prepared.engine
+    closure.engine_note = prepared.note
+    return closure
 
 
 def _load_python_closure(

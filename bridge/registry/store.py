@@ -589,6 +589,7 @@ class Registry:
         device: str | None = None,
         threads: int | None = None,
         levels_per_call: int | None = None,
+        engine: str | None = None,
     ) -> TorchClosure | ManifestClosure:
         """Verify the hashes of a registered closure, then load it.
 
@@ -601,7 +602,11 @@ class Registry:
         threads
             ``torch.set_num_threads`` for this process (``None``: leave as is).
         levels_per_call
-            Torch formats: levels per forward call (``None``: all levels at once).
+            Torch formats: levels per forward call (``None``: the engine's default).
+        engine
+            Torch formats: ``auto``, ``eager``, ``channels_last`` or ``aoti``
+            (:mod:`bridge.registry.compiled`); ``None``: ``$MLBRIDGE_ENGINE``, else ``auto`` (the
+            compiled package when the cache holds one, else channels-last; eager on a GPU).
 
         Returns
         -------
@@ -619,7 +624,10 @@ class Registry:
             If the stored manifest cannot be read.
         UntrustedCodeError
             If the manifest names code neither shipped nor trusted at registration.
+        ValueError
+            If the engine is unknown.
         """
+        from bridge.registry.compiled import ENGINE_ENV, CompileCache
         from bridge.registry.runtime import load_closure
 
         entry = self.show(ref)
@@ -628,6 +636,7 @@ class Registry:
             raise problems[0]
         if entry.manifest is None:
             raise RegistryError(f"{entry.ref}: {entry.problem}")
+        artifact_sha = entry.record["sha256"].get(entry.record.get("artifact") or "")
         return load_closure(
             entry.manifest,
             entry.artifact,
@@ -635,7 +644,29 @@ class Registry:
             threads=threads,
             levels_per_call=levels_per_call,
             trust=trust_from_record(entry.record, entry.manifest.entry_point),
+            engine=engine or os.environ.get(ENGINE_ENV, "").strip() or "auto",
+            cache=CompileCache(self.root),
+            artifact_sha256=artifact_sha,  # just verified by entry_problems
         )
+
+    def compile(self, ref: str, *, device: str = "cpu") -> TorchClosure | ManifestClosure:
+        """Build (or check) the compiled package of a registered torch closure in the cache.
+
+        Loads the closure with engine ``aoti``: a valid cached package is reused, a missing or
+        invalid one is built (:mod:`bridge.registry.compiled`).
+
+        Returns
+        -------
+        Closure
+            The loaded closure; ``closure.engine`` is ``aoti`` when the package is in use, and
+            ``closure.engine_note`` says where it came from, or why it could not be built.
+
+        Raises
+        ------
+        RegistryError, HashMismatchError, UntrustedCodeError
+            As :meth:`load`.
+        """
+        return self.load(ref, device=device, engine="aoti")
 
 
 def code_grant(entry: Entry) -> Grant | None:

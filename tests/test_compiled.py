@@ -1,0 +1,173 @@
+"""How a registered closure runs (bridge/registry/compiled.py): channels-last and AOTInductor
+engines equal the eager module, the compile cache is reused, and a damaged or foreign entry is
+never trusted; the device path's kept host buffers (``TorchClosure(staging=True)``) on a CPU."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+from test_registry import cnn, save_artifact, write_manifest
+
+from bridge.cli import main
+from bridge.closures.base import ClosureSpec, FieldSpec
+from bridge.registry.compiled import (
+    ENTRY_FILE,
+    PACKAGE_FILE,
+    CompileCache,
+    compile_key,
+    cxx_compiler,
+    prepare_module,
+)
+from bridge.registry.store import Registry
+from bridge.registry.torch_closure import TorchClosure
+
+needs_cxx = pytest.mark.skipif(cxx_compiler() is None, reason="no C++ compiler for AOTInductor")
+
+
+def block(nz: int = 5, n: int = 20, seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal((nz, n + 8, n + 6)).astype(np.float32) for k in ("u", "v")}
+
+
+def eager_reference(module: torch.nn.Module, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.inference_mode():
+        x = torch.from_numpy(np.stack([inputs["u"], inputs["v"]], axis=1))
+        return module(x).numpy()
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, torch.nn.Module]:
+    """An export-format CNN (hidden 8) registered without a normalisation: outputs are the
+    module's own."""
+    tmp = tmp_path_factory.mktemp("compiled")
+    module = cnn(3)
+    art = save_artifact(module, "export", tmp / "src")
+    registry = Registry(tmp / "home")
+    registry.register(art, write_manifest(tmp / "src", art.name, fmt="export"))
+    return registry, module
+
+
+def test_channels_last_is_the_default_without_a_package(
+    registered: tuple[Registry, torch.nn.Module],
+) -> None:
+    registry, module = registered
+    inputs = block()
+    eager = registry.load("cnn@1.0", device="cpu", engine="eager")
+    auto = registry.load("cnn@1.0", device="cpu")
+    assert eager.engine == "eager" and eager.levels_per_call == 8
+    assert auto.engine in ("channels_last", "aoti")  # aoti once another test compiled it
+    assert auto.levels_per_call is None and auto.channels_last
+    ref = eager_reference(module, inputs)
+    for closure in (eager, auto):
+        out = closure(inputs)
+        np.testing.assert_allclose(out["su"], ref[:, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out["sv"], ref[:, 1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_module_that_breaks_on_channels_last_falls_back_to_eager(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Flat(torch.nn.Module):  # .view needs contiguous memory: fails on a channels-last batch
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            n, c, h, w = x.shape
+            return x.view(n, c * h * w).view(n, c, h, w)[:, :, 1:-1, 1:-1]
+
+    with caplog.at_level(logging.WARNING, logger="bridge.registry.compiled"):
+        prepared = prepare_module(
+            Flat(), engine="channels_last", device=torch.device("cpu"), dtype="float32",
+            in_channels=2, halo=1,
+        )  # fmt: skip
+    assert prepared.engine == "eager" and not prepared.channels_last
+    assert "channels_last" in prepared.note and "view" in prepared.note
+    assert "closure runs eager" in caplog.text
+
+
+@needs_cxx
+def test_compile_builds_then_reuses_then_rebuilds_a_damaged_entry(
+    registered: tuple[Registry, torch.nn.Module], capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry, module = registered
+    inputs = block(nz=7, n=24)  # another shape than the one exported: dynamic shapes
+    ref = eager_reference(module, inputs)
+    assert main(["compile", "cnn@1.0", "--home", str(registry.root)]) == 0
+    assert "compiled cnn@1.0" in capsys.readouterr().out
+
+    sha = registry.show("cnn@1.0").record["sha256"]["model.pt2"]
+    cache = CompileCache(registry.root)
+    entry = cache.entry_dir(compile_key(sha, torch.device("cpu"), "float32"))
+    package = entry / PACKAGE_FILE
+    assert package.is_file() and (entry / ENTRY_FILE).is_file()
+    assert (cache.directory.stat().st_mode & 0o777) == 0o700
+    built = package.stat().st_mtime_ns
+
+    # a later load (engine auto, the default) uses the cached package without compiling again
+    closure = registry.load("cnn@1.0", device="cpu")
+    assert closure.engine == "aoti" and "(cache)" in closure.engine_note
+    assert package.stat().st_mtime_ns == built
+    out = closure(inputs)
+    np.testing.assert_allclose(out["su"], ref[:, 0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out["sv"], ref[:, 1], rtol=1e-4, atol=1e-6)
+
+    # a damaged package: auto does not trust it (removed, channels-last); compile rebuilds it
+    package.write_bytes(package.read_bytes()[:-100] + b"x" * 100)
+    damaged = registry.load("cnn@1.0", device="cpu")
+    assert damaged.engine == "channels_last" and "discarded" in damaged.engine_note
+    assert "sha256" in damaged.engine_note and not entry.exists()
+    rebuilt = registry.compile("cnn@1.0")
+    assert rebuilt.engine == "aoti" and "(built)" in rebuilt.engine_note
+    np.testing.assert_allclose(rebuilt(inputs)["su"], ref[:, 0], rtol=1e-4, atol=1e-6)
+
+    # an entry for another key (another torch, say) is refused by its entry.json
+    record = json.loads((entry / ENTRY_FILE).read_text())
+    record["key"]["torch"] = "0.0.0"
+    (entry / ENTRY_FILE).write_text(json.dumps(record))
+    path, why = cache.lookup(compile_key(sha, torch.device("cpu"), "float32"))
+    assert path is None and "names another key" in why and "0.0.0" in why
+
+
+@needs_cxx
+def test_a_cache_entry_others_may_write_is_not_trusted(
+    registered: tuple[Registry, torch.nn.Module],
+) -> None:
+    registry, _ = registered
+    registry.compile("cnn@1.0")
+    sha = registry.show("cnn@1.0").record["sha256"]["model.pt2"]
+    cache = CompileCache(registry.root)
+    key = compile_key(sha, torch.device("cpu"), "float32")
+    os.chmod(cache.entry_dir(key) / PACKAGE_FILE, 0o666)
+    path, why = cache.lookup(key)
+    assert path is None and "writable by others" in why
+    assert not cache.entry_dir(key).exists()
+
+
+def test_staged_path_equals_the_plain_one_and_keeps_its_buffers() -> None:
+    """The GPU path (kept host buffers, non-blocking copies, one synchronisation), on a CPU."""
+    torch.manual_seed(0)
+    module = cnn(1)
+    fields = (FieldSpec("u", "U"), FieldSpec("v", "V"))
+    spec = ClosureSpec("c", 4, fields, (FieldSpec("su", "U"), FieldSpec("sv", "V")), "float32")
+    kw = {"clip": {"su": 0.05}, "device": "cpu"}
+    plain = TorchClosure(module, spec, **kw)
+    staged = TorchClosure(module, spec, staging=True, **kw)
+    assert plain.staging is None and staged.staging is not None
+    assert staged.staging.pinned == torch.cuda.is_available()
+    first = block(nz=4, n=16, seed=2)
+    mask = (np.random.default_rng(3).random((16, 14)) > 0.3).astype(np.float64)
+    a, b = plain(first, mask), staged(first, mask)
+    for name in ("su", "sv"):
+        np.testing.assert_array_equal(a[name], b[name])
+        assert b[name].flags.c_contiguous and b[name].dtype == np.float32
+    assert staged.stats.clipped == plain.stats.clipped and plain.stats.clipped["su"] > 0
+    assert staged.stats.last_clip["su"].index == plain.stats.last_clip["su"].index
+    assert staged.stats.last_clip["su"].value == pytest.approx(plain.stats.last_clip["su"].value)
+    allocated = staged.staging.allocations
+    kept = b["su"].copy()
+    c = staged(block(nz=4, n=16, seed=5), mask)
+    assert staged.staging.allocations == allocated  # the same buffers, reused
+    np.testing.assert_array_equal(b["su"], kept)  # a result never aliases the kept buffers
+    assert not np.array_equal(c["su"], kept)
