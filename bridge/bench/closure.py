@@ -1,21 +1,66 @@
-"""Closure forward time: the reference CNN on one block, levels batched vs one call per level.
+"""Closure forward time: the ways to run a closure module, against the default of the engine.
 
-The server runs a closure on all levels of a block at once (levels as the batch). This measures
-what that buys over calling the closure once per level, through the same ``TorchClosure`` the
-server uses (numpy in, numpy out), on a ``size x size`` interior plus the CNN's halo.
+Every path runs through the same ``TorchClosure`` the server uses (numpy in, numpy out, the
+manifest's normalisation and clip), on a ``size x size`` interior plus the closure's halo, for
+the reference CNN of this module (sized like the trained subgrid closure) and, when present, the
+committed trained closure (``models/artifacts/subgrid_cnn``, or ``--artifact``):
+
+``default``
+    The eager module, contiguous batches, ``levels_per_call`` at its old default (8 levels per
+    call on a CPU, all levels on a GPU): how every registered closure ran before the engines of
+    :mod:`bridge.registry.compiled`. Every ratio is against this row, measured in the same run.
+``eager``, ``eager 1/call``, ``eager K/call``
+    The eager module on all levels at once, one level per call, K levels per call.
+``channels-last``, ``channels-last 8/call``
+    The module and its batch channels-last (the registry's ``auto`` engine without a package).
+``torchscript``
+    ``torch.jit.optimize_for_inference`` of the scripted (or traced) module: frozen, oneDNN.
+``export``
+    ``torch.export.export(...).module()``: what a ``.pt2`` artifact loads as.
+``compile``, ``compile channels-last``
+    ``torch.compile`` (Inductor; compiled at the first call of each shape).
+``aoti``, ``aoti channels-last``
+    An AOTInductor package (``torch._inductor.aoti_compile_and_package``, dynamic batch, height,
+    width), built as the registry's compile cache builds it, then ``aoti_load_package``: the
+    registry's ``auto`` engine once ``mlbridge compile`` has run.
+
+Rounds are interleaved (one call of each path per round) so that a load change on a shared
+machine hits every path alike; medians over ``--repeats`` rounds. The time a path takes to build
+(scripting, export, compilation, the first call of ``torch.compile``) is printed separately.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+PATHS: tuple[str, ...] = (
+    "default",
+    "eager",
+    "eager 1/call",
+    "channels-last",
+    "channels-last 8/call",
+    "torchscript",
+    "export",
+    "compile",
+    "compile channels-last",
+    "aoti",
+    "aoti channels-last",
+)
+COMPILED = ("compile", "compile channels-last", "aoti", "aoti channels-last")
+
 EXAMPLES = (
-    "  mlbridge bench closure --repeats 5\n"
-    "  mlbridge bench closure --nz 1 10 30 75 --size 64 --threads 4 --device cpu\n"
+    "  mlbridge bench closure                                # all paths, threads 1 and 2\n"
+    "  mlbridge bench closure --nz 30 --threads 2 --repeats 20\n"
+    "  mlbridge bench closure --paths default channels-last aoti\\ channels-last --nz 30\n"
+    "  mlbridge bench closure --device cuda --nz 30 75      # on a GPU machine\n"
 )
 
 
@@ -26,33 +71,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--size", type=int, default=64, help="interior block width (cells)")
     parser.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device"
+        "--device", choices=("auto", "cpu", "cuda"), default="cpu", help="torch device"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+        "--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to time"
     )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument(
         "--hidden", type=int, default=32, help="channels of the CNN's hidden layers (3 of them)"
     )
     parser.add_argument(
+        "--paths",
+        nargs="+",
+        default=list(PATHS),
+        choices=PATHS,
+        metavar="PATH",
+        help=f"paths to time (default: all): {', '.join(PATHS)}",
+    )
+    parser.add_argument(
         "--levels-per-call",
         type=int,
         nargs="*",
-        default=[8],
+        default=[],
         metavar="K",
-        help="also time batches of K levels per call (TorchClosure levels_per_call)",
+        help="also time the eager module on batches of K levels per call",
     )
-
-
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: allocator, kernels, lazy initialisation
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()  # returns numpy arrays, so a GPU run is finished when it returns
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        default=None,
+        metavar="MANIFEST",
+        help="a trained closure's manifest to time beside the reference CNN (default: the "
+        "committed models/artifacts/subgrid_cnn/manifest.toml of a checkout)",
+    )
+    parser.add_argument("--no-artifact", action="store_true", help="time the reference CNN only")
 
 
 def bench_cnn(hidden: int, layers: int = 4) -> tuple[Any, int]:
@@ -69,8 +121,159 @@ def bench_cnn(hidden: int, layers: int = 4) -> tuple[Any, int]:
     return nn.Sequential(*parts), layers
 
 
+@dataclass
+class Subject:
+    """One closure to time: its module (on the device, in the dtype) and how to wrap it."""
+
+    label: str
+    module: Any
+    make: Callable[..., Any]  # (module, **TorchClosure options) -> TorchClosure
+    in_channels: int
+    halo: int
+
+
+@dataclass
+class Built:
+    """One path of one subject: its closure, or why it is unavailable, and its build time."""
+
+    closure: Any = None
+    seconds: float = 0.0
+    problem: str = ""
+
+
+def _subjects(args: argparse.Namespace, device: Any) -> list[Subject]:
+    import torch
+
+    from bridge.closures.base import ClosureSpec, FieldSpec
+    from bridge.registry.torch_closure import TorchClosure
+
+    torch.manual_seed(0)
+    module, halo = bench_cnn(args.hidden)
+    module = module.to(device=device, dtype=getattr(torch, args.dtype)).eval()
+    fields = (FieldSpec("u", "U", "m s-1"), FieldSpec("v", "V", "m s-1"))
+    outputs = (FieldSpec("su", "U", "m s-2"), FieldSpec("sv", "V", "m s-2"))
+    spec = ClosureSpec("bench_cnn", halo, fields, outputs, args.dtype)
+
+    def make(m: Any, **kw: Any) -> TorchClosure:
+        return TorchClosure(m, spec, device=device, **kw)
+
+    label = f"reference CNN 3x3 x4, hidden {args.hidden}"
+    subjects = [Subject(label, module, make, 2, halo)]
+    manifest_path = None if args.no_artifact else _artifact_manifest(args.artifact)
+    if manifest_path is not None:
+        subjects.append(_trained_subject(manifest_path, device))
+    return subjects
+
+
+def _artifact_manifest(given: Path | None) -> Path | None:
+    if given is not None:
+        return given
+    from bridge.paths import checkout_root
+
+    root = checkout_root()
+    path = None if root is None else root / "models" / "artifacts" / "subgrid_cnn" / "manifest.toml"
+    return path if path is not None and path.is_file() else None
+
+
+def _trained_subject(manifest_path: Path, device: Any) -> Subject:
+    from bridge.registry.manifest import load_manifest
+    from bridge.registry.runtime import load_module
+    from bridge.registry.torch_closure import TorchClosure
+
+    manifest = load_manifest(manifest_path)
+    artifact = manifest.artifact_path()
+    if artifact is None:
+        raise ValueError(f"{manifest_path}: names no artifact")
+    module = load_module(manifest, artifact, device)
+
+    def make(m: Any, **kw: Any) -> TorchClosure:
+        return TorchClosure.from_manifest(m, manifest, device, **kw)
+
+    label = f"{manifest.ref} ({manifest.format}, {artifact.name})"
+    return Subject(label, module, make, len(manifest.inputs), manifest.halo)
+
+
+def _build(path: str, subject: Subject, device: Any, dtype: str, workdir: Path) -> Built:
+    """The closure of one path, timed; a failure is reported, not raised."""
+    import torch
+
+    from bridge.registry.compiled import CompileCache, CompileKey, example_batch
+
+    t0 = time.perf_counter()
+    example = example_batch(subject.in_channels, subject.halo, getattr(torch, dtype), device)
+    cl = torch.channels_last
+    module = subject.module
+    try:
+        if path == "default":
+            closure = subject.make(module)
+        elif path == "eager":
+            closure = subject.make(module, levels_per_call=1 << 30)
+        elif path.startswith("eager ") and path.endswith("/call"):
+            closure = subject.make(module, levels_per_call=int(path.split()[1].split("/")[0]))
+        elif path.startswith("channels-last"):
+            per_call = 8 if path.endswith("8/call") else None
+            closure = subject.make(
+                copy.deepcopy(module).to(memory_format=cl),
+                channels_last=True,
+                levels_per_call=per_call,
+            )
+        elif path == "torchscript":
+            with torch.no_grad():
+                scripted = (
+                    module
+                    if isinstance(module, torch.jit.ScriptModule)
+                    else torch.jit.trace(copy.deepcopy(module), example)
+                )
+                frozen = torch.jit.optimize_for_inference(copy.deepcopy(scripted).eval())
+            closure = subject.make(frozen, levels_per_call=1 << 30)
+        elif path == "export":
+            program = _export(module, example)
+            closure = subject.make(program.module(), levels_per_call=1 << 30)
+        elif path.startswith("compile"):
+            channels_last = path.endswith("channels-last")
+            m = copy.deepcopy(module)
+            if channels_last:
+                m = m.to(memory_format=cl)
+            compiled = torch.compile(m)
+            closure = subject.make(compiled, channels_last=channels_last, levels_per_call=1 << 30)
+        elif path.startswith("aoti"):
+            channels_last = path.endswith("channels-last")
+            m = copy.deepcopy(module)
+            if channels_last:
+                m, example = m.to(memory_format=cl), example.contiguous(memory_format=cl)
+            key = CompileKey("bench", torch.__version__, "", "", device.type, dtype, path)
+            package = CompileCache(workdir).build(m, key, example)
+            loaded = torch._inductor.aoti_load_package(str(package))
+            closure = subject.make(loaded, channels_last=channels_last, levels_per_call=1 << 30)
+        else:
+            raise ValueError(f"unknown path {path!r}")
+    except Exception as exc:  # a path this torch or machine cannot build is reported
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return Built(problem=f"{type(exc).__name__}: {text}"[:160])
+    return Built(closure, time.perf_counter() - t0)
+
+
+def _export(module: Any, example: Any) -> Any:
+    import torch
+
+    if hasattr(module, "graph_signature"):  # already an ExportedProgram
+        return module
+    dyn = torch.export.Dim.DYNAMIC
+    return torch.export.export(module, (example,), dynamic_shapes=({0: dyn, 2: dyn, 3: dyn},))
+
+
+def _interleaved_medians(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(max(1, repeats)):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()  # returns numpy arrays, so a GPU run is finished when it returns
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def run(args: argparse.Namespace) -> int:
-    """Time the reference CNN and print one line per level count; return 0.
+    """Time every path of every subject and print the tables; return 0.
 
     Raises
     ------
@@ -80,64 +283,71 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from bridge.closures.base import ClosureSpec, FieldSpec
-    from bridge.registry.torch_closure import TorchClosure, resolve_device
+    from bridge.registry.torch_closure import resolve_device
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     device = resolve_device(args.device, required=args.device == "cuda")
-    torch.manual_seed(0)
-    module, halo = bench_cnn(args.hidden)
-    module = module.to(device=device, dtype=getattr(torch, args.dtype)).eval()
-    fields = (FieldSpec("u", "U", "m s-1"), FieldSpec("v", "V", "m s-1"))
-    spec = ClosureSpec(
-        "bench_cnn",
-        halo,
-        fields,
-        (FieldSpec("su", "U", "m s-2"), FieldSpec("sv", "V", "m s-2")),
-        args.dtype,
-    )
-    all_levels = 1 << 30  # one call on every level, whatever the device's default
-    closure = TorchClosure(module, spec, device=device, levels_per_call=all_levels)
-    chunked = {
-        k: TorchClosure(module, spec, device=device, levels_per_call=k)
-        for k in args.levels_per_call
-    }
-    h, n = halo, args.size
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    paths = list(dict.fromkeys(["default", *args.paths]))
+    paths += [f"eager {k}/call" for k in args.levels_per_call if f"eager {k}/call" not in paths]
+    n = args.size
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(
-        f"closure bench: CNN 3x3 x4 (halo {h}, hidden {args.hidden}), block {n}x{n} + halo, "
-        f"{args.dtype}, device {device}{f' ({gpu})' if gpu else ''}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"median of {args.repeats}"
-    )
-    print(
-        f"{'nz':>4} {'batched ms':>11} {'per-level ms':>13} {'ratio':>6} "
-        f"{'batched ms/level':>17} {'Mcell/s':>8}" + "".join(f" {f'by {k} ms':>9}" for k in chunked)
+        f"closure bench: block {n}x{n} + halo, {args.dtype}, device {device}{gpu}, "
+        f"torch {torch.__version__}, threads {' '.join(map(str, args.threads))}, "
+        f"medians of {args.repeats} interleaved rounds; x default = default ms / path ms "
+        f"(> 1: faster than the default path, measured in the same rounds)"
     )
     rng = np.random.default_rng(0)
-    dtype = np.dtype(args.dtype)
-    for nz in args.nz:
-        inputs = {
-            f.name: rng.standard_normal((nz, n + 2 * h, n + 2 * h)).astype(dtype) for f in fields
-        }
-        levels = [{k: a[z : z + 1] for k, a in inputs.items()} for z in range(nz)]
-
-        def per_level(levels: list[dict[str, np.ndarray]] = levels) -> None:
-            for one in levels:
-                closure(one)
-
-        batched_s = _median_seconds(lambda inputs=inputs: closure(inputs), args.repeats)
-        per_level_s = _median_seconds(per_level, args.repeats)
-        chunk_s = [
-            _median_seconds(lambda c=c, inputs=inputs: c(inputs), args.repeats)
-            for c in chunked.values()
-        ]
-        print(
-            f"{nz:>4} {batched_s * 1e3:>11.2f} {per_level_s * 1e3:>13.2f} "
-            f"{per_level_s / batched_s:>6.2f} {batched_s * 1e3 / nz:>17.3f} "
-            f"{nz * n * n / batched_s / 1e6:>8.2f}" + "".join(f" {t * 1e3:>9.2f}" for t in chunk_s)
-        )
-    print("ratio = one call per level / all levels batched (> 1: batching wins);")
-    print("by K = batches of K levels per call (TorchClosure levels_per_call=K)")
+    with tempfile.TemporaryDirectory(prefix="mlbridge-bench-closure-") as tmp:
+        for subject in _subjects(args, device):
+            torch.set_num_threads(max(args.threads))
+            built = {p: _build(p, subject, device, args.dtype, Path(tmp)) for p in paths}
+            print(f"\n{subject.label}")
+            for p, b in built.items():
+                if b.problem:
+                    print(f"  {p}: unavailable: {b.problem}")
+            ready = {p: b.closure for p, b in built.items() if b.closure is not None}
+            print(
+                f"{'threads':>7} {'nz':>4} {'path':<22} {'ms':>9} {'ms/level':>9} "
+                f"{'x default':>9} {'max|diff|':>10}"
+            )
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                for nz in args.nz:
+                    shape = (nz, n + 2 * subject.halo, n + 2 * subject.halo)
+                    names = [f.name for f in ready["default"].spec.inputs]
+                    inputs = {k: rng.standard_normal(shape).astype(args.dtype) for k in names}
+                    _first_calls(ready, inputs, built)
+                    ref = ready["default"](inputs)
+                    diffs = {p: _max_diff(ref, c(inputs)) for p, c in ready.items()}
+                    calls = {p: (lambda c=c, x=inputs: c(x)) for p, c in ready.items()}
+                    med = _interleaved_medians(calls, args.repeats)
+                    for p in ready:
+                        print(
+                            f"{threads:>7} {nz:>4} {p:<22} {med[p] * 1e3:>9.2f} "
+                            f"{med[p] * 1e3 / nz:>9.3f} {med['default'] / med[p]:>9.2f} "
+                            f"{diffs[p]:>10.2e}"
+                        )
+            costs = [f"{p} {b.seconds:.1f}" for p, b in built.items() if b.closure is not None]
+            print("build cost (s; torch.compile: with its first call of each shape): ", end="")
+            print(", ".join(costs))
+    print(
+        "\nmax|diff| = largest |output - default output| / largest |default output| "
+        "(float tolerance: the paths agree)"
+    )
     return 0
+
+
+def _first_calls(ready: dict[str, Any], inputs: dict[str, Any], built: dict[str, Built]) -> None:
+    """Warm every path up on this shape; torch.compile's compilation goes to its build cost."""
+    for p, closure in ready.items():
+        t0 = time.perf_counter()
+        closure(inputs)
+        if p.startswith("compile"):
+            built[p].seconds += time.perf_counter() - t0
+
+
+def _max_diff(ref: dict[str, Any], out: dict[str, Any]) -> float:
+    import numpy as np
+
+    scale = max(float(np.max(np.abs(a))) for a in ref.values()) or 1.0
+    return max(float(np.max(np.abs(out[k] - ref[k]))) for k in ref) / scale
