@@ -7,7 +7,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := gfortran libopenmpi-dev openmpi-bin libnetcdff-dev liboasis3-dev netcdf-bin pkg-config \
+APT_PACKAGES := gfortran g++ libopenmpi-dev openmpi-bin libnetcdff-dev liboasis3-dev netcdf-bin pkg-config \
   slurmd slurmctld slurm-client munge
 TORCH_VERSION := 2.13.0
 export MPI4PY_MPIABI := openmpi
@@ -81,7 +81,7 @@ train: data
 	  --out $(ARTIFACTS) --epochs 40 --input-noise 0.1
 
 evaluate: truth
-	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/manifest.toml --home examples/07_subgrid_cnn/registry
+	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/manifest.toml --home examples/07_subgrid_cnn/registry --force
 	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/zanna_bolton.toml --home examples/06_subgrid_zb/registry
 	$(BIN)/mlbridge evaluate --truth runs/truth --truth-years $(EVAL_TRUTH) \
 	  --experiments examples/09_evaluate/eval.toml --out runs/eval $(EVAL_ARGS)

@@ -146,7 +146,7 @@ def test_pipeline_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
         assert {"nudge_u", "nudge_v", "nudge_h"} <= set(nc.variables)
         assert np.max(np.abs(np.asarray(nc["nudge_u"][:]))) > 0
     manifest = (out / "model" / "manifest.toml").read_text()
-    assert 'format = "torchscript"' in manifest and "clip = " in manifest
+    assert 'format = "export"' in manifest and "clip = " in manifest
     saved = json.loads((out / "evaluation.json").read_text())
     assert saved["rmse"] == result["evaluate"]["rmse"]
     for key in ("free", "corrected"):

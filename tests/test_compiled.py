@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,34 @@ def test_staged_path_equals_the_plain_one_and_keeps_its_buffers() -> None:
     assert staged.staging.allocations == allocated  # the same buffers, reused
     np.testing.assert_array_equal(b["su"], kept)  # a result never aliases the kept buffers
     assert not np.array_equal(c["su"], kept)
+
+
+# Outputs of the committed subgrid CNN as TorchScript (subgrid_cnn.ts, sha256 0d8ffeca...489b),
+# computed before it was re-exported as subgrid_cnn.pt2 and removed: the test block below,
+# normalised units, output[:, :, 2, :], the sum and the sum of |output|.
+TORCHSCRIPT_ROW = [
+    [[-1.5166965, -1.5577641, -1.2342998, -0.4575675, 0.2163479],
+     [1.9757305, 3.0349798, 3.6121354, 3.1165969, 2.3686097]],
+    [[0.2483882, 0.0397533, 0.6416911, 0.7058284, -0.0600161],
+     [-0.9845567, -2.2967689, -2.9354763, -1.8616936, -3.6341579]],
+]  # fmt: skip
+TORCHSCRIPT_SUM, TORCHSCRIPT_ABS_SUM = -1.9941377639770508, 150.97174072265625
+
+
+def test_committed_artifact_reproduces_its_torchscript_outputs() -> None:
+    from bridge.registry.manifest import load_manifest
+    from bridge.registry.runtime import load_module
+
+    repo = Path(__file__).resolve().parents[1]
+    manifest = load_manifest(repo / "models" / "artifacts" / "subgrid_cnn" / "manifest.toml")
+    assert manifest.format == "export" and manifest.artifact == "subgrid_cnn.pt2"
+    module = load_module(manifest, manifest.artifact_path(), torch.device("cpu"))  # safe loader
+    ny, nx = 6, 5
+    i = np.arange(2 * 2 * (ny + 8) * (nx + 8), dtype=np.float64).reshape(2, 2, ny + 8, nx + 8)
+    x = torch.from_numpy(np.sin(0.37 * i) + 0.5 * np.cos(0.11 * i * i / 50)).float()
+    with torch.no_grad():
+        y = module(x).numpy()
+    assert y.shape == (2, 2, ny, nx)
+    np.testing.assert_allclose(y[:, :, 2, :], TORCHSCRIPT_ROW, rtol=1e-6, atol=1e-6)
+    assert float(y.sum()) == pytest.approx(TORCHSCRIPT_SUM, rel=1e-5)
+    assert float(np.abs(y).sum()) == pytest.approx(TORCHSCRIPT_ABS_SUM, rel=1e-6)

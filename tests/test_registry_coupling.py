@@ -151,8 +151,8 @@ def assert_ok(result: RunResult) -> None:
 def test_tampered_artifact_refused_with_file_and_both_hashes(case: Path) -> None:
     from bridge.registry.store import Registry, sha256_file
 
-    artifact = case / "registry" / "gz-toy" / "1" / "gz_toy.ts"
-    recorded = Registry(case / "registry").show("gz-toy@1").record["sha256"]["gz_toy.ts"]
+    artifact = case / "registry" / "gz-toy" / "1" / "gz_toy.pt2"
+    recorded = Registry(case / "registry").show("gz-toy@1").record["sha256"]["gz_toy.pt2"]
     with artifact.open("ab") as fh:
         fh.write(b"\0")
     found = sha256_file(artifact)
@@ -165,7 +165,7 @@ def test_tampered_artifact_refused_with_file_and_both_hashes(case: Path) -> None
 
 
 def test_missing_artifact_refused(case: Path) -> None:
-    artifact = case / "registry" / "gz-toy" / "1" / "gz_toy.ts"
+    artifact = case / "registry" / "gz-toy" / "1" / "gz_toy.pt2"
     artifact.unlink()
     with pytest.raises(ConfigError) as info:
         run_case(case)
@@ -211,18 +211,19 @@ def test_halo_larger_than_server_block_refused(case: Path) -> None:
 
 
 def test_wrong_format_refused(case: Path) -> None:
-    """An artifact that is not TorchScript (its record rewritten to match) fails to load."""
+    """An artifact that is not a torch.export archive (its record rewritten to match) fails to
+    load."""
     from bridge.registry.store import sha256_file
 
     vdir = case / "registry" / "gz-toy" / "1"
-    (vdir / "gz_toy.ts").write_bytes(b"not a torchscript archive")
+    (vdir / "gz_toy.pt2").write_bytes(b"not a torch.export archive")
     record = json.loads((vdir / "record.json").read_text())
-    record["sha256"]["gz_toy.ts"] = sha256_file(vdir / "gz_toy.ts")
+    record["sha256"]["gz_toy.pt2"] = sha256_file(vdir / "gz_toy.pt2")
     (vdir / "record.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError) as info:
         run_case(case)
     text = str(info.value)
-    assert "cannot be loaded as format 'torchscript'" in text and str(vdir / "gz_toy.ts") in text
+    assert "cannot be loaded as format 'export'" in text and str(vdir / "gz_toy.pt2") in text
     assert no_run_started(case)
 
 
@@ -230,7 +231,7 @@ def test_pinned_sha256_mismatch_refused(case: Path) -> None:
     edit_toml(case, 'on_nan = "abort"', f'on_nan = "abort"\nsha256 = "{"0" * 64}"')
     with pytest.raises(ConfigError) as info:
         run_case(case)
-    assert "exchange[0].sha256" in str(info.value) and "gz_toy.ts" in str(info.value)
+    assert "exchange[0].sha256" in str(info.value) and "gz_toy.pt2" in str(info.value)
 
 
 def test_mlbridge_home_and_pinning(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,9 +309,7 @@ def test_example_runs_and_records_its_closure(
     assert (record.name, record.version, record.kind) == ("gz-toy", "1", "registry")
     assert len(record.sha256) == 64
     log = capsys.readouterr().out
-    assert (
-        f"exchange 'gz-toy': closure gz-toy@1 (torchscript, halo 4) sha256 {record.sha256}" in log
-    )
+    assert f"exchange 'gz-toy': closure gz-toy@1 (export, halo 4) sha256 {record.sha256}" in log
     saved = json.loads((result.run_dir / "closures.json").read_text())
     assert saved["closures"][0]["sha256"] == record.sha256
     assert saved["registry"] == str((case / "registry").resolve())

@@ -438,7 +438,7 @@ def test_train_writes_a_closure_the_runtime_runs_as_trained(
     v = ds.v.values[0]
     pad = ((0, 0), (h, h), (h, h))
     online = closure({"u": np.pad(u, pad), "v": np.pad(v, pad)})
-    net = torch.jit.load(str(tmp_path / "art" / "subgrid_cnn.ts"))
+    net = torch.export.load(tmp_path / "art" / "subgrid_cnn.pt2").module()
     us = manifest.inputs[0].norm.scale
     ss = manifest.outputs[0].norm.scale
     x = torch.from_numpy((np.stack([np.pad(u, pad), np.pad(v, pad)], axis=1) / us).astype("f4"))

@@ -1,4 +1,4 @@
-"""Build a small CNN closure, save it as TorchScript with its manifest, and register it.
+"""Build a small CNN closure, save it as a torch.export program with its manifest, register it.
 
 The network is the reference CNN of ``models/cnn.py`` (four valid 3x3 convolutions, so a halo
 of 4) with random weights drawn from a fixed seed: it stands for a trained closure. It maps the
@@ -8,7 +8,7 @@ model's ``u`` and ``v`` to two tendencies ``su`` and ``sv``::
     python examples/04_register_cnn/make_closure.py --home DIR     # another registry directory
     mlbridge run examples/04_register_cnn/coupling.toml            # couple it to mlb_driver
 
-Writes ``<out>/gz_toy.ts`` (TorchScript) and ``<out>/manifest.toml``, then registers them as
+Writes ``<out>/gz_toy.pt2`` (``torch.export``) and ``<out>/manifest.toml``, then registers them as
 ``gz-toy@1`` (``--version``, ``--seed``: another version with other weights; registering the
 same content again changes nothing).
 """
@@ -29,8 +29,8 @@ HIDDEN = (8, 8, 8)
 MANIFEST = """\
 name = "{name}"
 version = "{version}"
-format = "torchscript"
-artifact = "gz_toy.ts"
+format = "export"
+artifact = "gz_toy.pt2"
 halo = 4
 dtype = "float32"
 device = "cpu"
@@ -70,12 +70,12 @@ notes = "mlbridge_models.cnn.build_cnn(2, 2, hidden={hidden}), torch.manual_seed
 
 
 def write_closure(out_dir: Path, *, seed: int = SEED, version: str = VERSION) -> Path:
-    """Save the seeded CNN as TorchScript and write its manifest into ``out_dir``.
+    """Save the seeded CNN as a ``.pt2`` program and write its manifest into ``out_dir``.
 
     Parameters
     ----------
     out_dir
-        Directory to write ``gz_toy.ts`` and ``manifest.toml`` into (created).
+        Directory to write ``gz_toy.pt2`` and ``manifest.toml`` into (created).
     seed
         Seed of the random weights.
     version
@@ -88,11 +88,12 @@ def write_closure(out_dir: Path, *, seed: int = SEED, version: str = VERSION) ->
     """
     import torch
     from mlbridge_models.cnn import build_cnn
+    from mlbridge_models.export import export_closure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = build_cnn(in_channels=2, out_channels=2, hidden=HIDDEN).eval()
-    torch.jit.save(torch.jit.script(model), out_dir / "gz_toy.ts")
+    export_closure(model, out_dir / "gz_toy.pt2", in_channels=2, halo=4)
     manifest = out_dir / "manifest.toml"
     manifest.write_text(
         MANIFEST.format(name=NAME, version=version, seed=seed, hidden=list(HIDDEN)),

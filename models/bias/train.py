@@ -1,4 +1,4 @@
-"""Train the bias-correction CNN on (state, mean nudging tendency) pairs; TorchScript + manifest.
+"""Train the bias-correction CNN on (state, mean nudging tendency) pairs; torch.export + manifest.
 
 The network (:func:`mlbridge_models.cnn.build_cnn`, valid convolutions) maps ``u, v, h`` of one
 layer to ``cu, cv, ch`` of that layer; samples and layers are the batch, the fields padded with
@@ -6,7 +6,7 @@ zeros by the halo (what the bridge hands a closure at the walls). Normalisation:
 RMS, ``h`` by its mean (offset) and standard deviation, each output by its RMS; the loss is the
 masked mean square error in normalised units; the last ``val_frac`` of the samples (in time)
 are held out. The clip bound of each output is ``clip_factor`` x its largest training value.
-Written: ``bias_cnn.ts``, ``manifest.toml`` (format ``torchscript``), ``training.json``.
+Written: ``bias_cnn.pt2``, ``manifest.toml`` (format ``export``), ``training.json``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from mlbridge_models.bias.dataset import GRID_POINTS, INPUTS, load
 
 NAME = "bias-cnn"
-ARTIFACT = "bias_cnn.ts"
+ARTIFACT = "bias_cnn.pt2"
 OUTPUTS = ("cu", "cv", "ch")
 IN_UNITS = ("m s-1", "m s-1", "m")
 OUT_UNITS = ("m s-2", "m s-2", "m s-1")
@@ -42,7 +42,7 @@ def manifest_text(
     lines = [
         f'name = "{NAME}"',
         f'version = "{version}"',
-        'format = "torchscript"',
+        'format = "export"',
         f'artifact = "{ARTIFACT}"',
         f"halo = {halo}",
         'dtype = "float32"',
@@ -100,6 +100,7 @@ def train(
     """
     import torch
     from mlbridge_models.cnn import CNNConfig, build_cnn
+    from mlbridge_models.export import export_closure
 
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -175,7 +176,7 @@ def train(
         r2[f"r2_{name}"] = float(1 - err / var) if var > 0 else float("nan")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(model).save(str(out / ARTIFACT))
+    export_closure(model, out / ARTIFACT, in_channels=len(INPUTS), halo=halo)
     (out / "manifest.toml").write_text(
         manifest_text(
             halo=halo,

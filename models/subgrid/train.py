@@ -12,11 +12,12 @@ out; the offline skill (R2 on them) of the CNN and of Zanna & Bolton goes into t
 The Zanna & Bolton coefficient is the least-squares fit ``kappa = <S . Z> / <Z . Z>`` over the
 training snapshots' ocean points, ``Z`` the closure's forcing with ``kappa = 1``.
 
-Written to ``--out``: ``subgrid_cnn.ts`` (TorchScript, float32), ``manifest.toml`` (normalisation,
-clip bound = ``--clip-factor`` x the largest ``|S|`` of the training data, provenance and offline
-metrics), ``zanna_bolton.toml`` (python-format manifest with the fitted ``kappa``) and
-``training.json`` (loss curve, fit, settings). Before anything is trained the dataset is checked
-against the manifest: variables, units, grid points and the coarse grid size must agree.
+Written to ``--out``: ``subgrid_cnn.pt2`` (``torch.export``, float32), ``manifest.toml``
+(normalisation, clip bound = ``--clip-factor`` x the largest ``|S|`` of the training data,
+provenance and offline metrics), ``zanna_bolton.toml`` (python-format manifest with the fitted
+``kappa``) and ``training.json`` (loss curve, fit, settings). Before anything is trained the
+dataset is checked against the manifest: variables, units, grid points and the coarse grid size
+must agree.
 
 Usage::
 
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 NAME = "subgrid-cnn"
-ARTIFACT = "subgrid_cnn.ts"
+ARTIFACT = "subgrid_cnn.pt2"
 
 
 @dataclass
@@ -91,12 +92,12 @@ def manifest_text(
     metrics: dict[str, float],
     halo: int,
 ) -> str:
-    """The CNN's manifest (torchscript format, float32)."""
+    """The CNN's manifest (export format, float32)."""
     metric_lines = "".join(f"{k} = {v!r}\n" for k, v in sorted(metrics.items()))
     prov = "".join(f"{k} = {json.dumps(v)}\n" for k, v in provenance.items())
     return f"""name = "{NAME}"
 version = "{settings.version}"
-format = "torchscript"
+format = "export"
 artifact = "{ARTIFACT}"
 halo = {halo}
 dtype = "float32"
@@ -177,6 +178,7 @@ def train(
     import torch
     import xarray as xr
     from mlbridge_models.cnn import CNNConfig, build_cnn
+    from mlbridge_models.export import export_closure
     from mlbridge_models.subgrid.dataset import (
         DatasetError,
         check_dataset,
@@ -323,8 +325,7 @@ def train(
     r2_cnn = {"su": _r2(pred[:, :, 0], su[va], umask), "sv": _r2(pred[:, :, 1], sv[va], vmask)}
 
     out.mkdir(parents=True, exist_ok=True)
-    scripted = torch.jit.script(model)
-    scripted.save(str(out / ARTIFACT))
+    export_closure(model, out / ARTIFACT, in_channels=2, halo=halo)
     provenance = {
         "training_data": "; ".join(
             f"{Path(d).name}: {p.attrs.get('fine_run_file', '?')}"
