@@ -60,8 +60,23 @@ def test_bench_coupled(fortran_build: Path) -> None:
 
 
 def test_bench_closure() -> None:
+    """The cheap paths (the compiled ones take tens of seconds each: tests/test_compiled.py
+    builds an AOTInductor package), the reference CNN and the committed trained closure."""
+    paths = ("default", "eager", "channels-last", "torchscript", "export")
     out = bench(
-        "closure", "--repeats", "1", "--nz", "1", "3", "--size", "16", "--threads", "1",
-        "--hidden", "4", "--levels-per-call", "2",
+        "closure", "--repeats", "1", "--nz", "3", "--size", "16", "--threads", "1", "2",
+        "--hidden", "4", "--levels-per-call", "2", "--paths", *paths,
     )  # fmt: skip
-    assert "batched" in out and "per-level" in out
+    assert "reference CNN 3x3 x4, hidden 4" in out and "subgrid-cnn@2 (export" in out
+    assert "unavailable" not in out, out
+    row = re.compile(r"^ +(\d) +(\d) (\S+(?: \S+)?) +([\d.]+) +[\d.]+ +([\d.]+) +(\S+)$", re.M)
+    reference, trained = out.split("subgrid-cnn@2 (")
+    for section in (reference, trained):
+        rows = row.findall(section)
+        assert len(rows) == 2 * 6, section  # threads x paths
+        for threads in ("1", "2"):
+            got = {r[2] for r in rows if r[0] == threads and r[1] == "3"}
+            assert got == {*paths, "eager 2/call"}, (threads, got)
+        assert all(float(r[4]) == 1.0 for r in rows if r[2] == "default")
+        assert all(float(r[5]) < 1e-5 for r in rows), "a path disagrees with the default one"
+    assert out.count("build cost (s") == 2
