@@ -203,3 +203,20 @@ def test_committed_artifact_reproduces_its_torchscript_outputs() -> None:
     np.testing.assert_allclose(y[:, :, 2, :], TORCHSCRIPT_ROW, rtol=1e-6, atol=1e-6)
     assert float(y.sum()) == pytest.approx(TORCHSCRIPT_SUM, rel=1e-5)
     assert float(np.abs(y).sum()) == pytest.approx(TORCHSCRIPT_ABS_SUM, rel=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_runs_all_levels_in_one_call_through_pinned_buffers() -> None:
+    module = cnn(1)
+    fields = (FieldSpec("u", "U"), FieldSpec("v", "V"))
+    spec = ClosureSpec("c", 4, fields, (FieldSpec("su", "U"), FieldSpec("sv", "V")), "float32")
+    cpu = TorchClosure(module, spec, device="cpu", levels_per_call=1 << 30)
+    gpu = TorchClosure(cnn(1).to("cuda"), spec, device="cuda")
+    assert gpu.levels_per_call is None and gpu.staging is not None and gpu.staging.pinned
+    inputs = block(nz=30, n=32)
+    a, b = cpu(inputs), gpu(inputs)
+    for name in ("su", "sv"):  # TF32 convolutions on the GPU: about 1e-4 relative
+        scale = float(np.max(np.abs(a[name])))
+        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=2e-3 * scale)
+    host = gpu.staging.buffer("in_host", (30, 2, 40, 38), torch.float32, torch.device("cpu"))
+    assert host.is_pinned()
