@@ -351,8 +351,11 @@ def prepare_module(
         return Prepared(module, "eager", False)
     tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     example = example_batch(in_channels, halo, tdtype, device)
-    with torch.inference_mode():
-        reference = module(example)
+    try:
+        with torch.inference_mode():
+            reference = module(example)
+    except Exception as exc:  # the module's own failure shows at its first real call
+        return Prepared(module, "eager", False, f"no check block: {type(exc).__name__}: {exc}")
     cl_example = example.contiguous(memory_format=torch.channels_last)
     notes = []
     if engine in ("auto", "aoti"):
@@ -368,8 +371,8 @@ def prepare_module(
             notes.append(note)
     try:
         cl_module = module.to(memory_format=torch.channels_last)
-    except (RuntimeError, TypeError) as exc:
-        cl_module, problem = None, f"channels_last: {exc}"
+    except (RuntimeError, TypeError, AttributeError) as exc:  # not an nn.Module, say
+        cl_module, problem = None, f"{type(exc).__name__}: {exc}"
     else:
         problem = _check(cl_module, cl_example, reference, tdtype)
     if cl_module is not None and not problem:
