@@ -7,8 +7,12 @@ committed trained closure (``models/artifacts/subgrid_cnn``, or ``--artifact``):
 
 ``default``
     The eager module, contiguous batches, ``levels_per_call`` at its old default (8 levels per
-    call on a CPU, all levels on a GPU): how every registered closure ran before the engines of
-    :mod:`bridge.registry.compiled`. Every ratio is against this row, measured in the same run.
+    call on a CPU, all levels on a GPU), no kept buffers: how every registered closure ran
+    before the engines of :mod:`bridge.registry.compiled`. Every ratio is against this row,
+    measured in the same run.
+``eager staged`` (GPU only)
+    All levels in one call through pinned host buffers kept across calls, non-blocking copies
+    and one synchronisation: a registered closure's path on a GPU.
 ``eager``, ``eager 1/call``, ``eager K/call``
     The eager module on all levels at once, one level per call, K levels per call.
 ``channels-last``, ``channels-last 8/call``
@@ -205,7 +209,9 @@ def _build(path: str, subject: Subject, device: Any, dtype: str, workdir: Path) 
     module = subject.module
     try:
         if path == "default":
-            closure = subject.make(module)
+            closure = subject.make(module, staging=False)
+        elif path == "eager staged":
+            closure = subject.make(module, staging=True, levels_per_call=1 << 30)
         elif path == "eager":
             closure = subject.make(module, levels_per_call=1 << 30)
         elif path.startswith("eager ") and path.endswith("/call"):
@@ -287,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device, required=args.device == "cuda")
     paths = list(dict.fromkeys(["default", *args.paths]))
+    if device.type == "cuda":  # the device path: kept pinned buffers, one synchronisation
+        paths.insert(1, "eager staged")
     paths += [f"eager {k}/call" for k in args.levels_per_call if f"eager {k}/call" not in paths]
     n = args.size
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
