@@ -273,7 +273,9 @@ class TorchClosure:
             levels_per_call = CPU_LEVELS_PER_CALL
         self.levels_per_call = levels_per_call
         self.channels_last = channels_last
-        self.staging = HostStaging() if (staging or self.device.type == "cuda") else None
+        if staging is None:
+            staging = self.device.type == "cuda"
+        self.staging = HostStaging() if staging else None
         #: how the module was prepared (``eager``, ``channels_last``, ``aoti``; set by the loader)
         self.engine = "eager"
         #: why the loader did not use a faster engine (empty when it did)
