@@ -17,6 +17,7 @@ committed trained closure (``models/artifacts/subgrid_cnn``, or ``--artifact``):
     The eager module on all levels at once, one level per call, K levels per call.
 ``channels-last``, ``channels-last 8/call``
     The module and its batch channels-last (the registry's ``auto`` engine without a package).
+    Any path followed by `` K/call`` runs K levels per call (``aoti channels-last 8/call``).
 ``torchscript``
     ``torch.jit.optimize_for_inference`` of the scripted (or traced) module: frozen, oneDNN.
 ``export``
@@ -88,9 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--paths",
         nargs="+",
         default=list(PATHS),
-        choices=PATHS,
         metavar="PATH",
-        help=f"paths to time (default: all): {', '.join(PATHS)}",
+        help=f"paths to time (default: all): {', '.join(PATHS)}; any of them followed by "
+        "' K/call' runs K levels per call (e.g. 'aoti channels-last 8/call')",
     )
     parser.add_argument(
         "--levels-per-call",
@@ -197,66 +198,82 @@ def _trained_subject(manifest_path: Path, device: Any) -> Subject:
     return Subject(label, module, make, len(manifest.inputs), manifest.halo)
 
 
-def _build(path: str, subject: Subject, device: Any, dtype: str, workdir: Path) -> Built:
-    """The closure of one path, timed; a failure is reported, not raised."""
+def _split_path(path: str) -> tuple[str, int | None]:
+    """``"channels-last 8/call"`` -> (``"channels-last"``, 8); all levels: ``1 << 30``."""
+    base, _, last = path.rpartition(" ")
+    if base and last.endswith("/call") and last[: -len("/call")].isdigit():
+        return base, int(last[: -len("/call")])
+    return path, None if path == "default" else 1 << 30
+
+
+def _prepare(base: str, subject: Subject, device: Any, dtype: str, workdir: Path) -> Any:
+    """The module of one path and whether it wants channels-last batches."""
     import torch
 
     from bridge.registry.compiled import CompileCache, CompileKey, example_batch
 
-    t0 = time.perf_counter()
     example = example_batch(subject.in_channels, subject.halo, getattr(torch, dtype), device)
     cl = torch.channels_last
     module = subject.module
-    try:
-        if path == "default":
-            closure = subject.make(module, staging=False)
-        elif path == "eager staged":
-            closure = subject.make(module, staging=True, levels_per_call=1 << 30)
-        elif path == "eager":
-            closure = subject.make(module, levels_per_call=1 << 30)
-        elif path.startswith("eager ") and path.endswith("/call"):
-            closure = subject.make(module, levels_per_call=int(path.split()[1].split("/")[0]))
-        elif path.startswith("channels-last"):
-            per_call = 8 if path.endswith("8/call") else None
-            closure = subject.make(
-                copy.deepcopy(module).to(memory_format=cl),
-                channels_last=True,
-                levels_per_call=per_call,
+    if base in ("default", "eager", "eager staged"):
+        return module, False
+    if base == "channels-last":
+        return copy.deepcopy(module).to(memory_format=cl), True
+    if base == "torchscript":
+        with torch.no_grad():
+            scripted = (
+                module
+                if isinstance(module, torch.jit.ScriptModule)
+                else torch.jit.trace(copy.deepcopy(module), example)
             )
-        elif path == "torchscript":
-            with torch.no_grad():
-                scripted = (
-                    module
-                    if isinstance(module, torch.jit.ScriptModule)
-                    else torch.jit.trace(copy.deepcopy(module), example)
-                )
-                frozen = torch.jit.optimize_for_inference(copy.deepcopy(scripted).eval())
-            closure = subject.make(frozen, levels_per_call=1 << 30)
-        elif path == "export":
-            program = _export(module, example)
-            closure = subject.make(program.module(), levels_per_call=1 << 30)
-        elif path.startswith("compile"):
-            channels_last = path.endswith("channels-last")
-            m = copy.deepcopy(module)
-            if channels_last:
-                m = m.to(memory_format=cl)
-            compiled = torch.compile(m)
-            closure = subject.make(compiled, channels_last=channels_last, levels_per_call=1 << 30)
-        elif path.startswith("aoti"):
-            channels_last = path.endswith("channels-last")
-            m = copy.deepcopy(module)
-            if channels_last:
-                m, example = m.to(memory_format=cl), example.contiguous(memory_format=cl)
-            key = CompileKey("bench", torch.__version__, "", "", device.type, dtype, path)
-            package = CompileCache(workdir).build(m, key, example)
-            loaded = torch._inductor.aoti_load_package(str(package))
-            closure = subject.make(loaded, channels_last=channels_last, levels_per_call=1 << 30)
-        else:
-            raise ValueError(f"unknown path {path!r}")
-    except Exception as exc:  # a path this torch or machine cannot build is reported
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return Built(problem=f"{type(exc).__name__}: {text}"[:160])
-    return Built(closure, time.perf_counter() - t0)
+            return torch.jit.optimize_for_inference(copy.deepcopy(scripted).eval()), False
+    if base == "export":
+        return _export(module, example).module(), False
+    if base in ("compile", "compile channels-last", "aoti", "aoti channels-last"):
+        channels_last = base.endswith("channels-last")
+        m = copy.deepcopy(module)
+        if channels_last:
+            m, example = m.to(memory_format=cl), example.contiguous(memory_format=cl)
+        if base.startswith("compile"):
+            return torch.compile(m), channels_last
+        key = CompileKey("bench", torch.__version__, "", "", device.type, dtype, base)
+        package = CompileCache(workdir).build(m, key, example)
+        return torch._inductor.aoti_load_package(str(package)), channels_last
+    raise ValueError(f"unknown path {base!r}")
+
+
+def _build_all(
+    paths: list[str], subject: Subject, device: Any, dtype: str, workdir: Path
+) -> dict[str, Built]:
+    """The closure of every path, each base module prepared once and timed; a failure is
+    reported, not raised."""
+    prepared: dict[str, tuple[Any, bool] | Built] = {}
+    built = {}
+    for path in paths:
+        base, per_call = _split_path(path)
+        if base not in prepared:
+            t0 = time.perf_counter()
+            try:
+                prepared[base] = _prepare(base, subject, device, dtype, workdir)
+            except Exception as exc:  # a path this torch or machine cannot build is reported
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                prepared[base] = Built(problem=f"{type(exc).__name__}: {text}"[:160])
+            else:
+                built[base] = Built(seconds=time.perf_counter() - t0)
+        ready = prepared[base]
+        if isinstance(ready, Built):
+            built[path] = ready
+            continue
+        module, channels_last = ready
+        options: dict[str, Any] = {"levels_per_call": per_call}
+        if base == "default":
+            options["staging"] = False
+        elif base == "eager staged":
+            options["staging"] = True
+        if channels_last:
+            options["channels_last"] = True
+        built[path] = Built(subject.make(module, **options), built[base].seconds)
+    return {p: built[p] for p in paths}
 
 
 def _export(module: Any, example: Any) -> Any:
@@ -292,6 +309,10 @@ def run(args: argparse.Namespace) -> int:
     from bridge.registry.torch_closure import resolve_device
 
     device = resolve_device(args.device, required=args.device == "cuda")
+    for path in args.paths:
+        base, _ = _split_path(path)
+        if base not in PATHS:
+            raise SystemExit(f"mlbridge bench closure: unknown path {path!r}; paths: {PATHS}")
     paths = list(dict.fromkeys(["default", *args.paths]))
     if device.type == "cuda":  # the device path: kept pinned buffers, one synchronisation
         paths.insert(1, "eager staged")
@@ -308,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="mlbridge-bench-closure-") as tmp:
         for subject in _subjects(args, device):
             torch.set_num_threads(max(args.threads))
-            built = {p: _build(p, subject, device, args.dtype, Path(tmp)) for p in paths}
+            built = _build_all(paths, subject, device, args.dtype, Path(tmp))
             print(f"\n{subject.label}")
             for p, b in built.items():
                 if b.problem:
@@ -335,9 +356,9 @@ def run(args: argparse.Namespace) -> int:
                             f"{med[p] * 1e3 / nz:>9.3f} {med['default'] / med[p]:>9.2f} "
                             f"{diffs[p]:>10.2e}"
                         )
-            costs = [f"{p} {b.seconds:.1f}" for p, b in built.items() if b.closure is not None]
+            costs = {_split_path(p)[0]: b.seconds for p, b in built.items() if b.closure}
             print("build cost (s; torch.compile: with its first call of each shape): ", end="")
-            print(", ".join(costs))
+            print(", ".join(f"{p} {seconds:.1f}" for p, seconds in costs.items()))
     print(
         "\nmax|diff| = largest |output - default output| / largest |default output| "
         "(float tolerance: the paths agree)"
