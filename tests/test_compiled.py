@@ -220,3 +220,14 @@ def test_cuda_runs_all_levels_in_one_call_through_pinned_buffers() -> None:
         np.testing.assert_allclose(b[name], a[name], rtol=0, atol=2e-3 * scale)
     host = gpu.staging.buffer("in_host", (30, 2, 40, 38), torch.float32, torch.device("cpu"))
     assert host.is_pinned()
+
+
+def test_engine_from_the_environment(
+    registered: tuple[Registry, torch.nn.Module], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, _ = registered
+    monkeypatch.setenv("MLBRIDGE_ENGINE", "eager")
+    assert registry.load("cnn@1.0", device="cpu").engine == "eager"
+    monkeypatch.setenv("MLBRIDGE_ENGINE", "fastest")
+    with pytest.raises(ValueError, match=r"\$MLBRIDGE_ENGINE = 'fastest': expected one of auto"):
+        registry.load("cnn@1.0", device="cpu")

@@ -627,7 +627,7 @@ class Registry:
         ValueError
             If the engine is unknown.
         """
-        from bridge.registry.compiled import ENGINE_ENV, CompileCache
+        from bridge.registry.compiled import ENGINE_ENV, ENGINES, CompileCache
         from bridge.registry.runtime import load_closure
 
         entry = self.show(ref)
@@ -637,6 +637,12 @@ class Registry:
         if entry.manifest is None:
             raise RegistryError(f"{entry.ref}: {entry.problem}")
         artifact_sha = entry.record["sha256"].get(entry.record.get("artifact") or "")
+        if engine is None:
+            engine = os.environ.get(ENGINE_ENV, "").strip() or "auto"
+            if engine not in ENGINES:
+                raise ValueError(
+                    f"${ENGINE_ENV} = {engine!r}: expected one of {', '.join(ENGINES)}"
+                )
         return load_closure(
             entry.manifest,
             entry.artifact,
@@ -644,7 +650,7 @@ class Registry:
             threads=threads,
             levels_per_call=levels_per_call,
             trust=trust_from_record(entry.record, entry.manifest.entry_point),
-            engine=engine or os.environ.get(ENGINE_ENV, "").strip() or "auto",
+            engine=engine,
             cache=CompileCache(self.root),
             artifact_sha256=artifact_sha,  # just verified by entry_problems
         )
