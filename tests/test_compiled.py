@@ -63,6 +63,7 @@ def test_channels_last_is_the_default_without_a_package(
     assert eager.engine == "eager" and eager.levels_per_call == 8
     assert auto.engine in ("channels_last", "aoti")  # aoti once another test compiled it
     assert auto.levels_per_call is None and auto.channels_last
+    assert auto.single_thread_levels == (8 if auto.engine == "channels_last" else None)
     ref = eager_reference(module, inputs)
     for closure in (eager, auto):
         out = closure(inputs)
@@ -231,3 +232,31 @@ def test_engine_from_the_environment(
     monkeypatch.setenv("MLBRIDGE_ENGINE", "fastest")
     with pytest.raises(ValueError, match=r"\$MLBRIDGE_ENGINE = 'fastest': expected one of auto"):
         registry.load("cnn@1.0", device="cpu")
+
+
+def test_channels_last_levels_per_call_follow_the_threads() -> None:
+    """Channels-last on a CPU: 8 levels per call with one torch thread, all with more."""
+
+    class Counting(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[int] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.batches.append(x.shape[0])
+            return x[:, :, 4:-4, 4:-4]
+
+    fields = (FieldSpec("u", "U"), FieldSpec("v", "V"))
+    spec = ClosureSpec("c", 4, fields, (FieldSpec("su", "U"), FieldSpec("sv", "V")), "float32")
+    module = Counting()
+    closure = TorchClosure(module, spec, channels_last=True)
+    assert closure.levels_per_call is None and closure.single_thread_levels == 8
+    threads = torch.get_num_threads()
+    try:
+        for n, expected in ((1, [8, 8, 4]), (2, [20])):
+            torch.set_num_threads(n)
+            module.batches.clear()
+            out = closure(block(nz=20, n=6))
+            assert module.batches == expected and out["su"].shape == (20, 6, 4)
+    finally:
+        torch.set_num_threads(threads)

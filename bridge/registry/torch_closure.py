@@ -226,9 +226,10 @@ class TorchClosure:
         Where the module lives (``"cpu"``, ``"cuda"``, a ``torch.device``).
     levels_per_call
         Run the module on at most this many levels at a time. ``None`` (default): all levels in
-        one call on a GPU, where that is fastest, and on a CPU with ``channels_last``;
-        ``CPU_LEVELS_PER_CALL`` on a CPU otherwise, where the activations of many levels overflow
-        the caches (``mlbridge bench closure`` measures both).
+        one call on a GPU, where that is fastest; on a CPU ``CPU_LEVELS_PER_CALL``, where the
+        activations of many levels overflow the caches, except with ``channels_last`` and more
+        than one torch thread: all levels (``single_thread_levels``; ``mlbridge bench closure``
+        measures them).
     channels_last
         Hand the module its batch in the channels-last memory format (``(nz, C, H, W)`` with the
         channels innermost), the layout oneDNN's CPU convolutions run fastest on; the module
@@ -272,6 +273,14 @@ class TorchClosure:
         if levels_per_call is None and self.device.type == "cpu" and not channels_last:
             levels_per_call = CPU_LEVELS_PER_CALL
         self.levels_per_call = levels_per_call
+        #: levels per call when ``levels_per_call`` is None and torch runs one thread (a
+        #: channels-last module on a CPU: with one thread batches of 8 levels ran faster, with
+        #: two one call on all levels did; ``mlbridge bench closure``); None: all levels
+        self.single_thread_levels = (
+            CPU_LEVELS_PER_CALL
+            if levels_per_call is None and self.device.type == "cpu" and channels_last
+            else None
+        )
         self.channels_last = channels_last
         if staging is None:
             staging = self.device.type == "cuda"
@@ -321,6 +330,7 @@ class TorchClosure:
         device: str | torch.device = "cpu",
         levels_per_call: int | None = None,
         channels_last: bool = False,
+        staging: bool | None = None,
     ) -> TorchClosure:
         """Wrap a module with the spec, normalisation and clip bounds of a manifest.
 
@@ -332,7 +342,7 @@ class TorchClosure:
             Its manifest.
         device
             Where the module lives.
-        levels_per_call, channels_last
+        levels_per_call, channels_last, staging
             See the class.
 
         Returns
@@ -348,6 +358,7 @@ class TorchClosure:
             device=device,
             levels_per_call=levels_per_call,
             channels_last=channels_last,
+            staging=staging,
         )
 
     def __repr__(self) -> str:
@@ -482,6 +493,8 @@ class TorchClosure:
         import torch
 
         k = self.levels_per_call
+        if k is None and self.single_thread_levels and torch.get_num_threads() == 1:
+            k = self.single_thread_levels
         if k is None or x.shape[0] <= k:
             return self.module(x)
         parts = [self.module(x[i : i + k]) for i in range(0, x.shape[0], k)]
