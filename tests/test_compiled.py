@@ -63,7 +63,7 @@ def test_channels_last_is_the_default_without_a_package(
     assert eager.engine == "eager" and eager.levels_per_call == 8
     assert auto.engine in ("channels_last", "aoti")  # aoti once another test compiled it
     assert auto.levels_per_call is None and auto.channels_last
-    assert auto.single_thread_levels == (8 if auto.engine == "channels_last" else None)
+    assert auto.single_thread_levels == 8
     ref = eager_reference(module, inputs)
     for closure in (eager, auto):
         out = closure(inputs)

@@ -369,8 +369,6 @@ def load_closure(
     )
     closure.engine = prepared.engine
     closure.engine_note = prepared.note
-    if prepared.engine == "aoti":
-        closure.single_thread_levels = None  # one call on all levels: as fast with one thread
     return closure
 
 

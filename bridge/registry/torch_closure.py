@@ -274,8 +274,8 @@ class TorchClosure:
             levels_per_call = CPU_LEVELS_PER_CALL
         self.levels_per_call = levels_per_call
         #: levels per call when ``levels_per_call`` is None and torch runs one thread (a
-        #: channels-last module on a CPU: with one thread batches of 8 levels ran faster, with
-        #: two one call on all levels did; ``mlbridge bench closure``); None: all levels
+        #: channels-last module or package on a CPU: with one thread batches of 8 levels ran
+        #: faster, with two one call on all levels did; ``mlbridge bench closure``)
         self.single_thread_levels = (
             CPU_LEVELS_PER_CALL
             if levels_per_call is None and self.device.type == "cpu" and channels_last
