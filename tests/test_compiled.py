@@ -4,6 +4,8 @@ never trusted; the device path's kept host buffers (``TorchClosure(staging=True)
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -132,19 +134,24 @@ def test_compile_builds_then_reuses_then_rebuilds_a_damaged_entry(
     assert path is None and "names another key" in why and "0.0.0" in why
 
 
-@needs_cxx
-def test_a_cache_entry_others_may_write_is_not_trusted(
-    registered: tuple[Registry, torch.nn.Module],
-) -> None:
-    registry, _ = registered
-    registry.compile("cnn@1.0")
-    sha = registry.show("cnn@1.0").record["sha256"]["model.pt2"]
-    cache = CompileCache(registry.root)
-    key = compile_key(sha, torch.device("cpu"), "float32")
-    os.chmod(cache.entry_dir(key) / PACKAGE_FILE, 0o666)
+def test_a_cache_entry_others_may_write_is_not_trusted(tmp_path: Path) -> None:
+    """An entry whose files are consistent (key, sha256) but that others may write."""
+    cache = CompileCache(tmp_path)
+    key = compile_key("a" * 64, torch.device("cpu"), "float32")
+    entry = cache.entry_dir(key)
+    entry.mkdir(parents=True)
+    os.chmod(cache.directory, 0o700)
+    (entry / PACKAGE_FILE).write_bytes(b"package")
+    digest = hashlib.sha256(b"package").hexdigest()
+    record = {"key": dataclasses.asdict(key), "package_sha256": digest}
+    (entry / ENTRY_FILE).write_text(json.dumps(record))
+    for path in (entry, entry / PACKAGE_FILE, entry / ENTRY_FILE):
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    assert cache.lookup(key) == (entry / PACKAGE_FILE, "")  # consistent and private: trusted
+    os.chmod(entry / PACKAGE_FILE, 0o666)
     path, why = cache.lookup(key)
-    assert path is None and "writable by others" in why
-    assert not cache.entry_dir(key).exists()
+    assert path is None and "writable by others" in why and PACKAGE_FILE in why
+    assert not entry.exists()
 
 
 def test_staged_path_equals_the_plain_one_and_keeps_its_buffers() -> None:

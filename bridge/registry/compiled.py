@@ -172,14 +172,38 @@ class CompileCache:
 
         An entry that exists but fails a check is removed (and the reason returned).
         """
+        path, _, why = self.read(key)
+        return path, why
+
+    def read(self, key: CompileKey) -> tuple[Path | None, bytes, str]:
+        """The package of ``key``, its bytes (read once, then checked: what is loaded is what
+        was checked) and why not when it may not be trusted (the entry is then removed)."""
         entry = self.entry_dir(key)
         if not entry.exists():
-            return None, f"no compiled package in {self.directory} for this artifact and torch"
+            why = f"no compiled package in {self.directory} for this artifact and torch"
+            return None, b"", why
+        data = b""
         problem = self._entry_problem(entry, key)
+        if not problem:
+            data = (entry / PACKAGE_FILE).read_bytes()
+            problem = self._package_problem(entry, data)
         if problem:
             shutil.rmtree(entry, ignore_errors=True)
-            return None, f"compiled package {entry} discarded: {problem}"
-        return entry / PACKAGE_FILE, ""
+            return None, b"", f"compiled package {entry} discarded: {problem}"
+        return entry / PACKAGE_FILE, data, ""
+
+    def _package_problem(self, entry: Path, data: bytes) -> str:
+        try:
+            record = json.loads((entry / ENTRY_FILE).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            return f"{ENTRY_FILE} unreadable: {exc}"
+        found = hashlib.sha256(data).hexdigest()
+        if record.get("package_sha256") != found:
+            return (
+                f"{PACKAGE_FILE} has sha256 {found}, {ENTRY_FILE} recorded "
+                f"{record.get('package_sha256')}"
+            )
+        return ""
 
     def _entry_problem(self, entry: Path, key: CompileKey) -> str:
         uid = os.getuid()
@@ -201,12 +225,6 @@ class CompileCache:
         if not isinstance(record, dict) or record.get("key") != asdict(key):
             named = record.get("key") if isinstance(record, dict) else record
             return f"{ENTRY_FILE} names another key: {named!r}"
-        found = sha256_of(entry / PACKAGE_FILE)
-        if record.get("package_sha256") != found:
-            return (
-                f"{PACKAGE_FILE} has sha256 {found}, {ENTRY_FILE} recorded "
-                f"{record.get('package_sha256')}"
-            )
         return ""
 
     def build(self, module: Any, key: CompileKey, example: torch.Tensor) -> Path:
@@ -226,6 +244,12 @@ class CompileCache:
                 "(Debian: apt-get install g++)"
             )
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = self.directory.lstat()
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid():
+            raise CompileUnavailableError(
+                f"{self.directory} is a symbolic link or belongs to uid {st.st_uid}: this "
+                "user's compiled code is not written there"
+            )
         os.chmod(self.directory, 0o700)  # this user's compiled code: nobody else writes here
         dyn = torch.export.Dim.DYNAMIC
         staging = Path(tempfile.mkdtemp(prefix=".build-", dir=self.directory))
@@ -410,7 +434,7 @@ def _aoti_package(
     if cache is None or artifact_sha256 is None:
         return None, "aoti: no compile cache (a closure loaded outside a registry)"
     key = compile_key(artifact_sha256, device, dtype)
-    path, why = cache.lookup(key)
+    path, data, why = cache.read(key)
     source = "cache"
     if path is None:
         if engine == "auto":
@@ -422,15 +446,23 @@ def _aoti_package(
         try:
             cl_module = module.to(memory_format=torch.channels_last)
             path = cache.build(cl_module, key, example)
+            path, data, why = cache.read(key)
+            if path is None:
+                raise CompileUnavailableError(why)
         except CompileUnavailableError as exc:
             log.warning("closure not compiled: %s", exc)
             return None, f"aoti: {exc}"
         finally:
             module.to(memory_format=torch.contiguous_format)
         source = "built"
-    try:
-        package = torch._inductor.aoti_load_package(str(path))
-    except Exception as exc:  # a package that does not load is discarded like a corrupt one
-        shutil.rmtree(path.parent, ignore_errors=True)
-        return None, f"aoti: {path} does not load ({type(exc).__name__}: {exc}); removed"
+    # loaded from a private copy of the bytes just checked, so that nothing can swap the file
+    # between the check and the load (a group-writable registry folder above the cache)
+    with tempfile.TemporaryDirectory(prefix="mlbridge-aoti-") as private:
+        copy = Path(private) / PACKAGE_FILE
+        copy.write_bytes(data)
+        try:
+            package = torch._inductor.aoti_load_package(str(copy))
+        except Exception as exc:  # a package that does not load is discarded like a corrupt one
+            shutil.rmtree(path.parent, ignore_errors=True)
+            return None, f"aoti: {path} does not load ({type(exc).__name__}: {exc}); removed"
     return package, f"aoti package {path} ({source})"
