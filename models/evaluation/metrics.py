@@ -9,13 +9,18 @@ and why these choices, are in ``docs/closures.md``:
 * :func:`ke_spectrum`: isotropic KE spectrum on the ocean interior, velocities at T points,
   spatial mean removed and a 2D Hann window (renormalised to keep the variance) by default; with
   ``window=None, detrend=False`` it satisfies Parseval exactly.
-* :func:`ke_values`, :func:`vorticity_values` and :func:`histogram`: distributions.
-* Distances: :func:`log_spectrum_rmse` (RMSE of log10 spectra over the resolved wavenumbers),
-  :func:`wasserstein1` (between samples) and :func:`hellinger` (between histograms).
-* :func:`similarity_score`: Ross et al. (2023), ``1 - d(model, truth) / d(baseline, truth)``:
+* :func:`ke_values`, :func:`u_values`, :func:`v_values`, :func:`enstrophy_values`
+  (:func:`distribution_samples` per layer) and :func:`histogram`: distributions.
+* Distances as Ross et al. (2023, JAMES, doi:10.1029/2022MS003258) define them:
+  :func:`spectrum_distance` (RMSE of the LINEAR spectra per layer below 2/3 of both grids'
+  Nyquist wavenumbers) and :func:`layer_wasserstein1` (Wasserstein-1 per layer of ``u``, ``v``,
+  KE and enstrophy); :func:`hellinger` between histograms as a second opinion.
+* :func:`similarity_score`: ``1 - d(model, truth) / d(baseline, truth)``:
   1 is the truth, 0 the baseline, negative worse than the baseline.
 * :func:`interface_rmse` of the time-mean flow and :func:`rmse` of any field.
-* :func:`similarity_scores`: the three scores and the time-mean KE error of one run at once.
+* :func:`similarity_scores`: every score per layer and the time-mean KE error of one run at once.
+
+Confidence intervals and the truth's noise floor: :mod:`mlbridge_models.evaluation.bootstrap`.
 """
 
 from __future__ import annotations
