@@ -387,6 +387,27 @@ def _concat(parts: list[ev.Flow]) -> ev.Flow:
     return ev.Flow(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("u", "v", "h")))
 
 
+def _edges(flows: list[ev.Flow], dx: float, dy: float, records: int = 60) -> dict:
+    """Common bins of the bootstrap from about ``records`` records of each flow (the quantiles
+    of all of them pooled would not fit in memory), widened to every flow's extremes."""
+    from mlbridge_models.evaluation import bootstrap as bs
+
+    subsets = [f.u.shape[0] // records + 1 for f in flows]
+    samples = [
+        ev.distribution_samples(f.u[::n], f.v[::n], dx, dy)
+        for f, n in zip(flows, subsets, strict=True)
+    ]
+    edges = bs.common_edges(samples)
+    for f in flows:
+        for r0 in range(0, f.u.shape[0], 100):
+            part = ev.distribution_samples(f.u[r0 : r0 + 100], f.v[r0 : r0 + 100], dx, dy)
+            for name, per_layer in edges.items():
+                for k, e in enumerate(per_layer):
+                    e[0] = min(e[0], float(part[name][k].min()))
+                    e[-1] = max(e[-1], float(part[name][k].max()))
+    return edges
+
+
 def evaluate(
     truth: ev.Flow,
     members: dict[str, list[tuple[int, ev.Flow]]],
@@ -433,9 +454,7 @@ def evaluate(
         raw_dist = {n: _distances_exact(flows[n], raw_truth, dx, dy, raw_dx, raw_dx) for n in names}
 
     # blocks for the bootstrap and the noise floor, bins common to every flow
-    samples = [ev.distribution_samples(f.u, f.v, dx, dy) for f in all_flows.values()]
-    edges = bs.common_edges(samples)
-    del samples
+    edges = _edges(list(all_flows.values()), dx, dy)
     t_blocks = bs.summarise([(0, truth)], dx, dy, block_records, edges)
     blocks = {n: bs.summarise(members[n], dx, dy, block_records, edges) for n in names}
     floor = bs.noise_floor(t_blocks, edges) if t_blocks.records.size >= 2 else None
