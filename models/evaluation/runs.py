@@ -5,8 +5,10 @@
 differ only by
 the amplitude of the initial bump ``&namusr_def rn_bump``), coarse-grains the fine truth's years
 file by file (``models/subgrid/coarsen.py``: ``h`` block mean, ``u, v`` the ``face`` filter), and
-computes the metrics of ``models/evaluation/metrics.py`` over the evaluation years of all
-members pooled
+computes the Ross et al. (2023) scores of ``models/evaluation/metrics.py`` per layer over the
+evaluation years of all members pooled, with block-bootstrap intervals over members and time
+and the truth's noise floor (``models/evaluation/bootstrap.py``), against the coarse-grained
+truth (the headline) and the fine truth itself
 (definitions in ``docs/closures.md``)::
 
     mlbridge evaluate --truth runs/truth --truth-years 10-12 --experiments eval.toml \\
@@ -22,8 +24,9 @@ members pooled
     name = "zb"
     config = "examples/06_subgrid_zb/coupling.toml"
 
-Results in ``--out``: ``metrics.json``, ``table.md`` (also printed), and the figures
-``ke_time_mean.png``, ``ke_spectra.png``, ``pdfs.png``, ``ke_series.png``, ``interface_maps.png``.
+Results in ``--out``: ``metrics.json`` (every number per layer, per member too), ``table.md``
+(also printed), and the figures ``ke_time_mean.png``, ``ke_spectra.png``, ``pdfs.png``,
+``ke_series.png``, ``interface_maps.png``, ``snapshots.png``.
 """
 
 from __future__ import annotations
