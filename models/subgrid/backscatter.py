@@ -29,8 +29,8 @@ energy returns when ``E > 0``, nothing happens when ``E = 0``. The cap keeps the
 biharmonic viscosity stronger than the anti-diffusion at the grid scale (the 2-dx wave, whose
 Laplacian eigenvalue is ``4 / dx^2``), so that the energy returns to the larger scales, as
 Jansen et al. pair their negative viscosity with a biharmonic one: without it the first coupled
-try (``c_back = 0.5``, ``nu`` up to 15,000 m2 s-1 in the jet) grew a grid-scale instability and
-was stopped by the bridge on an Inf after 20 days.
+try (``c_back = 0.5``; ``nu`` estimated offline from the spun-up flow: up to 15,000 m2 s-1 in
+the jet) grew a grid-scale instability and was stopped by the bridge on an Inf after 19 days.
 
 The closure keeps ``E`` between calls (``stateful``): one field per server block, the block's
 halo taking the edge values of ``E`` (with one server rank the block is the basin). A restarted
