@@ -53,12 +53,13 @@ test: setup
 #                   (the inviscid forcing: the closure learns the eddy fluxes, not the viscosity)
 #   make train      the CNN (no biases, input noise) and the Zanna & Bolton fit
 #                   -> models/artifacts/subgrid_cnn
-#   make evaluate   the truth to year 12, then 3 members of baseline, ZB and CNN, 20 years each,
-#                   scored over their years 11-20 against the truth's years 8-12
+#   make evaluate   the truth to year 12, then 5 members of baseline, ZB, CNN and the energy-budget
+#                   backscatter, 20 years each, scored over their years 11-20 against the truth's
+#                   years 8-12 (Ross et al. 2023 scores per layer, bootstrap intervals, noise floor)
 TRAIN_YEARS := 5 6 7
 TRUTH_YEARS := 12
 EVAL_TRUTH := 8-12
-EVAL_ARGS := --members 3 --years 20 --eval-years 11-20
+EVAL_ARGS := --members 5 --years 20 --eval-years 11-20
 ARTIFACTS := models/artifacts/subgrid_cnn
 
 truth: setup
@@ -83,6 +84,7 @@ train: data
 evaluate: truth
 	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/manifest.toml --home examples/07_subgrid_cnn/registry --force
 	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/zanna_bolton.toml --home examples/06_subgrid_zb/registry
+	$(BIN)/mlbridge register --manifest examples/10_backscatter/backscatter.toml --home examples/10_backscatter/registry
 	$(BIN)/mlbridge evaluate --truth runs/truth --truth-years $(EVAL_TRUTH) \
 	  --experiments examples/09_evaluate/eval.toml --out runs/eval $(EVAL_ARGS)
 

@@ -179,16 +179,29 @@ def test_evaluate_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
         '[[experiment]]\nname = "lap"\nconfig = "lap/coupling.toml"\n'
     )
     out = tmp_path / "eval"
-    main_evaluate(tmp_path / "truth", "1", exps, out, members=2, years=1, eval_years="1", bump=5.0)
+    main_evaluate(
+        tmp_path / "truth",
+        "1",
+        exps,
+        out,
+        members=2,
+        years=1,
+        eval_years="1",
+        bump=5.0,
+        block_days=73.0,
+        n_boot=20,
+        fine_stride=2,
+    )
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["experiments"]) == {"baseline", "lap"}
     base, lap = metrics["experiments"]["baseline"], metrics["experiments"]["lap"]
-    assert base["scores"] == {
-        "ke_spectrum": 0.0,
-        "ke_distribution": 0.0,
-        "vorticity_distribution": 0.0,
-    }
+    assert base["scores"] == {k: [0.0, 0.0] for k in ("ke_spectrum", "u", "v", "ke", "enstrophy")}
+    for key, ci in lap["scores_ci95"].items():  # per layer: low <= high
+        assert len(ci) == 2 and all(lo <= hi for lo, hi in ci), key
+    assert len(lap["per_member"]) == 2 and lap["per_member"][0]["member"] == 1
+    assert set(lap["fine_truth"]["scores"]) == set(lap["scores"])
+    assert set(metrics["truth"]["noise_floor"]) == set(lap["scores"])
     assert base["members_used"] == lap["members_used"] == [1, 2]
     assert base["records"] == 2 * 73  # 2 members x 73 records of 5 days
     assert metrics["truth"]["records"] == 73
@@ -202,19 +215,31 @@ def test_evaluate_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
 
     values = numbers(metrics["experiments"]) + numbers(metrics["truth"])
     assert values and all(math.isfinite(v) for v in values)
-    assert lap["scores"]["ke_spectrum"] != 0.0  # the closure changed the flow
+    assert lap["scores"]["ke_spectrum"][0] != 0.0  # the closure changed the flow
     assert len(metrics["stability"]) == 4
     for st in metrics["stability"]:
         assert st["ok"] and not st["any_nan"]
         assert math.isfinite(st["max_ke"]) and st["max_over_eval_mean"] >= 1.0
     table = (out / "table.md").read_text()
     assert "| baseline | 2 |" in table and "| lap | 2 |" in table
-    for name in ("ke_time_mean", "ke_spectra", "pdfs", "ke_series", "interface_maps"):
+    for name in ("ke_time_mean", "ke_spectra", "pdfs", "ke_series", "interface_maps", "snapshots"):
         png = out / f"{name}.png"
         assert png.is_file() and png.stat().st_size > 1000, name
 
     # resumable: a second call runs nothing and gives the same numbers
-    main_evaluate(tmp_path / "truth", "1", exps, out, members=2, years=1, eval_years="1", bump=5.0)
+    main_evaluate(
+        tmp_path / "truth",
+        "1",
+        exps,
+        out,
+        members=2,
+        years=1,
+        eval_years="1",
+        bump=5.0,
+        block_days=73.0,
+        n_boot=20,
+        fine_stride=2,
+    )
     again = json.loads((out / "metrics.json").read_text())
     assert again["experiments"] == metrics["experiments"]
 
@@ -223,7 +248,7 @@ def test_the_example_experiments_file_loads() -> None:
     """``examples/09_evaluate/eval.toml`` (``make evaluate``) names existing coupling.toml files."""
     repo = Path(__file__).resolve().parents[1]
     experiments = load_experiments(repo / "examples" / "09_evaluate" / "eval.toml")
-    assert [e.name for e in experiments] == ["baseline", "zb", "cnn"]
+    assert [e.name for e in experiments] == ["baseline", "zb", "cnn", "backscatter"]
     assert all(e.config.is_file() for e in experiments)
 
 

@@ -67,8 +67,12 @@ def plot_spectra(png: str | Path, spectra: Mapping) -> Path:  # noqa: ANN001
         for name, spec in spectra.items():
             sel = (spec.k > 0) & (spec.k <= spec.k_nyquist)
             style = {"color": "k", "lw": 2} if name == TRUTH else {"color": colours[name]}
+            if name == "fine truth":
+                style = {"color": "k", "lw": 1, "ls": "--"}
             ax.loglog(spec.k[sel] * 1e3, np.maximum(spec.e[k, sel], 1e-30), label=name, **style)
-        ax.set_xlabel("wavenumber [rad km-1]")
+        kcut = (2.0 / 3.0) * min(s.k_nyquist for s in spectra.values())
+        ax.axvline(kcut * 1e3, color="0.5", ls=":", lw=1)
+        ax.set_xlabel("wavenumber [rad km-1] (dotted: 2/3 of the coarse Nyquist, scores below it)")
         ax.set_ylabel("E(k) [m3 s-2]")
         ax.set_title(f"layer {k + 1} KE spectrum")
         ax.grid(alpha=0.3, which="both")
@@ -192,6 +196,36 @@ def plot_interface_maps(
         ax.set_title(f"{name}: top interface depth [m]")
     axes[0][0].set_ylabel("y [km]")
     fig.colorbar(image, ax=list(axes[0]), shrink=0.8)
+    fig.savefig(png, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return Path(png)
+
+
+def plot_snapshots(
+    png: str | Path, zeta: Mapping[str, np.ndarray], x_km: np.ndarray, y_km: np.ndarray
+) -> Path:
+    """Maps of the top-layer relative vorticity [s-1] of the last record of each flow (truth
+    first, coarse-grained), one symmetric colour scale from the truth's 99th percentile."""
+    plt = _agg()
+    names = [TRUTH, *[n for n in zeta if n != TRUTH]]
+    vmax = float(np.percentile(np.abs(zeta[TRUTH]), 99)) or 1e-6
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        z = np.asarray(zeta[name])
+        image = ax.pcolormesh(
+            x_km[2 : 2 + z.shape[1]],
+            y_km[2 : 2 + z.shape[0]],
+            z,
+            cmap="RdBu_r",
+            vmin=-vmax,
+            vmax=vmax,
+            shading="auto",
+        )
+        ax.set_aspect("equal")
+        ax.set_xlabel("x [km]")
+        ax.set_title(f"{name}: top-layer vorticity")
+    axes[0][0].set_ylabel("y [km]")
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="s-1")
     fig.savefig(png, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return Path(png)

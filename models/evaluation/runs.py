@@ -5,8 +5,10 @@
 differ only by
 the amplitude of the initial bump ``&namusr_def rn_bump``), coarse-grains the fine truth's years
 file by file (``models/subgrid/coarsen.py``: ``h`` block mean, ``u, v`` the ``face`` filter), and
-computes the metrics of ``models/evaluation/metrics.py`` over the evaluation years of all
-members pooled
+computes the Ross et al. (2023) scores of ``models/evaluation/metrics.py`` per layer over the
+evaluation years of all members pooled, with block-bootstrap intervals over members and time
+and the truth's noise floor (``models/evaluation/bootstrap.py``), against the coarse-grained
+truth (the headline) and the fine truth itself
 (definitions in ``docs/closures.md``)::
 
     mlbridge evaluate --truth runs/truth --truth-years 10-12 --experiments eval.toml \\
@@ -22,8 +24,9 @@ members pooled
     name = "zb"
     config = "examples/06_subgrid_zb/coupling.toml"
 
-Results in ``--out``: ``metrics.json``, ``table.md`` (also printed), and the figures
-``ke_time_mean.png``, ``ke_spectra.png``, ``pdfs.png``, ``ke_series.png``, ``interface_maps.png``.
+Results in ``--out``: ``metrics.json`` (every number per layer, per member too), ``table.md``
+(also printed), and the figures ``ke_time_mean.png``, ``ke_spectra.png``, ``pdfs.png``,
+``ke_series.png``, ``interface_maps.png``, ``snapshots.png``.
 """
 
 from __future__ import annotations
@@ -353,67 +356,175 @@ class Evaluation:
     vort_samples: dict[str, np.ndarray]
     top_interface: dict[str, np.ndarray]
     runs: list[MemberRun]
+    snapshots: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _lists(d: dict[str, np.ndarray]) -> dict[str, list[float | None]]:
+    return {k: [_finite(x) for x in np.ravel(v)] for k, v in d.items()}
+
+
+def _scores(d_model: dict[str, np.ndarray], d_base: dict[str, np.ndarray]) -> dict[str, list]:
+    out = {}
+    for key, dm in d_model.items():
+        db = d_base[key]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = 1.0 - dm / db
+            out[key] = [_finite(x) if b > 0 else None for x, b in zip(ratio, db, strict=True)]
+    return out
+
+
+def _distances_exact(
+    model: ev.Flow, truth: ev.Flow, dx: float, dy: float, tdx: float, tdy: float
+) -> dict[str, np.ndarray]:
+    """Ross et al. distances per layer, exact (all samples; the truth may be on another grid)."""
+    sm, st = ev.ke_spectrum(model.u, model.v, dx, dy), ev.ke_spectrum(truth.u, truth.v, tdx, tdy)
+    out = {"ke_spectrum": ev.spectrum_distance(sm, st)}
+    am = ev.distribution_samples(model.u, model.v, dx, dy)
+    at = ev.distribution_samples(truth.u, truth.v, tdx, tdy)
+    for name in ev.DISTRIBUTIONS:
+        out[name] = ev.layer_wasserstein1(am[name], at[name])
+    return out
+
+
+def _concat(parts: list[ev.Flow]) -> ev.Flow:
+    return ev.Flow(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("u", "v", "h")))
+
+
+def _edges(flows: list[ev.Flow], dx: float, dy: float, records: int = 60) -> dict:
+    """Common bins of the bootstrap from about ``records`` records of each flow (the quantiles
+    of all of them pooled would not fit in memory), widened to every flow's extremes."""
+    from mlbridge_models.evaluation import bootstrap as bs
+
+    subsets = [f.u.shape[0] // records + 1 for f in flows]
+    samples = [
+        ev.distribution_samples(f.u[::n], f.v[::n], dx, dy)
+        for f, n in zip(flows, subsets, strict=True)
+    ]
+    edges = bs.common_edges(samples)
+    for f in flows:
+        for r0 in range(0, f.u.shape[0], 100):
+            part = ev.distribution_samples(f.u[r0 : r0 + 100], f.v[r0 : r0 + 100], dx, dy)
+            for name, per_layer in edges.items():
+                for k, e in enumerate(per_layer):
+                    e[0] = min(e[0], float(part[name][k].min()))
+                    e[-1] = max(e[-1], float(part[name][k].max()))
+    return edges
 
 
 def evaluate(
     truth: ev.Flow,
-    flows: dict[str, ev.Flow],
+    members: dict[str, list[tuple[int, ev.Flow]]],
     runs: list[MemberRun],
     dx: float,
     dy: float,
     settings: dict[str, Any],
+    *,
+    raw_truth: ev.Flow | None = None,
+    raw_dx: float | None = None,
+    block_records: int = 73,
+    n_boot: int = 300,
+    seed: int = 0,
 ) -> Evaluation:
-    """The metrics of every experiment's pooled flow against ``truth``; scores relative to the
-    experiment ``baseline`` (its own scores are 0 exactly)."""
+    """The metrics of every experiment against ``truth`` (coarse-grained, the headline) and,
+    when given, against ``raw_truth`` (the fine run itself, on its own grid of spacing
+    ``raw_dx``); scores relative to the experiment ``baseline`` (its own scores are 0 exactly).
+
+    Per layer, as Ross et al. (2023): the spectral distance (linear spectra below 2/3 of both
+    Nyquist wavenumbers) and the Wasserstein-1 distances of ``u``, ``v``, KE and enstrophy;
+    block-bootstrap confidence intervals over members and time
+    (:mod:`mlbridge_models.evaluation.bootstrap`, blocks of ``block_records`` records) and the
+    truth's noise floor; the distances of every member on its own.
+    """
+    from mlbridge_models.evaluation import bootstrap as bs
+
+    flows = {n: _concat([f for _, f in parts]) for n, parts in members.items() if parts}
     names = list(flows)
     all_flows = {"truth": truth, **flows}
     spectra = {n: ev.ke_spectrum(f.u, f.v, dx, dy) for n, f in all_flows.items()}
+    if raw_truth is not None and raw_dx is not None:
+        spectra["fine truth"] = ev.ke_spectrum(raw_truth.u, raw_truth.v, raw_dx, raw_dx)
     ke_samples = {n: ev.ke_values(f.u, f.v) for n, f in all_flows.items()}
     vort_samples = {n: ev.relative_vorticity(f.u, f.v, dx, dy) for n, f in all_flows.items()}
     ke = {n: ev.time_mean_ke(f.u, f.v, f.h, dx, dy) for n, f in all_flows.items()}
     top = {n: ev.interface_depths(f.h.mean(axis=0))[0] for n, f in all_flows.items()}
-    dist = {
-        n: {
-            "ke_spectrum": ev.log_spectrum_rmse(spectra[n], spectra["truth"]),
-            "ke_distribution": ev.wasserstein1(ke_samples[n], ke_samples["truth"]),
-            "vorticity_distribution": ev.wasserstein1(vort_samples[n], vort_samples["truth"]),
-        }
-        for n in names
+    snapshots = {
+        n: ev.relative_vorticity(f.u[-1], f.v[-1], dx, dy)[0] for n, f in all_flows.items()
     }
+
+    dist = {n: _distances_exact(flows[n], truth, dx, dy, dx, dy) for n in names}
+    raw_dist = {}
+    if raw_truth is not None and raw_dx is not None:
+        raw_dist = {n: _distances_exact(flows[n], raw_truth, dx, dy, raw_dx, raw_dx) for n in names}
+
+    # blocks for the bootstrap and the noise floor, bins common to every flow
+    edges = _edges(list(all_flows.values()), dx, dy)
+    t_blocks = bs.summarise([(0, truth)], dx, dy, block_records, edges)
+    blocks = {n: bs.summarise(members[n], dx, dy, block_records, edges) for n in names}
+    floor = bs.noise_floor(t_blocks, edges) if t_blocks.records.size >= 2 else None
+
     experiments: dict[str, Any] = {}
+    base = dist.get(BASELINE)
     for n in names:
-        scores = {}
-        for key, d in dist[n].items():
-            base = dist.get(BASELINE, {}).get(key)
-            scores[key] = (
-                _finite(ev.similarity_score(d, base)) if base is not None and base > 0 else None
-            )
-        rel = (ke[n] - ke["truth"]) / ke["truth"]
-        experiments[n] = {
+        entry: dict[str, Any] = {
             "records": int(flows[n].u.shape[0]),
-            "members_used": sorted(r.member for r in runs if r.experiment == n and _usable(r)),
-            "time_mean_ke": [float(x) for x in ke[n]],
-            "time_mean_ke_relative_error": [float(x) for x in rel],
-            "time_mean_ke_total_relative_error": float(
-                abs(ke[n].sum() - ke["truth"].sum()) / ke["truth"].sum()
-            ),
-            "distances": {k: float(v) for k, v in dist[n].items()},
-            "scores": scores,
-            "interface_rmse": [float(x) for x in ev.interface_rmse(flows[n].h, truth.h)],
+            "members_used": [m for m, _ in members[n]],
         }
+        rel = (ke[n] - ke["truth"]) / ke["truth"]
+        entry["time_mean_ke"] = [float(x) for x in ke[n]]
+        entry["time_mean_ke_relative_error"] = [float(x) for x in rel]
+        entry["time_mean_ke_total_relative_error"] = float(
+            abs(ke[n].sum() - ke["truth"].sum()) / ke["truth"].sum()
+        )
+        entry["distances"] = _lists(dist[n])
+        entry["scores"] = _scores(dist[n], base) if base is not None else {}
+        if base is not None and n != BASELINE and n_boot > 0:
+            reps = bs.bootstrap_scores(
+                blocks[n], blocks[BASELINE], t_blocks, edges, n_boot=n_boot, seed=seed
+            )
+            entry["scores_ci95"] = {
+                k: [[_finite(x) for x in ci] for ci in bs.confidence_interval(r)]
+                for k, r in reps.items()
+            }
+        elif n == BASELINE:
+            entry["scores_ci95"] = {k: [[0.0, 0.0] for _ in v] for k, v in dist[n].items()}
+        if raw_dist:
+            entry["fine_truth"] = {
+                "distances": _lists(raw_dist[n]),
+                "scores": _scores(raw_dist[n], raw_dist[BASELINE]) if BASELINE in raw_dist else {},
+            }
+        entry["per_member"] = [
+            {
+                "member": m,
+                "time_mean_ke": [float(x) for x in ev.time_mean_ke(f.u, f.v, f.h, dx, dy)],
+                "distances": _lists(_distances_exact(f, truth, dx, dy, dx, dy)),
+            }
+            for m, f in members[n]
+        ]
+        entry["interface_rmse"] = [float(x) for x in ev.interface_rmse(flows[n].h, truth.h)]
+        experiments[n] = entry
     for r in runs:
         if r.experiment not in experiments:
             experiments[r.experiment] = {"members_used": [], "error": "no usable member"}
+    truth_entry: dict[str, Any] = {
+        "records": int(truth.u.shape[0]),
+        "blocks": int(t_blocks.records.size),
+        "time_mean_ke": [float(x) for x in ke["truth"]],
+    }
+    if floor is not None:
+        truth_entry["noise_floor"] = _lists(floor)
+        if base is not None:
+            truth_entry["noise_floor_score"] = _scores(floor, base)
+    if raw_truth is not None:
+        truth_entry["fine_records"] = int(raw_truth.u.shape[0])
     metrics = {
-        "settings": settings,
-        "truth": {
-            "records": int(truth.u.shape[0]),
-            "time_mean_ke": [float(x) for x in ke["truth"]],
-        },
+        "settings": settings | {"block_records": block_records, "bootstrap": n_boot},
+        "truth": truth_entry,
         "experiments": experiments,
         "stability": [_stability(r, settings["eval_years"]) for r in runs],
     }
-    return Evaluation(metrics, ke["truth"], ke, spectra, ke_samples, vort_samples, top, runs)
+    return Evaluation(
+        metrics, ke["truth"], ke, spectra, ke_samples, vort_samples, top, runs, snapshots
+    )
 
 
 def _usable(run: MemberRun) -> bool:
@@ -447,14 +558,14 @@ def _stability(run: MemberRun, eval_years: list[int]) -> dict[str, Any]:
 
 def load_runs(
     runs: list[MemberRun], years: int, eval_years: tuple[int, int], dx: float, dy: float
-) -> dict[str, ev.Flow]:
+) -> dict[str, list[tuple[int, ev.Flow]]]:
     """Read every member's years: the KE series and NaN check of each run (all years), and the
-    eval years of the usable members pooled per experiment."""
+    eval years of every usable member, per experiment (``(member, flow)`` in member order)."""
     from mlbridge_models.subgrid.truth import TruthError, grid_files
 
-    pooled: dict[str, list[ev.Flow]] = {}
+    out: dict[str, list[tuple[int, ev.Flow]]] = {}
     for run in runs:
-        pooled.setdefault(run.experiment, [])
+        out.setdefault(run.experiment, [])
         if run.error:
             continue
         try:
@@ -472,15 +583,20 @@ def load_runs(
             if eval_years[0] <= year <= eval_years[1]:
                 mine.append(flow)
         run.times, run.ke = np.concatenate(times), np.concatenate(kes)
-        if not run.has_nan:  # a member with NaN is left out of the pooled metrics
-            pooled[run.experiment] += mine
-    flows = {}
-    for name, parts in pooled.items():
-        if parts:
-            flows[name] = ev.Flow(
-                *(np.concatenate([getattr(p, k) for p in parts]) for k in ("u", "v", "h"))
-            )
-    return flows
+        if not run.has_nan and mine:  # a member with NaN is left out of the metrics
+            out[run.experiment].append((run.member, _concat(mine)))
+    return {n: parts for n, parts in out.items() if parts}
+
+
+def raw_truth_flow(files: list[Path], stride: int) -> tuple[ev.Flow, float]:
+    """Every ``stride``-th record of the fine run's ``u, v, h`` (its own grid), and its ``dx``."""
+    parts = []
+    for path in files:
+        nrec = _grid_info(path)["nrec"]
+        idx = list(range(0, nrec, stride))
+        u, v, h = _read_vars(path, ("u", "v", "h"))
+        parts.append(ev.Flow(u[idx], v[idx], h[idx]))
+    return _concat(parts), _grid_info(files[0])["dx"]
 
 
 # ------------------------------------------------------------------ outputs
@@ -490,30 +606,70 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+#: Scores shown in the table: key, column title.
+TABLE_SCORES: tuple[tuple[str, str], ...] = (
+    ("ke_spectrum", "KE spectrum"),
+    ("ke", "KE dist."),
+    ("u", "u dist."),
+    ("v", "v dist."),
+    ("enstrophy", "enstrophy dist."),
+)
+
+
+def _score_cell(m: dict[str, Any], key: str, k: int) -> str:
+    value = m.get("scores", {}).get(key, [None] * (k + 1))[k]
+    ci = m.get("scores_ci95", {}).get(key)
+    text = _fmt(value, ".2f")
+    if ci is not None and ci[k][0] is not None and ci[k][1] is not None:
+        text += f" [{ci[k][0]:.2f}, {ci[k][1]:.2f}]"
+    return text
+
+
 def markdown_table(metrics: dict[str, Any]) -> str:
-    """The metrics of every experiment as a markdown table, and the stability of every run."""
+    """The scores of every experiment per layer (with their 95 % intervals), the KE errors, the
+    truth's noise floor, and the stability of every run, as markdown."""
     exps = metrics["experiments"]
     nz = len(metrics["truth"]["time_mean_ke"])
-    head = (
-        ["experiment", "members"]
-        + [f"KE L{k + 1} rel. err." for k in range(nz)]
-        + ["KE total rel. err.", "spectrum score", "KE dist. score", "vort. dist. score"]
-        + [f"interface {k + 1} RMSE [m]" for k in range(nz)]
-    )
+    head = ["experiment", "layer", "members", "KE rel. err."] + [t for _, t in TABLE_SCORES]
+    head += ["interface RMSE [m]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in exps.items():
         if "error" in m:
-            lines.append("| " + " | ".join([name, "0", *["n/a"] * (len(head) - 2)]) + " |")
+            lines.append("| " + " | ".join([name, "all", "0", *["n/a"] * (len(head) - 3)]) + " |")
             continue
-        s = m["scores"]
-        row = (
-            [name, str(len(m["members_used"]))]
-            + [f"{x:+.1%}" for x in m["time_mean_ke_relative_error"]]
-            + [f"{m['time_mean_ke_total_relative_error']:.1%}"]
-            + [_fmt(s[k]) for k in ("ke_spectrum", "ke_distribution", "vorticity_distribution")]
-            + [f"{x:.2f}" for x in m["interface_rmse"]]
-        )
-        lines.append("| " + " | ".join(row) + " |")
+        for k in range(nz):
+            row = [name, str(k + 1), str(len(m["members_used"]))]
+            row += [f"{m['time_mean_ke_relative_error'][k]:+.1%}"]
+            row += [_score_cell(m, key, k) for key, _ in TABLE_SCORES]
+            row += [f"{m['interface_rmse'][k]:.2f}"]
+            lines.append("| " + " | ".join(row) + " |")
+    floor = metrics["truth"].get("noise_floor_score")
+    if floor:
+        for k in range(nz):
+            row = ["truth vs truth (noise floor)", str(k + 1), "", ""]
+            row += [_fmt(floor[key][k], ".2f") for key, _ in TABLE_SCORES] + [""]
+            lines.append("| " + " | ".join(row) + " |")
+    fine = [(n, m["fine_truth"]) for n, m in exps.items() if "fine_truth" in m]
+    if fine:
+        lines += [
+            "",
+            "Against the fine truth itself (its own grid; no interval):",
+            "",
+            "| experiment | layer | " + " | ".join(t for _, t in TABLE_SCORES) + " |",
+            "|" + "---|" * (2 + len(TABLE_SCORES)),
+        ]
+        for name, f in fine:
+            for k in range(nz):
+                cells = [
+                    _fmt(f["scores"].get(key, [None] * nz)[k], ".2f") for key, _ in TABLE_SCORES
+                ]
+                lines.append(f"| {name} | {k + 1} | " + " | ".join(cells) + " |")
+    totals = ", ".join(
+        f"{n} {m['time_mean_ke_total_relative_error']:.1%}"
+        for n, m in exps.items()
+        if "error" not in m
+    )
+    lines += ["", f"Time-mean KE error, layers summed: {totals}."]
     lines += [
         "",
         "| run | member | ok | NaN | max KE [PJ] | max / eval mean |",
@@ -531,8 +687,10 @@ def markdown_table(metrics: dict[str, Any]) -> str:
         "",
         f"Truth: years {s['truth_years'][0]}-{s['truth_years'][1]} of {s['truth']} coarse-grained "
         f"({s['u_filter']} filter); experiments: years {s['eval_years'][0]}-{s['eval_years'][1]} "
-        f"of {s['members']} members pooled. Scores (Ross et al. 2023): 1 = truth, "
-        f"0 = {BASELINE}, < 0 worse.",
+        f"of {s['members']} members. Scores (Ross et al. 2023, per layer): "
+        f"1 - d(model, truth) / d({BASELINE}, truth), 1 = truth, 0 = {BASELINE}, < 0 worse; "
+        f"[95 % bootstrap interval over members and blocks of {s.get('block_records')} records]. "
+        "Noise floor: the score of the truth's second half against its first.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -565,6 +723,7 @@ def write_outputs(result: Evaluation, out: Path, x_km: np.ndarray, y_km: np.ndar
             truth_mean=float(result.truth_ke.sum()),
         ),
         ep.plot_interface_maps(out / "interface_maps.png", result.top_interface, x_km, y_km),
+        ep.plot_snapshots(out / "snapshots.png", result.snapshots, x_km, y_km),
     ]
     return [metrics_path, table, *figs]
 
@@ -608,6 +767,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="namelist entry set in every experiment's runs, e.g. namusr_def.rn_bhm=1.5e11 "
         "(repeatable)",
     )
+    parser.add_argument(
+        "--block-days",
+        type=float,
+        default=365.0,
+        help="length of the blocks of the bootstrap [days] (365: one model year)",
+    )
+    parser.add_argument(
+        "--bootstrap", type=int, default=300, help="bootstrap replicates of the scores (300)"
+    )
+    parser.add_argument(
+        "--fine-stride",
+        type=int,
+        default=4,
+        help="score also against the fine truth itself, every N-th record (4; 0: not)",
+    )
 
 
 def main_evaluate(
@@ -624,6 +798,9 @@ def main_evaluate(
     u_filter: str = "face",
     namelist_patch: dict[str, dict[str, Any]] | None = None,
     progress: bool = False,
+    block_days: float = 365.0,
+    n_boot: int = 300,
+    fine_stride: int = 4,
 ) -> Evaluation:
     """Run, evaluate and write everything (the body of ``mlbridge evaluate``).
 
@@ -637,6 +814,11 @@ def main_evaluate(
 
     if members < 1:
         raise EvalError(f"--members {members}: at least 1")
+    if block_days <= 0 or n_boot < 0 or fine_stride < 0:
+        raise EvalError(
+            f"--block-days {block_days} must be > 0, --bootstrap {n_boot} and --fine-stride "
+            f"{fine_stride} >= 0"
+        )
     if years < 1:
         raise EvalError(f"--years {years}: at least 1")
     t_years = parse_years(truth_years, "--truth-years")
@@ -667,8 +849,8 @@ def main_evaluate(
     info = _grid_info(grid_files(usable[0].folder, 1, 1)[0])
     dx, dy = info["dx"], info["dy"]
     print("[evaluate] reading the runs", flush=True)
-    flows = load_runs(runs, years, e_years, dx, dy)
-    if BASELINE not in flows:
+    members_flows = load_runs(runs, years, e_years, dx, dy)
+    if BASELINE not in members_flows:
         raise EvalError(f"no usable member of {BASELINE!r}: nothing to score against")
     truth_flow = coarse_truth(truth_files, info["ny"], info["nx"], dx, u_filter)
     import netCDF4
@@ -692,8 +874,25 @@ def main_evaluate(
         "dy": dy,
         "f0": f0,
     }
+    raw, raw_dx = (None, None)
+    if fine_stride > 0:
+        print(f"[evaluate] reading the fine truth (every {fine_stride} records)", flush=True)
+        raw, raw_dx = raw_truth_flow(truth_files, fine_stride)
+        settings["fine_stride"] = fine_stride
+    block = max(1, round(block_days / write_days))
     print("[evaluate] computing the metrics", flush=True)
-    result = evaluate(truth_flow, flows, runs, dx, dy, settings)
+    result = evaluate(
+        truth_flow,
+        members_flows,
+        runs,
+        dx,
+        dy,
+        settings,
+        raw_truth=raw,
+        raw_dx=raw_dx,
+        block_records=block,
+        n_boot=n_boot,
+    )
     write_outputs(result, out, info["x_t"] / 1e3, info["y_t"] / 1e3)
     return result
 
@@ -713,6 +912,9 @@ def run(args: argparse.Namespace) -> int:
             u_filter=args.u_filter,
             namelist_patch=parse_set(args.set),
             progress=sys.stderr.isatty(),
+            block_days=args.block_days,
+            n_boot=args.bootstrap,
+            fine_stride=args.fine_stride,
         )
     except EvalError as exc:
         print(f"mlbridge evaluate: {exc}", file=sys.stderr)

@@ -32,7 +32,15 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from mlbridge_models.subgrid.coarsen import refinement, t_mask, u_mask, v_mask
-from mlbridge_models.subgrid.forcing import coarsen_state, subgrid_forcing
+from mlbridge_models.subgrid.forcing import (
+    affine_residual,
+    coarsen_state,
+    linear_tendency,
+    perturbed_states,
+    rest_thickness,
+    subgrid_forcing,
+    thickness_forcing,
+)
 
 from bridge import paths
 from bridge.config.namelist import read_namelists, write_patched_cfg
@@ -72,6 +80,11 @@ VARIABLES: dict[str, dict[str, str]] = {
         "units": "m s-2",
         "long_name": "subgrid momentum forcing in y: C(fine dv/dt) - coarse dv/dt(C(state))",
         "grid_point": "V",
+    },
+    "sh": {
+        "units": "m s-1",
+        "long_name": "subgrid thickness forcing: C(fine dh/dt) - coarse dh/dt(C(state))",
+        "grid_point": "T",
     },
 }
 
@@ -186,6 +199,11 @@ class DatasetSettings:
         Compute both tendencies without lateral viscosity, so that the forcing holds the
         unresolved eddy fluxes only and not minus the coarse model's own viscosity (which a
         closure would then learn to cancel, removing the dissipation the coarse grid needs).
+    subtract_affine
+        Subtract from ``su, sv, sh`` the part that is affine in the state
+        (:func:`mlbridge_models.subgrid.forcing.affine_residual`: the filters' commutation error
+        of the linear operators, from the models' own tendencies linearised about rest, without
+        viscosity), so that the forcing holds the nonlinear (eddy) terms only.
     """
 
     fine_run: Path
@@ -195,10 +213,13 @@ class DatasetSettings:
     u_filter: str = "face"
     first_record: int = 0
     inviscid: bool = False
+    subtract_affine: bool = False
 
     def as_record(self) -> dict[str, Any]:
-        """JSON-able form kept in the index."""
-        return {
+        """JSON-able form kept in the index (``subtract_affine`` only when set, so that the
+        indexes written before it existed still resume)."""
+        extra = {"subtract_affine": True} if self.subtract_affine else {}
+        return extra | {
             "inviscid": self.inviscid,
             "fine_run": str(self.fine_run.resolve()),
             "fine_cfg": str(self.fine_cfg.resolve()),
@@ -257,6 +278,10 @@ def _grid_of(cfg: Path, ref: Path) -> dict[str, Any]:
     }
 
 
+def _htot(cfg: Path, ref: Path) -> float:
+    return float(read_namelists(ref, cfg).get("namusr_def", "rn_htot"))
+
+
 def check_pair(fine: dict[str, Any], coarse: dict[str, Any]) -> int:
     """Refinement factor of a fine/coarse grid pair sharing one basin.
 
@@ -311,12 +336,15 @@ def _chunk_dataset(
     time_attrs: dict[str, Any],
     grid_c: dict[str, Any],
     attrs: dict[str, Any],
+    sh: np.ndarray | None = None,
 ) -> xr.Dataset:
     dims = ("time_counter", "z", "y", "x")
     ny, nx = grid_c["ny"], grid_c["nx"]
     x_t, x_u = _positions(nx, grid_c["dx"])
     y_t, y_v = _positions(ny, grid_c["dy"])
     data = {"u": coarse.u, "v": coarse.v, "h": coarse.h, "su": su, "sv": sv}
+    if sh is not None:
+        data["sh"] = sh
     ds = xr.Dataset(
         {name: (dims, arr, dict(VARIABLES[name])) for name, arr in data.items()},
         coords={
@@ -353,6 +381,53 @@ def _chunk_dataset(
     ds["vmask"] = (("y", "x"), v_mask(ny, nx), {"long_name": "land mask at V points (1 ocean)"})
     ds.attrs.update(attrs)
     return ds
+
+
+def _tendency_tuple(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(np.asarray(ds[n].values, dtype=np.float64) for n in ("dudt", "dvdt", "dhdt"))
+
+
+def _affine(
+    runner: ToyRunner,
+    settings: DatasetSettings,
+    fine: tuple[np.ndarray, np.ndarray, np.ndarray],
+    coarse: Any,
+    time: np.ndarray,
+    htot: tuple[float, float],
+    factor: int,
+    work: Path,
+) -> Any:
+    """The affine residual of one chunk from six more tendency runs: the rest state and the
+    states ``rest +- eps d`` on each grid, all without viscosity."""
+    tend: dict[str, Any] = {}
+    for grid, cfg, (u, v, h), total in (
+        ("fine", settings.fine_cfg, fine, htot[0]),
+        ("coarse", settings.coarse_cfg, (coarse.u, coarse.v, coarse.h), htot[1]),
+    ):
+        h_rest = rest_thickness(h, total)
+        plus, minus = perturbed_states(u, v, h, h_rest)
+        zero = np.zeros_like(u[:1])
+        runs = {}
+        for name, st in (
+            ("rest", (zero, zero, h_rest[:1])),
+            ("plus", (plus.u, plus.v, plus.h)),
+            ("minus", (minus.u, minus.v, minus.h)),
+        ):
+            t = time[:1] if name == "rest" else time
+            states = _states_file(work / f"{grid}_{name}.nc", *st, t)
+            runs[name] = _tendency_tuple(
+                runner.tendencies(cfg, states, work / f"{grid}_{name}", inviscid=True)
+            )
+        lin = tuple(linear_tendency(p, m) for p, m in zip(runs["plus"], runs["minus"], strict=True))
+        tend[grid] = (runs["rest"], lin)
+    return affine_residual(
+        tend["fine"][0],
+        tend["fine"][1],
+        tend["coarse"][0],
+        tend["coarse"][1],
+        factor,
+        settings.u_filter,
+    )
 
 
 def build_dataset(
@@ -436,8 +511,15 @@ def build_dataset(
             "title": "toy_nemo subgrid momentum forcing: coarse-grained truth and its forcing",
             "forcing_definition": "su = C_u(fine du/dt) - coarse du/dt(C(u, v, h)); adding su to "
             "the coarse tendency gives the tendency of the filtered truth"
-            + ("; both tendencies without lateral viscosity" if settings.inviscid else ""),
+            + ("; both tendencies without lateral viscosity" if settings.inviscid else "")
+            + (
+                "; minus the affine residual C(T_f(rest) + L_f d) - (T_c(rest) + L_c C d) "
+                "(linear operators' commutation error, L without viscosity)"
+                if settings.subtract_affine
+                else ""
+            ),
             "inviscid": int(settings.inviscid),
+            "subtract_affine": int(settings.subtract_affine),
             "coarse_graining": f"box filter of one coarse cell, factor {factor}, "
             f"u_filter = {settings.u_filter} (models/subgrid/coarsen.py)",
             "fine_run_file": str(settings.fine_run.resolve()),
@@ -490,6 +572,19 @@ def build_dataset(
                 factor,
                 settings.u_filter,
             )
+            sh = thickness_forcing(tf["dhdt"].values, tc["dhdt"].values, factor)
+            if settings.subtract_affine:
+                res = _affine(
+                    runner,
+                    settings,
+                    (u, v, h),
+                    coarse,
+                    time,
+                    (_htot(settings.fine_cfg, ref), _htot(settings.coarse_cfg, ref)),
+                    factor,
+                    work,
+                )
+                su, sv, sh = su - res.u, sv - res.v, sh - res.h
             ds = _chunk_dataset(
                 coarse,
                 su,
@@ -498,6 +593,7 @@ def build_dataset(
                 time_attrs,
                 grid_c,
                 attrs | {"fine_records": f"{r0} to {r1 - 1} (0-based)"},
+                sh,
             )
             tmp = out_dir / f".{name}.tmp"
             ds.to_netcdf(tmp, unlimited_dims=["time_counter"])

@@ -69,6 +69,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="both tendencies without lateral viscosity: the forcing holds the eddy fluxes only",
     )
+    p.add_argument(
+        "--subtract-affine",
+        action="store_true",
+        help="subtract the part of the forcing affine in the state (the filters' commutation "
+        "error of the linear terms, docs/closures.md): the forcing of the nonlinear terms only",
+    )
     p.add_argument("--ranks", type=int, default=1, help="MPI ranks of the tendency runs")
     p.add_argument(
         "--max-chunks",
@@ -94,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         args.u_filter,
         args.first_record,
         args.inviscid,
+        args.subtract_affine,
     )
     try:
         report = build_dataset(
