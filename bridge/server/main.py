@@ -82,6 +82,14 @@ from bridge.server.engine import (
     write_timing,
 )
 from bridge.server.setup import Setup, handshake
+from bridge.server.training import (
+    OnlineTraining,
+    TrainingError,
+    finish_training,
+    make_online_closures,
+    registry_manifests,
+    trained_exchanges,
+)
 from bridge.transport import mpi as wire
 from bridge.transport.mpi_blocks import BlockTransportError, MpiBlockTransport
 from bridge.transport.oasis import OasisError, OasisNotAvailableError, open_backend
@@ -309,7 +317,13 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
             except OasisNotAvailableError as err:
                 raise ServerError(str(err)) from None
         closures = build_closures(config)
-    except (ServerError, ClosureResolutionError) as err:
+        if trained_exchanges(config.exchanges):
+            closures = make_online_closures(
+                config.exchanges, closures,
+                registry_manifests(config.exchanges, config.server.registry),
+                config.server.device,
+            )  # fmt: skip
+    except (ServerError, ClosureResolutionError, TrainingError) as err:
         setup_problem = str(err)
     limits = backend.limits if backend is not None else OASIS_2_0
     try:
@@ -329,10 +343,14 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
             closures, config.server.timeout_s,
         )  # fmt: skip
         progress = _progress(run_dir, engine) if layout.rank == 0 else None
-        summary = serve_exchanges(engine, transport, progress, diagnostics)
+        training = OnlineTraining.build(
+            config.exchanges, closures, engine, setup.points, layout.servers
+        )
+        summary = serve_exchanges(engine, transport, progress, diagnostics, training)
         if diagnostics is not None:
             diagnostics.close()
-    except (ServerError, BlockTransportError, wire.TransportError) as err:
+        trained = training.summary() if training is not None else None
+    except (ServerError, BlockTransportError, wire.TransportError, TrainingError) as err:
         detail = str(err).removeprefix(f"server rank {layout.rank}: ")
         return give_up(layout, f"mlbridge server rank {layout.rank}: {detail}", watch)
     finally:
@@ -344,6 +362,8 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
         if config.diagnostics.timing:
             write_timing(run_dir, summaries, setup.lag, setup.every)
         report_totals(summaries)
+    if training is not None:  # after timing.json: the training figures go into it
+        finish_training(layout.servers, training, trained, run_dir, config.diagnostics.timing)
         write_done_marker(
             run_dir, summaries, elapsed_s=time.perf_counter() - start, transport=config.transport
         )
