@@ -364,6 +364,7 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
         report_totals(summaries)
     if training is not None:  # after timing.json: the training figures go into it
         finish_training(layout.servers, training, trained, run_dir, config.diagnostics.timing)
+    if layout.rank == 0:
         write_done_marker(
             run_dir, summaries, elapsed_s=time.perf_counter() - start, transport=config.transport
         )
