@@ -218,9 +218,33 @@ def sgd_case(case: Path) -> Path:
     shutil.copytree(case, dest, ignore=shutil.ignore_patterns("runs"))
     toml = dest / "coupling.toml"
     text = toml.read_text()
-    assert 'optimizer = "adam", lr = 0.05' in text
-    toml.write_text(text.replace('optimizer = "adam", lr = 0.05', 'optimizer = "sgd", lr = 0.5'))
+    assert 'optimizer = "adam"\nlr = 0.05' in text
+    toml.write_text(text.replace('optimizer = "adam"\nlr = 0.05', 'optimizer = "sgd"\nlr = 0.5'))
     return dest
+
+
+def test_versions_are_registered_with_their_provenance(case: Path, one_server: RunResult) -> None:
+    from bridge.registry.store import Registry
+
+    registry = Registry(case / "registry")
+    assert registry.versions("lin-online") == ["1", "2", "3", "4"]
+    timing = json.loads((one_server.run_dir / "timing.json").read_text())
+    assert timing["training"]["lin-online"]["versions"] == [f"lin-online@{v}" for v in "234"]
+    for version, last in (("2", 20), ("4", 60)):
+        provenance = registry.show(f"lin-online@{version}").manifest.provenance
+        assert f"model steps 1 to {last} ({last} exchanges" in provenance.training_data
+        assert str(one_server.run_dir) in provenance.training_data
+        assert "started from lin-online@1; adam lr 0.05" in provenance.notes
+        assert provenance.metrics["exchanges_trained"] == last
+    metrics = registry.show("lin-online@4").manifest.provenance.metrics
+    assert metrics["held_out_mse"] < 1e-6  # on the 10 exchanges never trained on
+    assert (
+        registry.show("lin-online@2").manifest.provenance.metrics["held_out_mse"]
+        > 10 * metrics["held_out_mse"]
+    )
+    closure = registry.load("lin-online@4", device="cpu")  # hash checked: a later run starts here
+    weight = closure.module.layers[0].weight.detach().numpy()[:, :, 0, 0]
+    np.testing.assert_allclose(weight, -np.eye(2), atol=1e-3)
 
 
 def test_two_servers_train_the_same_weights_as_one(sgd_case: Path) -> None:

@@ -85,6 +85,7 @@ from bridge.server.setup import Setup, handshake
 from bridge.server.training import (
     OnlineTraining,
     TrainingError,
+    VersionWriter,
     finish_training,
     make_online_closures,
     registry_manifests,
@@ -344,8 +345,9 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
         )  # fmt: skip
         progress = _progress(run_dir, engine) if layout.rank == 0 else None
         training = OnlineTraining.build(
-            config.exchanges, closures, engine, setup.points, layout.servers
-        )
+            config.exchanges, closures, engine, setup.points, layout.servers,
+            VersionWriter(config.server.registry, run_dir, layout.rank),
+        )  # fmt: skip
         summary = serve_exchanges(engine, transport, progress, diagnostics, training)
         if diagnostics is not None:
             diagnostics.close()

@@ -301,6 +301,10 @@ class Learner:
         self.optimizer_steps = 0
         self.record = TrainingRecord()
         self.weight = self._weights(points or {})
+        self.first_kt: int | None = None  # the steps of the exchanges trained on
+        self.last_kt: int | None = None
+        self.saved_at = 0  # exchanges seen when the last version was written
+        self.versions: list[str] = []  # the registry versions written (server rank 0)
 
     def _weights(self, points: Mapping[str, str]) -> torch.Tensor:
         """``(1, Cout, ny, nx)``: 1 on the ocean points of each output's own grid point."""
@@ -341,6 +345,8 @@ class Learner:
         if ran and self.closure.last_inputs is not None:
             sample = Sample(kt, self.closure.last_inputs, self._targets(blocks), self.weight)
             self.exchanges_seen += 1
+            self.first_kt = kt if self.first_kt is None else self.first_kt
+            self.last_kt = kt
             hold = self.config.hold_out
             if hold and self.exchanges_seen % hold == 0:
                 self.held_out.append(sample)
@@ -414,6 +420,7 @@ class Learner:
             "held_out_mse": self.held_out_loss(),
             "buffer": len(self.buffer),
             "held_out": len(self.held_out),
+            "versions": list(self.versions),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -488,9 +495,12 @@ class OnlineTraining:
         The engine (which exchanges ran at a step: ``engine.calls``).
     """
 
-    def __init__(self, learners: Sequence[Learner], engine: Engine) -> None:
+    def __init__(
+        self, learners: Sequence[Learner], engine: Engine, versions: VersionWriter | None = None
+    ) -> None:
         self.learners = list(learners)
         self.engine = engine
+        self.versions = versions
 
     @classmethod
     def build(
@@ -500,13 +510,17 @@ class OnlineTraining:
         engine: Engine,
         points: Mapping[str, str] | None,
         comm: Any,
+        versions: VersionWriter | None = None,
     ) -> OnlineTraining | None:
         """The hook for the trained exchanges (None when no exchange trains).
+
+        ``versions``: where the weights go as registry versions (``train.save_as``).
 
         Raises
         ------
         TrainingError
-            If a trained exchange's closure shifts its fields (faces differ: not supported).
+            If a trained exchange's closure shifts its fields (faces differ: not supported), or
+            asks for versions of a closure that is not a ``state_dict``.
         """
         learners = []
         for ex in trained_exchanges(exchanges):
@@ -518,14 +532,46 @@ class OnlineTraining:
                 )
             closure = closures[name]
             assert isinstance(closure, OnlineClosure)
+            if (
+                ex.train is not None
+                and ex.train.save_as
+                and closure.manifest.format != "state_dict"
+            ):
+                raise TrainingError(
+                    f"exchange {name!r}: train.save_as needs a 'state_dict' closure (the versions "
+                    f"are weights for its architecture); {closure.manifest.ref} is "
+                    f"{closure.manifest.format!r}"
+                )
             learners.append(Learner(ex, closure, engine.block, points, comm))
-        return cls(learners, engine) if learners else None
+        return cls(learners, engine, versions) if learners else None
 
     def __call__(self, kt: int, blocks: Mapping[str, np.ndarray]) -> None:
-        """After the outputs of step ``kt`` went: collect and train each trained exchange."""
+        """After the outputs of step ``kt`` went: collect and train each trained exchange, and
+        write a version every ``save_every`` exchanges."""
         for learner in self.learners:
             calls = self.engine.calls[learner.name]
             learner.after_exchange(kt, blocks, bool(calls) and calls[-1] == kt)
+            every = learner.config.save_every
+            if every and learner.exchanges_seen % every == 0 and learner.exchanges_seen:
+                self.save(learner)
+
+    def save(self, learner: Learner) -> None:
+        """Write the current weights as a new registry version (collective: the held-out
+        metric; server rank 0 writes), unless this exchange's are already written."""
+        if self.versions is None or not learner.config.save_as:
+            return
+        if learner.saved_at == learner.exchanges_seen:
+            return
+        held_out = learner.held_out_loss()
+        learner.saved_at = learner.exchanges_seen
+        ref = self.versions.write(learner, held_out)
+        if ref:
+            learner.versions.append(ref)
+
+    def finish(self) -> None:
+        """After the last exchange (collective): the last version of each learner."""
+        for learner in self.learners:
+            self.save(learner)
 
     def summary(self) -> dict[str, Any]:
         """By exchange name, this rank's figures."""
@@ -565,6 +611,7 @@ def training_figures(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "loss_last": losses[-1] if losses else None,
             "loss": [v if math.isfinite(v) else None for v in first["loss"]],
             "held_out_mse": first["held_out_mse"] if math.isfinite(first["held_out_mse"]) else None,
+            "versions": list(first.get("versions", [])),
         }
     return result
 
@@ -577,11 +624,96 @@ def add_training_to_timing(run_dir: Path, summaries: Sequence[Mapping[str, Any]]
     path.write_text(json.dumps(timing, indent=2) + "\n")
 
 
+class VersionWriter:
+    """Writes a learner's weights as the next version of ``train.save_as`` in the registry.
+
+    Parameters
+    ----------
+    registry
+        The registry directory (``[server] registry``; None: the default).
+    run_dir
+        The run directory (named in the provenance; the files are staged under it).
+    rank
+        This server rank: rank 0 writes, the others return at once.
+    """
+
+    def __init__(self, registry: Path | None, run_dir: Path, rank: int) -> None:
+        self.registry = registry
+        self.run_dir = run_dir
+        self.rank = rank
+
+    def write(self, learner: Learner, held_out_mse: float) -> str:
+        """Register the weights; the new ``name@version`` (empty on ranks other than 0).
+
+        The version is one more than the largest integer version of the name (1 if none). The
+        manifest is the starting closure's with the name, version, and the provenance: the
+        model steps trained on, the closure it started from, the run, the optimizer, and the
+        metrics (``held_out_mse``: the mean squared error, normalised units, on the held-out
+        exchanges; ``train_loss_last``).
+        """
+        if self.rank != 0:
+            return ""
+        import dataclasses
+        import datetime
+
+        import torch
+
+        from bridge.registry.manifest import Provenance, manifest_to_toml
+        from bridge.registry.store import Registry
+
+        reg = Registry(self.registry)
+        name = learner.config.save_as
+        numbers = [int(v) for v in reg.versions(name) if v.isdigit()]
+        version = str(max(numbers, default=0) + 1)
+        start = learner.closure.manifest
+        cfg = learner.config
+        losses = [v for v in learner.record.loss if math.isfinite(v)]
+        metrics = {
+            "exchanges_trained": float(learner.exchanges_seen),
+            "optimizer_steps": float(learner.optimizer_steps),
+        }
+        if math.isfinite(held_out_mse):
+            metrics["held_out_mse"] = float(held_out_mse)
+        if losses:
+            metrics["train_loss_last"] = float(losses[-1])
+        targets = ", ".join(f"{o} <- {f}" for o, f in cfg.target.items())
+        inputs = ", ".join(f"{c} <- {f}" for c, f in learner.exchange.inputs.items())
+        provenance = Provenance(
+            training_data=(
+                f"online, exchange {learner.name!r} of run {self.run_dir}: model steps "
+                f"{learner.first_kt} to {learner.last_kt} ({learner.exchanges_seen} exchanges; "
+                f"every {cfg.hold_out or 0}th held out); inputs {inputs}; targets {targets}"
+            ),
+            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            notes=(
+                f"started from {start.ref}; {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch}, "
+                f"{cfg.steps_per_exchange} step(s) per exchange, buffer {cfg.buffer}, loss "
+                f"{cfg.loss}, seed {cfg.seed}"
+            ),
+            metrics=metrics,
+        )
+        manifest = dataclasses.replace(
+            start, name=name, version=version, artifact="weights.pt", provenance=provenance
+        )
+        folder = self.run_dir / ONLINE_DIR / f"{name}@{version}"
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(learner.state_dict(), folder / "weights.pt")
+        (folder / "manifest.toml").write_text(manifest_to_toml(manifest))
+        ref = reg.register(folder / "weights.pt", folder / "manifest.toml")
+        print(f"mlbridge server: online training wrote {ref} ({provenance.training_data})",
+              flush=True)  # fmt: skip
+        return ref
+
+
 def finish_training(
     comm: Any, training: OnlineTraining, summary: Any, run_dir: Path, timing: bool
 ) -> None:
-    """After the last exchange, on every server rank (collective): rank 0 writes the weights
-    and adds the training figures to ``timing.json``."""
+    """After the last exchange, on every server rank (collective): the last versions, then
+    rank 0 writes the weights and adds the training figures to ``timing.json``."""
+    training.finish()
+    for name, versions in ((ln.name, ln.versions) for ln in training.learners):
+        if summary is not None and name in summary:
+            summary[name]["versions"] = list(versions)
     summaries = comm.gather(summary, root=0)
     if comm.Get_rank() != 0:
         return
