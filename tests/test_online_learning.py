@@ -258,3 +258,63 @@ def test_two_servers_train_the_same_weights_as_one(sgd_case: Path) -> None:
     np.testing.assert_allclose(
         [v or 0.0 for v in losses[1]], [v or 0.0 for v in losses[0]], rtol=1e-4, atol=1e-12
     )
+
+
+SWAP_TOML = """\
+transport = "mpi"
+
+[model]
+executable = "toy_nemo"
+ranks = 1
+namelist_cfg = "namelist_cfg"
+stage = ["truth_rest.nc"]
+
+[server]
+ranks = 1
+device = "cpu"
+registry = "registry"
+
+[diagnostics]
+netcdf = true
+fields = ["u", "u_tend"]
+
+[[exchange]]
+closure = "lin-online@1"
+inputs = { u = "u", v = "v" }
+outputs = { su = "u_tend", sv = "v_tend" }
+swap = [{ step = 31, closure = "lin-online@4" }]
+"""
+
+
+def test_hot_swap_changes_the_outputs_exactly_from_its_step(
+    case: Path, one_server: RunResult
+) -> None:
+    """From zero weights to the version learned online (lin-online@4) at step 31."""
+    import xarray as xr
+
+    (case / "swap.toml").write_text(SWAP_TOML)
+    result = launch(case / "swap.toml", workdir=case / "runs", quiet=True)
+    assert result.ok, result.problems
+    log = (result.run_dir / "mpirun.log").read_text()
+    assert "exchange 'lin-online' swapped to lin-online@4 at step 31" in log
+    with xr.open_dataset(result.run_dir / "diagnostics.nc") as ds:
+        kt = ds["kt"].values
+        u, tend = ds["u"].values, ds["u_tend"].values
+    before, after = kt < 31, kt >= 31
+    assert before.sum() == 30 and after.sum() == 30
+    assert np.all(tend[before] == 0.0)
+    assert np.all(np.abs(tend[kt == 31]).max() > 0)
+    exact = -u[after] / (make_case.TAU - make_case.DT)  # what lin-online@4 learned
+    scale = np.abs(exact).max()
+    assert scale > 0
+    assert np.abs(tend[after] - exact).max() <= 2e-3 * scale
+
+
+def test_bad_swap_is_refused_before_the_first_step(case: Path) -> None:
+    text = SWAP_TOML.replace('closure = "lin-online@4"', 'closure = "lin-online@99"')
+    (case / "bad_swap.toml").write_text(text)
+    result = launch(case / "bad_swap.toml", workdir=case / "runs", quiet=True)
+    assert not result.ok
+    report = "\n".join(result.problems)
+    assert "exchange 'lin-online': swap at step 31" in report and "lin-online@99" in report
+    assert not (result.run_dir / "diagnostics.nc").exists()

@@ -425,6 +425,26 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class SwapConfig:
+    """A switch of an exchange to another registered closure at a model step (``swap``).
+
+    Attributes
+    ----------
+    step : int
+        The model step from which the closure runs instead (its first call at a due step
+        ``>= step``).
+    closure : str
+        The registry reference ``name@version`` switched to.
+    sha256 : str
+        Optional pin of its artifact's hash (empty: any).
+    """
+
+    step: int
+    closure: str
+    sha256: str = ""
+
+
 OPTIMIZERS = ("adam", "sgd")
 LOSSES = ("mse", "mae")
 
@@ -468,6 +488,8 @@ class ExchangeConfig:
         the resolved ``name@version``, so that the servers load exactly what was checked.
     train : TrainConfig or None
         Online training of the closure (None: inference only).
+    swap : tuple of SwapConfig
+        Switches to other registered closures at given steps (in increasing step order).
     """
 
     closure: str
@@ -482,6 +504,7 @@ class ExchangeConfig:
     max_abs: dict[str, float] = field(default_factory=dict)
     combine: str = "refuse"
     train: TrainConfig | None = None
+    swap: tuple[SwapConfig, ...] = ()
 
 
 def sent_fields(exchange: ExchangeConfig) -> list[str]:
@@ -607,6 +630,7 @@ class CouplingConfig:
                     "max_abs": dict(ex.max_abs),
                     "combine": ex.combine,
                     **({"train": ex.train.to_dict()} if ex.train is not None else {}),
+                    **({"swap": [dataclasses.asdict(w) for w in ex.swap]} if ex.swap else {}),
                 }
                 for ex in self.exchanges
             ],
@@ -1092,6 +1116,7 @@ class _Parser(Reader):
                 "sha256",
                 "combine",
                 "train",
+                "swap",
             ),
         )
         closure = self.string(
@@ -1137,7 +1162,36 @@ class _Parser(Reader):
             max_abs=self.max_abs(data, where, outputs),
             combine=self.choice(data, where, "combine", COMBINE, "refuse"),
             train=self.train(data, where, inputs, outputs),
+            swap=self.swaps(data, where),
         )
+
+    def swaps(self, data: Mapping[str, Any], where: str) -> tuple[SwapConfig, ...]:
+        """``swap = [{ step = k, closure = "name@v" }, ...]``: steps in increasing order."""
+        found: list[SwapConfig] = []
+        for path, table in self.tables(data, where, "swap"):
+            self.known_keys(table, path, ("step", "closure", "sha256"))
+            step = self.integer(table, path, "step", minimum=0)
+            closure = self.string(
+                table, path, "closure", nonempty=True, expected="a registry reference name@version"
+            )
+            sha256 = self.get(
+                table, path, "sha256", str, "", expected="64 hexadecimal digits (empty: any)",
+                check=lambda v: v == "" or re.fullmatch(r"[0-9a-f]{64}", v.lower()) is not None,
+            )  # fmt: skip
+            if step is None or closure is None:
+                continue
+            if found and step <= found[-1].step:
+                self.note(join(path, "step"), f"must be after the step of the swap before it "
+                          f"({found[-1].step})", step)  # fmt: skip
+                continue
+            found.append(SwapConfig(step, closure, sha256.lower()))
+        if found and "train" in data:
+            self.note(
+                join(where, "swap"),
+                "an exchange that trains online cannot also swap its closure (its versions are "
+                "written to the registry; swap another exchange, or start a run from a version)",
+            )
+        return tuple(found)
 
     def train(
         self,

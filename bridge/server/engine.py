@@ -643,6 +643,7 @@ def serve_exchanges(
     on_step: Callable[[int], None] | None = None,
     diagnostics: StepRecorder | None = None,
     after_exchange: Callable[[int, Mapping[str, np.ndarray]], None] | None = None,
+    before_infer: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Serve every exchange until the transport says the model is done; return the summary.
 
@@ -651,6 +652,8 @@ def serve_exchanges(
     outside the timed phases (it keeps its own time).
     ``after_exchange`` (online training, :class:`bridge.server.training.OnlineTraining`) gets the
     step and the fields last, while the model is in its step; it keeps its own time.
+    ``before_infer`` (closure swaps, :class:`bridge.server.swap.ClosureSwaps`) gets the step
+    before the closures run.
 
     Raises
     ------
@@ -666,6 +669,8 @@ def serve_exchanges(
             break
         blocks = transport.unpack()
         t2 = clock()
+        if before_infer is not None:
+            before_infer(kt)
         engine.check_inputs(kt, blocks)
         outputs = engine.infer(kt, blocks)
         t3 = clock()

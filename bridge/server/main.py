@@ -82,6 +82,7 @@ from bridge.server.engine import (
     write_timing,
 )
 from bridge.server.setup import Setup, handshake
+from bridge.server.swap import ClosureSwaps, PendingSwap, load_swaps
 from bridge.server.training import (
     OnlineTraining,
     TrainingError,
@@ -304,6 +305,7 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
     config = place_server(layout, config)
     setup_problem: str | None = None
     closures: dict[str, Closure] = {}
+    swaps: list[PendingSwap] = []
     backend: Any = None
     try:
         if config.transport not in ("mpi", "oasis"):
@@ -324,6 +326,10 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
                 registry_manifests(config.exchanges, config.server.registry),
                 config.server.device,
             )  # fmt: skip
+        swaps = load_swaps(
+            config.exchanges, closures, config.server.device, config.server.threads,
+            config.server.registry,
+        )  # fmt: skip
     except (ServerError, ClosureResolutionError, TrainingError) as err:
         setup_problem = str(err)
     limits = backend.limits if backend is not None else OASIS_2_0
@@ -348,7 +354,8 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
             config.exchanges, closures, engine, setup.points, layout.servers,
             VersionWriter(config.server.registry, run_dir, layout.rank),
         )  # fmt: skip
-        summary = serve_exchanges(engine, transport, progress, diagnostics, training)
+        switch = ClosureSwaps(engine, swaps, setup.points, log=layout.rank == 0) if swaps else None
+        summary = serve_exchanges(engine, transport, progress, diagnostics, training, switch)
         if diagnostics is not None:
             diagnostics.close()
         trained = training.summary() if training is not None else None
