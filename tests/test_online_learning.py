@@ -318,3 +318,50 @@ def test_bad_swap_is_refused_before_the_first_step(case: Path) -> None:
     report = "\n".join(result.problems)
     assert "exchange 'lin-online': swap at step 31" in report and "lin-online@99" in report
     assert not (result.run_dir / "diagnostics.nc").exists()
+
+
+def test_restarted_run_trains_as_if_uninterrupted(case: Path, one_server: RunResult) -> None:
+    """Steps 1-30, then 31-60 from the model's restart and the servers' training state: the
+    same weights and losses as steps 1-60 in one go, bit for bit (same machine and threads)."""
+    dest = case.parent / "restart"
+    shutil.copytree(case, dest, ignore=shutil.ignore_patterns("runs"))
+    nml = (dest / "namelist_cfg").read_text()
+    first_nml = nml.replace("nn_itend    =      60", "nn_itend    =      30").replace(
+        "nn_stock    =       0", "nn_stock    =      30"
+    )
+    assert first_nml.count("30") >= 2
+    (dest / "namelist_cfg").write_text(first_nml)
+    first = launch(dest / "coupling.toml", workdir=dest / "runs", quiet=True)
+    assert first.ok, first.problems
+    state = first.run_dir / "online" / "state" / "lin-online_00000030_r0.pt"
+    assert state.is_file()
+    restart = first.run_dir / "ONLINE_00000030_restart.nc"
+    (dest / "namelist_cfg").write_text(
+        nml.replace("nn_it000    =       1", "nn_it000    =      31").replace(
+            "nn_stock    =       0",
+            f'nn_stock    =       0\n   ln_rstart = .true.\n   cn_ocerst_in = "{restart}"',
+        )
+    )
+    toml = dest / "coupling.toml"
+    text = toml.read_text()
+    resume = f'save_as = "lin-online"\nresume = "{first.run_dir / "online"}"'
+    toml.write_text(text.replace('save_as = "lin-online"', resume))
+    second = launch(toml, workdir=dest / "runs", quiet=True)
+    assert second.ok, second.problems
+    whole, resumed = learned(one_server.run_dir), learned(second.run_dir)
+    for key, value in whole.items():
+        np.testing.assert_array_equal(resumed[key], value, err_msg=key)
+    loss = [json.loads((r.run_dir / "timing.json").read_text())["training"]["lin-online"]["loss"]
+            for r in (one_server, second)]  # fmt: skip
+    assert loss[1] == loss[0][30:]
+
+
+def test_resume_without_a_state_names_the_file(case: Path) -> None:
+    from bridge.server.training import RestartPlan
+
+    plan = RestartPlan(case / "nowhere", rank=1)
+    with pytest.raises(
+        TrainingError,
+        match=r"no training state of step 30 \(the step before this run.s first\) for server rank 1",
+    ):
+        plan.find("lin-online", 30)

@@ -405,6 +405,10 @@ class TrainConfig:
         Register the current weights every this many exchanges (0: at the end only).
     save_as : str
         The registry name of the versions written (empty: no versions written).
+    resume : str
+        A restarted run: the ``RUN/online`` folder of the run whose model restart it starts
+        from; the servers take the training state (weights, optimizer, buffer, draws) saved
+        there at the step before their first (empty: start from the closure's weights).
     """
 
     target: dict[str, str]
@@ -419,6 +423,7 @@ class TrainConfig:
     hold_out: int = 0
     save_every: int = 0
     save_as: str = ""
+    resume: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The table as ``coupling.toml`` writes it (``inf`` kept as a float)."""
@@ -1229,6 +1234,9 @@ class _Parser(Reader):
                 expected="a registry name (letters, digits, . _ -; empty: no versions)",
                 check=lambda v: v == "" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v),
             ),
+            resume=str(self.path(resume)) if (resume := self.string(
+                table, here, "resume", "", expected="a folder (RUN/online of an earlier run)"
+            )) else "",
         )  # fmt: skip
 
     def targets(

@@ -85,6 +85,7 @@ from bridge.server.setup import Setup, handshake
 from bridge.server.swap import ClosureSwaps, PendingSwap, load_swaps
 from bridge.server.training import (
     OnlineTraining,
+    RestartPlan,
     TrainingError,
     VersionWriter,
     finish_training,
@@ -294,6 +295,18 @@ def write_done_marker(run_dir: Path, summaries: Sequence[Mapping[str, Any]], **e
         print(f"mlbridge server: cannot write {run_dir / paths.DONE_MARKER}: {err}", flush=True)
 
 
+def _in_turn(hooks: Sequence[Callable[[int], None]]) -> Callable[[int], None] | None:
+    """One hook that calls ``hooks`` in turn (None when there are none)."""
+    if not hooks:
+        return None
+
+    def call(kt: int) -> None:
+        for hook in hooks:
+            hook(kt)
+
+    return call
+
+
 def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> int:
     """Everything after the world split, on one server rank; return the exit status.
 
@@ -353,9 +366,13 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
         training = OnlineTraining.build(
             config.exchanges, closures, engine, setup.points, layout.servers,
             VersionWriter(config.server.registry, run_dir, layout.rank),
+            RestartPlan.from_namelists(run_dir, layout.rank),
         )  # fmt: skip
         switch = ClosureSwaps(engine, swaps, setup.points, log=layout.rank == 0) if swaps else None
-        summary = serve_exchanges(engine, transport, progress, diagnostics, training, switch)
+        before = [h for h in (switch, training.before_infer if training else None) if h]
+        summary = serve_exchanges(
+            engine, transport, progress, diagnostics, training, _in_turn(before)
+        )
         if diagnostics is not None:
             diagnostics.close()
         trained = training.summary() if training is not None else None

@@ -423,6 +423,68 @@ class Learner:
             "versions": list(self.versions),
         }
 
+    # -- restarts
+
+    def save_state(self, path: Path) -> None:
+        """Everything a restarted run needs to continue as if uninterrupted: weights, optimizer
+        state, the buffer and held-out exchanges, the generator of the draws, the counters
+        (tensors, numbers and strings only: read back with ``weights_only=True``)."""
+        import torch
+
+        def rows(samples: Sequence[Sample]) -> list[dict[str, Any]]:
+            return [
+                {"kt": x.kt, "inputs": x.inputs.cpu(), "target": x.target.cpu()} for x in samples
+            ]
+
+        state = {
+            "exchange": self.name,
+            "weights": self.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "buffer": rows(self.buffer),
+            "held_out": rows(self.held_out),
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "counters": [self.exchanges_seen, self.optimizer_steps, self.saved_at],
+            "steps": [-1 if v is None else v for v in (self.first_kt, self.last_kt)],
+            "versions": list(self.versions),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+
+    def load_state(self, path: Path) -> None:
+        """Continue from a state written by :meth:`save_state`.
+
+        Raises
+        ------
+        TrainingError
+            If the file cannot be read or is another exchange's.
+        """
+        import torch
+
+        try:
+            state = torch.load(path, map_location=self.closure.device, weights_only=True)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise TrainingError(
+                f"exchange {self.name!r}: cannot resume from {path}: {err}"
+            ) from None
+        if state.get("exchange") != self.name:
+            raise TrainingError(
+                f"exchange {self.name!r}: {path} holds the training state of exchange "
+                f"{state.get('exchange')!r}"
+            )
+        self.closure.module.load_state_dict(state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        device, dtype = self.closure.device, self.closure.dtype
+        for rows, queue in ((state["buffer"], self.buffer), (state["held_out"], self.held_out)):
+            queue.clear()
+            for row in rows:
+                queue.append(Sample(int(row["kt"]), row["inputs"].to(device, dtype),
+                                    row["target"].to(device, dtype), self.weight))  # fmt: skip
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self.exchanges_seen, self.optimizer_steps, self.saved_at = state["counters"]
+        first, last = state["steps"]
+        self.first_kt, self.last_kt = (None if first < 0 else first), (None if last < 0 else last)
+        self.versions = list(state["versions"])
+
     def state_dict(self) -> dict[str, Any]:
         """The network's weights on the CPU (tensors only)."""
         return {k: v.detach().cpu().clone() for k, v in self.closure.module.state_dict().items()}
@@ -496,11 +558,17 @@ class OnlineTraining:
     """
 
     def __init__(
-        self, learners: Sequence[Learner], engine: Engine, versions: VersionWriter | None = None
+        self,
+        learners: Sequence[Learner],
+        engine: Engine,
+        versions: VersionWriter | None = None,
+        restarts: RestartPlan | None = None,
     ) -> None:
         self.learners = list(learners)
         self.engine = engine
         self.versions = versions
+        self.restarts = restarts or RestartPlan()
+        self.resumed = False
 
     @classmethod
     def build(
@@ -511,6 +579,7 @@ class OnlineTraining:
         points: Mapping[str, str] | None,
         comm: Any,
         versions: VersionWriter | None = None,
+        restarts: RestartPlan | None = None,
     ) -> OnlineTraining | None:
         """The hook for the trained exchanges (None when no exchange trains).
 
@@ -543,7 +612,7 @@ class OnlineTraining:
                     f"{closure.manifest.format!r}"
                 )
             learners.append(Learner(ex, closure, engine.block, points, comm))
-        return cls(learners, engine, versions) if learners else None
+        return cls(learners, engine, versions, restarts) if learners else None
 
     def __call__(self, kt: int, blocks: Mapping[str, np.ndarray]) -> None:
         """After the outputs of step ``kt`` went: collect and train each trained exchange, and
@@ -554,6 +623,19 @@ class OnlineTraining:
             every = learner.config.save_every
             if every and learner.exchanges_seen % every == 0 and learner.exchanges_seen:
                 self.save(learner)
+            if self.restarts.is_restart(kt):
+                learner.save_state(self.restarts.state_file(learner.name, kt))
+
+    def before_infer(self, kt: int) -> None:
+        """Before the first closures run: a restarted run takes the training state saved at
+        the model's restart step, ``kt - 1``."""
+        if self.resumed:
+            return
+        self.resumed = True
+        for learner in self.learners:
+            if learner.config.resume:
+                path = RestartPlan(Path(learner.config.resume), rank=self.restarts.rank)
+                learner.load_state(path.find(learner.name, kt - 1))
 
     def save(self, learner: Learner) -> None:
         """Write the current weights as a new registry version (collective: the held-out
@@ -622,6 +704,68 @@ def add_training_to_timing(run_dir: Path, summaries: Sequence[Mapping[str, Any]]
     timing = json.loads(path.read_text()) if path.exists() else {}
     timing["training"] = training_figures(summaries)
     path.write_text(json.dumps(timing, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class RestartPlan:
+    """Where and when a server rank saves its training state: at the model's restart steps.
+
+    Attributes
+    ----------
+    folder
+        ``RUN/online`` (the states go to its ``state/`` folder).
+    every, last
+        The model writes a restart when ``kt % every == 0`` or ``kt == last`` (NEMO's
+        ``nn_stock`` and ``nn_itend``; ``every = 0``: never).
+    rank
+        This server rank (one file per rank: each holds its block's buffer).
+    """
+
+    folder: Path = Path(ONLINE_DIR)
+    every: int = 0
+    last: int = -1
+    rank: int = 0
+
+    @classmethod
+    def from_namelists(cls, run_dir: Path, rank: int) -> RestartPlan:
+        """The model's restart steps from the run directory's NEMO-style namelists (none when
+        they cannot be read: a generic model)."""
+        from bridge.config.namelist import read_namelists
+
+        folder = run_dir / ONLINE_DIR
+        try:
+            nml = read_namelists(run_dir / "namelist_ref", run_dir / "namelist_cfg")
+            every = nml.get_int("namrun", "nn_stock", 0)
+            return cls(folder, max(every, 0), nml.itend, rank)
+        except Exception:  # no namelist: no restart steps known
+            return cls(folder, 0, -1, rank)
+
+    def is_restart(self, kt: int) -> bool:
+        """Whether the model writes a restart at step ``kt``."""
+        return self.every > 0 and (kt % self.every == 0 or kt == self.last)
+
+    def state_file(self, exchange: str, kt: int) -> Path:
+        """``state/<exchange>_<kt:08d>_r<rank>.pt``."""
+        return self.folder / "state" / f"{exchange}_{kt:08d}_r{self.rank}.pt"
+
+    def find(self, exchange: str, kt: int) -> Path:
+        """The state saved at step ``kt`` by this rank.
+
+        Raises
+        ------
+        TrainingError
+            Naming the file looked for and the states there are.
+        """
+        path = self.state_file(exchange, kt)
+        if path.is_file():
+            return path
+        there = sorted(p.name for p in (self.folder / "state").glob(f"{exchange}_*.pt"))
+        raise TrainingError(
+            f"exchange {exchange!r}: train.resume: no training state of step {kt} (the step "
+            f"before this run's first) for server rank {self.rank}: {path} is missing (found: "
+            f"{', '.join(there) or 'none'}; a restarted run needs the restart step's state and "
+            "as many server ranks)"
+        )
 
 
 class VersionWriter:

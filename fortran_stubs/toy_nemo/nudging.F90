@@ -39,7 +39,8 @@ MODULE nudging
    PUBLIC   nud_init   ! called by nemogcm
    PUBLIC   nud_step   ! called by step (after the AB3 update)
    PUBLIC   nud_mean   ! called by diawri
-   PUBLIC   nud_last   ! called by infmod (inf_put)
+   PUBLIC   nud_last   ! called by infmod (inf_put) and rst (rst_write)
+   PUBLIC   nud_rst_set   ! called by rst (rst_read): the last tendency of the restarted run
 
    !                                                  !!* namnudge *
    LOGICAL          , PUBLIC ::   ln_nudge     = .FALSE.          !: relax u, v, h toward cn_nudge_in
@@ -160,9 +161,12 @@ CONTAINS
          ALLOCATE( zglo(1,1,1) )
       ENDIF
       CALL MPI_Bcast( nkt, nrec, MPI_INTEGER, 0, mpi_comm_oce )
-      ALLOCATE( ztru(jpi,jpj,kpk,jpvar,2), zsum(jpi,jpj,kpk,jpvar), zlast(jpi,jpj,kpk,jpvar) )
+      ALLOCATE( ztru(jpi,jpj,kpk,jpvar,2), zsum(jpi,jpj,kpk,jpvar) )
       ztru(:,:,:,:,:) = 0._wp
-      zlast(:,:,:,:) = 0._wp
+      IF( .NOT. ALLOCATED(zlast) ) THEN   ! else given back by rst_read (nud_rst_set)
+         ALLOCATE( zlast(jpi,jpj,kpk,jpvar) )
+         zlast(:,:,:,:) = 0._wp
+      ENDIF
       zsum(:,:,:,:) = 0._wp
       nsum = 0
    END SUBROUTINE nud_init
@@ -262,6 +266,24 @@ CONTAINS
       IF( .NOT. ALLOCATED(zlast) )   RETURN
       pf(:,:,:) = zlast(:,:,1:SIZE(pf,3),kvar)
    END SUBROUTINE nud_last
+
+
+   SUBROUTINE nud_rst_set( kvar, pf )
+      !!------------------------------------------------------------------
+      !!                  ***  ROUTINE nud_rst_set  ***
+      !! ** Purpose :   rst_read (before nud_init): the nudging tendency of the
+      !!                restart's last step, so that the first inf_put of the
+      !!                restarted run sends what the run in one go sends
+      !!------------------------------------------------------------------
+      INTEGER                   , INTENT(in) ::   kvar
+      REAL(wp), DIMENSION(:,:,:), INTENT(in) ::   pf
+      !!------------------------------------------------------------------
+      IF( .NOT. ALLOCATED(zlast) ) THEN
+         ALLOCATE( zlast(SIZE(pf,1),SIZE(pf,2),SIZE(pf,3),jpvar) )
+         zlast(:,:,:,:) = 0._wp
+      ENDIF
+      zlast(:,:,:,kvar) = pf(:,:,:)
+   END SUBROUTINE nud_rst_set
 
    !!----------------------------------------------------------------------
    !!                          private routines
