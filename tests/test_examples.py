@@ -26,6 +26,7 @@ RUN_BY = {
     "07_subgrid_cnn": "test_demo.py",
     "08_bias_correction": "test_bias.py",  # through mlbridge_models.bias.evaluate
     "09_evaluate": "test_evaluate_runs.py",
+    "10_online_learning": "test_online_learning.py",
 }
 
 

@@ -846,6 +846,13 @@ class _Parser(Reader):
         exchanges = [self.exchange(raw, where) for where, raw in self.tables(data, "", "exchange")]
         exchanges = self.unique_names(exchanges)
         self.check_received_fields(exchanges)
+        for index, ex in enumerate(exchanges):
+            if transport == "oasis" and (ex.train is not None or ex.swap):
+                self.note(
+                    f"exchange[{index}]",
+                    'online training and swaps need transport = "mpi" (the OASIS transport '
+                    "moves the closure inputs only)",
+                )
         if transport == "oasis" and schedules_differ(exchanges):
             self.note(
                 "exchange",
