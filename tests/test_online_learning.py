@@ -362,6 +362,7 @@ def test_resume_without_a_state_names_the_file(case: Path) -> None:
     plan = RestartPlan(case / "nowhere", rank=1)
     with pytest.raises(
         TrainingError,
-        match=r"no training state of step 30 \(the step before this run.s first\) for server rank 1",
+        match=r"no training state of step 30 \(the step before this run.s first\) for server "
+        r"rank 1",
     ):
         plan.find("lin-online", 30)
