@@ -149,6 +149,24 @@ def _fit_linear_map(tmp_path: Path) -> None:
     assert figures["loss_last"] < 1e-6 < figures["loss_first"]
 
 
+def test_budget_bounds_the_training_after_an_exchange(tmp_path: Path) -> None:
+    """No optimizer step starts once the budget would be passed; without one, all are taken."""
+    closure = linear_closure(tmp_path)
+    box = Box(0, 4, 0, 3)
+    block = Block(0, box, 0, np.ones((1, 3, 4)), (box,))
+    counts = {}
+    for budget in (1e-9, math.inf):
+        train = TrainConfig(target={"su": "a", "sv": "b"}, steps_per_exchange=3, budget_s=budget)
+        ex = ExchangeConfig("lin", {}, {"su": "u_tend", "sv": "v_tend"}, train=train)
+        learner = Learner(ex, closure, block)
+        for kt in (1, 2):
+            fields = {n: np.ones((2, 3, 4)) for n in ("u", "v", "a", "b")}
+            closure({"u": fields["u"], "v": fields["v"]})
+            learner.after_exchange(kt, fields, ran=True)
+        counts[budget] = learner.record.optimizer_steps
+    assert counts == {1e-9: [0, 0], math.inf: [3, 3]}
+
+
 def test_untrainable_closure_is_refused_naming_the_exchange() -> None:
     from bridge.closures.analytic import analytic_closure
 
@@ -207,6 +225,7 @@ def test_example_learns_the_nudging_tendency(one_server: RunResult) -> None:
     assert figures["optimizer_steps"] == 60 * 4
     assert figures["loss_last"] < 1e-6 < max(v for v in figures["loss"] if v is not None)
     assert 0 < figures["train_per_exchange_median_s"] <= figures["train_per_exchange_max_s"]
+    assert figures["exchange_interval_median_s"] > figures["train_per_exchange_median_s"]
 
 
 @pytest.fixture(scope="module")

@@ -569,6 +569,7 @@ class OnlineTraining:
         self.versions = versions
         self.restarts = restarts or RestartPlan()
         self.resumed = False
+        self.calls_at: list[float] = []  # perf_counter at each exchange: the coupled step time
 
     @classmethod
     def build(
@@ -617,6 +618,7 @@ class OnlineTraining:
     def __call__(self, kt: int, blocks: Mapping[str, np.ndarray]) -> None:
         """After the outputs of step ``kt`` went: collect and train each trained exchange, and
         write a version every ``save_every`` exchanges."""
+        self.calls_at.append(time.perf_counter())
         for learner in self.learners:
             calls = self.engine.calls[learner.name]
             learner.after_exchange(kt, blocks, bool(calls) and calls[-1] == kt)
@@ -656,8 +658,13 @@ class OnlineTraining:
             self.save(learner)
 
     def summary(self) -> dict[str, Any]:
-        """By exchange name, this rank's figures."""
-        return {learner.name: learner.summary() for learner in self.learners}
+        """By exchange name, this rank's figures; each with the median seconds between two
+        exchanges (with ``every = 1``, the coupled model step with training)."""
+        interval = float(np.median(np.diff(self.calls_at))) if len(self.calls_at) > 1 else 0.0
+        return {
+            learner.name: {**learner.summary(), "exchange_interval_median_s": interval}
+            for learner in self.learners
+        }
 
     def write_weights(self, run_dir: Path) -> dict[str, Path]:
         """``RUN/online/<exchange>.pt``, the current weights of each trained exchange."""
@@ -694,6 +701,9 @@ def training_figures(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "loss": [v if math.isfinite(v) else None for v in first["loss"]],
             "held_out_mse": first["held_out_mse"] if math.isfinite(first["held_out_mse"]) else None,
             "versions": list(first.get("versions", [])),
+            "exchange_interval_median_s": max(
+                r.get("exchange_interval_median_s", 0.0) for r in rows
+            ),
         }
     return result
 
