@@ -625,8 +625,11 @@ class OnlineTraining:
             every = learner.config.save_every
             if every and learner.exchanges_seen % every == 0 and learner.exchanges_seen:
                 self.save(learner)
-            if self.restarts.is_restart(kt):
-                learner.save_state(self.restarts.state_file(learner.name, kt))
+            # the model's restart steps up to the next exchange: the state after this one is
+            # the state there (nothing trains between two exchanges)
+            for step in range(kt, kt + self.engine.schedule[0]):
+                if self.restarts.is_restart(step):
+                    learner.save_state(self.restarts.state_file(learner.name, step))
 
     def before_infer(self, kt: int) -> None:
         """Before the first closures run: a restarted run takes the training state saved at
