@@ -142,6 +142,8 @@ def _fit_linear_map(tmp_path: Path) -> None:
         sv = (a[1, 0] * u + a[1, 1] * v) * s_out / s_in
         su[:, 0, :] = sv[:, 0, :] = 1.0e3  # land
         learner.after_exchange(kt, {"u": u, "v": v, "u_nud": su, "v_nud": sv}, ran=True)
+    # the network, its optimizer and the buffer live on the server's device (cuda:N on a GPU)
+    assert {str(x.inputs.device) for x in learner.buffer} == {"cpu"} == {str(closure.device)}
     weight = closure.module.layers[0].weight.detach().numpy()[:, :, 0, 0]
     np.testing.assert_allclose(weight, a, atol=1e-3)
     figures = training_figures([{"lin": learner.summary()}])["lin"]
