@@ -367,6 +367,94 @@ class DiagnosticsConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Online training of an exchange's closure (``train = { ... }``, docs/online_learning.md).
+
+    The model sends each target field beside the closure's inputs, on the exchange's schedule;
+    the servers keep the last ``buffer`` exchanges of (inputs, targets), run
+    ``steps_per_exchange`` optimizer steps after each exchange's outputs went (in the gap while
+    the model steps), and the next exchange uses the updated network.
+
+    Attributes
+    ----------
+    target : dict of str to str
+        Closure output -> the model field it learns (``target = "u_nud"`` for an exchange with
+        one output).
+    optimizer : str
+        ``adam`` or ``sgd``.
+    lr : float
+        Learning rate (> 0).
+    batch : int
+        Exchanges (each: all levels of the block) drawn from the buffer per optimizer step.
+    loss : str
+        ``mse`` or ``mae``, on the normalised outputs (the manifest's output ``scale``), over the
+        ocean points of every server's block (one sum, so M servers are one model).
+    steps_per_exchange : int
+        Optimizer steps after each exchange (0: only collect).
+    buffer : int
+        Exchanges kept in the replay buffer (the oldest goes first).
+    budget_s : float
+        Most seconds of training after one exchange (inf: no limit); the steps then stop early,
+        the same count on every server rank.
+    seed : int
+        Seed of the draws from the buffer (the same on every server rank).
+    hold_out : int
+        Every ``hold_out``-th exchange is kept out of training for the offline metric
+        (0: none).
+    save_every : int
+        Register the current weights every this many exchanges (0: at the end only).
+    save_as : str
+        The registry name of the versions written (empty: no versions written).
+    resume : str
+        A restarted run: the ``RUN/online`` folder of the run whose model restart it starts
+        from; the servers take the training state (weights, optimizer, buffer, draws) saved
+        there at the step before their first (empty: start from the closure's weights).
+    """
+
+    target: dict[str, str]
+    optimizer: str = "adam"
+    lr: float = 1.0e-3
+    batch: int = 4
+    loss: str = "mse"
+    steps_per_exchange: int = 1
+    buffer: int = 64
+    budget_s: float = math.inf
+    seed: int = 0
+    hold_out: int = 0
+    save_every: int = 0
+    save_as: str = ""
+    resume: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The table as ``coupling.toml`` writes it (``inf`` kept as a float)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SwapConfig:
+    """A switch of an exchange to another registered closure at a model step (``swap``).
+
+    Attributes
+    ----------
+    step : int
+        The model step from which the closure runs instead (its first call at a due step
+        ``>= step``).
+    closure : str
+        The registry reference ``name@version`` switched to.
+    sha256 : str
+        Optional pin of its artifact's hash (empty: any).
+    """
+
+    step: int
+    closure: str
+    sha256: str = ""
+
+
+OPTIMIZERS = ("adam", "sgd")
+LOSSES = ("mse", "mae")
+
+
+@dataclass(frozen=True)
 class ExchangeConfig:
     """One closure coupled to the model.
 
@@ -403,6 +491,10 @@ class ExchangeConfig:
         Registry closures: the sha256 the registered artifact must have (empty: any). The
         launcher fills it in ``run_config.json`` with the hash it checked, and ``closure`` with
         the resolved ``name@version``, so that the servers load exactly what was checked.
+    train : TrainConfig or None
+        Online training of the closure (None: inference only).
+    swap : tuple of SwapConfig
+        Switches to other registered closures at given steps (in increasing step order).
     """
 
     closure: str
@@ -416,6 +508,15 @@ class ExchangeConfig:
     sha256: str = ""
     max_abs: dict[str, float] = field(default_factory=dict)
     combine: str = "refuse"
+    train: TrainConfig | None = None
+    swap: tuple[SwapConfig, ...] = ()
+
+
+def sent_fields(exchange: ExchangeConfig) -> list[str]:
+    """The model fields the model sends for ``exchange``: the inputs, then the training
+    targets."""
+    targets = list(exchange.train.target.values()) if exchange.train is not None else []
+    return list(dict.fromkeys([*exchange.inputs.values(), *targets]))
 
 
 def exchange_name(exchange: ExchangeConfig) -> str:
@@ -533,6 +634,8 @@ class CouplingConfig:
                     "sha256": ex.sha256,
                     "max_abs": dict(ex.max_abs),
                     "combine": ex.combine,
+                    **({"train": ex.train.to_dict()} if ex.train is not None else {}),
+                    **({"swap": [dataclasses.asdict(w) for w in ex.swap]} if ex.swap else {}),
                 }
                 for ex in self.exchanges
             ],
@@ -743,6 +846,13 @@ class _Parser(Reader):
         exchanges = [self.exchange(raw, where) for where, raw in self.tables(data, "", "exchange")]
         exchanges = self.unique_names(exchanges)
         self.check_received_fields(exchanges)
+        for index, ex in enumerate(exchanges):
+            if transport == "oasis" and (ex.train is not None or ex.swap):
+                self.note(
+                    f"exchange[{index}]",
+                    'online training and swaps need transport = "mpi" (the OASIS transport '
+                    "moves the closure inputs only)",
+                )
         if transport == "oasis" and schedules_differ(exchanges):
             self.note(
                 "exchange",
@@ -1017,6 +1127,8 @@ class _Parser(Reader):
                 "params",
                 "sha256",
                 "combine",
+                "train",
+                "swap",
             ),
         )
         closure = self.string(
@@ -1061,7 +1173,127 @@ class _Parser(Reader):
             sha256=sha256.lower(),
             max_abs=self.max_abs(data, where, outputs),
             combine=self.choice(data, where, "combine", COMBINE, "refuse"),
+            train=self.train(data, where, inputs, outputs),
+            swap=self.swaps(data, where),
         )
+
+    def swaps(self, data: Mapping[str, Any], where: str) -> tuple[SwapConfig, ...]:
+        """``swap = [{ step = k, closure = "name@v" }, ...]``: steps in increasing order."""
+        found: list[SwapConfig] = []
+        for path, table in self.tables(data, where, "swap"):
+            self.known_keys(table, path, ("step", "closure", "sha256"))
+            step = self.integer(table, path, "step", minimum=0)
+            closure = self.string(
+                table, path, "closure", nonempty=True, expected="a registry reference name@version"
+            )
+            sha256 = self.get(
+                table, path, "sha256", str, "", expected="64 hexadecimal digits (empty: any)",
+                check=lambda v: v == "" or re.fullmatch(r"[0-9a-f]{64}", v.lower()) is not None,
+            )  # fmt: skip
+            if step is None or closure is None:
+                continue
+            if found and step <= found[-1].step:
+                self.note(join(path, "step"), f"must be after the step of the swap before it "
+                          f"({found[-1].step})", step)  # fmt: skip
+                continue
+            found.append(SwapConfig(step, closure, sha256.lower()))
+        if found and "train" in data:
+            self.note(
+                join(where, "swap"),
+                "an exchange that trains online cannot also swap its closure (its versions are "
+                "written to the registry; swap another exchange, or start a run from a version)",
+            )
+        return tuple(found)
+
+    def train(
+        self,
+        data: Mapping[str, Any],
+        where: str,
+        inputs: Mapping[str, str],
+        outputs: Mapping[str, str],
+    ) -> TrainConfig | None:
+        """``train = { target = ..., ... }``: online training of the exchange's closure."""
+        if "train" not in data:
+            return None
+        table = self.sub_table(data, where, "train")
+        here = join(where, "train")
+        self.known_keys(table, here, [f.name for f in dataclasses.fields(TrainConfig)])
+        target = self.targets(table, here, outputs)
+        budget = self.get(
+            table, here, "budget_s", (int, float), math.inf,
+            expected="a number of seconds > 0 (inf: no limit)",
+            check=lambda v: v > 0 and not math.isnan(v),
+        )  # fmt: skip
+        return TrainConfig(
+            target=target,
+            optimizer=self.choice(table, here, "optimizer", OPTIMIZERS, "adam"),
+            lr=self.number(table, here, "lr", 1.0e-3, expected="a number > 0", check=_positive),
+            batch=self.integer(table, here, "batch", 4),
+            loss=self.choice(table, here, "loss", LOSSES, "mse"),
+            steps_per_exchange=self.integer(table, here, "steps_per_exchange", 1, minimum=0),
+            buffer=self.integer(table, here, "buffer", 64),
+            budget_s=budget,
+            seed=self.integer(table, here, "seed", 0, minimum=0),
+            hold_out=self.integer(table, here, "hold_out", 0, minimum=0),
+            save_every=self.integer(table, here, "save_every", 0, minimum=0),
+            save_as=self.get(
+                table, here, "save_as", str, "",
+                expected="a registry name (letters, digits, . _ -; empty: no versions)",
+                check=lambda v: v == "" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v),
+            ),
+            resume=str(self.path(resume)) if (resume := self.string(
+                table, here, "resume", "", expected="a folder (RUN/online of an earlier run)"
+            )) else "",
+        )  # fmt: skip
+
+    def targets(
+        self, table: Mapping[str, Any], where: str, outputs: Mapping[str, str]
+    ) -> dict[str, str]:
+        """``target``: a model field (the exchange's one output learns it), or a table of
+        closure output -> model field; every closure output needs one."""
+        raw = table.get("target")
+        path = join(where, "target")
+        if raw is None:
+            self.missing(
+                path, "a model field the model sends, or a table of closure output -> model field"
+            )
+            return {}
+        if isinstance(raw, str):
+            if not raw.strip():
+                self.bad(path, raw, "a model field name")
+                return {}
+            if len(outputs) != 1:
+                self.note(
+                    path,
+                    f"one target for {len(outputs)} closure outputs ({', '.join(outputs)}): give "
+                    "a table of closure output -> model field",
+                    raw,
+                )
+                return {}
+            return {next(iter(outputs)): raw}
+        found = self.names(
+            table, where, "target", expected="a table of closure output -> model field"
+        )
+        for output in list(found):
+            if output not in outputs:
+                self.note(
+                    join(path, output),
+                    f"not a closure output of this exchange (its outputs: {', '.join(outputs)})",
+                    found.pop(output),
+                )
+        for output in outputs:
+            if found and output not in found:
+                self.note(path, f"closure output {output!r} has no target (each output learns one)")
+        received = set(outputs.values())
+        for output, model_field in found.items():
+            if model_field in received:
+                self.note(
+                    join(path, output),
+                    "a field the model receives cannot be a target (the target is a field the "
+                    "model sends)",
+                    model_field,
+                )
+        return found
 
     def max_abs(
         self, data: Mapping[str, Any], where: str, outputs: Mapping[str, str]
@@ -1181,6 +1413,10 @@ def _schedules(exchanges: Sequence[ExchangeConfig]) -> str:
     return ", ".join(
         f"exchange[{i}] every {ex.every} lag {ex.lag}" for i, ex in enumerate(exchanges)
     )
+
+
+def _positive(value: float) -> bool:
+    return value > 0
 
 
 def _is_device(value: str) -> bool:

@@ -252,7 +252,9 @@ def check_exchange_fields(ctx: LaunchContext) -> Iterator[str]:
             continue
         defined = _names(nml.get("nammlb", entry))
         for index, exchange in enumerate(ctx.config.exchanges):
-            mapping = exchange.inputs if role == "input" else exchange.outputs
+            mapping = dict(exchange.inputs if role == "input" else exchange.outputs)
+            if role == "input" and exchange.train is not None:  # targets are sent too
+                mapping.update({f"target of {o}": f for o, f in exchange.train.target.items()})
             for closure_name, model_name in mapping.items():
                 if model_name not in defined:
                     yield (

@@ -37,6 +37,7 @@ from bridge.config.coupling import (
     exchange_name,
     model_schedule,
     schedules_differ,
+    sent_fields,
 )
 from bridge.domain.plan import Box, Plan, check_tiling
 from bridge.domain.stagger import NEMO_FACES, describe_faces, parse_faces
@@ -233,13 +234,16 @@ def check_reports(
         name = exchange_name(ex)
         spec = specs.get(name)
         used: list[FieldDecl] = []
-        for role, mapping, direction in (
-            ("input", ex.inputs, "send"),
-            ("output", ex.outputs, "recv"),
-        ):
+        roles = [("input", ex.inputs, "send"), ("output", ex.outputs, "recv")]
+        if ex.train is not None:  # training targets: fields the model sends, keyed by output
+            roles.append(("target", ex.train.target, "send"))
+        for role, mapping, direction in roles:
             spec_names = (
                 () if spec is None else (spec.input_names if role == "input" else spec.output_names)
             )
+            point_role = (
+                "output" if role == "target" else role
+            )  # a target sits on its output's point
             for closure_name, model_name in mapping.items():
                 if spec is not None and closure_name not in spec_names:
                     problems.append(
@@ -259,7 +263,7 @@ def check_reports(
                         f"{decl.direction} by the model, the configuration uses it as a closure "
                         f"{role} (needs {direction})"
                     )
-                wanted = _spec_point(spec, role, closure_name)
+                wanted = _spec_point(spec, point_role, closure_name)
                 if spec is not None and wanted is not None and decl.point and decl.point != wanted:
                     problems.append(
                         f"exchange {name!r}: model field {model_name!r} is on the "
@@ -398,7 +402,7 @@ def check_restart(
 
 def active_flags(fields: Sequence[FieldDecl], exchanges: Sequence[ExchangeConfig]) -> list[int]:
     """1 for each declared field some exchange uses, else 0 (the model skips those)."""
-    used = {m for ex in exchanges for m in (*ex.inputs.values(), *ex.outputs.values())}
+    used = {m for ex in exchanges for m in (*sent_fields(ex), *ex.outputs.values())}
     return [1 if f.name in used else 0 for f in fields]
 
 

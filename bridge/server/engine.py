@@ -642,12 +642,18 @@ def serve_exchanges(
     transport: BlockTransport,
     on_step: Callable[[int], None] | None = None,
     diagnostics: StepRecorder | None = None,
+    after_exchange: Callable[[int, Mapping[str, np.ndarray]], None] | None = None,
+    before_infer: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Serve every exchange until the transport says the model is done; return the summary.
 
     ``on_step`` is called with the number of exchanges served after each one (progress).
     ``diagnostics`` (``[diagnostics] netcdf``) gets the fields and outputs once the outputs went,
     outside the timed phases (it keeps its own time).
+    ``after_exchange`` (online training, :class:`bridge.server.training.OnlineTraining`) gets the
+    step and the fields last, while the model is in its step; it keeps its own time.
+    ``before_infer`` (closure swaps, :class:`bridge.server.swap.ClosureSwaps`) gets the step
+    before the closures run.
 
     Raises
     ------
@@ -663,6 +669,8 @@ def serve_exchanges(
             break
         blocks = transport.unpack()
         t2 = clock()
+        if before_infer is not None:
+            before_infer(kt)
         engine.check_inputs(kt, blocks)
         outputs = engine.infer(kt, blocks)
         t3 = clock()
@@ -673,6 +681,8 @@ def serve_exchanges(
         engine.record(kt, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4))
         if diagnostics is not None:
             diagnostics.record(kt, blocks, outputs)
+        if after_exchange is not None:
+            after_exchange(kt, blocks)
         if on_step is not None:
             on_step(len(engine.steps))
     return engine.summary(transport.finish())

@@ -82,6 +82,17 @@ from bridge.server.engine import (
     write_timing,
 )
 from bridge.server.setup import Setup, handshake
+from bridge.server.swap import ClosureSwaps, PendingSwap, load_swaps
+from bridge.server.training import (
+    OnlineTraining,
+    RestartPlan,
+    TrainingError,
+    VersionWriter,
+    finish_training,
+    make_online_closures,
+    registry_manifests,
+    trained_exchanges,
+)
 from bridge.transport import mpi as wire
 from bridge.transport.mpi_blocks import BlockTransportError, MpiBlockTransport
 from bridge.transport.oasis import OasisError, OasisNotAvailableError, open_backend
@@ -284,6 +295,18 @@ def write_done_marker(run_dir: Path, summaries: Sequence[Mapping[str, Any]], **e
         print(f"mlbridge server: cannot write {run_dir / paths.DONE_MARKER}: {err}", flush=True)
 
 
+def _in_turn(hooks: Sequence[Callable[[int], None]]) -> Callable[[int], None] | None:
+    """One hook that calls ``hooks`` in turn (None when there are none)."""
+    if not hooks:
+        return None
+
+    def call(kt: int) -> None:
+        for hook in hooks:
+            hook(kt)
+
+    return call
+
+
 def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> int:
     """Everything after the world split, on one server rank; return the exit status.
 
@@ -295,6 +318,7 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
     config = place_server(layout, config)
     setup_problem: str | None = None
     closures: dict[str, Closure] = {}
+    swaps: list[PendingSwap] = []
     backend: Any = None
     try:
         if config.transport not in ("mpi", "oasis"):
@@ -309,7 +333,17 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
             except OasisNotAvailableError as err:
                 raise ServerError(str(err)) from None
         closures = build_closures(config)
-    except (ServerError, ClosureResolutionError) as err:
+        if trained_exchanges(config.exchanges):
+            closures = make_online_closures(
+                config.exchanges, closures,
+                registry_manifests(config.exchanges, config.server.registry),
+                config.server.device,
+            )  # fmt: skip
+        swaps = load_swaps(
+            config.exchanges, closures, config.server.device, config.server.threads,
+            config.server.registry,
+        )  # fmt: skip
+    except (ServerError, ClosureResolutionError, TrainingError) as err:
         setup_problem = str(err)
     limits = backend.limits if backend is not None else OASIS_2_0
     try:
@@ -329,10 +363,20 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
             closures, config.server.timeout_s,
         )  # fmt: skip
         progress = _progress(run_dir, engine) if layout.rank == 0 else None
-        summary = serve_exchanges(engine, transport, progress, diagnostics)
+        training = OnlineTraining.build(
+            config.exchanges, closures, engine, setup.points, layout.servers,
+            VersionWriter(config.server.registry, run_dir, layout.rank),
+            RestartPlan.from_namelists(run_dir, layout.rank),
+        )  # fmt: skip
+        switch = ClosureSwaps(engine, swaps, setup.points, log=layout.rank == 0) if swaps else None
+        before = [h for h in (switch, training.before_infer if training else None) if h]
+        summary = serve_exchanges(
+            engine, transport, progress, diagnostics, training, _in_turn(before)
+        )
         if diagnostics is not None:
             diagnostics.close()
-    except (ServerError, BlockTransportError, wire.TransportError) as err:
+        trained = training.summary() if training is not None else None
+    except (ServerError, BlockTransportError, wire.TransportError, TrainingError) as err:
         detail = str(err).removeprefix(f"server rank {layout.rank}: ")
         return give_up(layout, f"mlbridge server rank {layout.rank}: {detail}", watch)
     finally:
@@ -344,6 +388,9 @@ def serve(layout: wire.WorldLayout, config: CouplingConfig, run_dir: Path) -> in
         if config.diagnostics.timing:
             write_timing(run_dir, summaries, setup.lag, setup.every)
         report_totals(summaries)
+    if training is not None:  # after timing.json: the training figures go into it
+        finish_training(layout.servers, training, trained, run_dir, config.diagnostics.timing)
+    if layout.rank == 0:
         write_done_marker(
             run_dir, summaries, elapsed_s=time.perf_counter() - start, transport=config.transport
         )

@@ -42,6 +42,7 @@ MODULE infmod
    USE in_out_manager, ONLY : ln_rstart, nn_it000, cn_ocerst_in
    USE mppini    , ONLY : jpi, jpj, jpiglo, jpjglo, nimpp, njmpp, jperio
    USE domain    , ONLY : tmask
+   USE nudging   , ONLY : nud_last
    USE infclosure, ONLY : inc_laplacian, inc_smooth3
    USE inftest   , ONLY : inf_test_init, inf_test_nan, inf_test_world, cn_mlb_inproc, rn_mlb_coef,   &
       &                   ln_mlb_hls2
@@ -67,12 +68,17 @@ MODULE infmod
    CHARACTER(len=lf), PARAMETER ::   cfld(jpfld) = [CHARACTER(len=lf) :: 'u', 'v', 'h']
    CHARACTER(len=lf), PARAMETER ::   ctnd(jpfld) = [CHARACTER(len=lf) :: 'u_tend', 'v_tend', 'h_tend']
    CHARACTER(len=1) , PARAMETER ::   cpnt(jpfld) = [ 'U', 'V', 'T' ]   ! their C-grid points
+   INTEGER, PARAMETER ::   jpsnd = 2 * jpfld                   ! fields the hook can send
+   !                                   ! u_nud, v_nud, h_nud: the nudging tendency of the last step
+   !                                   ! (module nudging, nud_last): a target for online training
+   CHARACTER(len=lf), PARAMETER ::   cnud(jpfld) = [CHARACTER(len=lf) :: 'u_nud', 'v_nud', 'h_nud']
 
    !                                      !!* nammlb *
    LOGICAL , PUBLIC ::   ln_mlb = .FALSE.     !: exchange fields with the mlbridge servers
-   CHARACTER(len=lf) ::   cn_mlb_snd(jpfld) = cfld   ! fields sent (u, v, h; '' = unused slot)
+   CHARACTER(len=lf) ::   cn_mlb_snd(jpsnd) = [ cfld, [CHARACTER(len=lf) :: '', '', ''] ]   ! fields sent
+   !                                                  ! (u, v, h, u_nud, v_nud, h_nud; '' = unused slot)
    CHARACTER(len=lf) ::   cn_mlb_rcv(jpfld) = ctnd   ! fields received (u_tend, v_tend, h_tend)
-   INTEGER           ::   nn_mlb_lev(jpfld) = 0      ! levels of each sent field (0: all layers)
+   INTEGER           ::   nn_mlb_lev(jpsnd) = 0      ! levels of each sent field (0: all layers)
    INTEGER           ::   nn_mlb_every = 1           ! exchange every nn_mlb_every steps
    LOGICAL           ::   ln_mlb_rst = .TRUE.        ! with ln_rstart: give the coupling's saved state back
    !                                      !!* nammlb_test *: module inftest (cn_mlb_inproc, rn_mlb_coef)
@@ -85,6 +91,7 @@ MODULE infmod
    LOGICAL ::   lltend(jpfld) = .FALSE.        ! in process: X_tend = closure(X) for this X
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:,:) ::   ztend      ! in-process outputs (jpi, jpj, jpk, 3)
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:)   ::   zwa, zwb   ! work arrays (smooth3, NaN injection)
+   REAL(wp), ALLOCATABLE, DIMENSION(:,:,:)   ::   znud       ! the nudging tendency sent (u_nud, v_nud, h_nud)
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:)   ::   zhls2      ! ln_mlb_hls2: (jpi+2, jpj+2, jpk+1) NEMO 4.2 copy
    !                                      !!* the coupling's state read by rst_read, until inf_def gives it back
    LOGICAL ::   llrst_in = .FALSE.             ! the restart holds the coupling's state
@@ -145,8 +152,8 @@ CONTAINS
          WRITE(numout,*) 'inf_def : coupling hook (&nammlb)'
          WRITE(numout,*) '~~~~~~~'
          WRITE(numout,'(a,l2)')   '   exchange with mlbridge servers     ln_mlb        = ', ln_mlb
-         WRITE(numout,'(a,3(1x,a))') '   fields sent                        cn_mlb_snd    =', (TRIM(cn_mlb_snd(jf)), jf = 1, jpfld)
-         WRITE(numout,'(a,3(1x,i0))') '   levels sent (0: all)               nn_mlb_lev    =', nn_mlb_lev
+         WRITE(numout,'(a,6(1x,a))') '   fields sent                        cn_mlb_snd    =', (TRIM(cn_mlb_snd(jf)), jf = 1, jpsnd)
+         WRITE(numout,'(a,6(1x,i0))') '   levels sent (0: all)               nn_mlb_lev    =', nn_mlb_lev
          WRITE(numout,'(a,3(1x,a))') '   fields received                    cn_mlb_rcv    =', (TRIM(cn_mlb_rcv(jf)), jf = 1, jpfld)
          WRITE(numout,'(a,i0)')   '   exchange every                     nn_mlb_every  = ', nn_mlb_every
          WRITE(numout,'(a,l2)')   '   restore the coupling from restarts ln_mlb_rst    = ', ln_mlb_rst
@@ -174,7 +181,7 @@ CONTAINS
       CALL mlb_def_grid( jpiglo, jpjglo, nimpp, njmpp, jpi-2, jpj-2, istat,   &
          &               mask=INT( tmask(2:jpi-1,2:jpj-1), int32 ) )
       CALL inf_check( istat, 'inf_def: mlb_def_grid' )
-      DO jf = 1, jpfld
+      DO jf = 1, jpsnd
          IF( LEN_TRIM(cn_mlb_snd(jf)) == 0 )   CYCLE
          ilev = kpk
          IF( nn_mlb_lev(jf) > 0 )   ilev = nn_mlb_lev(jf)
@@ -228,11 +235,14 @@ CONTAINS
       IF( nkt0 < 0 )   nkt0 = kt
       CALL inf_test_world( kt )
       IF( ln_mlb ) THEN
-         DO jf = 1, jpfld
+         DO jf = 1, jpsnd
             SELECT CASE( cn_mlb_snd(jf) )
             CASE( 'u' )   ;   CALL put_field( 'u', kt, pu )
             CASE( 'v' )   ;   CALL put_field( 'v', kt, pv )
             CASE( 'h' )   ;   CALL put_field( 'h', kt, ph )
+            CASE( 'u_nud' )   ;   CALL put_nudging( 1, kt, SHAPE(pu) )
+            CASE( 'v_nud' )   ;   CALL put_nudging( 2, kt, SHAPE(pu) )
+            CASE( 'h_nud' )   ;   CALL put_nudging( 3, kt, SHAPE(pu) )
             END SELECT
          END DO
       ELSEIF( ALLOCATED(ztend) ) THEN
@@ -404,6 +414,16 @@ CONTAINS
    END SUBROUTINE put_field
 
 
+   SUBROUTINE put_nudging( kvar, kt, kshape )
+      !! mlb_put of the nudging tendency of the last step (u_nud, v_nud, h_nud)
+      INTEGER              , INTENT(in) ::   kvar, kt
+      INTEGER, DIMENSION(3), INTENT(in) ::   kshape   ! (jpi, jpj, jpk) of the state
+      IF( .NOT. ALLOCATED(znud) )   ALLOCATE( znud(kshape(1),kshape(2),kshape(3)) )
+      CALL nud_last( kvar, znud )
+      CALL put_field( TRIM(cnud(kvar)), kt, znud )
+   END SUBROUTINE put_nudging
+
+
    SUBROUTINE get_field( cdname, kt, pf )
       !! mlb_get of one received field, zero when &nammlb does not receive it
       CHARACTER(len=*)          , INTENT(in   ) ::   cdname
@@ -444,7 +464,7 @@ CONTAINS
       INTEGER ::   jf
       point_of = 'T'
       DO jf = 1, jpfld
-         IF( cdname == cfld(jf) .OR. cdname == ctnd(jf) )   point_of = cpnt(jf)
+         IF( cdname == cfld(jf) .OR. cdname == ctnd(jf) .OR. cdname == cnud(jf) )   point_of = cpnt(jf)
       END DO
    END FUNCTION point_of
 
@@ -599,21 +619,24 @@ CONTAINS
          WRITE(cmsg,'(a,i0,a)') 'nammlb: nn_mlb_every = ', nn_mlb_every, ' must be >= 1'
          CALL ctl_stop( cmsg, ld_all=.TRUE. )
       ENDIF
-      DO jf = 1, jpfld
-         IF( LEN_TRIM(cn_mlb_snd(jf)) > 0 .AND. .NOT. ANY( cfld == cn_mlb_snd(jf) ) )                       &
-            &   CALL ctl_stop( 'nammlb: cn_mlb_snd = "'//TRIM(cn_mlb_snd(jf))//'": the toy sends u, v or h', ld_all=.TRUE. )
-         IF( LEN_TRIM(cn_mlb_rcv(jf)) > 0 .AND. .NOT. ANY( ctnd == cn_mlb_rcv(jf) ) )                       &
-            &   CALL ctl_stop( 'nammlb: cn_mlb_rcv = "'//TRIM(cn_mlb_rcv(jf))//'": the toy receives u_tend, '// &
-            &                  'v_tend or h_tend', ld_all=.TRUE. )
+      DO jf = 1, jpsnd
+         IF( LEN_TRIM(cn_mlb_snd(jf)) > 0 .AND. .NOT. ( ANY( cfld == cn_mlb_snd(jf) ) .OR. ANY( cnud == cn_mlb_snd(jf) ) ) )   &
+            &   CALL ctl_stop( 'nammlb: cn_mlb_snd = "'//TRIM(cn_mlb_snd(jf))//'": the toy sends u, v, h, u_nud, v_nud '// &
+            &                  'or h_nud', ld_all=.TRUE. )
          IF( LEN_TRIM(cn_mlb_snd(jf)) > 0 .AND. COUNT( cn_mlb_snd == cn_mlb_snd(jf) ) > 1 )                 &
             &   CALL ctl_stop( 'nammlb: cn_mlb_snd names "'//TRIM(cn_mlb_snd(jf))//'" twice', ld_all=.TRUE. )
-         IF( LEN_TRIM(cn_mlb_rcv(jf)) > 0 .AND. COUNT( cn_mlb_rcv == cn_mlb_rcv(jf) ) > 1 )                 &
-            &   CALL ctl_stop( 'nammlb: cn_mlb_rcv names "'//TRIM(cn_mlb_rcv(jf))//'" twice', ld_all=.TRUE. )
          IF( nn_mlb_lev(jf) < 0 .OR. nn_mlb_lev(jf) > kpk ) THEN
             WRITE(cmsg,'(a,i0,a,i0,a,i0,a)') 'nammlb: nn_mlb_lev(', jf, ') = ', nn_mlb_lev(jf),   &
                &                              ' must be 0 (all) to nn_nz = ', kpk, ' levels'
             CALL ctl_stop( cmsg, ld_all=.TRUE. )
          ENDIF
+      END DO
+      DO jf = 1, jpfld
+         IF( LEN_TRIM(cn_mlb_rcv(jf)) > 0 .AND. .NOT. ANY( ctnd == cn_mlb_rcv(jf) ) )                       &
+            &   CALL ctl_stop( 'nammlb: cn_mlb_rcv = "'//TRIM(cn_mlb_rcv(jf))//'": the toy receives u_tend, '// &
+            &                  'v_tend or h_tend', ld_all=.TRUE. )
+         IF( LEN_TRIM(cn_mlb_rcv(jf)) > 0 .AND. COUNT( cn_mlb_rcv == cn_mlb_rcv(jf) ) > 1 )                 &
+            &   CALL ctl_stop( 'nammlb: cn_mlb_rcv names "'//TRIM(cn_mlb_rcv(jf))//'" twice', ld_all=.TRUE. )
       END DO
    END SUBROUTINE nammlb_check
 

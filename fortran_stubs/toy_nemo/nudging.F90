@@ -9,6 +9,8 @@ MODULE nudging
    !!   nud_step : after the AB3 update of step kt, relax u, v, h toward the
    !!              truth of step kt
    !!   nud_mean : the nudging tendency averaged since the last call (diawri)
+   !!   nud_last : the nudging tendency of the last step (infmod: a training
+   !!              target the model sends, u_nud, v_nud, h_nud)
    !!----------------------------------------------------------------------
    !! Truth: cn_nudge_in is a *_grid.nc of the same grid (u, v, h as netCDF
    !! (record, z, y, x), land rim included, and kt(record)). The truth of
@@ -37,6 +39,8 @@ MODULE nudging
    PUBLIC   nud_init   ! called by nemogcm
    PUBLIC   nud_step   ! called by step (after the AB3 update)
    PUBLIC   nud_mean   ! called by diawri
+   PUBLIC   nud_last   ! called by infmod (inf_put) and rst (rst_write)
+   PUBLIC   nud_rst_set   ! called by rst (rst_read): the last tendency of the restarted run
 
    !                                                  !!* namnudge *
    LOGICAL          , PUBLIC ::   ln_nudge     = .FALSE.          !: relax u, v, h toward cn_nudge_in
@@ -55,6 +59,7 @@ MODULE nudging
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:,:,:) ::   ztru   ! (jpi, jpj, jpk, jpvar, 2) held records
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:,:)   ::   zsum   ! (jpi, jpj, jpk, jpvar) tendency summed since nud_mean
    INTEGER ::   nsum = 0                          ! steps summed in zsum
+   REAL(wp), ALLOCATABLE, DIMENSION(:,:,:,:)   ::   zlast  ! (jpi, jpj, jpk, jpvar) tendency of the last nud_step
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:) ::   zglo   ! global read buffer (rank 0)
 
    !!----------------------------------------------------------------------
@@ -158,6 +163,10 @@ CONTAINS
       CALL MPI_Bcast( nkt, nrec, MPI_INTEGER, 0, mpi_comm_oce )
       ALLOCATE( ztru(jpi,jpj,kpk,jpvar,2), zsum(jpi,jpj,kpk,jpvar) )
       ztru(:,:,:,:,:) = 0._wp
+      IF( .NOT. ALLOCATED(zlast) ) THEN   ! else given back by rst_read (nud_rst_set)
+         ALLOCATE( zlast(jpi,jpj,kpk,jpvar) )
+         zlast(:,:,:,:) = 0._wp
+      ENDIF
       zsum(:,:,:,:) = 0._wp
       nsum = 0
    END SUBROUTINE nud_init
@@ -201,16 +210,19 @@ CONTAINS
                IF( llint )   zt = zt + zw * ( ztru(ji,jj,jk,1,2) - zt )
                zt = ( zt - pu(ji,jj,jk) ) * zrtau * umask(ji,jj)
                zsum(ji,jj,jk,1) = zsum(ji,jj,jk,1) + zt
+               zlast(ji,jj,jk,1) = zt
                pu(ji,jj,jk) = ( pu(ji,jj,jk) + rn_Dt * zt ) * umask(ji,jj)
                zt = ztru(ji,jj,jk,2,1)
                IF( llint )   zt = zt + zw * ( ztru(ji,jj,jk,2,2) - zt )
                zt = ( zt - pv(ji,jj,jk) ) * zrtau * vmask(ji,jj)
                zsum(ji,jj,jk,2) = zsum(ji,jj,jk,2) + zt
+               zlast(ji,jj,jk,2) = zt
                pv(ji,jj,jk) = ( pv(ji,jj,jk) + rn_Dt * zt ) * vmask(ji,jj)
                zt = ztru(ji,jj,jk,3,1)
                IF( llint )   zt = zt + zw * ( ztru(ji,jj,jk,3,2) - zt )
                zt = ( zt - ph(ji,jj,jk) ) * zrtau * tmask(ji,jj)
                zsum(ji,jj,jk,3) = zsum(ji,jj,jk,3) + zt
+               zlast(ji,jj,jk,3) = zt
                ph(ji,jj,jk) = ( ph(ji,jj,jk) + rn_Dt * zt ) * tmask(ji,jj)
             END DO
          END DO
@@ -237,6 +249,41 @@ CONTAINS
       zsum(:,:,:,:) = 0._wp
       nsum = 0
    END SUBROUTINE nud_mean
+
+
+   SUBROUTINE nud_last( kvar, pf )
+      !!------------------------------------------------------------------
+      !!                  ***  ROUTINE nud_last  ***
+      !! ** Purpose :   the nudging tendency of variable kvar (1 u, 2 v, 3 h) of
+      !!                the last nud_step; zero before the first and without
+      !!                ln_nudge. Sent at the next inf_put, it pairs with the
+      !!                state x(kt) it produced: T = ( x_truth - x(kt) ) / ( tau - dt )
+      !!------------------------------------------------------------------
+      INTEGER                   , INTENT(in ) ::   kvar
+      REAL(wp), DIMENSION(:,:,:), INTENT(out) ::   pf   ! [m s-2] (u, v), [m s-1] (h)
+      !!------------------------------------------------------------------
+      pf(:,:,:) = 0._wp
+      IF( .NOT. ALLOCATED(zlast) )   RETURN
+      pf(:,:,:) = zlast(:,:,1:SIZE(pf,3),kvar)
+   END SUBROUTINE nud_last
+
+
+   SUBROUTINE nud_rst_set( kvar, pf )
+      !!------------------------------------------------------------------
+      !!                  ***  ROUTINE nud_rst_set  ***
+      !! ** Purpose :   rst_read (before nud_init): the nudging tendency of the
+      !!                restart's last step, so that the first inf_put of the
+      !!                restarted run sends what the run in one go sends
+      !!------------------------------------------------------------------
+      INTEGER                   , INTENT(in) ::   kvar
+      REAL(wp), DIMENSION(:,:,:), INTENT(in) ::   pf
+      !!------------------------------------------------------------------
+      IF( .NOT. ALLOCATED(zlast) ) THEN
+         ALLOCATE( zlast(SIZE(pf,1),SIZE(pf,2),SIZE(pf,3),jpvar) )
+         zlast(:,:,:,:) = 0._wp
+      ENDIF
+      zlast(:,:,:,kvar) = pf(:,:,:)
+   END SUBROUTINE nud_rst_set
 
    !!----------------------------------------------------------------------
    !!                          private routines

@@ -13,6 +13,9 @@ MODULE rst
    !! (infmod: inf_rst_info, inf_rst_get): mlb_origin, mlb_every, mlb_lag and
    !! per received field the outputs held between exchanges (mlb_held_u_tend,
    !! ...) and, with lag 1, those in flight (mlb_pending_u_tend, ...).
+   !! With &namnudge ln_nudge, the nudging tendency of step kt (nud_last_u,
+   !! nud_last_v, nud_last_h): the restarted run sends it as the run in one go
+   !! does (u_nud, v_nud, h_nud, a target of online training).
    !!----------------------------------------------------------------------
    USE netcdf
    USE par_kind      , ONLY : wp, lc
@@ -24,6 +27,7 @@ MODULE rst
    USE lbclnk        , ONLY : lbc_lnk
    USE in_out_manager, ONLY : cn_exp, cn_ocerst_in, cn_ocerst_outdir, nn_it000
    USE infmod        , ONLY : jpfld, inf_rst_info, inf_rst_get, inf_rst_name, inf_rst_set_schedule, inf_rst_set
+   USE nudging       , ONLY : ln_nudge, nud_last, nud_rst_set
 
    IMPLICIT NONE
    PRIVATE
@@ -38,6 +42,7 @@ MODULE rst
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:) ::   zglo   ! one global field (rank 0)
    REAL(wp), ALLOCATABLE, DIMENSION(:,:,:) ::   zloc   ! one local field (the coupling's outputs)
    CHARACTER(len=6), PARAMETER, DIMENSION(3) ::   cmlb = [ 'origin', 'every ', 'lag   ' ]
+   CHARACTER(len=10), PARAMETER, DIMENSION(3) ::   cnud = [ 'nud_last_u', 'nud_last_v', 'nud_last_h' ]
 
    !!----------------------------------------------------------------------
 CONTAINS
@@ -52,6 +57,7 @@ CONTAINS
       INTEGER, DIMENSION(jpvar) ::   idv
       INTEGER, DIMENSION(3)     ::   imlb, idmlb      ! the coupling's schedule: origin, every, lag
       INTEGER, DIMENSION(jpfld,2) ::   idslot          ! its outputs: (u_tend, v_tend, h_tend) x (held, pending)
+      INTEGER, DIMENSION(3)     ::   idnud            ! the nudging tendency of step kt (ln_nudge)
       LOGICAL ::   llmlb
       LOGICAL, DIMENSION(jpfld,2) ::   llslot
       CHARACTER(len=lc) ::   cfile
@@ -98,6 +104,11 @@ CONTAINS
                END DO
             END DO
          ENDIF
+         IF( ln_nudge ) THEN
+            DO jv = 1, 3
+               CALL chk( nf90_def_var( ncid, TRIM(cnud(jv)), NF90_DOUBLE, [idx, idy, idz], idnud(jv) ) )
+            END DO
+         ENDIF
          CALL chk( nf90_put_att( ncid, NF90_GLOBAL, 'title', 'toy_nemo restart: '//TRIM(cn_exp) ) )
          CALL chk( nf90_enddef( ncid ) )
          CALL chk( nf90_put_var( ncid, ikt, kt ) )
@@ -118,6 +129,13 @@ CONTAINS
          END SELECT
          IF( lwp )   CALL chk( nf90_put_var( ncid, idv(jv), zglo ) )
       END DO
+      IF( ln_nudge ) THEN
+         DO jv = 1, 3
+            CALL nud_last( jv, zloc )
+            CALL iom_gather( jpk, zloc, zglo )
+            IF( lwp )   CALL chk( nf90_put_var( ncid, idnud(jv), zglo ) )
+         END DO
+      ENDIF
       IF( llmlb ) THEN
          IF( lwp ) THEN
             DO jv = 1, 3
@@ -224,6 +242,13 @@ CONTAINS
             END DO
          END DO
       ENDIF
+      DO jv = 1, 3   ! the nudging tendency of the restart's step (written with ln_nudge)
+         IF( nf90_inq_varid( ncid, TRIM(cnud(jv)), ivar ) /= NF90_NOERR )   CYCLE
+         IF( .NOT. ALLOCATED(zwrk) )   ALLOCATE( zwrk(jpi,jpj,jpk) )
+         zwrk(:,:,:) = 0._wp
+         CALL get( zwrk )
+         CALL nud_rst_set( jv, zwrk )
+      END DO
       CALL chk( nf90_close( ncid ) )
       CALL lbc_lnk( un, vn, hn )
       IF( lwp ) THEN
