@@ -26,11 +26,8 @@ RUN_BY = {
     "07_subgrid_cnn": "test_demo.py",
     "08_bias_correction": "test_bias.py",  # through mlbridge_models.bias.evaluate
     "09_evaluate": "test_evaluate_runs.py",
-<<<<<<< HEAD
     "10_backscatter": "test_backscatter.py",
-=======
     "11_online_learning": "test_online_learning.py",
->>>>>>> online
 }
 
 
