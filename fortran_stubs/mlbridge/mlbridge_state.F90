@@ -18,6 +18,7 @@
 !!   oasis_*, flat                        : the OASIS backend
 !!   buffers, requests, datatypes         : mlb_enddef (allocate_buffers),
 !!                                          then the transfer routines
+!!   t_*, nexchange, steplog*             : mlb_put, mlb_get (log_step), the waits
 !!   kt_origin, l_restart                 : mlb_def_restart (else the
 !!                                          first kt of mlb_put / mlb_get)
 !!   schedule (kt0, put_kt, ...)          : mlb_put, mlb_get
@@ -139,6 +140,12 @@ module mlbridge_state
       !! diagnostics
       real(real64) :: t_wait = 0._real64, t_put = 0._real64, t_get = 0._real64
       integer :: nexchange = 0
+      !! per-exchange timeline (transport mpi), sent with the goodbye: one column per exchange,
+      !! [kt, put start, put end, get start, get end, wait s], times in seconds of the system's
+      !! monotonic clock (the servers' time.perf_counter on Linux); the first MAX_STEPLOG only
+      real(real64), allocatable :: steplog(:,:)
+      integer :: nsteplog = 0
+      real(real64) :: steplog_wait0 = 0._real64   ! t_wait when the current column began
       character(len=MSG_LEN) :: last_error = ''
    end type mlb_coupling_t
 

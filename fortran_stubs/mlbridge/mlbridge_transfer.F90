@@ -97,6 +97,8 @@ contains
       deallocate(cpl%routes, cpl%sreq, cpl%rreq, cpl%recvbuf, cpl%store, cpl%sendbuf, cpl%soff, cpl%header, &
          &       cpl%put_type, cpl%put_addr, cpl%put_key)
       if (allocated(cpl%done_buf)) deallocate(cpl%done_buf)
+      if (allocated(cpl%steplog)) deallocate(cpl%steplog)
+      cpl%nsteplog = 0
    end subroutine free_buffers
 
 
@@ -385,15 +387,25 @@ contains
 
    module subroutine say_goodbye(cpl, status)
       !! DONE [exchanges, wait_s, put_s, get_s] to every server this rank sends to; return once taken.
+      !! Transport mpi: then [nsteplog, the timeline's columns] (the servers write it to
+      !! timing_steps.json).
       type(mlb_coupling_t), intent(inout), target, asynchronous :: cpl
       integer, intent(out) :: status
-      integer :: jr, ierr
+      integer :: jr, ierr, n, nlog
 
-      allocate(cpl%done_buf(NDONE))
-      cpl%done_buf(:) = [real(cpl%nexchange, real64), cpl%t_wait, cpl%t_put, cpl%t_get]
+      nlog = 0
+      if (.not. cpl%l_oasis .and. allocated(cpl%steplog)) nlog = cpl%nsteplog
+      n = NDONE
+      if (.not. cpl%l_oasis) n = NDONE + 1 + STEPLOG_RECORD * nlog
+      allocate(cpl%done_buf(n))
+      cpl%done_buf(1:NDONE) = [real(cpl%nexchange, real64), cpl%t_wait, cpl%t_put, cpl%t_get]
+      if (.not. cpl%l_oasis) then
+         cpl%done_buf(NDONE + 1) = real(nlog, real64)
+         if (nlog > 0) cpl%done_buf(NDONE + 2:) = reshape(cpl%steplog(:, 1:nlog), [STEPLOG_RECORD * nlog])
+      end if
       do jr = 1, cpl%nroutes
          if (cpl%routes(jr)%nsend > 0) then
-            call MPI_Isend(cpl%done_buf, NDONE, MPI_DOUBLE_PRECISION, cpl%routes(jr)%server, TAG_DONE, cpl%bcomm, &
+            call MPI_Isend(cpl%done_buf, n, MPI_DOUBLE_PRECISION, cpl%routes(jr)%server, TAG_DONE, cpl%bcomm, &
                & cpl%sreq(jr), ierr)
          end if
       end do
