@@ -70,7 +70,9 @@ class CoupledTiming:
     per_exchange_s: tuple[tuple[str, float], ...] = ()  # closure seconds per call, by exchange
     # per lag, medians over the exchanges of the last repeat's run (timing_steps.json): the
     # model's put, get and wait, the server's wait for the fields and closure
-    phases: tuple[tuple[int, tuple[tuple[str, float], ...]], ...] = ()
+    phases: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+    lag1_cma_s: float = 0.0  # --cma: lag 1 with the single-copy mechanism cma
+    server_cma_s: float = 0.0
 
     @property
     def two_ratio(self) -> float:
@@ -108,6 +110,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--build-dir", type=Path, default=None, help="build directory holding bin/toy_nemo"
     )
     parser.add_argument(
+        "--cma",
+        action="store_true",
+        help="also time lag 1 with Open MPI's cross-memory attach (single-copy mechanism cma: "
+        "the receivers pull the messages, mlb_put returns at once), where the kernel allows it",
+    )
+    parser.add_argument(
         "--timeline",
         type=Path,
         default=None,
@@ -127,11 +135,22 @@ def _case(work: Path, nx: int, nz: int, steps: int) -> Path:
     return work
 
 
-def _config(work: Path, closure: str | None, lag: int, two: bool = False) -> Any:
+CMA_ENV = {"OMPI_MCA_btl_vader_single_copy_mechanism": "cma"}
+"""``--cma``: Open MPI's cross-memory attach, so that a receiver pulls a message by itself."""
+
+
+def _config(
+    work: Path, closure: str | None, lag: int, two: bool = False, env: dict | None = None
+) -> Any:
     from bridge.config.coupling import CouplingConfig
 
     data: dict[str, Any] = {
-        "model": {"executable": "toy_nemo", "ranks": 1, "namelist_cfg": "namelist_cfg"},
+        "model": {
+            "executable": "toy_nemo",
+            "ranks": 1,
+            "namelist_cfg": "namelist_cfg",
+            "env": dict(env or {}),
+        },
         "server": {"ranks": 1, "timeout_s": 120.0},
         "run": {"workdir": str(work / "runs")},
     }
@@ -185,6 +204,7 @@ def _run(
     build: Path,
     two: bool = False,
     keep: dict[str, Path] | None = None,
+    env: dict | None = None,
 ) -> tuple[float, float, float, dict[str, float]]:
     """One launch: model seconds per step, server busy and inference seconds per exchange, and
     each exchange's closure seconds per call. ``keep`` gets the run directory under
@@ -193,11 +213,11 @@ def _run(
 
     from bridge.launch.launcher import launch
 
-    result = launch(_config(work, closure, lag, two), quiet=True, build_dir=build)
+    result = launch(_config(work, closure, lag, two, env), quiet=True, build_dir=build)
     if result.returncode != 0:
         raise RuntimeError(f"run failed ({result.returncode}): see {result.run_dir}")
     if keep is not None:
-        keep[f"lag{lag}"] = result.run_dir
+        keep[f"lag{lag}" + ("_cma" if env else "")] = result.run_dir
     timing = result.timing or {}
     server = float(timing.get("server", {}).get("busy_per_exchange_median_s", 0.0))
     inference = 0.0
@@ -265,6 +285,7 @@ def measure(
     keep = {} if keep is None else keep
     _case(work, args.nx, args.nz, args.steps)
     keys = ("model", "closure", "lag0", "lag1", "srv0", "srv1", "inf0", "inf1", "two", "srv2")
+    keys += ("cma", "srvc")
     rows: dict[str, list[float]] = {k: [] for k in keys}
     per: dict[str, list[float]] = {}
     for _ in range(max(1, args.repeats)):
@@ -275,12 +296,16 @@ def measure(
             rows[f"lag{lag}"].append(step)
             rows[f"srv{lag}"].append(server)
             rows[f"inf{lag}"].append(inference)
+        if getattr(args, "cma", False):
+            step, server, _, _ = _run(work, args.closure, 1, build, keep=keep, env=CMA_ENV)
+            rows["cma"].append(step)
+            rows["srvc"].append(server)
         step, server, _, calls = _run(work, args.closure, 0, build, two=True)
         rows["two"].append(step)
         rows["srv2"].append(server)
         for name, seconds in calls.items():
             per.setdefault(name, []).append(seconds)
-    med = {k: statistics.median(v) for k, v in rows.items()}
+    med = {k: statistics.median(v) if v else 0.0 for k, v in rows.items()}
     return CoupledTiming(
         model_s=med["model"],
         closure_s=med["closure"],
@@ -293,7 +318,9 @@ def measure(
         two_s=med["two"],
         server2_s=med["srv2"],
         per_exchange_s=tuple((n, statistics.median(v)) for n, v in per.items()),
-        phases=tuple((lag, phase_medians(keep[f"lag{lag}"])) for lag in (0, 1)),
+        phases=tuple((name, phase_medians(run)) for name, run in sorted(keep.items())),
+        lag1_cma_s=med["cma"],
+        server_cma_s=med["srvc"],
     )
 
 
@@ -319,11 +346,20 @@ def report(t: CoupledTiming, args: argparse.Namespace) -> str:
         f"  two schedules / coupled lag 0 (one exchange, u and v every step) = {t.two_ratio:6.3f}",
         *(f"    closure per call, {n}: {v * ms:.3f}" for n, v in t.per_exchange_s),
         *(
-            f"  lag {lag} timeline (last repeat, medians per exchange): "
-            + ", ".join(f"{label} {v * ms:.3f}" for label, v in phases)
-            for lag, phases in t.phases
+            f"  {name.replace('lag', 'lag ').replace('_', ', ')} timeline (last repeat, medians "
+            "per exchange): " + ", ".join(f"{label} {v * ms:.3f}" for label, v in phases)
+            for name, phases in t.phases
         ),
     ]
+    if t.lag1_cma_s > 0:
+        ratio = t.lag1_cma_s / max(t.model_s, t.server_cma_s)
+        lines += [
+            f"  coupled lag 1, cma        {t.lag1_cma_s * ms:9.3f}   (server busy "
+            f"{t.server_cma_s * ms:.3f}; the receivers pull, mlb_put returns at once)",
+            f"  lag 1, cma: coupled / max(model, server) = {ratio:6.3f}"
+            f"   (target <= 1.1: {'met' if ratio <= 1.1 else 'NOT met'}); against lag 1 without: "
+            f"{t.lag1_cma_s / t.lag1_s:6.3f}",
+        ]
     return "\n".join(lines)
 
 

@@ -294,6 +294,7 @@ contains
          read(env, *, iostat=istat) tval
          if (istat == 0 .and. tval > 0._real64) cpl%timeout_s = tval
       end if
+      cpl%l_put_at_once = receiver_pulls()
       call join_world(cpl, mcomm, status)
       if (status /= MLB_OK) return
       model_comm = mcomm%MPI_VAL
@@ -939,6 +940,27 @@ contains
       end if
       call check_array(caller, jf, ashape, cpl%fields(jf)%kind, halo, h, status)
    end subroutine begin_restart_io
+
+
+   logical function receiver_pulls()
+      !! Whether a message's receiver can take it without the sender calling MPI (lag 1: mlb_put
+      !! then returns with the fields in flight). Open MPI's shared-memory single-copy mechanisms
+      !! (OMPI_MCA_btl_vader_single_copy_mechanism cma, xpmem, knem) let the receiver copy the
+      !! whole message out of the sender's memory; without one (none, the launcher's default) a
+      !! large message moves in fragments that its sender pushes from inside MPI calls, so a put
+      !! left in flight would only move at the next mlb_get. MLBRIDGE_PUT_AT_ONCE = 1 or 0 decides
+      !! instead (another MPI library, or to compare).
+      character(len=64) :: env
+      integer :: ilen, istat
+
+      call get_environment_variable('MLBRIDGE_PUT_AT_ONCE', env, ilen, istat)
+      if (istat == 0 .and. ilen > 0) then
+         receiver_pulls = trim(env) == '1'
+         return
+      end if
+      call get_environment_variable('OMPI_MCA_btl_vader_single_copy_mechanism', env, ilen, istat)
+      receiver_pulls = istat == 0 .and. (trim(env) == 'cma' .or. trim(env) == 'xpmem' .or. trim(env) == 'knem')
+   end function receiver_pulls
 
 
    real(real64) function mono_s()

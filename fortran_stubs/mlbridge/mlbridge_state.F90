@@ -140,6 +140,7 @@ module mlbridge_state
       !! diagnostics
       real(real64) :: t_wait = 0._real64, t_put = 0._real64, t_get = 0._real64
       integer :: nexchange = 0
+      logical :: l_put_at_once = .false.     ! lag 1: mlb_put returns with the fields in flight (mlb_init)
       !! per-exchange timeline (transport mpi), sent with the goodbye: one column per exchange,
       !! [kt, put start, put end, get start, get end, wait s], times in seconds of the system's
       !! monotonic clock (the servers' time.perf_counter on Linux); the first MAX_STEPLOG only

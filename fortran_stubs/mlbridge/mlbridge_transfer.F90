@@ -218,12 +218,14 @@ contains
       if (.not. cpl%recv_pending .and. .not. cpl%recv_ready .and. cpl%nlev_recv > 0) &
          & call post_receives(cpl, kt, status)
       if (status /= MLB_OK) return
-      !! Lag 1: complete the sends now. Without an MPI progress thread a large message moves only
-      !! while both sides are inside MPI calls; the servers are between two closures when they
-      !! wait for these fields, this rank is about to compute its step: left in flight, the fields
-      !! would wait for mlb_get and the closure would start late (measured: bimodal, up to 1.4 x
-      !! slower steps). Lag 0 sends straight from the arrays and has waited already.
-      if (cpl%lag > 0) call wait_requests(cpl, cpl%sreq, 'the servers to take the fields', status, kt)
+      !! Lag 1: complete the sends now, unless the servers can take them by themselves (a
+      !! single-copy mechanism, l_put_at_once: docs/performance.md). Without one a large message
+      !! moves only while both sides are inside MPI calls; the servers are between two closures
+      !! when they wait for these fields, this rank is about to compute its step: left in flight,
+      !! the fields would wait for mlb_get and the closure would start late (measured: bimodal,
+      !! up to 1.4 x slower steps). Lag 0 sends straight from the arrays and has waited already.
+      if (cpl%lag > 0 .and. .not. cpl%l_put_at_once) &
+         & call wait_requests(cpl, cpl%sreq, 'the servers to take the fields', status, kt)
    end subroutine complete_put
 
 
