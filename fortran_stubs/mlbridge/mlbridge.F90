@@ -488,7 +488,8 @@ contains
       !! array (MPI datatype, no copy), and this call returns once the servers
       !! hold it. Lag 1: the field is copied into a send buffer; the put of the
       !! step's last field returns once the servers hold all of them (so that
-      !! their work overlaps the rest of the model's step).
+      !! their work overlaps the rest of the model's step), or at once where the
+      !! servers can pull the messages by themselves (receiver_pulls).
       !!------------------------------------------------------------------
       character(len=*), intent(in) :: name
       integer, intent(in) :: kt
