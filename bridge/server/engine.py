@@ -646,6 +646,24 @@ class StepRecorder(Protocol):
         """Called after the outputs of step ``kt`` went (the blocks are valid until ``wait``)."""
 
 
+PROGRESS_EVERY_S = 0.25
+"""Least seconds between two calls of ``on_step`` (``$MLBRIDGE_PROGRESS_EVERY_S`` overrides; 0:
+after every exchange). Server rank 0's progress file is a write and a rename: on a busy
+filesystem that took up to 50 ms, between the send of the outputs and the next wait, where
+neither the outputs nor the next fields move (docs/performance.md)."""
+
+
+def progress_every_s() -> float:
+    """:data:`PROGRESS_EVERY_S`, or ``$MLBRIDGE_PROGRESS_EVERY_S`` when it is a number >= 0."""
+    import os
+
+    try:
+        value = float(os.environ.get("MLBRIDGE_PROGRESS_EVERY_S", PROGRESS_EVERY_S))
+    except ValueError:
+        return PROGRESS_EVERY_S
+    return value if value >= 0 else PROGRESS_EVERY_S
+
+
 def serve_exchanges(
     engine: Engine,
     transport: BlockTransport,
@@ -654,7 +672,9 @@ def serve_exchanges(
 ) -> dict[str, Any]:
     """Serve every exchange until the transport says the model is done; return the summary.
 
-    ``on_step`` is called with the number of exchanges served after each one (progress).
+    ``on_step`` is called with the number of exchanges served after the first one, then at most
+    every :func:`progress_every_s` seconds, and once more at the end with the final count
+    (progress).
     ``diagnostics`` (``[diagnostics] netcdf``) gets the fields and outputs once the outputs went,
     outside the timed phases (it keeps its own time).
 
@@ -664,11 +684,15 @@ def serve_exchanges(
         As :meth:`Engine.infer`, or from the transport (a timeout, a message off the plan).
     """
     clock = time.perf_counter
+    every_s = progress_every_s()
+    reported, last_report = 0, -np.inf
     while True:
         t0 = clock()
         kt = transport.wait()
         t1 = clock()
         if kt is None:
+            if on_step is not None and reported != len(engine.steps):
+                on_step(len(engine.steps))
             break
         blocks = transport.unpack()
         t2 = clock()
@@ -682,8 +706,9 @@ def serve_exchanges(
         engine.record(kt, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), start=t0)
         if diagnostics is not None:
             diagnostics.record(kt, blocks, outputs)
-        if on_step is not None:
-            on_step(len(engine.steps))
+        if on_step is not None and (t5 - last_report >= every_s or not reported):
+            reported, last_report = len(engine.steps), t5
+            on_step(reported)
     return engine.summary(transport.finish())
 
 

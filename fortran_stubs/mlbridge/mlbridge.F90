@@ -103,7 +103,7 @@ module mlbridge
    !! moves in fragments that need both sides to poll, so sleeping early would stall transfers
    !! (the first TIGHT_S without even yielding: a yield on a busy node can hand the core away for a
    !! whole time slice, in the middle of a transfer that needs both sides)
-   real(real64), parameter :: TIGHT_S = 2.e-3_real64
+   real(real64), parameter :: TIGHT_S = 2.e-3_real64   ! the default of cpl%tight_s (MLBRIDGE_YIELD_AFTER_S)
    real(real64), parameter :: SPIN_S = 0.5_real64
    integer, parameter :: MAX_SLEEP_US = 100
 
@@ -295,6 +295,11 @@ contains
          if (istat == 0 .and. tval > 0._real64) cpl%timeout_s = tval
       end if
       cpl%l_put_at_once = receiver_pulls()
+      call get_environment_variable('MLBRIDGE_YIELD_AFTER_S', env, ilen, istat)
+      if (istat == 0 .and. ilen > 0) then
+         read(env, *, iostat=istat) tval
+         if (istat == 0 .and. tval >= 0._real64) cpl%tight_s = tval
+      end if
       call join_world(cpl, mcomm, status)
       if (status /= MLB_OK) return
       model_comm = mcomm%MPI_VAL

@@ -116,6 +116,7 @@ module mlbridge_state
       integer, allocatable :: oasis_var(:)    ! OASIS field of each mlbridge field (-1: inactive)
       real(real64), allocatable :: flat(:,:)  ! one field's box, flat, as oasis_put/get take it
       real(real64) :: timeout_s = 600._real64
+      real(real64) :: tight_s = 2.e-3_real64  ! a wait spins this long before it yields the core (mlb_init)
       !! the schedule: exchanges on the steps kt where MOD(kt - kt_origin, every) == 0
       integer :: kt_origin = -huge(1)         ! mlb_def_restart, else the first kt seen
       logical :: l_restart = .false.          ! mlb_def_restart was called: the run continues another

@@ -465,7 +465,7 @@ contains
          if (elapsed > SPIN_S) then
             irc = c_usleep(int(sleep_us, c_int))
             sleep_us = min(2 * sleep_us, MAX_SLEEP_US)
-         else if (elapsed > TIGHT_S) then
+         else if (elapsed > cpl%tight_s) then
             irc = c_sched_yield()
          end if
       end do
