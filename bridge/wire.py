@@ -20,5 +20,8 @@ TAG_OUTPUTS = 7203
 TAG_ERROR = 7204
 
 DONE_LENGTH = 4  # reals in the goodbye message
+# transport mpi: the goodbye goes on with [n, n records of STEPLOG_RECORD reals], the model's
+# timeline: [kt, put start, put end, get start, get end, wait s] (monotonic clock seconds)
+STEPLOG_RECORD = 6
 JOIN_MAGIC = 7_100_001  # both sides all-reduce [JOIN_MAGIC, -JOIN_MAGIC] before the world split
 DEFAULT_JOIN_TIMEOUT_S = 600.0  # mlb_init waits as long by default

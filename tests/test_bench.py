@@ -6,6 +6,7 @@ measures what it reports.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -49,14 +50,66 @@ def test_bench_exchange(fortran_build: Path, transport: str) -> None:
         assert "oasis" in out
 
 
-def test_bench_coupled(fortran_build: Path) -> None:
+def test_bench_coupled(fortran_build: Path, tmp_path: Path) -> None:
     out = bench(
         "coupled", "--repeats", "1", "--nx", "16", "--nz", "3", "--steps", "20",
         "--closure", "laplacian", "--build-dir", str(fortran_build),
+        "--timeline", str(tmp_path),
     )  # fmt: skip
     assert "lag 0" in out and "lag 1" in out
     assert "two schedules / coupled lag 0" in out
     assert "closure per call, laplacian_v_every3_lag0" in out
+    assert re.search(r"lag 1 timeline .*model put [0-9.]+, model get [0-9.]+", out)
+    # the timelines of real runs: both sides, every exchange, one clock
+    for lag in (0, 1):
+        assert (tmp_path / f"timeline_lag{lag}.png").stat().st_size > 10_000
+        steps = json.loads((tmp_path / f"timing_steps_lag{lag}.json").read_text())
+        model = steps["model"]["0"]
+        server = steps["servers"][0]
+        assert model["kt"] == server["kt"] == list(range(1, 21))
+        for j in range(20):  # the model's put of a step ends after the server began waiting
+            assert model["put_start_s"][j] <= model["put_end_s"][j] <= model["get_start_s"][j]
+            assert model["put_end_s"][j] >= server["start_s"][j] - 1e-3
+        if lag == 0:  # the outputs of step kt reach the model after the server's closure of kt
+            for j in range(20):
+                closure_end = server["start_s"][j] + sum(
+                    server[k][j] for k in ("recv_wait_s", "unpack_s", "inference_s")
+                )
+                assert model["get_end_s"][j] >= closure_end - 1e-3
+
+
+def test_plot_timeline_cli_errors(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "plot", "timeline", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "timing_steps.json: not found" in proc.stderr
+    (tmp_path / "timing_steps.json").write_text(
+        json.dumps({"servers": [{"rank": 0, "kt": [1], "start_s": [0.0]}], "model": {"0": {}}})
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "plot", "timeline", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "no model timeline (model ranks ['0'])" in proc.stderr
+
+
+def test_bench_scaling(fortran_build: Path, tmp_path: Path) -> None:
+    out = bench(
+        "scaling", "--repeats", "1", "--sizes", "12x10x3", "--ranks", "1:1",
+        "--model-ms", "1", "--steps", "10", "--closure", "laplacian",
+        "--json", str(tmp_path / "s.json"), "--figure", str(tmp_path / "s.png"),
+        "--build-dir", str(fortran_build),
+    )  # fmt: skip
+    assert re.search(r"^\s+12x10x3\s+1:1\s+1\.0\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+", out, re.M)
+    table = json.loads((tmp_path / "s.json").read_text())
+    (row,) = table["rows"]
+    assert row["size"] == "12x10x3" and row["model_ranks"] == row["server_ranks"] == 1
+    assert row["alone_s"] > 0 and row["lag0_s"] > 0 and row["lag1_s"] > 0
+    assert row["extra_ranks"] == 1.0
+    assert row["resources_lag1"] == pytest.approx(2 * row["lag1_s"] / row["alone_s"] - 1)
+    assert (tmp_path / "s.png").stat().st_size > 10_000
 
 
 def test_bench_closure() -> None:

@@ -56,6 +56,7 @@ def run_driver(
     *,
     server_timeout_s: float = 30.0,
     wall_s: float = 120.0,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run ``mpirun -np n mlb_driver : -np m python -m bridge.server`` in ``run_dir``."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -74,9 +75,13 @@ def run_driver(
             python_program(m, "bridge.server", "--config", "run_config.json", "--run-dir", "."),
         ]
     )
-    env = mpi_env({"PYTHONPATH": str(REPO), "MLBRIDGE_TIMEOUT_S": str(server_timeout_s)})
+    job_env = mpi_env(
+        {"PYTHONPATH": str(REPO), "MLBRIDGE_TIMEOUT_S": str(server_timeout_s), **(env or {})}
+    )
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=run_dir, env=env, capture_output=True, text=True, timeout=wall_s)
+    proc = subprocess.run(
+        cmd, cwd=run_dir, env=job_env, capture_output=True, text=True, timeout=wall_s
+    )
     return proc, time.perf_counter() - t0
 
 
@@ -184,6 +189,30 @@ def test_every_and_lag(tmp_path: Path, driver_exe: Path, every: int, lag: int) -
 
     served = json.loads((tmp_path / "timing_steps.json").read_text())["servers"][0]["kt"]
     assert served == list(range(5, 5 + steps, every))
+
+
+@pytest.mark.parametrize("at_once", ["1", "0"])
+def test_lag1_put_at_once_is_exact(tmp_path: Path, driver_exe: Path, at_once: str) -> None:
+    """Lag 1 with mlb_put returning with the fields in flight (as where the servers pull them)
+    and without: the same outputs, and the model's timeline reaches the servers."""
+    import json
+
+    steps = 6
+    driver = {**BASE, "nitend": steps}
+    proc, _ = run_driver(
+        tmp_path, driver_exe, 2, 1, driver, _exchange("laplacian", lag=1),
+        env={"MLBRIDGE_PUT_AT_ONCE": at_once},
+    )  # fmt: skip
+    _ok(proc)
+    got = read_received(tmp_path, 2, 23, 17, 3, 2, steps)
+    np.testing.assert_array_equal(
+        got, expected_received("laplacian", 23, 17, 3, 1, steps, 1, 1, 0.25)
+    )
+    model = json.loads((tmp_path / "timing_steps.json").read_text())["model"]
+    assert sorted(model) == ["0", "1"]
+    for rank in model.values():
+        assert rank["kt"] == list(range(1, steps + 1))
+        assert all(s <= e for s, e in zip(rank["put_start_s"], rank["put_end_s"], strict=True))
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ def fortran_parameters() -> dict[str, int]:
 
 def test_protocol_version_tags_and_colours_agree() -> None:
     fortran = fortran_parameters()
-    names = ["PROTOCOL_VERSION", "COLOUR_MODEL", "COLOUR_SERVER"]
+    names = ["PROTOCOL_VERSION", "COLOUR_MODEL", "COLOUR_SERVER", "STEPLOG_RECORD"]
     names += [name for name in dir(wire) if name.startswith("TAG_")]
     assert len(names) >= 11
     for name in names:

@@ -1,4 +1,4 @@
-"""Benchmarks: ``mlbridge bench model|exchange|coupled|closure``.
+"""Benchmarks: ``mlbridge bench model|exchange|coupled|closure|scaling``.
 
 Each benchmark prints its figures and ratios against a baseline measured in the same run
 (medians over repeats); none of them asserts a time.
@@ -19,6 +19,10 @@ BENCHES: dict[str, tuple[str, str]] = {
     "closure": (
         "bridge.bench.closure",
         "closure forward time, levels batched vs one call per level",
+    ),
+    "scaling": (
+        "bridge.bench.scaling",
+        "N model ranks : M server ranks, model step cost knob: time and resource overhead",
     ),
 }
 

@@ -49,6 +49,7 @@ PREFIX = {"laplacian": "lap", "smooth3": "smooth", "identity": "id"}
 EXAMPLES = (
     "  mlbridge bench coupled --repeats 3\n"
     "  mlbridge bench coupled --nx 42 --nz 75 --closure smooth3 --steps 200\n"
+    "  mlbridge bench coupled --repeats 1 --timeline timelines/   # + per-step timeline figures\n"
 )
 
 
@@ -67,6 +68,11 @@ class CoupledTiming:
     two_s: float = 0.0  # two exchanges on their own schedules, seconds per step
     server2_s: float = 0.0
     per_exchange_s: tuple[tuple[str, float], ...] = ()  # closure seconds per call, by exchange
+    # per lag, medians over the exchanges of the last repeat's run (timing_steps.json): the
+    # model's put, get and wait, the server's wait for the fields and closure
+    phases: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+    lag1_cma_s: float = 0.0  # --cma: lag 1 with the single-copy mechanism cma
+    server_cma_s: float = 0.0
 
     @property
     def two_ratio(self) -> float:
@@ -103,6 +109,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--build-dir", type=Path, default=None, help="build directory holding bin/toy_nemo"
     )
+    parser.add_argument(
+        "--cma",
+        action="store_true",
+        help="also time lag 1 with Open MPI's cross-memory attach (single-copy mechanism cma: "
+        "the receivers pull the messages, mlb_put returns at once), where the kernel allows it",
+    )
+    parser.add_argument(
+        "--timeline",
+        type=Path,
+        default=None,
+        help="write the last repeat's lag 0 and lag 1 timelines (PNG and timing_steps.json) here",
+    )
 
 
 def _case(work: Path, nx: int, nz: int, steps: int) -> Path:
@@ -117,11 +135,22 @@ def _case(work: Path, nx: int, nz: int, steps: int) -> Path:
     return work
 
 
-def _config(work: Path, closure: str | None, lag: int, two: bool = False) -> Any:
+CMA_ENV = {"OMPI_MCA_btl_vader_single_copy_mechanism": "cma"}
+"""``--cma``: Open MPI's cross-memory attach, so that a receiver pulls a message by itself."""
+
+
+def _config(
+    work: Path, closure: str | None, lag: int, two: bool = False, env: dict | None = None
+) -> Any:
     from bridge.config.coupling import CouplingConfig
 
     data: dict[str, Any] = {
-        "model": {"executable": "toy_nemo", "ranks": 1, "namelist_cfg": "namelist_cfg"},
+        "model": {
+            "executable": "toy_nemo",
+            "ranks": 1,
+            "namelist_cfg": "namelist_cfg",
+            "env": dict(env or {}),
+        },
         "server": {"ranks": 1, "timeout_s": 120.0},
         "run": {"workdir": str(work / "runs")},
     }
@@ -169,17 +198,26 @@ def _step_seconds(run_dir: Path) -> float:
 
 
 def _run(
-    work: Path, closure: str | None, lag: int, build: Path, two: bool = False
+    work: Path,
+    closure: str | None,
+    lag: int,
+    build: Path,
+    two: bool = False,
+    keep: dict[str, Path] | None = None,
+    env: dict | None = None,
 ) -> tuple[float, float, float, dict[str, float]]:
     """One launch: model seconds per step, server busy and inference seconds per exchange, and
-    each exchange's closure seconds per call."""
+    each exchange's closure seconds per call. ``keep`` gets the run directory under
+    ``f"lag{lag}"``."""
     import json
 
     from bridge.launch.launcher import launch
 
-    result = launch(_config(work, closure, lag, two), quiet=True, build_dir=build)
+    result = launch(_config(work, closure, lag, two, env), quiet=True, build_dir=build)
     if result.returncode != 0:
         raise RuntimeError(f"run failed ({result.returncode}): see {result.run_dir}")
+    if keep is not None:
+        keep[f"lag{lag}" + ("_cma" if env else "")] = result.run_dir
     timing = result.timing or {}
     server = float(timing.get("server", {}).get("busy_per_exchange_median_s", 0.0))
     inference = 0.0
@@ -218,26 +256,56 @@ def closure_seconds(closure: str, nx: int, nz: int, calls: int = 30) -> float:
     return statistics.median(times[3:])
 
 
-def measure(args: argparse.Namespace, work: Path, build: Path) -> CoupledTiming:
-    """The four measurements, interleaved ``args.repeats`` times (a shared machine drifts)."""
+PHASES = (
+    ("put_s", "model put"),
+    ("get_s", "model get"),
+    ("model_wait_s", "model waits in them"),
+    ("recv_wait_s", "server waits for fields"),
+    ("inference_s", "server closure"),
+)
+
+
+def phase_medians(run_dir: Path) -> tuple[tuple[str, float], ...]:
+    """Medians over the exchanges of a run's timeline (:data:`PHASES`), seconds."""
+    from bridge.plots import load_timeline, timeline_step_table
+
+    table = timeline_step_table(load_timeline(run_dir))
+    return tuple(
+        (label, statistics.median(r[key] for r in table if key in r))
+        for key, label in PHASES
+        if any(key in r for r in table)
+    )
+
+
+def measure(
+    args: argparse.Namespace, work: Path, build: Path, keep: dict[str, Path] | None = None
+) -> CoupledTiming:
+    """The four measurements, interleaved ``args.repeats`` times (a shared machine drifts);
+    ``keep`` gets the last repeat's lag 0 and lag 1 run directories."""
+    keep = {} if keep is None else keep
     _case(work, args.nx, args.nz, args.steps)
     keys = ("model", "closure", "lag0", "lag1", "srv0", "srv1", "inf0", "inf1", "two", "srv2")
+    keys += ("cma", "srvc")
     rows: dict[str, list[float]] = {k: [] for k in keys}
     per: dict[str, list[float]] = {}
     for _ in range(max(1, args.repeats)):
         rows["model"].append(_run(work, None, 0, build)[0])
         rows["closure"].append(closure_seconds(args.closure, args.nx, args.nz))
         for lag in (0, 1):
-            step, server, inference, _ = _run(work, args.closure, lag, build)
+            step, server, inference, _ = _run(work, args.closure, lag, build, keep=keep)
             rows[f"lag{lag}"].append(step)
             rows[f"srv{lag}"].append(server)
             rows[f"inf{lag}"].append(inference)
+        if getattr(args, "cma", False):
+            step, server, _, _ = _run(work, args.closure, 1, build, keep=keep, env=CMA_ENV)
+            rows["cma"].append(step)
+            rows["srvc"].append(server)
         step, server, _, calls = _run(work, args.closure, 0, build, two=True)
         rows["two"].append(step)
         rows["srv2"].append(server)
         for name, seconds in calls.items():
             per.setdefault(name, []).append(seconds)
-    med = {k: statistics.median(v) for k, v in rows.items()}
+    med = {k: statistics.median(v) if v else 0.0 for k, v in rows.items()}
     return CoupledTiming(
         model_s=med["model"],
         closure_s=med["closure"],
@@ -250,6 +318,9 @@ def measure(args: argparse.Namespace, work: Path, build: Path) -> CoupledTiming:
         two_s=med["two"],
         server2_s=med["srv2"],
         per_exchange_s=tuple((n, statistics.median(v)) for n, v in per.items()),
+        phases=tuple((name, phase_medians(run)) for name, run in sorted(keep.items())),
+        lag1_cma_s=med["cma"],
+        server_cma_s=med["srvc"],
     )
 
 
@@ -274,7 +345,21 @@ def report(t: CoupledTiming, args: argparse.Namespace) -> str:
         "u every 1 lag 1 + v every 3 lag 0, both fields sent every step)",
         f"  two schedules / coupled lag 0 (one exchange, u and v every step) = {t.two_ratio:6.3f}",
         *(f"    closure per call, {n}: {v * ms:.3f}" for n, v in t.per_exchange_s),
+        *(
+            f"  {name.replace('lag', 'lag ').replace('_', ', ')} timeline (last repeat, medians "
+            "per exchange): " + ", ".join(f"{label} {v * ms:.3f}" for label, v in phases)
+            for name, phases in t.phases
+        ),
     ]
+    if t.lag1_cma_s > 0:
+        ratio = t.lag1_cma_s / max(t.model_s, t.server_cma_s)
+        lines += [
+            f"  coupled lag 1, cma        {t.lag1_cma_s * ms:9.3f}   (server busy "
+            f"{t.server_cma_s * ms:.3f}; the receivers pull, mlb_put returns at once)",
+            f"  lag 1, cma: coupled / max(model, server) = {ratio:6.3f}"
+            f"   (target <= 1.1: {'met' if ratio <= 1.1 else 'NOT met'}); against lag 1 without: "
+            f"{t.lag1_cma_s / t.lag1_s:6.3f}",
+        ]
     return "\n".join(lines)
 
 
@@ -285,10 +370,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench coupled: {build / 'bin' / 'toy_nemo'} not found: run `mlbridge build`")
         return 2
     with tempfile.TemporaryDirectory(prefix="mlb-bench-coupled-") as tmp:
+        keep: dict[str, Path] = {}
         try:
-            timing = measure(args, Path(tmp), build)
+            timing = measure(args, Path(tmp), build, keep)
         except Exception as err:  # a failed run: say why, exit non-zero
             print(f"bench coupled: {err}", file=sys.stderr)
             return 1
-    print(report(timing, args))
+        print(report(timing, args))
+        if args.timeline is not None:
+            for line in write_timelines(keep, args.timeline):
+                print(line)
     return 0
+
+
+def write_timelines(runs: dict[str, Path], out: Path) -> list[str]:
+    """``out/timeline_<lag>.png`` and ``out/timing_steps_<lag>.json`` of each kept run."""
+    import shutil
+
+    from bridge.plots import plot_timeline
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, run_dir in sorted(runs.items()):
+        png = plot_timeline(run_dir, out / f"timeline_{name}.png")
+        shutil.copy(run_dir / "timing_steps.json", out / f"timing_steps_{name}.json")
+        written.append(f"wrote {png} and {out / f'timing_steps_{name}.json'}")
+    return written

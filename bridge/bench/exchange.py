@@ -31,6 +31,14 @@ EXAMPLES = (
     "  mlbridge bench exchange --transport mpi,oasis --sizes 42x42x75 --repeats 1\n"
 )
 TRANSPORTS = ("mpi", "oasis")
+_PHASE_LABEL = {
+    "put": "model put",
+    "get": "model get",
+    "unpack_s": "server unpack",
+    "inference_s": "server NaN read",
+    "pack_s": "server pack",
+    "send_s": "server send",
+}
 MARK = "mlb_driver bench:"
 
 
@@ -139,7 +147,35 @@ def run_one(
     if timing.is_file():
         server = json.loads(timing.read_text())["server"]
         fig["server_busy_s"] = server["busy_per_exchange_median_s"]
+    fig["phases"] = round_trip_phases(work / "timing_steps.json")
     return fig
+
+
+PHASES = ("put", "get", "unpack_s", "inference_s", "pack_s", "send_s")
+"""Where a round trip goes (``--phases``): the model's ``mlb_put`` and ``mlb_get`` and the
+server's phases (``inference_s`` of the ``identity`` closure is the NaN read of the inputs)."""
+
+
+def round_trip_phases(steps_file: Path) -> dict[str, float]:
+    """Medians over the round trips of each of :data:`PHASES`, seconds (empty without a model
+    timeline: transport oasis)."""
+    if not steps_file.is_file():
+        return {}
+    data = json.loads(steps_file.read_text())
+    model = data.get("model", {}).get("0", {})
+    server = data["servers"][0]
+    if "put_start_s" not in model:
+        return {}
+    phases = {
+        what: statistics.median(
+            e - s
+            for s, e in zip(model[f"{what}_start_s"], model[f"{what}_end_s"], strict=True)
+            if s >= 0
+        )
+        for what in ("put", "get")
+    }
+    phases.update({k: statistics.median(server[k]) for k in PHASES[2:]})
+    return phases
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,6 +235,15 @@ def run(args: argparse.Namespace) -> int:
             f"{statistics.median(ratios):6.2f} {min(ratios):6.2f}-{max(ratios):<6.2f} "
             f"{busy * 1e3:15.3f}"
         )
+        phases = [f["phases"] for f in figs if f.get("phases")]
+        if phases:
+            print(
+                f"{'':>14} {'':8} {'':>9} where a bridge round trip goes (ms, medians): "
+                + ", ".join(
+                    f"{_PHASE_LABEL[k]} {statistics.median(p[k] for p in phases) * 1e3:.3f}"
+                    for k in PHASES
+                )
+            )
         if transport == "oasis" and (size, "mpi") in bridge_ms:
             ratio = bridge_ms[(size, "oasis")] / bridge_ms[(size, "mpi")]
             print(f"{label:>14} {'':8} {'oasis/mpi':>9} {'':8} {'':10} {ratio:6.2f}")

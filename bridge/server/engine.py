@@ -61,6 +61,11 @@ CLIP_REPORT_LIMIT = 20  # clip lines a server rank writes in a run; then one "no
 STEP_KEYS = ("recv_wait_s", "unpack_s", "inference_s", "pack_s", "send_s")
 """The phases of one exchange on a server rank, in order (``timing_steps.json``)."""
 
+MODEL_TIMELINE_KEYS = ("kt", "put_start_s", "put_end_s", "get_start_s", "get_end_s", "step_wait_s")
+"""A model rank's timeline record (``STEPLOG_RECORD`` reals after the goodbye's head, transport
+mpi): start and end of the step's puts and gets on the monotonic clock the servers' ``start_s``
+use, and the seconds it waited for the servers in them (``timing_steps.json``)."""
+
 
 class ServerError(RuntimeError):
     """The server gives up: the message is reported to the user and to every model rank."""
@@ -329,6 +334,7 @@ class Engine:
         self.checked_outputs: set[str] = set()
         self.steps: list[int] = []
         self.times: dict[str, list[float]] = {k: [] for k in STEP_KEYS}
+        self.starts: list[float] = []  # when each exchange's wait began (time.perf_counter)
 
     # --- NaN policy --------------------------------------------------------------------------
 
@@ -552,9 +558,11 @@ class Engine:
 
     # --- timing ------------------------------------------------------------------------------
 
-    def record(self, kt: int, seconds: Sequence[float]) -> None:
-        """Keep the step and the seconds of each phase of :data:`STEP_KEYS`."""
+    def record(self, kt: int, seconds: Sequence[float], start: float = float("nan")) -> None:
+        """Keep the step, the seconds of each phase of :data:`STEP_KEYS` and when the first
+        began (``start``: ``time.perf_counter``, the monotonic clock on Linux)."""
         self.steps.append(kt)
+        self.starts.append(start)
         for key, value in zip(STEP_KEYS, seconds, strict=True):
             self.times[key].append(value)
 
@@ -564,6 +572,7 @@ class Engine:
             "rank": self.rank,
             "steps": list(self.steps),
             "times": {k: list(v) for k, v in self.times.items()},
+            "starts": list(self.starts),
             "model": {int(r): list(v) for r, v in model_timing.items()},
             "nan_replaced": self.nan_replaced,
             "max_abs_replaced": self.max_abs_replaced,
@@ -637,6 +646,24 @@ class StepRecorder(Protocol):
         """Called after the outputs of step ``kt`` went (the blocks are valid until ``wait``)."""
 
 
+PROGRESS_EVERY_S = 0.25
+"""Least seconds between two calls of ``on_step`` (``$MLBRIDGE_PROGRESS_EVERY_S`` overrides; 0:
+after every exchange). Server rank 0's progress file is a write and a rename: on a busy
+filesystem that took up to 50 ms, between the send of the outputs and the next wait, where
+neither the outputs nor the next fields move (docs/performance.md)."""
+
+
+def progress_every_s() -> float:
+    """:data:`PROGRESS_EVERY_S`, or ``$MLBRIDGE_PROGRESS_EVERY_S`` when it is a number >= 0."""
+    import os
+
+    try:
+        value = float(os.environ.get("MLBRIDGE_PROGRESS_EVERY_S", PROGRESS_EVERY_S))
+    except ValueError:
+        return PROGRESS_EVERY_S
+    return value if value >= 0 else PROGRESS_EVERY_S
+
+
 def serve_exchanges(
     engine: Engine,
     transport: BlockTransport,
@@ -647,7 +674,9 @@ def serve_exchanges(
 ) -> dict[str, Any]:
     """Serve every exchange until the transport says the model is done; return the summary.
 
-    ``on_step`` is called with the number of exchanges served after each one (progress).
+    ``on_step`` is called with the number of exchanges served after the first one, then at most
+    every :func:`progress_every_s` seconds, and once more at the end with the final count
+    (progress).
     ``diagnostics`` (``[diagnostics] netcdf``) gets the fields and outputs once the outputs went,
     outside the timed phases (it keeps its own time).
     ``after_exchange`` (online training, :class:`bridge.server.training.OnlineTraining`) gets the
@@ -661,11 +690,15 @@ def serve_exchanges(
         As :meth:`Engine.infer`, or from the transport (a timeout, a message off the plan).
     """
     clock = time.perf_counter
+    every_s = progress_every_s()
+    reported, last_report = 0, -np.inf
     while True:
         t0 = clock()
         kt = transport.wait()
         t1 = clock()
         if kt is None:
+            if on_step is not None and reported != len(engine.steps):
+                on_step(len(engine.steps))
             break
         blocks = transport.unpack()
         t2 = clock()
@@ -678,13 +711,14 @@ def serve_exchanges(
         t4 = clock()
         transport.send()
         t5 = clock()
-        engine.record(kt, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4))
+        engine.record(kt, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), start=t0)
         if diagnostics is not None:
             diagnostics.record(kt, blocks, outputs)
         if after_exchange is not None:
             after_exchange(kt, blocks)
-        if on_step is not None:
-            on_step(len(engine.steps))
+        if on_step is not None and (t5 - last_report >= every_s or not reported):
+            reported, last_report = len(engine.steps), t5
+            on_step(reported)
     return engine.summary(transport.finish())
 
 
@@ -742,15 +776,33 @@ def write_timing(
         "per_step_file": "timing_steps.json",
     }
     steps = {
-        "servers": [{"rank": s["rank"], "kt": s["steps"], **s["times"]} for s in summaries],
-        "model": {
-            str(r): dict(zip(("exchanges", "wait_s", "put_s", "get_s"), v, strict=True))
-            for r, v in sorted(model_rows.items())
-        },
+        "clock": "monotonic seconds (CLOCK_MONOTONIC on Linux), the same on both sides",
+        "servers": [
+            {"rank": s["rank"], "kt": s["steps"], "start_s": s.get("starts", []), **s["times"]}
+            for s in summaries
+        ],
+        "model": {str(r): _model_steps(v) for r, v in sorted(model_rows.items())},
     }
     (run_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     (run_dir / "timing_steps.json").write_text(json.dumps(steps) + "\n")
     return timing
+
+
+def _model_steps(goodbye: Sequence[float]) -> dict[str, Any]:
+    """A model rank's goodbye as ``timing_steps.json`` has it: its totals, and its timeline
+    (:data:`MODEL_TIMELINE_KEYS`, transport mpi) when the goodbye carries one."""
+    row: dict[str, Any] = dict(
+        zip(("exchanges", "wait_s", "put_s", "get_s"), goodbye[:4], strict=True)
+    )
+    tail = list(goodbye[4:])
+    if tail:
+        n = int(tail[0])
+        width = len(MODEL_TIMELINE_KEYS)
+        records = np.asarray(tail[1 : 1 + n * width], dtype=float).reshape(n, width)
+        for j, key in enumerate(MODEL_TIMELINE_KEYS):
+            column = records[:, j]
+            row[key] = [int(v) for v in column] if key == "kt" else [float(v) for v in column]
+    return row
 
 
 def _per_exchange(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

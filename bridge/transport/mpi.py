@@ -51,6 +51,7 @@ SPIN_S = 0.5
 # The first TIGHT_S of a wait do not even yield: on a busy node a yield can hand the core away for
 # a whole time slice, in the middle of a transfer that needs both sides.
 TIGHT_S = 2e-3
+YIELD_AFTER_ENV = "MLBRIDGE_YIELD_AFTER_S"  # overrides TIGHT_S, on both sides (docs/performance.md)
 MAX_SLEEP_S = 1e-4
 # Server to server, on PeerWatch's own communicator (no clash with the tags shared with the model)
 PING_TAG = 1
@@ -215,6 +216,7 @@ def _poll(
     t0 = time.perf_counter()
     sleep = 5e-6
     polls = 0
+    tight = yield_after_s()
     while not ready():
         elapsed = time.perf_counter() - t0
         polls += 1
@@ -225,9 +227,19 @@ def _poll(
         if elapsed > SPIN_S:
             time.sleep(sleep)
             sleep = min(2 * sleep, MAX_SLEEP_S)
-        elif elapsed > TIGHT_S:
+        elif elapsed > tight:
             os.sched_yield()
     return time.perf_counter() - t0
+
+
+def yield_after_s() -> float:
+    """Seconds a wait spins before it yields the core: :data:`TIGHT_S`, or
+    ``$MLBRIDGE_YIELD_AFTER_S`` (the Fortran library reads the same variable)."""
+    try:
+        value = float(os.environ.get(YIELD_AFTER_ENV, TIGHT_S))
+    except ValueError:
+        return TIGHT_S
+    return value if value >= 0 else TIGHT_S
 
 
 def _answering(watch: PeerWatch | None, what: str) -> Callable[[], None] | None:

@@ -364,8 +364,9 @@ class MpiBlockTransport:
     def _wait_fields_or_goodbye(self) -> list[str]:
         """Wait until each model rank sent its fields (``"fields"``) or its goodbye (``"done"``).
 
-        A goodbye (``TAG_DONE``) is received into ``model_timing`` and the fields receives
-        still pending for that rank are cancelled.
+        A goodbye (``TAG_DONE``, of any length: its head, then the model rank's timeline) is
+        received into ``model_timing`` and the fields receives still pending for that rank are
+        cancelled.
         """
         from mpi4py import MPI
 
@@ -373,7 +374,7 @@ class MpiBlockTransport:
         peers, sources = self.in_peers, self.sources
         requests, statuses = self.requests, self.statuses
         said: list[str | None] = [None] * len(peers)
-        goodbye = np.zeros(DONE_LENGTH)
+        probed = MPI.Status()
         testall = MPI.Request.Testall
         iprobe = comm.Iprobe
         pending = list(range(len(peers)))
@@ -391,7 +392,8 @@ class MpiBlockTransport:
                         f"server rank {self.rank}: the fields of model rank {peers[i]} do not fit "
                         f"the plan ({sizes} values expected): {err.Get_error_string()}"
                     ) from None
-                if iprobe(sources[i], TAG_DONE):
+                if iprobe(sources[i], TAG_DONE, probed):
+                    goodbye = np.zeros(max(DONE_LENGTH, probed.Get_count(MPI.DOUBLE)))
                     comm.Recv([goodbye, MPI.DOUBLE], source=sources[i], tag=TAG_DONE)
                     self.model_timing[peers[i]] = [float(v) for v in goodbye]
                     for req in requests[i]:

@@ -58,7 +58,7 @@
 !!   mlb_error_message : text of the last error
 !!----------------------------------------------------------------------
 module mlbridge
-   use, intrinsic :: iso_fortran_env, only: real32, real64, int32
+   use, intrinsic :: iso_fortran_env, only: real32, real64, int32, int64
    use, intrinsic :: iso_c_binding, only: c_int
    use mpi_f08, only: MPI_Comm, MPI_Status, MPI_Request, MPI_SUCCESS, MPI_Initialized, MPI_Init, &
       &               MPI_Finalized, MPI_Finalize, MPI_Wtime
@@ -93,14 +93,17 @@ module mlbridge
    integer, parameter :: PROTOCOL_VERSION = 2  ! must equal bridge.transport.mpi.PROTOCOL_VERSION
    integer, parameter :: TAG_REPORT = 7101, TAG_MASK = 7102, TAG_REPLY = 7103, TAG_REPLY_TEXT = 7104
    integer, parameter :: TAG_FIELDS = 7201, TAG_DONE = 7202, TAG_OUTPUTS = 7203, TAG_ERROR = 7204
-   integer, parameter :: NDONE = 4            ! reals in the goodbye message
+   integer, parameter :: NDONE = 4            ! reals in the goodbye message (its head)
+   !! transport mpi: the goodbye goes on with [nsteplog, steplog(STEPLOG_RECORD, nsteplog)]
+   integer, parameter :: STEPLOG_RECORD = 6   ! [kt, put start, put end, get start, get end, wait s]
+   integer, parameter :: MAX_STEPLOG = 20000  ! exchanges in the timeline (the first ones)
    integer, parameter :: TRANSPORT_OASIS = 1  ! last word of the handshake reply (0: mpi)
    integer, parameter :: JOIN_MAGIC = 7100001 ! both sides all-reduce [JOIN_MAGIC, -JOIN_MAGIC] before the split
    !! waits poll busily (yielding the core) for SPIN_S, then sleep between polls: a large message
    !! moves in fragments that need both sides to poll, so sleeping early would stall transfers
    !! (the first TIGHT_S without even yielding: a yield on a busy node can hand the core away for a
    !! whole time slice, in the middle of a transfer that needs both sides)
-   real(real64), parameter :: TIGHT_S = 2.e-3_real64
+   real(real64), parameter :: TIGHT_S = 2.e-3_real64   ! the default of cpl%tight_s (MLBRIDGE_YIELD_AFTER_S)
    real(real64), parameter :: SPIN_S = 0.5_real64
    integer, parameter :: MAX_SLEEP_US = 100
 
@@ -290,6 +293,12 @@ contains
       if (istat == 0 .and. ilen > 0) then
          read(env, *, iostat=istat) tval
          if (istat == 0 .and. tval > 0._real64) cpl%timeout_s = tval
+      end if
+      cpl%l_put_at_once = receiver_pulls()
+      call get_environment_variable('MLBRIDGE_YIELD_AFTER_S', env, ilen, istat)
+      if (istat == 0 .and. ilen > 0) then
+         read(env, *, iostat=istat) tval
+         if (istat == 0 .and. tval >= 0._real64) cpl%tight_s = tval
       end if
       call join_world(cpl, mcomm, status)
       if (status /= MLB_OK) return
@@ -484,7 +493,8 @@ contains
       !! array (MPI datatype, no copy), and this call returns once the servers
       !! hold it. Lag 1: the field is copied into a send buffer; the put of the
       !! step's last field returns once the servers hold all of them (so that
-      !! their work overlaps the rest of the model's step).
+      !! their work overlaps the rest of the model's step), or at once where the
+      !! servers can pull the messages by themselves (receiver_pulls).
       !!------------------------------------------------------------------
       character(len=*), intent(in) :: name
       integer, intent(in) :: kt
@@ -493,13 +503,14 @@ contains
       integer, intent(in), optional :: halo
       integer :: jf, h
       logical :: skip
-      real(real64) :: t0
+      real(real64) :: t0, m0, w0
 
-      t0 = MPI_Wtime()
+      t0 = MPI_Wtime(); m0 = mono_s(); w0 = cpl%t_wait
       call begin_put(name, kt, shape(array), real64, halo, jf, h, skip, status)
       if (status /= MLB_OK .or. skip) return
       call put_due(jf, kt, array, h, status)
       cpl%t_put = cpl%t_put + (MPI_Wtime() - t0)
+      call log_step(kt, 1, m0, w0)
    end subroutine mlb_put_r8
 
 
@@ -512,10 +523,10 @@ contains
       integer, intent(in), optional :: halo
       integer :: jf, h, nl
       logical :: skip
-      real(real64) :: t0
+      real(real64) :: t0, m0, w0
       real(real64), allocatable, target :: work(:,:,:)
 
-      t0 = MPI_Wtime()
+      t0 = MPI_Wtime(); m0 = mono_s(); w0 = cpl%t_wait
       call begin_put(name, kt, shape(array), real32, halo, jf, h, skip, status)
       if (status /= MLB_OK .or. skip) return
       nl = cpl%fields(jf)%nlev
@@ -523,6 +534,7 @@ contains
       work(:,:,:) = real(array(h + 1:h + cpl%nx_loc, h + 1:h + cpl%ny_loc, 1:nl), real64)
       call put_due(jf, kt, work, 0, status)
       cpl%t_put = cpl%t_put + (MPI_Wtime() - t0)
+      call log_step(kt, 1, m0, w0)
    end subroutine mlb_put_r4
 
 
@@ -540,15 +552,16 @@ contains
       integer, intent(out) :: status
       integer, intent(in), optional :: halo
       integer :: jf, h, nl
-      real(real64) :: t0
+      real(real64) :: t0, m0, w0
 
-      t0 = MPI_Wtime()
+      t0 = MPI_Wtime(); m0 = mono_s(); w0 = cpl%t_wait
       call begin_get(name, kt, shape(array), real64, halo, jf, h, status)
       if (status /= MLB_OK) return
       call unpack_outputs(cpl, jf, array, h)
       nl = cpl%fields(jf)%nlev
       if (size(array, 3) > nl) array(h + 1:h + cpl%nx_loc, h + 1:h + cpl%ny_loc, nl + 1:) = 0._real64
       cpl%t_get = cpl%t_get + (MPI_Wtime() - t0)
+      if (logged_get(jf, kt)) call log_step(kt, 2, m0, w0)
    end subroutine mlb_get_r8
 
 
@@ -560,10 +573,10 @@ contains
       integer, intent(out) :: status
       integer, intent(in), optional :: halo
       integer :: jf, h, nl
-      real(real64) :: t0
+      real(real64) :: t0, m0, w0
       real(real64), allocatable :: work(:,:,:)
 
-      t0 = MPI_Wtime()
+      t0 = MPI_Wtime(); m0 = mono_s(); w0 = cpl%t_wait
       call begin_get(name, kt, shape(array), real32, halo, jf, h, status)
       if (status /= MLB_OK) return
       nl = cpl%fields(jf)%nlev
@@ -574,6 +587,7 @@ contains
       array(h + 1:h + cpl%nx_loc, h + 1:h + cpl%ny_loc, 1:nl) = real(work, real32)
       if (size(array, 3) > nl) array(h + 1:h + cpl%nx_loc, h + 1:h + cpl%ny_loc, nl + 1:) = 0._real32
       cpl%t_get = cpl%t_get + (MPI_Wtime() - t0)
+      if (logged_get(jf, kt)) call log_step(kt, 2, m0, w0)
    end subroutine mlb_get_r4
 
 
@@ -932,5 +946,74 @@ contains
       end if
       call check_array(caller, jf, ashape, cpl%fields(jf)%kind, halo, h, status)
    end subroutine begin_restart_io
+
+
+   logical function receiver_pulls()
+      !! Whether a message's receiver can take it without the sender calling MPI (lag 1: mlb_put
+      !! then returns with the fields in flight). Open MPI's shared-memory single-copy mechanisms
+      !! (OMPI_MCA_btl_vader_single_copy_mechanism cma, xpmem, knem) let the receiver copy the
+      !! whole message out of the sender's memory; without one (none, the launcher's default) a
+      !! large message moves in fragments that its sender pushes from inside MPI calls, so a put
+      !! left in flight would only move at the next mlb_get. MLBRIDGE_PUT_AT_ONCE = 1 or 0 decides
+      !! instead (another MPI library, or to compare).
+      character(len=64) :: env
+      integer :: ilen, istat
+
+      call get_environment_variable('MLBRIDGE_PUT_AT_ONCE', env, ilen, istat)
+      if (istat == 0 .and. ilen > 0) then
+         receiver_pulls = trim(env) == '1'
+         return
+      end if
+      call get_environment_variable('OMPI_MCA_btl_vader_single_copy_mechanism', env, ilen, istat)
+      receiver_pulls = istat == 0 .and. (trim(env) == 'cma' .or. trim(env) == 'xpmem' .or. trim(env) == 'knem')
+   end function receiver_pulls
+
+
+   real(real64) function mono_s()
+      !! Seconds of the monotonic clock (CLOCK_MONOTONIC: gfortran's int64 system_clock, Python's
+      !! time.perf_counter on Linux), so that the model's timeline and the servers' line up.
+      integer(int64) :: count, rate
+      call system_clock(count, rate)
+      mono_s = real(count, real64) / real(rate, real64)
+   end function mono_s
+
+
+   logical function logged_get(jf, kt)
+      !! A get that moved outputs of an exchange (due step, active field, MPI): timeline it.
+      integer, intent(in) :: jf, kt
+      logged_get = .not. cpl%l_oasis .and. cpl%fields(jf)%active .and. cpl%nlev_recv > 0 .and. is_due(cpl, kt)
+   end function logged_get
+
+
+   subroutine log_step(kt, kind, m0, w0)
+      !! The timeline column of step kt (a new column at a new step, up to MAX_STEPLOG): a put
+      !! (kind 1) or get (kind 2) that began at m0 (mono_s) with t_wait at w0 and ends now. A
+      !! step's column spans from its first put (get) to the end of its last.
+      integer, intent(in) :: kt, kind
+      real(real64), intent(in) :: m0, w0
+      integer :: n
+
+      if (cpl%l_oasis) return
+      if (.not. allocated(cpl%steplog)) then
+         allocate(cpl%steplog(STEPLOG_RECORD, MAX_STEPLOG))
+         cpl%nsteplog = 0
+      end if
+      n = cpl%nsteplog
+      if (n == 0) then
+         n = -1
+      else if (nint(cpl%steplog(1, n)) /= kt) then
+         n = -1
+      end if
+      if (n < 0) then
+         if (cpl%nsteplog == MAX_STEPLOG) return
+         cpl%nsteplog = cpl%nsteplog + 1
+         n = cpl%nsteplog
+         cpl%steplog(:, n) = [real(kt, real64), -1._real64, -1._real64, -1._real64, -1._real64, 0._real64]
+         cpl%steplog_wait0 = w0
+      end if
+      if (cpl%steplog(2 * kind, n) < 0._real64) cpl%steplog(2 * kind, n) = m0
+      cpl%steplog(2 * kind + 1, n) = mono_s()
+      cpl%steplog(STEPLOG_RECORD, n) = cpl%t_wait - cpl%steplog_wait0
+   end subroutine log_step
 
 end module mlbridge

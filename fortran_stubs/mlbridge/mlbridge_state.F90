@@ -18,6 +18,7 @@
 !!   oasis_*, flat                        : the OASIS backend
 !!   buffers, requests, datatypes         : mlb_enddef (allocate_buffers),
 !!                                          then the transfer routines
+!!   t_*, nexchange, steplog*             : mlb_put, mlb_get (log_step), the waits
 !!   kt_origin, l_restart                 : mlb_def_restart (else the
 !!                                          first kt of mlb_put / mlb_get)
 !!   schedule (kt0, put_kt, ...)          : mlb_put, mlb_get
@@ -115,6 +116,7 @@ module mlbridge_state
       integer, allocatable :: oasis_var(:)    ! OASIS field of each mlbridge field (-1: inactive)
       real(real64), allocatable :: flat(:,:)  ! one field's box, flat, as oasis_put/get take it
       real(real64) :: timeout_s = 600._real64
+      real(real64) :: tight_s = 2.e-3_real64  ! a wait spins this long before it yields the core (mlb_init)
       !! the schedule: exchanges on the steps kt where MOD(kt - kt_origin, every) == 0
       integer :: kt_origin = -huge(1)         ! mlb_def_restart, else the first kt seen
       logical :: l_restart = .false.          ! mlb_def_restart was called: the run continues another
@@ -139,6 +141,13 @@ module mlbridge_state
       !! diagnostics
       real(real64) :: t_wait = 0._real64, t_put = 0._real64, t_get = 0._real64
       integer :: nexchange = 0
+      logical :: l_put_at_once = .false.     ! lag 1: mlb_put returns with the fields in flight (mlb_init)
+      !! per-exchange timeline (transport mpi), sent with the goodbye: one column per exchange,
+      !! [kt, put start, put end, get start, get end, wait s], times in seconds of the system's
+      !! monotonic clock (the servers' time.perf_counter on Linux); the first MAX_STEPLOG only
+      real(real64), allocatable :: steplog(:,:)
+      integer :: nsteplog = 0
+      real(real64) :: steplog_wait0 = 0._real64   ! t_wait when the current column began
       character(len=MSG_LEN) :: last_error = ''
    end type mlb_coupling_t
 

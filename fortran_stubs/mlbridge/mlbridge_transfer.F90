@@ -97,6 +97,8 @@ contains
       deallocate(cpl%routes, cpl%sreq, cpl%rreq, cpl%recvbuf, cpl%store, cpl%sendbuf, cpl%soff, cpl%header, &
          &       cpl%put_type, cpl%put_addr, cpl%put_key)
       if (allocated(cpl%done_buf)) deallocate(cpl%done_buf)
+      if (allocated(cpl%steplog)) deallocate(cpl%steplog)
+      cpl%nsteplog = 0
    end subroutine free_buffers
 
 
@@ -216,12 +218,14 @@ contains
       if (.not. cpl%recv_pending .and. .not. cpl%recv_ready .and. cpl%nlev_recv > 0) &
          & call post_receives(cpl, kt, status)
       if (status /= MLB_OK) return
-      !! Lag 1: complete the sends now. Without an MPI progress thread a large message moves only
-      !! while both sides are inside MPI calls; the servers are between two closures when they
-      !! wait for these fields, this rank is about to compute its step: left in flight, the fields
-      !! would wait for mlb_get and the closure would start late (measured: bimodal, up to 1.4 x
-      !! slower steps). Lag 0 sends straight from the arrays and has waited already.
-      if (cpl%lag > 0) call wait_requests(cpl, cpl%sreq, 'the servers to take the fields', status, kt)
+      !! Lag 1: complete the sends now, unless the servers can take them by themselves (a
+      !! single-copy mechanism, l_put_at_once: docs/performance.md). Without one a large message
+      !! moves only while both sides are inside MPI calls; the servers are between two closures
+      !! when they wait for these fields, this rank is about to compute its step: left in flight,
+      !! the fields would wait for mlb_get and the closure would start late (measured: bimodal,
+      !! up to 1.4 x slower steps). Lag 0 sends straight from the arrays and has waited already.
+      if (cpl%lag > 0 .and. .not. cpl%l_put_at_once) &
+         & call wait_requests(cpl, cpl%sreq, 'the servers to take the fields', status, kt)
    end subroutine complete_put
 
 
@@ -385,15 +389,25 @@ contains
 
    module subroutine say_goodbye(cpl, status)
       !! DONE [exchanges, wait_s, put_s, get_s] to every server this rank sends to; return once taken.
+      !! Transport mpi: then [nsteplog, the timeline's columns] (the servers write it to
+      !! timing_steps.json).
       type(mlb_coupling_t), intent(inout), target, asynchronous :: cpl
       integer, intent(out) :: status
-      integer :: jr, ierr
+      integer :: jr, ierr, n, nlog
 
-      allocate(cpl%done_buf(NDONE))
-      cpl%done_buf(:) = [real(cpl%nexchange, real64), cpl%t_wait, cpl%t_put, cpl%t_get]
+      nlog = 0
+      if (.not. cpl%l_oasis .and. allocated(cpl%steplog)) nlog = cpl%nsteplog
+      n = NDONE
+      if (.not. cpl%l_oasis) n = NDONE + 1 + STEPLOG_RECORD * nlog
+      allocate(cpl%done_buf(n))
+      cpl%done_buf(1:NDONE) = [real(cpl%nexchange, real64), cpl%t_wait, cpl%t_put, cpl%t_get]
+      if (.not. cpl%l_oasis) then
+         cpl%done_buf(NDONE + 1) = real(nlog, real64)
+         if (nlog > 0) cpl%done_buf(NDONE + 2:) = reshape(cpl%steplog(:, 1:nlog), [STEPLOG_RECORD * nlog])
+      end if
       do jr = 1, cpl%nroutes
          if (cpl%routes(jr)%nsend > 0) then
-            call MPI_Isend(cpl%done_buf, NDONE, MPI_DOUBLE_PRECISION, cpl%routes(jr)%server, TAG_DONE, cpl%bcomm, &
+            call MPI_Isend(cpl%done_buf, n, MPI_DOUBLE_PRECISION, cpl%routes(jr)%server, TAG_DONE, cpl%bcomm, &
                & cpl%sreq(jr), ierr)
          end if
       end do
@@ -451,7 +465,7 @@ contains
          if (elapsed > SPIN_S) then
             irc = c_usleep(int(sleep_us, c_int))
             sleep_us = min(2 * sleep_us, MAX_SLEEP_US)
-         else if (elapsed > TIGHT_S) then
+         else if (elapsed > cpl%tight_s) then
             irc = c_sched_yield()
          end if
       end do

@@ -12,10 +12,16 @@
 !! mode = 'bench': one rank, timed raw MPI ping-pong of the bytes of the
 !! sent fields with world rank 1, then timed mlb_put/mlb_get round trips;
 !! rank 0 prints one line "mlb_driver bench: <json>".
+!! mode = 'steps' (coupled) or 'alone' (no mlbridge call at all: the model
+!! alone): nitend - nit000 + 1 steps of a calibrated busy loop of busy_ms
+!! milliseconds standing in for a model's step, with the puts before it and
+!! the gets after it (the overlap a NEMO infmod allows); rank 0 prints
+!! "mlb_driver steps: <json>" with the slowest rank's seconds per step after
+!! nwarm steps (`mlbridge bench scaling`).
 !! Exit status: 0, or 1 with the mlbridge message on stderr (rank that failed).
 !!----------------------------------------------------------------------
 program mlb_driver
-   use, intrinsic :: iso_fortran_env, only: real64, int32, error_unit, output_unit
+   use, intrinsic :: iso_fortran_env, only: real64, int32, int64, error_unit, output_unit
    use, intrinsic :: ieee_arithmetic, only: ieee_value, ieee_quiet_nan
    use mpi_f08
    use mlbridge, only: mlb_init, mlb_def_grid, mlb_def_field, mlb_enddef, mlb_put, mlb_get, &
@@ -26,12 +32,15 @@ program mlb_driver
    integer :: nx = 20, ny = 16, nz = 3, jpni = 0, jpnj = 0, nit000 = 1, nitend = 6, every = 1
    integer :: halo = 1, bad_nx_rank = -1, nan_step = -1, nan_i = 1, nan_j = 1, nan_k = 1
    integer :: nrepeat = 20, nwarm = 3
+   real(real64) :: busy_ms = 0._real64
    integer :: nlev_send(MAXF) = -1, nlev_recv(MAXF) = -1
    character(len=32) :: send(MAXF) = '', recv(MAXF) = '', nan_field = 'u', mode = 'check'
    character(len=128) :: out_prefix = 'driver'
    logical :: use_mask = .false.
+   logical :: alone = .false.
    namelist /driver/ nx, ny, nz, jpni, jpnj, nit000, nitend, every, halo, bad_nx_rank, nan_step, nan_i, &
-      & nan_j, nan_k, nan_field, send, recv, nlev_send, nlev_recv, mode, out_prefix, use_mask, nrepeat, nwarm
+      & nan_j, nan_k, nan_field, send, recv, nlev_send, nlev_recv, mode, out_prefix, use_mask, nrepeat, nwarm, &
+      & busy_ms
 
    integer :: comm_int, status, ierr, rank, nranks, ios, nsend, nrecv, jf, kt, iu, ji, jj, jk
    integer :: i0, j0, nxl, nyl, pi, pj
@@ -43,9 +52,16 @@ program mlb_driver
 
    call get_command_argument(1, nmlfile)
    if (len_trim(nmlfile) == 0) nmlfile = 'driver.nml'
-   call mlb_init(comm_int, status)
-   call check(status, 'mlb_init')
-   comm%MPI_VAL = comm_int
+   call get_command_argument(2, msg)
+   alone = trim(msg) == 'alone'
+   if (alone) then   ! the model alone: no mlbridge call at all
+      call MPI_Init(ierr)
+      comm = MPI_COMM_WORLD
+   else
+      call mlb_init(comm_int, status)
+      call check(status, 'mlb_init')
+      comm%MPI_VAL = comm_int
+   end if
    call MPI_Comm_rank(comm, rank, ierr)
    call MPI_Comm_size(comm, nranks, ierr)
 
@@ -80,19 +96,21 @@ program mlb_driver
          end do
       end do
    end if
-   if (rank == bad_nx_rank) then
+   if (alone) then
+      continue
+   else if (rank == bad_nx_rank) then
       call mlb_def_grid(nx + 1, ny, i0, j0, nxl, nyl, status, mask=mask)
    else if (use_mask) then
       call mlb_def_grid(nx, ny, i0, j0, nxl, nyl, status, mask=mask)
    else
       call mlb_def_grid(nx, ny, i0, j0, nxl, nyl, status)
    end if
-   call check(status, 'mlb_def_grid')
-   do jf = 1, nsend
+   if (.not. alone) call check(status, 'mlb_def_grid')
+   do jf = 1, merge(0, nsend, alone)
       call mlb_def_field(trim(send(jf)), nlev_send(jf), MLB_SEND, every, status)
       call check(status, 'mlb_def_field')
    end do
-   do jf = 1, nrecv
+   do jf = 1, merge(0, nrecv, alone)
       call mlb_def_field(trim(recv(jf)), nlev_recv(jf), MLB_RECV, every, status)
       call check(status, 'mlb_def_field')
    end do
@@ -101,6 +119,12 @@ program mlb_driver
 
    if (mode == 'bench') then
       call bench()
+   else if (alone) then
+      call steps(.false.)
+      call MPI_Finalize(ierr)
+      stop
+   else if (mode == 'steps') then
+      call steps(.true.)
    else
       call mlb_enddef(status)
       call check(status, 'mlb_enddef')
@@ -239,5 +263,96 @@ contains
          flush(output_unit)
       end if
    end subroutine bench
+
+
+   subroutine steps(coupled)
+      !! The step loop of a model whose step costs busy_ms of computation: puts, the busy loop,
+      !! gets (coupled), or the busy loop alone. Prints the slowest rank's seconds per step.
+      logical, intent(in) :: coupled
+      real(real64) :: t0, t_loop, t_max, sink
+      integer(int64) :: niter
+      integer :: nsteps
+
+      niter = calibrate(busy_ms)
+      if (coupled) then
+         call mlb_enddef(status)
+         call check(status, 'mlb_enddef')
+      end if
+      do jf = 1, nsend
+         call fill(jf, 1, fld(:,:,:,jf))
+      end do
+      nsteps = nitend - nit000 + 1
+      sink = 0._real64
+      t0 = MPI_Wtime()
+      do kt = nit000, nitend
+         if (kt == nit000 + nwarm) then
+            call MPI_Barrier(comm, ierr)
+            t0 = MPI_Wtime()
+         end if
+         if (coupled) then
+            do jf = 1, nsend
+               call mlb_put(trim(send(jf)), kt, fld(:,:,:,jf), status)
+               call check(status, 'mlb_put')
+            end do
+         end if
+         sink = sink + busy(niter)
+         if (coupled) then
+            do jf = 1, nrecv
+               call mlb_get(trim(recv(jf)), kt, out(:,:,:,jf), status)
+               call check(status, 'mlb_get')
+            end do
+         end if
+      end do
+      t_loop = MPI_Wtime() - t0
+      call MPI_Reduce(t_loop, t_max, 1, MPI_DOUBLE_PRECISION, MPI_MAX, 0, comm, ierr)
+      if (rank == 0) then
+         write(output_unit, '(a,es12.5,a,i0,a,i0,a,f0.3,a,es10.3,a)') 'mlb_driver steps: {"step_s": ', &
+            & t_max / real(max(nsteps - nwarm, 1), real64), ', "steps": ', nsteps - nwarm, ', "ranks": ', nranks, &
+            & ', "busy_ms": ', busy_ms, ', "sink": ', sink, '}'
+         flush(output_unit)
+      end if
+   end subroutine steps
+
+   integer(int64) function calibrate(ms)
+      !! Iterations of busy() that take ms milliseconds on this core (median of 5 timings).
+      real(real64), intent(in) :: ms
+      real(real64) :: t(5), t0, sink, per_iter, tmp
+      integer :: jt
+      integer(int64), parameter :: NCAL = 200000_int64
+
+      calibrate = 0
+      if (ms <= 0._real64) return
+      sink = 0._real64
+      do jt = 1, 5
+         t0 = MPI_Wtime()
+         sink = sink + busy(NCAL)
+         t(jt) = MPI_Wtime() - t0
+      end do
+      do jt = 2, 5   ! insertion sort, for the median
+         tmp = t(jt)
+         ji = jt - 1
+         do while (ji >= 1)
+            if (t(ji) <= tmp) exit
+            t(ji + 1) = t(ji)
+            ji = ji - 1
+         end do
+         t(ji + 1) = tmp
+      end do
+      per_iter = t(3) / real(NCAL, real64)
+      !! (sink keeps the calibration loop from being optimised away)
+      calibrate = max(1_int64, int(ms * 1.e-3_real64 / per_iter, int64) + merge(1_int64, 0_int64, sink < 0._real64))
+   end function calibrate
+
+   real(real64) function busy(niter)
+      !! A dependent chain of floating-point work (no memory traffic): niter iterations.
+      integer(int64), intent(in) :: niter
+      integer(int64) :: it
+      real(real64) :: x
+      x = 1._real64
+      do it = 1, niter
+         x = x * 1.0000001_real64 + 1.e-9_real64
+      end do
+      busy = x
+   end function busy
 
 end program mlb_driver
