@@ -44,6 +44,7 @@ from bridge import paths
 COARSE_EXAMPLE = ("examples", "01_coarse", "coupling.toml")
 """The default coarse configuration, in a checkout of the repository (a wheel does not ship it)."""
 STAGES = ("truth", "nudged", "train", "evaluate")
+ROLES = ("truth", "model", "wind_oracle")
 
 
 @dataclasses.dataclass
@@ -53,10 +54,16 @@ class TwinSettings:
     nx: int = 64
     ny: int = 64
     spinup_years: int = 3
-    train_years: int = 4
-    eval_years: int = 2
-    tau0_truth: float = 0.065
+    train_years: int = 6
+    eval_years: int = 10
+    # the twin truth's physics: another wind pattern (the asymmetric mode rn_tau1) and a
+    # stronger bottom drag; the model has the standard ones (examples/01_coarse)
+    tau0_truth: float = 0.05
+    tau1_truth: float = 0.02
+    rfr_truth: float = 5.0e-7
     tau0_model: float = 0.05
+    tau1_model: float = 0.0
+    rfr_model: float = 1.0e-7
     nudge_days: float = 5.0
     write_days: float = 1.0  # truth output: brackets every step of the nudged run
     sample_days: float = 5.0  # nudged output: one training pair per interval
@@ -93,10 +100,24 @@ class TwinSettings:
     def grid_patch(self) -> dict[str, dict[str, Any]]:
         return {"namusr_def": {"nn_nx": self.nx, "nn_ny": self.ny}}
 
-    def namelist_patch(self, tau0: float, **blocks: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """The namelist entries of a run of the twin: the grid, the wind ``tau0``, ``blocks``."""
+    def physics(self, role: str) -> dict[str, float]:
+        """``&namusr_def`` wind and drag of a run: ``truth``, ``model``, or ``wind_oracle`` (the
+        model's drag under the truth's wind: the exact wind difference added)."""
+        if role not in ROLES:
+            raise ValueError(f"role {role!r}: expected one of {ROLES}")
+        wind = "truth" if role in ("truth", "wind_oracle") else "model"
+        drag = "truth" if role == "truth" else "model"
+        return {
+            "rn_tau0": getattr(self, f"tau0_{wind}"),
+            "rn_tau1": getattr(self, f"tau1_{wind}"),
+            "rn_rfr": getattr(self, f"rfr_{drag}"),
+        }
+
+    def namelist_patch(self, role: str, **blocks: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The namelist entries of a run of the twin: the grid, the physics of ``role``
+        (:meth:`physics`), ``blocks``."""
         patch = self.grid_patch()
-        patch["namusr_def"]["rn_tau0"] = tau0
+        patch["namusr_def"].update(self.physics(role))
         for block, entries in blocks.items():
             patch.setdefault(block, {}).update(entries)
         return patch
@@ -109,7 +130,7 @@ def run_twin_truth(out: Path, s: TwinSettings) -> list[Path]:
         out / "truth",
         s.years,
         write_days=s.write_days,
-        patch=s.namelist_patch(s.tau0_truth),
+        patch=s.namelist_patch("truth"),
     )
     return grid_files(out / "truth", 1, s.years)
 
@@ -168,7 +189,7 @@ def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     nudge_in = (folder / "nudge_in.nc").resolve()
     patch = s.namelist_patch(
-        s.tau0_model,
+        "model",
         namnudge={
             "ln_nudge": True,
             "cn_nudge_in": str(nudge_in),
@@ -234,8 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spinup-years", type=int, default=d.spinup_years)
     p.add_argument("--train-years", type=int, default=d.train_years)
     p.add_argument("--eval-years", type=int, default=d.eval_years)
-    p.add_argument("--tau0-truth", type=float, default=d.tau0_truth, help="twin truth rn_tau0")
-    p.add_argument("--tau0-model", type=float, default=d.tau0_model, help="model rn_tau0")
+    for role in ("truth", "model"):
+        p.add_argument(f"--tau0-{role}", type=float, default=getattr(d, f"tau0_{role}"),
+                       help=f"{role} rn_tau0 [N m-2]")  # fmt: skip
+        p.add_argument(f"--tau1-{role}", type=float, default=getattr(d, f"tau1_{role}"),
+                       help=f"{role} rn_tau1, the asymmetric wind mode [N m-2]")  # fmt: skip
+        p.add_argument(f"--rfr-{role}", type=float, default=getattr(d, f"rfr_{role}"),
+                       help=f"{role} rn_rfr, the bottom drag [s-1]")  # fmt: skip
     p.add_argument("--nudge-days", type=float, default=d.nudge_days, help="rn_nudge_tau [days]")
     p.add_argument("--write-days", type=float, default=d.write_days, help="truth output [days]")
     p.add_argument("--sample-days", type=float, default=d.sample_days, help="nudged output")
