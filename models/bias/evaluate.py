@@ -164,23 +164,24 @@ def summary(rmse: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def evaluate(out: Path, s: Any) -> dict[str, Any]:
-    """Run (or resume) the held-out years of every run of :data:`RUNS`; score them."""
-
-    from bridge.config.coupling import load_config
-    from bridge.registry.store import Registry
-
-    out = Path(out).resolve()
-    first, last = s.eval_range
-    seed_year = first - 1
+def _seed(out: Path, s: Any) -> dict[str, Any]:
+    """The options every held-out run starts with: the nudged restart ending the training."""
+    seed_year = s.eval_range[0] - 1
     seed = read_year(out / "nudged", seed_year, check=False)
     if seed is None:
         raise FileNotFoundError(f"{out / 'nudged'}: year {seed_year} is not done (stage nudged)")
-    common = {
+    return {
         "write_days": s.eval_days,
         "seed_restart": out / "nudged" / seed.restart,
         "seed_year": seed_year,
     }
+
+
+def run_baselines(out: Path, s: Any) -> dict[str, float]:
+    """Run (or resume) the held-out years of ``free``, ``wind_oracle`` and ``mean_forcing``
+    (the toy alone: no closure, no training needed); the RMS of the mean forcing per field."""
+    out = Path(out).resolve()
+    common = _seed(out, s)
     run_truth(s.coupling_file(), out / "free", s.years, patch=s.namelist_patch("model"), **common)
     run_truth(
         s.coupling_file(),
@@ -190,8 +191,7 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
         **common,
     )
     forcing = out / "mean_forcing.nc"
-    t0, t1 = s.train_range
-    forcing_rms = write_mean_forcing(forcing, grid_files(out / "nudged", t0, t1))
+    forcing_rms = write_mean_forcing(forcing, grid_files(out / "nudged", *s.train_range))
     nudge = {"ln_nudge": True, "ln_nudge_frc": True, "cn_nudge_in": str(forcing)}
     run_truth(
         s.coupling_file(),
@@ -200,6 +200,20 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
         patch=s.namelist_patch("model", namnudge=nudge),
         **common,
     )
+    return forcing_rms
+
+
+def evaluate(out: Path, s: Any) -> dict[str, Any]:
+    """Run (or resume) the held-out years of every run of :data:`RUNS`; score them."""
+
+    from bridge.config.coupling import load_config
+    from bridge.registry.store import Registry
+
+    out = Path(out).resolve()
+    first, last = s.eval_range
+    t0, t1 = s.train_range
+    forcing_rms = run_baselines(out, s)
+    common = _seed(out, s)
     registry = out / "registry"
     ref = Registry(registry).register(None, out / "model" / "manifest.toml", force=True)
     cfg = coupled_config(
@@ -208,13 +222,14 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
         s.every,
         load_config(s.coupling_file()).model.namelist_cfg,
     )
-    run_truth(
-        cfg,
-        out / "corrected",
-        s.years,
-        patch=s.namelist_patch("model", nammlb={"nn_mlb_every": s.every}),
-        **common,
-    )
+    blocks: dict[str, dict[str, Any]] = {"nammlb": {"nn_mlb_every": s.every}}
+    if s.anomaly:  # the network learned the anomaly: the mean comes as a constant forcing
+        blocks["namnudge"] = {
+            "ln_nudge": True,
+            "ln_nudge_frc": True,
+            "cn_nudge_in": str(out / "mean_forcing.nc"),
+        }
+    run_truth(cfg, out / "corrected", s.years, patch=s.namelist_patch("model", **blocks), **common)
     means = {"truth": _mean(grid_files(out / "truth", first, last))}
     for key in RUNS:
         means[key] = _mean(grid_files(out / key, first, last))
@@ -226,6 +241,7 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
         "truth": s.physics("truth"),
         "model": s.physics("model"),
         "every": s.every,
+        "anomaly": s.anomaly,
         "mean_forcing_rms": forcing_rms,
         "rmse": rmse_all,
         "summary": summary(rmse_all),

@@ -6,7 +6,8 @@ Stages, each resumable (one model year per job, :func:`mlbridge_models.subgrid.t
    (``rn_tau0 = 0.065`` instead of 0.05: the model error is the wind), written every
    ``--write-days``.
 2. ``nudged``: the coarse model (``rn_tau0 = 0.05``) nudged toward the twin truth
-   (``&namnudge``, ``rn_nudge_tau`` = ``--nudge-days``) over the same years, written every
+   (``&namnudge``, ``rn_nudge_tau`` = ``--nudge-days``) up to the end of the training years,
+   written every
    ``--sample-days`` with the nudging tendency averaged over each output interval.
    The nudging file of year ``y`` is the truth's grid file of year ``y`` preceded by the
    truth state at the start of the year (the last record of year ``y - 1``, the state at rest
@@ -68,7 +69,10 @@ class TwinSettings:
     write_days: float = 1.0  # truth output: brackets every step of the nudged run
     sample_days: float = 5.0  # nudged output: one training pair per interval
     eval_days: float = 5.0  # output of the evaluation runs
-    every: int = 1  # exchange interval of the corrected run [steps]
+    # the network learns the nudging tendency minus its training mean, the model adds the mean
+    # as a constant forcing (&namnudge ln_nudge_frc): climatology + state-dependent part
+    anomaly: bool = False
+    every: int = 6  # exchange interval of the corrected run [steps] (2.4 h)
     epochs: int = 40
     hidden: tuple[int, ...] = (16, 16)
     kernel_sizes: tuple[int, ...] = (3, 3, 3)  # halo 3
@@ -175,7 +179,8 @@ def _last_record(grid: Path) -> dict[str, np.ndarray]:
 
 
 def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
-    """Stage 2: the coarse model nudged toward the twin truth, years 1..s.years; grid files."""
+    """Stage 2: the coarse model nudged toward the twin truth, from year 1 to the end of the
+    training years; their grid files."""
     from bridge.config.coupling import TOY_NAMELIST_REF, load_config
     from bridge.config.namelist import read_namelists
 
@@ -196,11 +201,12 @@ def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
             "rn_nudge_tau": s.nudge_days * SECONDS_PER_DAY,
         },
     )
-    for year in range(1, s.years + 1):
+    last = s.train_range[1]  # the held-out years start from here: no nudging after it
+    for year in range(1, last + 1):
         start = _rest_state(truth[0], h_layer) if year == 1 else _last_record(truth[year - 2])
         write_nudge_file(nudge_in, truth[year - 1], start)
         run_truth(s.coupling_file(), folder, year, write_days=s.sample_days, patch=patch)
-    return grid_files(folder, 1, s.years)
+    return grid_files(folder, 1, last)
 
 
 def run_all(out: Path, s: TwinSettings, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
@@ -267,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-days", type=float, default=d.sample_days, help="nudged output")
     p.add_argument("--eval-days", type=float, default=d.eval_days, help="evaluation output")
     p.add_argument("--every", type=int, default=d.every, help="exchange interval [steps]")
+    p.add_argument(
+        "--anomaly",
+        action=argparse.BooleanOptionalAction,
+        default=d.anomaly,
+        help="learn the tendency minus its training mean; the corrected run adds that mean "
+        "as a constant forcing (&namnudge ln_nudge_frc)",
+    )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--hidden", type=_ints, default=d.hidden, help="e.g. 16,16")
     p.add_argument("--kernel-sizes", type=_ints, default=d.kernel_sizes, help="e.g. 3,3,3")
