@@ -207,7 +207,8 @@ def test_pipeline_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
     assert 'format = "torchscript"' in manifest and "clip = " in manifest
     saved = json.loads((out / "evaluation.json").read_text())
     assert saved["rmse"] == result["evaluate"]["rmse"]
-    assert set(saved["rmse"]) == {"free", "mean_forcing", "wind_oracle", "corrected"}
+    runs = {"free", "mean_forcing", "wind_oracle", "corrected", "perfect_model"}
+    assert set(saved["rmse"]) == runs
     for key, values in saved["rmse"].items():
         assert set(values) == {"u", "v", "interface_1", "interface_2"}, key
         assert all(np.isfinite(v) for v in values.values()), (key, values)
@@ -220,6 +221,8 @@ def test_pipeline_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
     assert row["best_baseline"] in ("mean_forcing", "wind_oracle")
     best = saved["rmse"][row["best_baseline"]]["u"]
     assert row["vs_best_baseline"] == pytest.approx(saved["rmse"]["corrected"]["u"] / best - 1)
+    # one exchange every 60 steps of the held-out year (365 days of 60 steps)
+    assert saved["corrected_exchanges"]["exchanges"] == 365
     assert (out / "evaluation.png").stat().st_size > 1000
 
 

@@ -11,7 +11,9 @@ held-out years (:func:`mlbridge_models.subgrid.truth.run_truth`, resumable):
   stays the model's): the oracle for the wind part of the error;
 - ``corrected``: the model plus the trained closure, coupled through the bridge
   (``examples/08_bias_correction/coupling.toml`` of the checkout, with the experiment's own
-  registry).
+  registry);
+- ``perfect_model``: the truth's own physics from the same start: no correction can be closer to
+  the truth than this (the noise floor: intrinsic variability and the start).
 
 Scores: RMSE of the time-mean ``u``, ``v`` over the ocean points (``umask``, ``vmask``) and of
 each interface depth of the time-mean ``h``
@@ -51,6 +53,7 @@ def coupled_config(out: Path, registry: Path, every: int, namelist_cfg: Path) ->
 
 
 RUNS = ("free", "mean_forcing", "wind_oracle", "corrected")
+FLOOR = "perfect_model"
 BASELINES = ("mean_forcing", "wind_oracle")
 
 
@@ -132,8 +135,9 @@ def figure(path: Path, means: dict[str, dict[str, np.ndarray]], result: dict[str
         fig.colorbar(im, ax=ax)
     names = list(result["rmse"]["free"])
     x = np.arange(len(names))
-    width = 0.8 / len(runs)
-    for i, key in enumerate(runs):
+    bars = runs + [FLOOR] * (FLOOR in means)
+    width = 0.8 / len(bars)
+    for i, key in enumerate(bars):
         ratio = [result["rmse"][key][n] / (result["rmse"]["free"][n] or 1.0) for n in names]
         axes[-1].bar(x + width * i, ratio, width=width, label=key)
     axes[-1].set_xticks(x + 0.4 - width / 2, names, rotation=30)
@@ -178,8 +182,9 @@ def _seed(out: Path, s: Any) -> dict[str, Any]:
 
 
 def run_baselines(out: Path, s: Any) -> dict[str, float]:
-    """Run (or resume) the held-out years of ``free``, ``wind_oracle`` and ``mean_forcing``
-    (the toy alone: no closure, no training needed); the RMS of the mean forcing per field."""
+    """Run (or resume) the held-out years of ``free``, ``wind_oracle``, ``mean_forcing`` and
+    ``perfect_model`` (the toy alone: no closure, no training needed); the RMS of the mean
+    forcing per field."""
     out = Path(out).resolve()
     common = _seed(out, s)
     run_truth(s.coupling_file(), out / "free", s.years, patch=s.namelist_patch("model"), **common)
@@ -190,6 +195,7 @@ def run_baselines(out: Path, s: Any) -> dict[str, float]:
         patch=s.namelist_patch("wind_oracle"),
         **common,
     )
+    run_truth(s.coupling_file(), out / FLOOR, s.years, patch=s.namelist_patch("truth"), **common)
     forcing = out / "mean_forcing.nc"
     forcing_rms = write_mean_forcing(forcing, grid_files(out / "nudged", *s.train_range))
     nudge = {"ln_nudge": True, "ln_nudge_frc": True, "cn_nudge_in": str(forcing)}
@@ -201,6 +207,19 @@ def run_baselines(out: Path, s: Any) -> dict[str, float]:
         **common,
     )
     return forcing_rms
+
+
+def exchange_counts(folder: Path, first: int, last: int) -> dict[str, int]:
+    """Exchanges, NaN and clip events of a coupled run over years ``first..last``, summed
+    over the ``timing.json`` of every year (written by the server)."""
+    total = {"exchanges": 0, "nan_replaced": 0, "max_abs_replaced": 0, "clipped": 0}
+    for grid in grid_files(folder, first, last):
+        timing = json.loads((grid.parent / "timing.json").read_text())
+        total["exchanges"] += int(timing["server"]["exchanges"])
+        total["nan_replaced"] += int(timing.get("nan_replaced", 0))
+        total["max_abs_replaced"] += int(timing.get("max_abs_replaced", 0))
+        total["clipped"] += sum(int(n) for n in timing.get("clipped", {}).values())
+    return total
 
 
 def evaluate(out: Path, s: Any) -> dict[str, Any]:
@@ -231,9 +250,9 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
         }
     run_truth(cfg, out / "corrected", s.years, patch=s.namelist_patch("model", **blocks), **common)
     means = {"truth": _mean(grid_files(out / "truth", first, last))}
-    for key in RUNS:
+    for key in (*RUNS, FLOOR):
         means[key] = _mean(grid_files(out / key, first, last))
-    rmse_all = {k: scores(means[k], means["truth"]) for k in RUNS}
+    rmse_all = {k: scores(means[k], means["truth"]) for k in (*RUNS, FLOOR)}
     result = {
         "closure": ref,
         "years": [first, last],
@@ -245,11 +264,12 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
         "mean_forcing_rms": forcing_rms,
         "rmse": rmse_all,
         "summary": summary(rmse_all),
+        "corrected_exchanges": exchange_counts(out / "corrected", first, last),
     }
     (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     figure(out / "evaluation.png", means, result)
     result["figure"] = str(out / "evaluation.png")
-    for key in RUNS:
+    for key in (*RUNS, FLOOR):
         line = ", ".join(f"{n} {v:.4g}" for n, v in result["rmse"][key].items())
         print(f"RMSE of the time mean, {key:12s}: {line}", flush=True)
     for name, row in result["summary"].items():
