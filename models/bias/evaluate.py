@@ -241,14 +241,13 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
         s.every,
         load_config(s.coupling_file()).model.namelist_cfg,
     )
-    blocks: dict[str, dict[str, Any]] = {"nammlb": {"nn_mlb_every": s.every}}
-    if s.anomaly:  # the network learned the anomaly: the mean comes as a constant forcing
-        blocks["namnudge"] = {
-            "ln_nudge": True,
-            "ln_nudge_frc": True,
-            "cn_nudge_in": str(out / "mean_forcing.nc"),
-        }
-    run_truth(cfg, out / "corrected", s.years, patch=s.namelist_patch("model", **blocks), **common)
+    run_truth(
+        cfg,
+        out / "corrected",
+        s.years,
+        patch=s.namelist_patch("model", nammlb={"nn_mlb_every": s.every}),
+        **common,
+    )
     means = {"truth": _mean(grid_files(out / "truth", first, last))}
     for key in (*RUNS, FLOOR):
         means[key] = _mean(grid_files(out / key, first, last))
@@ -260,7 +259,6 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
         "truth": s.physics("truth"),
         "model": s.physics("model"),
         "every": s.every,
-        "anomaly": s.anomaly,
         "mean_forcing_rms": forcing_rms,
         "rmse": rmse_all,
         "summary": summary(rmse_all),

@@ -6,10 +6,8 @@ one layer to ``cu, cv, ch`` of that layer; a batch is whole columns, the fields 
 by the halo (what the bridge hands a closure at the walls). Normalisation: ``u, v`` by their
 RMS, ``h`` by its mean (offset) and standard deviation, each output by its RMS; the loss is the
 masked mean square error in normalised units; the last ``val_frac`` of the samples (in time)
-are held out. With ``settings.anomaly`` the targets are the nudging tendencies minus their mean
-over all the records (the model adds that mean as a constant forcing). The clip bound of each
-output is ``clip_factor`` x its largest training value. Written: ``bias_cnn.ts``,
-``manifest.toml`` (format ``torchscript``), ``training.json``.
+are held out. The clip bound of each output is ``clip_factor`` x its largest training value.
+Written: ``bias_cnn.ts``, ``manifest.toml`` (format ``torchscript``), ``training.json``.
 """
 
 from __future__ import annotations
@@ -40,7 +38,6 @@ def manifest_text(
     files: Sequence[str],
     metrics: dict[str, float],
     version: str = "1",
-    anomaly: bool = False,
 ) -> str:
     """The manifest: inputs u, v, h, outputs cu, cv, ch (tendencies) with clip bounds."""
     lines = [
@@ -51,13 +48,7 @@ def manifest_text(
         f"halo = {halo}",
         'dtype = "float32"',
         'device = "auto"',
-        "description = "
-        + (
-            '"bias correction of the toy: state -> nudging tendency minus its time mean (the '
-            'model adds the mean as a constant forcing, &namnudge ln_nudge_frc; twin experiment)"'
-            if anomaly
-            else '"bias correction of the toy: state -> nudging tendency (twin experiment)"'
-        ),
+        'description = "bias correction of the toy: state -> nudging tendency (twin experiment)"',
         'license = "Apache-2.0"',
     ]
     for name, grid, units, (off, scale) in zip(INPUTS, GRID_POINTS, IN_UNITS, in_norm, strict=True):
@@ -115,9 +106,6 @@ def train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     data = load(files)
-    anomaly = bool(getattr(settings, "anomaly", False))
-    if anomaly:  # the time mean is the model's constant forcing; the network learns the rest
-        data.y = data.y - data.y.mean(axis=0, keepdims=True)
     model = LayerAwareCNN(3, 3, tuple(settings.hidden), tuple(settings.kernel_sizes))
     halo = model.halo
     if halo > 3:
@@ -198,12 +186,10 @@ def train(
             clip=clip,
             files=data.files,
             metrics={**r2, "val_loss": best[0]},
-            anomaly=anomaly,
         )
     )
     log = {
         "samples": ns,
-        "anomaly": anomaly,
         "validation": nval,
         "halo": halo,
         "history": history,

@@ -69,9 +69,6 @@ class TwinSettings:
     write_days: float = 1.0  # truth output: brackets every step of the nudged run
     sample_days: float = 5.0  # nudged output: one training pair per interval
     eval_days: float = 5.0  # output of the evaluation runs
-    # the network learns the nudging tendency minus its training mean, the model adds the mean
-    # as a constant forcing (&namnudge ln_nudge_frc): climatology + state-dependent part
-    anomaly: bool = False
     every: int = 6  # exchange interval of the corrected run [steps] (2.4 h)
     epochs: int = 40
     hidden: tuple[int, ...] = (16, 16)
@@ -273,13 +270,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-days", type=float, default=d.sample_days, help="nudged output")
     p.add_argument("--eval-days", type=float, default=d.eval_days, help="evaluation output")
     p.add_argument("--every", type=int, default=d.every, help="exchange interval [steps]")
-    p.add_argument(
-        "--anomaly",
-        action=argparse.BooleanOptionalAction,
-        default=d.anomaly,
-        help="learn the tendency minus its training mean; the corrected run adds that mean "
-        "as a constant forcing (&namnudge ln_nudge_frc)",
-    )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--hidden", type=_ints, default=d.hidden, help="e.g. 16,16")
     p.add_argument("--kernel-sizes", type=_ints, default=d.kernel_sizes, help="e.g. 3,3,3")
