@@ -221,6 +221,8 @@ def test_pipeline_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
     assert row["best_baseline"] in ("mean_forcing", "wind_oracle")
     best = saved["rmse"][row["best_baseline"]]["u"]
     assert row["vs_best_baseline"] == pytest.approx(saved["rmse"]["corrected"]["u"] / best - 1)
+    assert set(saved["per_year"]["corrected"]) == {"2"}  # the held-out year
+    assert saved["per_year"]["free"]["2"] == saved["rmse"]["free"]  # one year: the same mean
     # one exchange every 60 steps of the held-out year (365 days of 60 steps)
     assert saved["corrected_exchanges"]["exchanges"] == 365
     assert (out / "evaluation.png").stat().st_size > 1000

@@ -124,7 +124,18 @@ def figure(path: Path, means: dict[str, dict[str, np.ndarray]], result: dict[str
     mask = means["truth"]["tmask"] == 0
     depth = {k: np.ma.masked_where(mask, interface_depths(m["h"])[0]) for k, m in means.items()}
     runs = [k for k in RUNS if k in means]
-    fig, axes = plt.subplots(1, len(runs) + 2, figsize=(4 * (len(runs) + 2), 3.8))
+    drift = "per_year" in result
+    ncol = len(runs) + 2 + drift
+    fig, axes = plt.subplots(1, ncol, figsize=(4 * ncol, 3.8))
+    if drift:  # the last panel: RMSE of each year's mean of interface 1
+        for key in runs:
+            years = sorted(result["per_year"][key], key=int)
+            rmse_1 = [result["per_year"][key][y]["interface_1"] for y in years]
+            axes[-1].plot([int(y) for y in years], rmse_1, marker="o", label=key)
+        axes[-1].set_xlabel("held-out year")
+        axes[-1].set_title("RMSE of each year's mean, interface 1 [m]")
+        axes[-1].legend(fontsize=8)
+        axes = axes[:-1]
     im = axes[0].pcolormesh(depth["truth"], cmap="viridis")
     axes[0].set_title("twin truth: mean depth of interface 1 [m]")
     fig.colorbar(im, ax=axes[0])
@@ -263,6 +274,17 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
         "rmse": rmse_all,
         "summary": summary(rmse_all),
         "corrected_exchanges": exchange_counts(out / "corrected", first, last),
+        # the drift: RMSE of each held-out year's own mean
+        "per_year": {
+            k: {
+                str(year): scores(
+                    _mean(grid_files(out / k, year, year)),
+                    _mean(grid_files(out / "truth", year, year)),
+                )
+                for year in range(first, last + 1)
+            }
+            for k in RUNS
+        },
     }
     (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     figure(out / "evaluation.png", means, result)
