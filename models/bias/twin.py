@@ -2,10 +2,10 @@
 
 Stages, each resumable (one model year per job, :func:`mlbridge_models.subgrid.truth.run_truth`):
 
-1. ``truth``: the twin truth, the coarse configuration with another wind amplitude
-   (``rn_tau0 = 0.065`` instead of 0.05: the model error is the wind), written every
-   ``--write-days``.
-2. ``nudged``: the coarse model (``rn_tau0 = 0.05``) nudged toward the twin truth
+1. ``truth``: the twin truth, the coarse configuration with another wind pattern (the
+   asymmetric mode ``rn_tau1 = 0.02`` N m-2) and a 5 times stronger bottom drag
+   (``rn_rfr = 5e-7`` s-1), written every ``--write-days``.
+2. ``nudged``: the coarse model (its standard wind and drag) nudged toward the twin truth
    (``&namnudge``, ``rn_nudge_tau`` = ``--nudge-days``) up to the end of the training years,
    written every
    ``--sample-days`` with the nudging tendency averaged over each output interval.
@@ -15,9 +15,10 @@ Stages, each resumable (one model year per job, :func:`mlbridge_models.subgrid.t
 3. ``train``: the (state, mean nudging tendency) pairs of the training years
    (:mod:`mlbridge_models.bias.dataset`) train a small CNN (:mod:`mlbridge_models.bias.train`).
 4. ``evaluate``: from the nudged state at the end of the training years, the coarse model
-   without and with the correction (coupled through the bridge) over the held-out years;
-   RMSE of the time-mean u, v and interface depths against the twin truth
-   (:mod:`mlbridge_models.bias.evaluate`).
+   without and with the correction (coupled through the bridge), the trivial baselines (the
+   mean nudging tendency as a constant forcing; the exact wind difference) and the truth's own
+   physics (the floor) over the held-out years; RMSE of the time-mean u, v and interface depths
+   against the twin truth (:mod:`mlbridge_models.bias.evaluate`).
 
 Usage::
 
@@ -244,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m mlbridge_models.bias.twin",
         description="Bias-correction twin: twin truth, nudged model, training, evaluation.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: python -m mlbridge_models.bias.twin --out runs/bias "
+        "(every stage, full size, resumable; --stage evaluate alone rescores finished runs)",
     )
     p.add_argument("--out", type=Path, required=True, help="experiment folder (resumable)")
     p.add_argument("--stage", action="append", choices=STAGES, help="stages (default: all)")
