@@ -97,6 +97,63 @@ def test_interpolation_and_two_ranks(toy_exe: Path, truth: Path, tmp_path: Path)
         assert np.max(np.abs(np.asarray(a["nudge_u"][:]))) > 0
 
 
+def test_wind_mode_off_is_bit_identical_on_changes_u(toy_exe: Path, tmp_path: Path) -> None:
+    """rn_tau1 = 0 given explicitly == left out, bit for bit; rn_tau1 /= 0 changes the flow."""
+    runs = {}
+    for name, tau1 in (("absent", None), ("zero", 0.0), ("on", 0.02)):
+        patch = MODEL if tau1 is None else merge(MODEL, {"namusr_def": {"rn_tau1": tau1}})
+        runs[name] = make_run_dir(tmp_path / name, patch)
+        check_ok(run_toy(toy_exe, runs[name]), runs[name])
+    out = {k: read_nc(run / "MOD_grid.nc") for k, run in runs.items()}
+    for name in ("u", "v", "h"):
+        np.testing.assert_array_equal(out["absent"][name], out["zero"][name])
+    assert np.max(np.abs(out["on"]["u"] - out["absent"]["u"])) > 0
+
+
+def _forcing_file(path: Path, shape: tuple[int, int, int], value: float) -> Path:
+    """A ``ln_nudge_frc`` file: one record of nudge_u = value, nudge_v = nudge_h = 0."""
+    nz, ny, nx = shape
+    with netCDF4.Dataset(path, "w") as nc:
+        for name, size in (("x", nx), ("y", ny), ("z", nz)):
+            nc.createDimension(name, size)
+        nc.createDimension("time_counter", None)
+        nc.createVariable("kt", "i4", ("time_counter",))[0] = 0
+        for name in ("nudge_u", "nudge_v", "nudge_h"):
+            var = nc.createVariable(name, "f8", ("time_counter", "z", "y", "x"))
+            var[0] = np.full(shape, value if name == "nudge_u" else 0.0)
+    return path
+
+
+def test_constant_forcing(toy_exe: Path, tmp_path: Path) -> None:
+    """ln_nudge_frc: a zero forcing == no forcing bit for bit; a forcing F is written back as
+    nudge_u = F on the U ocean points and moves the flow; 2 ranks == 1 rank."""
+    plain = make_run_dir(tmp_path / "plain", MODEL)
+    check_ok(run_toy(toy_exe, plain), plain)
+    ref = read_nc(plain / "MOD_grid.nc")
+    shape = ref["u"].shape[1:]
+    runs = {}
+    for name, value, ranks in (("zero", 0.0, 1), ("one", 1e-6, 1), ("two", 1e-6, 2)):
+        frc = _forcing_file(tmp_path / f"{name}.nc", shape, value)
+        patch = merge(
+            MODEL,
+            {"namnudge": {"ln_nudge": True, "ln_nudge_frc": True, "cn_nudge_in": str(frc)}},
+        )
+        runs[name] = make_run_dir(tmp_path / name, patch)
+        check_ok(run_toy(toy_exe, runs[name], ranks=ranks), runs[name])
+    zero, one, two = (read_nc(runs[k] / "MOD_grid.nc") for k in ("zero", "one", "two"))
+    for name in ("u", "v", "h"):
+        np.testing.assert_array_equal(zero[name], ref[name])
+        np.testing.assert_array_equal(one[name], two[name])
+    with netCDF4.Dataset(runs["one"] / "MOD_grid.nc") as nc:
+        umask = np.asarray(nc["umask"][:]) != 0
+        nudge_u = np.asarray(nc["nudge_u"][:])
+    inner = np.zeros_like(umask)
+    inner[1:-1, 1:-1] = umask[1:-1, 1:-1]
+    np.testing.assert_allclose(nudge_u[:, :, inner], 1e-6, rtol=1e-12)
+    assert np.all(nudge_u[:, :, ~inner] == 0)
+    assert np.max(np.abs(one["u"] - ref["u"])) > 0
+
+
 @pytest.mark.parametrize(
     "case, patch, message",
     [
@@ -124,7 +181,8 @@ def test_refused(
 
 
 def test_pipeline_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
-    """The whole twin on a 10 x 10 basin: truth, nudged, training, coupled evaluation."""
+    """The whole twin on a 10 x 10 basin: truth, nudged, training, the baselines and the
+    coupled evaluation."""
     from mlbridge_models.bias.twin import TwinSettings, run_all
 
     s = TwinSettings(
@@ -149,9 +207,51 @@ def test_pipeline_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
     assert 'format = "export"' in manifest and "clip = " in manifest
     saved = json.loads((out / "evaluation.json").read_text())
     assert saved["rmse"] == result["evaluate"]["rmse"]
-    for key in ("free", "corrected"):
-        values = saved["rmse"][key]
-        assert set(values) == {"u", "v", "interface_1", "interface_2"}
-        assert all(np.isfinite(v) for v in values.values()), values
-    assert saved["rmse"]["free"]["u"] > 0  # the wind error is there to correct
+    runs = {"free", "mean_forcing", "wind_oracle", "corrected", "perfect_model"}
+    assert set(saved["rmse"]) == runs
+    for key, values in saved["rmse"].items():
+        assert set(values) == {"u", "v", "interface_1", "interface_2"}, key
+        assert all(np.isfinite(v) for v in values.values()), (key, values)
+    assert saved["rmse"]["free"]["u"] > 0  # the wind and drag errors are there to correct
+    # the baselines are other runs than the free one
+    assert saved["rmse"]["wind_oracle"] != saved["rmse"]["free"]
+    assert saved["rmse"]["mean_forcing"] != saved["rmse"]["free"]
+    assert all(v > 0 for v in saved["mean_forcing_rms"].values())
+    row = saved["summary"]["u"]
+    assert row["best_baseline"] in ("mean_forcing", "wind_oracle")
+    best = saved["rmse"][row["best_baseline"]]["u"]
+    assert row["vs_best_baseline"] == pytest.approx(saved["rmse"]["corrected"]["u"] / best - 1)
+    assert set(saved["per_year"]["corrected"]) == {"2"}  # the held-out year
+    assert saved["per_year"]["free"]["2"] == saved["rmse"]["free"]  # one year: the same mean
+    # one exchange every 60 steps of the held-out year (365 days of 60 steps)
+    assert saved["corrected_exchanges"]["exchanges"] == 365
     assert (out / "evaluation.png").stat().st_size > 1000
+
+
+def test_layer_aware_cnn_flags_and_columns(tmp_path: Path) -> None:
+    """The top/bottom channels follow the level in the column; several columns at once (the
+    training) == one column at a time (the bridge); the exported program (levels dynamic) gives
+    the same numbers for another number of levels than its example's."""
+    import torch
+    from mlbridge_models.bias.network import LayerAwareCNN, with_layer_flags
+    from mlbridge_models.export import export_closure
+
+    x = torch.randn(6, 3, 9, 9)
+    flagged = with_layer_flags(x, 3)
+    assert flagged.shape == (6, 5, 9, 9)
+    assert flagged[:, 3, 0, 0].tolist() == [1, 0, 0, 1, 0, 0]  # top
+    assert flagged[:, 4, 0, 0].tolist() == [0, 0, 1, 0, 0, 1]  # bottom
+    torch.manual_seed(0)
+    net = LayerAwareCNN(3, 3, (4,), (3, 3)).eval()
+    with torch.no_grad():
+        both = net.columns(x, 3)
+        one = torch.cat([net(x[:3]), net(x[3:])])
+        exported = torch.export.load(export_closure(net, tmp_path / "b.pt2", in_channels=3, halo=2))
+        three = exported.module()(x[:3])
+        two = exported.module()(x[:2])
+    assert both.shape == (6, 3, 5, 5)
+    torch.testing.assert_close(both, one)
+    torch.testing.assert_close(three, one[:3])
+    torch.testing.assert_close(two, net(x[:2]))
+    # the same fields on another level give another answer: the network knows the layer
+    assert not torch.allclose(net(x[:3])[0], net(x[[1, 0, 2]])[1])

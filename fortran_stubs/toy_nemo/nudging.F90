@@ -24,6 +24,11 @@ MODULE nudging
    !! Units: u, v [m s-2], h [m s-1]. Rank 0 reads, iom_scatter distributes:
    !! any decomposition gives the same numbers bit for bit.
    !! ln_nudge = .false. (default): nothing is read, nothing changes.
+   !! ln_nudge_frc = .true. (with ln_nudge): no relaxation, a constant forcing
+   !! instead (the "mean nudging tendency" baseline of the bias twin): record 1
+   !! of cn_nudge_in's nudge_u, nudge_v, nudge_h is added every step,
+   !!    x(n+1) = x* + dt * F ,   F = nudge_x(record 1) on the ocean points
+   !! (kt and rn_nudge_tau are not used).
    !!----------------------------------------------------------------------
    USE mpi_f08       , ONLY : MPI_Bcast, MPI_INTEGER
    USE netcdf
@@ -46,9 +51,10 @@ MODULE nudging
    LOGICAL          , PUBLIC ::   ln_nudge     = .FALSE.          !: relax u, v, h toward cn_nudge_in
    CHARACTER(len=lc), PUBLIC ::   cn_nudge_in  = 'nudge_grid.nc'  !: truth trajectory (*_grid.nc)
    REAL(wp)         , PUBLIC ::   rn_nudge_tau = 432000._wp       !: relaxation time scale [s]
+   LOGICAL          , PUBLIC ::   ln_nudge_frc = .FALSE.          !: constant forcing nudge_* of cn_nudge_in instead
 
    INTEGER, PARAMETER ::   jpvar = 3
-   CHARACTER(len=1), PARAMETER, DIMENSION(jpvar) ::   cvin = [ 'u', 'v', 'h' ]
+   CHARACTER(len=7), DIMENSION(jpvar) ::   cvin = [ 'u      ', 'v      ', 'h      ' ]   ! read from cn_nudge_in
 
    INTEGER ::   npk = 0                           ! number of layers
    INTEGER ::   ncid = -1                         ! cn_nudge_in (rank 0)
@@ -78,7 +84,7 @@ CONTAINS
       INTEGER, DIMENSION(3) ::   iglo
       CHARACTER(len=1), DIMENSION(3), PARAMETER ::   cdim = [ 'x', 'y', 'z' ]
       CHARACTER(len=lc) ::   cmsg, cname
-      NAMELIST/namnudge/ ln_nudge, cn_nudge_in, rn_nudge_tau
+      NAMELIST/namnudge/ ln_nudge, cn_nudge_in, rn_nudge_tau, ln_nudge_frc
       !!------------------------------------------------------------------
       npk = kpk
       cmsg = ''
@@ -96,6 +102,7 @@ CONTAINS
          IF( ln_nudge ) THEN
             WRITE(numout,'(a,a)')     '   truth trajectory              cn_nudge_in  = ', TRIM(cn_nudge_in)
             WRITE(numout,'(a,es12.5)') '   time scale [s]                rn_nudge_tau = ', rn_nudge_tau
+            WRITE(numout,'(a,l10)')    '   constant forcing instead      ln_nudge_frc = ', ln_nudge_frc
          ENDIF
       ENDIF
       IF( .NOT. ln_nudge )   RETURN
@@ -103,6 +110,7 @@ CONTAINS
       IF( ld_tend )   CALL ctl_stop( 'namnudge: ln_nudge = .true. needs namtend ln_tend = .false. '   &
          &                           //'(no time step to nudge)', ld_all=.TRUE. )
       IF( LEN_TRIM(cn_nudge_in) == 0 )   CALL ctl_stop( 'namnudge: cn_nudge_in is empty', ld_all=.TRUE. )
+      IF( ln_nudge_frc )   cvin = [ 'nudge_u', 'nudge_v', 'nudge_h' ]
       IF( .NOT. rn_nudge_tau > 0._wp ) THEN
          WRITE(cmsg,'(a,es12.5,a)') 'namnudge: rn_nudge_tau = ', rn_nudge_tau, ' s must be > 0'
          CALL ctl_stop( cmsg, ld_all=.TRUE. )
@@ -123,10 +131,11 @@ CONTAINS
             ENDIF
          END DO
          DO jv = 1, jpvar
-            CALL chk( nf90_inq_varid( ncid, cvin(jv), idvar(jv) ) )
+            CALL iom_check( nf90_inq_varid( ncid, TRIM(cvin(jv)), idvar(jv) ),   &
+               &            'nudging: '//TRIM(cn_nudge_in)//' has no variable '//TRIM(cvin(jv)) )
             CALL chk( nf90_inquire_variable( ncid, idvar(jv), ndims=ndims ) )
             IF( ndims /= 4 ) THEN
-               WRITE(cmsg,'(a,a,a,i0,a)') 'nudging: '//TRIM(cn_nudge_in)//': variable ', cvin(jv), ' has ', ndims,   &
+               WRITE(cmsg,'(a,a,a,i0,a)') 'nudging: '//TRIM(cn_nudge_in)//': variable ', TRIM(cvin(jv)), ' has ', ndims,   &
                   &                      ' dimensions, expected 4 (record, z, y, x)'
                CALL ctl_stop( cmsg )
             ENDIF
@@ -134,7 +143,7 @@ CONTAINS
             DO ii = 1, 3
                CALL chk( nf90_inquire_dimension( ncid, idims(ii), name=cname ) )
                IF( TRIM(cname) /= cdim(ii) ) THEN
-                  WRITE(cmsg,'(a)') 'nudging: '//TRIM(cn_nudge_in)//': '//cvin(jv)//' has dimension '   &
+                  WRITE(cmsg,'(a)') 'nudging: '//TRIM(cn_nudge_in)//': '//TRIM(cvin(jv))//' has dimension '   &
                      &              //TRIM(cname)//' where (record, z, y, x) needs '//cdim(ii)
                   CALL ctl_stop( cmsg )
                ENDIF
@@ -186,6 +195,10 @@ CONTAINS
       CHARACTER(len=lc) ::   cmsg
       !!------------------------------------------------------------------
       IF( .NOT. ln_nudge )   RETURN
+      IF( ln_nudge_frc ) THEN
+         CALL nud_force( pu, pv, ph )
+         RETURN
+      ENDIF
       IF( kt < nkt(1) .OR. kt > nkt(nrec) ) THEN   ! same answer on every rank
          WRITE(cmsg,'(a,i0,a,i0,a,i0,a)') 'nudging: step kt = ', kt, ' is outside the records of '   &
             &   //TRIM(cn_nudge_in)//' (kt = ', nkt(1), ' to ', nkt(nrec), ')'
@@ -288,6 +301,35 @@ CONTAINS
    !!----------------------------------------------------------------------
    !!                          private routines
    !!----------------------------------------------------------------------
+
+   SUBROUTINE nud_force( pu, pv, ph )
+      !!------------------------------------------------------------------
+      !! x = x + dt F on the inner points, F = record 1 of nudge_u, nudge_v,
+      !! nudge_h (ln_nudge_frc; read once, collective then)
+      !!------------------------------------------------------------------
+      REAL(wp), DIMENSION(:,:,:), INTENT(inout) ::   pu, pv, ph
+      INTEGER  ::   ji, jj, jk
+      REAL(wp) ::   zt
+      !!------------------------------------------------------------------
+      CALL nud_load( 1, 1 )
+      DO jk = 1, npk
+         DO jj = 2, jpj-1
+            DO ji = 2, jpi-1
+               zt = ztru(ji,jj,jk,1,1) * umask(ji,jj)
+               zsum(ji,jj,jk,1) = zsum(ji,jj,jk,1) + zt
+               pu(ji,jj,jk) = ( pu(ji,jj,jk) + rn_Dt * zt ) * umask(ji,jj)
+               zt = ztru(ji,jj,jk,2,1) * vmask(ji,jj)
+               zsum(ji,jj,jk,2) = zsum(ji,jj,jk,2) + zt
+               pv(ji,jj,jk) = ( pv(ji,jj,jk) + rn_Dt * zt ) * vmask(ji,jj)
+               zt = ztru(ji,jj,jk,3,1) * tmask(ji,jj)
+               zsum(ji,jj,jk,3) = zsum(ji,jj,jk,3) + zt
+               ph(ji,jj,jk) = ( ph(ji,jj,jk) + rn_Dt * zt ) * tmask(ji,jj)
+            END DO
+         END DO
+      END DO
+      nsum = nsum + 1
+   END SUBROUTINE nud_force
+
 
    SUBROUTINE nud_load( krec, kslot )
       !!------------------------------------------------------------------

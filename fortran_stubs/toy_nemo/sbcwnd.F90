@@ -2,7 +2,9 @@ MODULE sbcwnd
    !!======================================================================
    !!                       ***  MODULE  sbcwnd  ***
    !! toy_nemo :  steady double-gyre wind stress at U points
-   !!             tau_x = -tau0 cos(2 pi y / Ly), tau_y = 0
+   !!             tau_x = -tau0 cos(2 pi y / Ly) [ - tau1 cos(pi y / Ly) ], tau_y = 0
+   !!             (the tau1 mode, off by default, adds anticyclonic curl everywhere:
+   !!             it moves the line between the gyres north, a twin truth's wind error)
    !!======================================================================
    !!   sbc_init : compute utau once (the forcing is steady)
    !!----------------------------------------------------------------------
@@ -12,7 +14,7 @@ MODULE sbcwnd
    USE lib_mpp   , ONLY : lwp, numout
    USE mppini    , ONLY : jpi, jpj
    USE domain    , ONLY : gphiu, umask, rLy
-   USE usrdef_nam, ONLY : rn_tau0
+   USE usrdef_nam, ONLY : rn_tau0, rn_tau1
 
    IMPLICIT NONE
    PRIVATE
@@ -33,9 +35,17 @@ CONTAINS
             utau(ji,jj) = - rn_tau0 * COS( 2._wp * rpi * gphiu(ji,jj) / rLy ) * umask(ji,jj)
          END DO
       END DO
+      IF( rn_tau1 /= 0._wp ) THEN   ! only then: the default wind stays bit for bit what it was
+         DO jj = 1, jpj
+            DO ji = 1, jpi
+               utau(ji,jj) = utau(ji,jj) - rn_tau1 * COS( rpi * gphiu(ji,jj) / rLy ) * umask(ji,jj)
+            END DO
+         END DO
+      ENDIF
       IF( lwp ) THEN
          WRITE(numout,*)
          WRITE(numout,*) 'sbc_init : double-gyre wind stress tau_x = -tau0 cos(2 pi y/Ly)'
+         IF( rn_tau1 /= 0._wp )   WRITE(numout,*) '           - tau1 cos(pi y/Ly), tau1 = ', rn_tau1
          WRITE(numout,*) '~~~~~~~~'
       ENDIF
    END SUBROUTINE sbc_init

@@ -29,6 +29,7 @@ MODULE usrdef_nam
    REAL(wp), PUBLIC ::   rn_f0     = 7.e-5_wp  !: Coriolis parameter at mid-basin [s-1]
    REAL(wp), PUBLIC ::   rn_beta   = 2.e-11_wp !: beta [m-1 s-1]
    REAL(wp), PUBLIC ::   rn_tau0   = 0.05_wp   !: wind stress amplitude [N m-2]
+   REAL(wp), PUBLIC ::   rn_tau1   = 0._wp     !: amplitude of the asymmetric mode -tau1 cos(pi y/Ly) [N m-2]
    REAL(wp), PUBLIC ::   rn_hmin   = 50._wp    !: smallest h1 the wind body force divides by [m]
    REAL(wp), PUBLIC ::   rn_rfr    = 1.e-7_wp  !: linear drag on the deepest layer [s-1]
    REAL(wp), PUBLIC ::   rn_ahm    = 0._wp     !: Laplacian viscosity [m2 s-1]
@@ -50,7 +51,7 @@ CONTAINS
       INTEGER ::   inum, ios
       CHARACTER(len=lc) ::   cmsg, cval
       NAMELIST/namusr_def/ nn_nx, nn_ny, nn_nz, rn_dx, rn_dy, rn_htot, rn_gprime, rn_rho0,   &
-         &                 rn_f0, rn_beta, rn_tau0, rn_hmin, rn_rfr, rn_ahm, rn_bhm, rn_aeiv, rn_shlat, rn_bump,   &
+         &                 rn_f0, rn_beta, rn_tau0, rn_tau1, rn_hmin, rn_rfr, rn_ahm, rn_bhm, rn_aeiv, rn_shlat, rn_bump,   &
          &                 nn_perio
       !!------------------------------------------------------------------
       cmsg = ''
@@ -110,6 +111,7 @@ CONTAINS
          WRITE(numout,'(a,es12.4)') '   f at mid-basin [s-1]              rn_f0     = ', rn_f0
          WRITE(numout,'(a,es12.4)') '   beta [m-1 s-1]                    rn_beta   = ', rn_beta
          WRITE(numout,'(a,es12.4)') '   wind stress amplitude [N m-2]     rn_tau0   = ', rn_tau0
+         WRITE(numout,'(a,es12.4)') '   asymmetric wind mode [N m-2]      rn_tau1   = ', rn_tau1
          WRITE(numout,'(a,es12.4)') '   min h1 under the wind [m]         rn_hmin   = ', rn_hmin
          WRITE(numout,'(a,es12.4)') '   bottom-layer linear drag [s-1]    rn_rfr    = ', rn_rfr
          WRITE(numout,'(a,es12.4)') '   Laplacian viscosity [m2 s-1]      rn_ahm    = ', rn_ahm

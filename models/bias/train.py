@@ -1,8 +1,9 @@
 """Train the bias-correction CNN on (state, mean nudging tendency) pairs; torch.export + manifest.
 
-The network (:func:`mlbridge_models.cnn.build_cnn`, valid convolutions) maps ``u, v, h`` of one
-layer to ``cu, cv, ch`` of that layer; samples and layers are the batch, the fields padded with
-zeros by the halo (what the bridge hands a closure at the walls). Normalisation: ``u, v`` by their
+The network (:class:`mlbridge_models.bias.network.LayerAwareCNN`: the reference CNN with valid
+convolutions, told which level is the top and which the bottom of the column) maps ``u, v, h`` of
+one layer to ``cu, cv, ch`` of that layer; a batch is whole columns, the fields padded with zeros
+by the halo (what the bridge hands a closure at the walls). Normalisation: ``u, v`` by their
 RMS, ``h`` by its mean (offset) and standard deviation, each output by its RMS; the loss is the
 masked mean square error in normalised units; the last ``val_frac`` of the samples (in time)
 are held out. The clip bound of each output is ``clip_factor`` x its largest training value.
@@ -99,14 +100,15 @@ def train(
     ``settings``: epochs, hidden, kernel_sizes, clip_factor (a :class:`TwinSettings`).
     """
     import torch
-    from mlbridge_models.cnn import CNNConfig, build_cnn
+    from mlbridge_models.bias.network import LayerAwareCNN
     from mlbridge_models.export import export_closure
 
     start = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     data = load(files)
-    halo = CNNConfig(3, 3, settings.hidden, settings.kernel_sizes).halo
+    model = LayerAwareCNN(3, 3, tuple(settings.hidden), tuple(settings.kernel_sizes))
+    halo = model.halo
     if halo > 3:
         raise ValueError(f"halo {halo} > 3: keep the closure small")
     ns, _, nz, ny, nx = data.x.shape
@@ -139,7 +141,6 @@ def train(
     xv, yv = tensors(data.x[ns - nval :], data.y[ns - nval :])
     w = torch.from_numpy(data.mask.astype(np.float32))[None]
     wsum = float(w.sum())
-    model = build_cnn(3, 3, settings.hidden, settings.kernel_sizes)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
 
     def loss_of(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -148,26 +149,27 @@ def train(
     history, best = [], (float("inf"), None)
     for epoch in range(settings.epochs):
         model.train()
-        order = rng.permutation(xt.shape[0])
+        order = rng.permutation(xt.shape[0] // nz)
         total = 0.0
         for i in range(0, len(order), batch):
-            idx = torch.from_numpy(order[i : i + batch])
+            # whole columns: the nz levels of each sample chosen, top first
+            idx = torch.from_numpy((order[i : i + batch, None] * nz + np.arange(nz)).ravel())
             opt.zero_grad()
-            loss = loss_of(model(xt[idx]), yt[idx])
+            loss = loss_of(model.columns(xt[idx], nz), yt[idx])
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
         model.eval()
         with torch.no_grad():
-            val = float(loss_of(model(xv), yv))
-        history.append({"epoch": epoch + 1, "train": total / xt.shape[0], "val": val})
+            val = float(loss_of(model.columns(xv, nz), yv))
+        history.append({"epoch": epoch + 1, "train": total / (len(order) * nz), "val": val})
         if val < best[0]:
             best = (val, {k: t.clone() for k, t in model.state_dict().items()})
     if best[1] is not None:
         model.load_state_dict(best[1])
     model.eval()
     with torch.no_grad():
-        pred = model(xv).numpy()
+        pred = model.columns(xv, nz).numpy()
     r2 = {}
     for c, name in enumerate(OUTPUTS):
         m = np.broadcast_to(ocean[c], pred[:, c].shape)

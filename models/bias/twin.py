@@ -2,11 +2,12 @@
 
 Stages, each resumable (one model year per job, :func:`mlbridge_models.subgrid.truth.run_truth`):
 
-1. ``truth``: the twin truth, the coarse configuration with another wind amplitude
-   (``rn_tau0 = 0.065`` instead of 0.05: the model error is the wind), written every
-   ``--write-days``.
-2. ``nudged``: the coarse model (``rn_tau0 = 0.05``) nudged toward the twin truth
-   (``&namnudge``, ``rn_nudge_tau`` = ``--nudge-days``) over the same years, written every
+1. ``truth``: the twin truth, the coarse configuration with another wind pattern (the
+   asymmetric mode ``rn_tau1 = 0.02`` N m-2) and a 5 times stronger bottom drag
+   (``rn_rfr = 5e-7`` s-1), written every ``--write-days``.
+2. ``nudged``: the coarse model (its standard wind and drag) nudged toward the twin truth
+   (``&namnudge``, ``rn_nudge_tau`` = ``--nudge-days``) up to the end of the training years,
+   written every
    ``--sample-days`` with the nudging tendency averaged over each output interval.
    The nudging file of year ``y`` is the truth's grid file of year ``y`` preceded by the
    truth state at the start of the year (the last record of year ``y - 1``, the state at rest
@@ -14,9 +15,10 @@ Stages, each resumable (one model year per job, :func:`mlbridge_models.subgrid.t
 3. ``train``: the (state, mean nudging tendency) pairs of the training years
    (:mod:`mlbridge_models.bias.dataset`) train a small CNN (:mod:`mlbridge_models.bias.train`).
 4. ``evaluate``: from the nudged state at the end of the training years, the coarse model
-   without and with the correction (coupled through the bridge) over the held-out years;
-   RMSE of the time-mean u, v and interface depths against the twin truth
-   (:mod:`mlbridge_models.bias.evaluate`).
+   without and with the correction (coupled through the bridge), the trivial baselines (the
+   mean nudging tendency as a constant forcing; the exact wind difference) and the truth's own
+   physics (the floor) over the held-out years; RMSE of the time-mean u, v and interface depths
+   against the twin truth (:mod:`mlbridge_models.bias.evaluate`).
 
 Usage::
 
@@ -44,6 +46,7 @@ from bridge import paths
 COARSE_EXAMPLE = ("examples", "01_coarse", "coupling.toml")
 """The default coarse configuration, in a checkout of the repository (a wheel does not ship it)."""
 STAGES = ("truth", "nudged", "train", "evaluate")
+ROLES = ("truth", "model", "wind_oracle")
 
 
 @dataclasses.dataclass
@@ -53,15 +56,21 @@ class TwinSettings:
     nx: int = 64
     ny: int = 64
     spinup_years: int = 3
-    train_years: int = 4
-    eval_years: int = 2
-    tau0_truth: float = 0.065
+    train_years: int = 6
+    eval_years: int = 10
+    # the twin truth's physics: another wind pattern (the asymmetric mode rn_tau1) and a
+    # stronger bottom drag; the model has the standard ones (examples/01_coarse)
+    tau0_truth: float = 0.05
+    tau1_truth: float = 0.02
+    rfr_truth: float = 5.0e-7
     tau0_model: float = 0.05
+    tau1_model: float = 0.0
+    rfr_model: float = 1.0e-7
     nudge_days: float = 5.0
     write_days: float = 1.0  # truth output: brackets every step of the nudged run
     sample_days: float = 5.0  # nudged output: one training pair per interval
     eval_days: float = 5.0  # output of the evaluation runs
-    every: int = 1  # exchange interval of the corrected run [steps]
+    every: int = 6  # exchange interval of the corrected run [steps] (2.4 h)
     epochs: int = 40
     hidden: tuple[int, ...] = (16, 16)
     kernel_sizes: tuple[int, ...] = (3, 3, 3)  # halo 3
@@ -93,10 +102,24 @@ class TwinSettings:
     def grid_patch(self) -> dict[str, dict[str, Any]]:
         return {"namusr_def": {"nn_nx": self.nx, "nn_ny": self.ny}}
 
-    def namelist_patch(self, tau0: float, **blocks: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """The namelist entries of a run of the twin: the grid, the wind ``tau0``, ``blocks``."""
+    def physics(self, role: str) -> dict[str, float]:
+        """``&namusr_def`` wind and drag of a run: ``truth``, ``model``, or ``wind_oracle`` (the
+        model's drag under the truth's wind: the exact wind difference added)."""
+        if role not in ROLES:
+            raise ValueError(f"role {role!r}: expected one of {ROLES}")
+        wind = "truth" if role in ("truth", "wind_oracle") else "model"
+        drag = "truth" if role == "truth" else "model"
+        return {
+            "rn_tau0": getattr(self, f"tau0_{wind}"),
+            "rn_tau1": getattr(self, f"tau1_{wind}"),
+            "rn_rfr": getattr(self, f"rfr_{drag}"),
+        }
+
+    def namelist_patch(self, role: str, **blocks: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The namelist entries of a run of the twin: the grid, the physics of ``role``
+        (:meth:`physics`), ``blocks``."""
         patch = self.grid_patch()
-        patch["namusr_def"]["rn_tau0"] = tau0
+        patch["namusr_def"].update(self.physics(role))
         for block, entries in blocks.items():
             patch.setdefault(block, {}).update(entries)
         return patch
@@ -109,7 +132,7 @@ def run_twin_truth(out: Path, s: TwinSettings) -> list[Path]:
         out / "truth",
         s.years,
         write_days=s.write_days,
-        patch=s.namelist_patch(s.tau0_truth),
+        patch=s.namelist_patch("truth"),
     )
     return grid_files(out / "truth", 1, s.years)
 
@@ -154,7 +177,8 @@ def _last_record(grid: Path) -> dict[str, np.ndarray]:
 
 
 def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
-    """Stage 2: the coarse model nudged toward the twin truth, years 1..s.years; grid files."""
+    """Stage 2: the coarse model nudged toward the twin truth, from year 1 to the end of the
+    training years; their grid files."""
     from bridge.config.coupling import TOY_NAMELIST_REF, load_config
     from bridge.config.namelist import read_namelists
 
@@ -168,18 +192,19 @@ def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     nudge_in = (folder / "nudge_in.nc").resolve()
     patch = s.namelist_patch(
-        s.tau0_model,
+        "model",
         namnudge={
             "ln_nudge": True,
             "cn_nudge_in": str(nudge_in),
             "rn_nudge_tau": s.nudge_days * SECONDS_PER_DAY,
         },
     )
-    for year in range(1, s.years + 1):
+    last = s.train_range[1]  # the held-out years start from here: no nudging after it
+    for year in range(1, last + 1):
         start = _rest_state(truth[0], h_layer) if year == 1 else _last_record(truth[year - 2])
         write_nudge_file(nudge_in, truth[year - 1], start)
         run_truth(s.coupling_file(), folder, year, write_days=s.sample_days, patch=patch)
-    return grid_files(folder, 1, s.years)
+    return grid_files(folder, 1, last)
 
 
 def run_all(out: Path, s: TwinSettings, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
@@ -220,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m mlbridge_models.bias.twin",
         description="Bias-correction twin: twin truth, nudged model, training, evaluation.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: python -m mlbridge_models.bias.twin --out runs/bias "
+        "(every stage, full size, resumable; --stage evaluate alone rescores finished runs)",
     )
     p.add_argument("--out", type=Path, required=True, help="experiment folder (resumable)")
     p.add_argument("--stage", action="append", choices=STAGES, help="stages (default: all)")
@@ -234,8 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spinup-years", type=int, default=d.spinup_years)
     p.add_argument("--train-years", type=int, default=d.train_years)
     p.add_argument("--eval-years", type=int, default=d.eval_years)
-    p.add_argument("--tau0-truth", type=float, default=d.tau0_truth, help="twin truth rn_tau0")
-    p.add_argument("--tau0-model", type=float, default=d.tau0_model, help="model rn_tau0")
+    for role in ("truth", "model"):
+        p.add_argument(f"--tau0-{role}", type=float, default=getattr(d, f"tau0_{role}"),
+                       help=f"{role} rn_tau0 [N m-2]")  # fmt: skip
+        p.add_argument(f"--tau1-{role}", type=float, default=getattr(d, f"tau1_{role}"),
+                       help=f"{role} rn_tau1, the asymmetric wind mode [N m-2]")  # fmt: skip
+        p.add_argument(f"--rfr-{role}", type=float, default=getattr(d, f"rfr_{role}"),
+                       help=f"{role} rn_rfr, the bottom drag [s-1]")  # fmt: skip
     p.add_argument("--nudge-days", type=float, default=d.nudge_days, help="rn_nudge_tau [days]")
     p.add_argument("--write-days", type=float, default=d.write_days, help="truth output [days]")
     p.add_argument("--sample-days", type=float, default=d.sample_days, help="nudged output")
