@@ -63,13 +63,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parse_sizes(text: str) -> list[tuple[int, int, int]]:
+def parse_sizes(text: str) -> list[tuple[int, int, int]]:
+    """``"42x42x75,64x64x30"`` -> ``[(42, 42, 75), (64, 64, 30)]``.
+
+    Raises
+    ------
+    ValueError
+        If an item is not ``NXxNYxNZ`` with positive integers.
+    """
     sizes = []
     for item in text.split(","):
         try:
             nx, ny, nz = (int(v) for v in item.lower().split("x"))
         except ValueError:
             raise ValueError(f"--sizes: {item!r} is not NXxNYxNZ") from None
+        if min(nx, ny, nz) < 1:
+            raise ValueError(f"--sizes: {item!r} has a size below 1")
         sizes.append((nx, ny, nz))
     return sizes
 
@@ -186,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench exchange: {driver} not found: run `mlbridge build`", file=sys.stderr)
         return 2
     try:
-        sizes = _parse_sizes(args.sizes)
+        sizes = parse_sizes(args.sizes)
     except ValueError as err:
         print(f"bench exchange: {err}", file=sys.stderr)
         return 2

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bridge import paths
+from bridge.bench.exchange import parse_sizes
 
 EXAMPLES = (
     "  mlbridge bench scaling --sizes 42x42x75 --ranks 1:1 --model-ms 5,20 --repeats 3\n"
@@ -109,26 +110,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the table as JSON")
     parser.add_argument("--figure", type=Path, default=None, help="write a PNG of the table")
     parser.add_argument("--build-dir", type=Path, default=None, help="where bin/mlb_driver is")
-
-
-def parse_sizes(text: str) -> list[tuple[int, int, int]]:
-    """``"42x42x75,64x64x30"`` -> ``[(42, 42, 75), (64, 64, 30)]``.
-
-    Raises
-    ------
-    ValueError
-        If an item is not ``NXxNYxNZ`` with positive integers.
-    """
-    sizes = []
-    for item in text.split(","):
-        try:
-            nx, ny, nz = (int(v) for v in item.lower().split("x"))
-        except ValueError:
-            raise ValueError(f"--sizes: {item!r} is not NXxNYxNZ") from None
-        if min(nx, ny, nz) < 1:
-            raise ValueError(f"--sizes: {item!r} has a size below 1")
-        sizes.append((nx, ny, nz))
-    return sizes
 
 
 def parse_ranks(text: str) -> list[tuple[int, int]]:
