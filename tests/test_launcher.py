@@ -263,6 +263,10 @@ def _wait_for(predicate, timeout: float) -> bool:  # noqa: ANN001
     return False
 
 
+def _hangup_default() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _interrupt_run(
     toml: Path, workdir: Path, args: list[str], startup_s: float, sig: int = signal.SIGINT
 ) -> Path:
@@ -273,6 +277,9 @@ def _interrupt_run(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a suite run under nohup would hand the launcher SIGHUP ignored,
+        # which it keeps ignored on purpose (test_nohup_keeps_the_job_running_on_sighup)
+        preexec_fn=_hangup_default,
     )
     run_dir: Path | None = None
     try:

@@ -35,7 +35,7 @@ CONTAINS
             utau(ji,jj) = - rn_tau0 * COS( 2._wp * rpi * gphiu(ji,jj) / rLy ) * umask(ji,jj)
          END DO
       END DO
-      IF( rn_tau1 /= 0._wp ) THEN   ! only then: the default wind stays bit for bit what it was
+      IF( ABS(rn_tau1) > 0._wp ) THEN   ! only then: the default wind stays bit for bit what it was
          DO jj = 1, jpj
             DO ji = 1, jpi
                utau(ji,jj) = utau(ji,jj) - rn_tau1 * COS( rpi * gphiu(ji,jj) / rLy ) * umask(ji,jj)
@@ -45,7 +45,7 @@ CONTAINS
       IF( lwp ) THEN
          WRITE(numout,*)
          WRITE(numout,*) 'sbc_init : double-gyre wind stress tau_x = -tau0 cos(2 pi y/Ly)'
-         IF( rn_tau1 /= 0._wp )   WRITE(numout,*) '           - tau1 cos(pi y/Ly), tau1 = ', rn_tau1
+         IF( ABS(rn_tau1) > 0._wp )   WRITE(numout,*) '           - tau1 cos(pi y/Ly), tau1 = ', rn_tau1
          WRITE(numout,*) '~~~~~~~~'
       ENDIF
    END SUBROUTINE sbc_init
