@@ -64,8 +64,7 @@ def test_channels_last_is_the_default_without_a_package(
     auto = registry.load("cnn@1.0", device="cpu")
     assert eager.engine == "eager" and eager.levels_per_call == 8
     assert auto.engine in ("channels_last", "aoti")  # aoti once another test compiled it
-    assert auto.levels_per_call is None and auto.channels_last
-    assert auto.single_thread_levels == 8
+    assert auto.levels_per_call == 8 and auto.channels_last
     ref = eager_reference(module, inputs)
     for closure in (eager, auto):
         out = closure(inputs)
@@ -241,8 +240,9 @@ def test_engine_from_the_environment(
         registry.load("cnn@1.0", device="cpu")
 
 
-def test_channels_last_levels_per_call_follow_the_threads() -> None:
-    """Channels-last on a CPU: 8 levels per call with one torch thread, all with more."""
+def test_channels_last_runs_8_levels_per_call_on_a_cpu_whatever_the_threads() -> None:
+    """Channels-last on a CPU: 8 levels per call with one torch thread and with two (on a quiet
+    2-core machine one call on 30 levels ran 0.85 x the old default, 8 per call 1.36 x)."""
 
     class Counting(torch.nn.Module):
         def __init__(self) -> None:
@@ -257,10 +257,10 @@ def test_channels_last_levels_per_call_follow_the_threads() -> None:
     spec = ClosureSpec("c", 4, fields, (FieldSpec("su", "U"), FieldSpec("sv", "V")), "float32")
     module = Counting()
     closure = TorchClosure(module, spec, channels_last=True)
-    assert closure.levels_per_call is None and closure.single_thread_levels == 8
+    assert closure.levels_per_call == 8
     threads = torch.get_num_threads()
     try:
-        for n, expected in ((1, [8, 8, 4]), (2, [20])):
+        for n, expected in ((1, [8, 8, 4]), (2, [8, 8, 4])):
             torch.set_num_threads(n)
             module.batches.clear()
             out = closure(block(nz=20, n=6))

@@ -7,7 +7,7 @@ Engines (``mlbridge bench closure`` times them all, beside TorchScript, ``torch.
     The module as loaded, contiguous batches (on a CPU in batches of
     :data:`~bridge.registry.torch_closure.CPU_LEVELS_PER_CALL` levels).
 ``channels_last``
-    The module and its batch in the channels-last memory format, all levels in one call: what
+    The module and its batch in the channels-last memory format, 8 levels per call: what
     oneDNN's CPU convolutions run fastest on. No compilation, nothing written.
 ``aoti``
     An AOTInductor package (``torch._inductor.aoti_compile_and_package``) of the channels-last

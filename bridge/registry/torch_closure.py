@@ -227,9 +227,8 @@ class TorchClosure:
     levels_per_call
         Run the module on at most this many levels at a time. ``None`` (default): all levels in
         one call on a GPU, where that is fastest; on a CPU ``CPU_LEVELS_PER_CALL``, where the
-        activations of many levels overflow the caches, except with ``channels_last`` and more
-        than one torch thread: all levels (``single_thread_levels``; ``mlbridge bench closure``
-        measures them).
+        activations of many levels overflow the caches (every engine, channels-last included:
+        ``mlbridge bench closure`` measures them).
     channels_last
         Hand the module its batch in the channels-last memory format (``(nz, C, H, W)`` with the
         channels innermost), the layout oneDNN's CPU convolutions run fastest on; the module
@@ -270,17 +269,9 @@ class TorchClosure:
         if levels_per_call is not None and levels_per_call < 1:
             raise ValueError(f"levels_per_call must be >= 1 or None, got {levels_per_call}")
         self.device = torch.device(device)
-        if levels_per_call is None and self.device.type == "cpu" and not channels_last:
+        if levels_per_call is None and self.device.type == "cpu":
             levels_per_call = CPU_LEVELS_PER_CALL
         self.levels_per_call = levels_per_call
-        #: levels per call when ``levels_per_call`` is None and torch runs one thread (a
-        #: channels-last module or package on a CPU: with one thread batches of 8 levels ran
-        #: faster, with two one call on all levels did; ``mlbridge bench closure``)
-        self.single_thread_levels = (
-            CPU_LEVELS_PER_CALL
-            if levels_per_call is None and self.device.type == "cpu" and channels_last
-            else None
-        )
         self.channels_last = channels_last
         if staging is None:
             staging = self.device.type == "cuda"
@@ -493,8 +484,6 @@ class TorchClosure:
         import torch
 
         k = self.levels_per_call
-        if k is None and self.single_thread_levels and torch.get_num_threads() == 1:
-            k = self.single_thread_levels
         if k is None or x.shape[0] <= k:
             return self.module(x)
         parts = [self.module(x[i : i + k]) for i in range(0, x.shape[0], k)]
