@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from bridge.registry.safe_export import load_exported_program
+
 
 def example_block(in_channels: int, halo: int, nz: int = 3, seed: int = 0) -> torch.Tensor:
     """A random ``(nz, C, 12 + 2h, 10 + 2h)`` float32 block to trace and compare with."""
@@ -61,7 +63,7 @@ def export_closure(module: torch.nn.Module, path: Path, *, in_channels: int, hal
     torch.export.save(program, path)
     other = example_block(in_channels, halo, nz=5, seed=1)[:, :, 1:, :]  # another shape too
     with torch.no_grad():
-        loaded = torch.export.load(path).module()
+        loaded = load_exported_program(path).module()  # as the registry will read it
         for x in (example, other):
             if not torch.equal(loaded(x), module(x)):
                 raise ValueError(f"{path}: the exported program does not reproduce the module")

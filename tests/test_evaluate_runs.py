@@ -179,19 +179,8 @@ def test_evaluate_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
         '[[experiment]]\nname = "lap"\nconfig = "lap/coupling.toml"\n'
     )
     out = tmp_path / "eval"
-    main_evaluate(
-        tmp_path / "truth",
-        "1",
-        exps,
-        out,
-        members=2,
-        years=1,
-        eval_years="1",
-        bump=5.0,
-        block_days=73.0,
-        n_boot=20,
-        fine_stride=2,
-    )
+    settings = dict(members=2, years=1, eval_years="1", bump=5.0, block_days=73.0, n_boot=20)
+    main_evaluate(tmp_path / "truth", "1", exps, out, fine_stride=2, **settings)
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["experiments"]) == {"baseline", "lap"}
@@ -227,19 +216,7 @@ def test_evaluate_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
         assert png.is_file() and png.stat().st_size > 1000, name
 
     # resumable: a second call runs nothing and gives the same numbers
-    main_evaluate(
-        tmp_path / "truth",
-        "1",
-        exps,
-        out,
-        members=2,
-        years=1,
-        eval_years="1",
-        bump=5.0,
-        block_days=73.0,
-        n_boot=20,
-        fine_stride=2,
-    )
+    main_evaluate(tmp_path / "truth", "1", exps, out, fine_stride=2, **settings)
     again = json.loads((out / "metrics.json").read_text())
     assert again["experiments"] == metrics["experiments"]
 
