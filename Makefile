@@ -43,7 +43,7 @@ build: apt venv
 	$(BIN)/mlbridge build
 
 demo: setup
-	$(BIN)/python -m bridge.demo
+	$(BIN)/python -m mlbridge_models.demo
 
 test: setup
 	$(BIN)/python -m pytest -q tests

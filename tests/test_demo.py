@@ -1,7 +1,10 @@
-"""``make demo`` (``python -m bridge.demo``) in a small version: both runs and both figures."""
+"""``make demo`` (``python -m mlbridge_models.demo``) in a small version: the runs alone and coupled
+to each closure, the figures, and the comparison with the committed coarse-grained truth."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -10,14 +13,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_demo_runs_alone_and_coupled_and_writes_figures(
-    fortran_build: Path, tmp_path: Path
-) -> None:
+def test_demo_runs_alone_and_coupled_against_the_truth(fortran_build: Path, tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
-            "bridge.demo",
+            "mlbridge_models.demo",
             "--years",
             "0.05",
             "--coupled-days",
@@ -32,11 +33,28 @@ def test_demo_runs_alone_and_coupled_and_writes_figures(
         env={**os.environ, "MLBRIDGE_BUILD_DIR": str(fortran_build)},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("coarse_alone.png", "coupled.png"):
+    for name in (
+        "coarse_alone.png",
+        "coupled.png",
+        "truth_spectra.png",
+        "truth_snapshots.png",
+        "truth_ke.png",
+    ):
         png = tmp_path / name
         assert png.is_file() and png.stat().st_size > 10_000, name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "timing summary" in proc.stdout
+    assert "timing summary (CNN)" in proc.stdout and "timing summary (backscatter)" in proc.stdout
+    assert "against the coarse-grained truth" in proc.stdout
+    result = json.loads((tmp_path / "against_truth.json").read_text())
+    rows = {r["run"]: r for r in result["runs"]}
+    assert list(rows) == ["alone", "CNN", "backscatter"]
+    assert result["truth_ke_pj"][0] > 10.0  # the committed truth's top layer holds tens of PJ
+    for row in rows.values():  # a 2-day run from rest holds almost none of it
+        assert 0.9 < row["ke_error"] <= 1.0
+        assert all(d > 0 and math.isfinite(d) for d in row["spectrum_distance"])
+    assert rows["alone"]["spectrum_score"] == [0.0, 0.0]
+    for closure in ("CNN", "backscatter"):  # each closure changed the flow
+        assert rows[closure]["spectrum_distance"] != rows["alone"]["spectrum_distance"]
 
 
 def test_subgrid_examples_run_coupled(fortran_build: Path, tmp_path: Path) -> None:

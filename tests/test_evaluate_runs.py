@@ -220,6 +220,19 @@ def test_evaluate_end_to_end(toy_exe: Path, tmp_path: Path) -> None:
     again = json.loads((out / "metrics.json").read_text())
     assert again["experiments"] == metrics["experiments"]
 
+    # the committed-summary form of the same coarse-grained truth (make demo's reference)
+    from mlbridge_models.evaluation import reference
+    from mlbridge_models.evaluation.runs import read_flow
+    from mlbridge_models.subgrid.truth import grid_files
+
+    like = grid_files(out / "baseline" / "member_1", 1, 1)[0]
+    reference.build(tmp_path / "truth", "1", like, tmp_path / "ref")
+    ref = reference.load(tmp_path / "ref")
+    assert ref.ke_series.shape == (73, 2) and ref.snapshot.u.shape[-2:] == (10, 10)
+    flow, _ = read_flow([like])
+    c = reference.compare(flow, ref)
+    assert c["ke_error"] > 0 and (c["spectrum_distance"] > 0).all()
+
 
 def test_the_example_experiments_file_loads() -> None:
     """``examples/09_evaluate/eval.toml`` (``make evaluate``) names existing coupling.toml files."""

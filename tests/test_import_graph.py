@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("bridge.transport",),
     ("bridge.server",),
     ("bridge.launch",),
-    ("bridge.bench", "bridge.plots", "bridge.demo", "bridge.cli"),
+    ("bridge.bench", "bridge.plots", "bridge.cli"),
 )
 
 

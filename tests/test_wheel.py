@@ -201,7 +201,11 @@ def test_wheel_installs_builds_and_runs_the_example(tmp_path: Path) -> None:
 
     # what needs a checkout says so
     demo = subprocess.run(
-        [str(python), "-m", "bridge.demo"], cwd=work, env=env, capture_output=True, text=True
+        [str(python), "-m", "mlbridge_models.demo"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert demo.returncode != 0 and "checkout of the mlbridge repository" in demo.stderr
 
