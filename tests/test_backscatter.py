@@ -66,6 +66,26 @@ def test_budget_closes_and_energy_comes_back() -> None:
     np.testing.assert_array_equal(t2.e_before, t.e_after)
 
 
+def test_no_backscatter_next_to_land() -> None:
+    """``nu = 0`` within ``land_taper`` cells of land; a block's own edges are not land."""
+    mask = np.ones((10, 10))
+    np.testing.assert_array_equal(bs.away_from_land(mask, 2), mask)
+    mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = 0.0
+    eroded = bs.away_from_land(mask, 2)
+    assert eroded[3:7, 3:7].all() and eroded.sum() == 16
+    assert bs.away_from_land(mask, 0) is mask
+    u, v, h = _block(2)
+    out = {}
+    for taper in (0, 2, N):
+        closure = bs.EnergyBudgetBackscatter(dx=DX, dy=DX, e_init=5.0, land_taper=taper)
+        out[taper] = closure.step(u, v, h)
+    assert np.abs(out[0][0]).max() > 0 and np.abs(out[2][0]).max() > 0
+    assert not np.array_equal(out[0][0], out[2][0])
+    assert not out[N][0].any() and not out[N][1].any()  # no ocean is far enough from land
+    # next to the wall (first ocean row and column) the tapered closure returns no tendency
+    assert not out[2][0][:, 1, :].any() and not out[2][0][:, :, 1].any()
+
+
 def test_empty_budget_returns_nothing() -> None:
     closure = bs.EnergyBudgetBackscatter(dx=DX, dy=DX, bhm=0.0, kappa_gm=0.0, e_init=0.0)
     u, v, h = _block(2)

@@ -93,6 +93,17 @@ class Stagger:
         return cls(t, u, v, f)
 
 
+def away_from_land(mask: np.ndarray, cells: int) -> np.ndarray:
+    """``mask`` (1 ocean, 0 land) eroded by ``cells`` cells: 1 only where every T point within
+    ``cells`` steps along x and y (and within one diagonal step) is ocean. The array's own edges
+    are not land (a block's halo goes on as the block's edge values)."""
+    out = mask
+    for _ in range(cells):
+        p = np.pad(out, 1, mode="edge")
+        out = out * p[:-2, 1:-1] * p[2:, 1:-1] * p[1:-1, :-2] * p[1:-1, 2:]
+    return out
+
+
 def pressures(h: np.ndarray, gprime: float) -> np.ndarray:
     """The toy's layer pressures per unit mass ``P_k = sum_j g'_max(j,k) h_j`` [m2 s-2],
     ``g'_m = gprime (N + 1 - m) / N`` (``docs/toy_model.md``), for ``(z, y, x)`` thicknesses."""
@@ -220,6 +231,9 @@ class EnergyBudgetBackscatter:
     nu_cap
         ``nu`` is at most ``nu_cap`` times ``4 bhm / min(dx, dy)^2``, the biharmonic damping of
         the 2-dx wave expressed as a Laplacian viscosity (0: no backscatter).
+    land_taper
+        ``nu = 0`` within this many cells of land (:func:`away_from_land`): the cap's argument
+        holds only where the model's biharmonic stencil (2 cells) lies in the ocean.
     name
         Closure name in its spec.
     """
@@ -234,6 +248,7 @@ class EnergyBudgetBackscatter:
     tau: float = 30.0 * 86400.0
     e_init: float = 0.0
     nu_cap: float = 0.5
+    land_taper: int = 2
     name: str = "backscatter"
     spec: ClosureSpec = field(init=False)
     energy: np.ndarray | None = field(default=None, init=False)
@@ -243,7 +258,7 @@ class EnergyBudgetBackscatter:
         for key in ("dx", "dy", "dt"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"backscatter: {key} must be > 0, got {getattr(self, key)}")
-        for key in ("c_back", "bhm", "kappa_gm", "tau", "e_init", "nu_cap"):
+        for key in ("c_back", "bhm", "kappa_gm", "tau", "e_init", "nu_cap", "land_taper"):
             if getattr(self, key) < 0:
                 raise ValueError(f"backscatter: {key} must be >= 0, got {getattr(self, key)}")
         self.spec = ClosureSpec(
@@ -279,7 +294,7 @@ class EnergyBudgetBackscatter:
         e_per_mass = np.zeros_like(depth)
         np.divide(e, depth, out=e_per_mass, where=depth > 0)
         nu = self.c_back * self.dx * np.sqrt(2.0 * np.maximum(e_per_mass, 0.0))
-        nu = np.minimum(nu, self.nu_max) * mask_t
+        nu = np.minimum(nu, self.nu_max) * away_from_land(mask_t, int(self.land_taper))
         su, sv, power = backscatter_tendency(u, v, h, nu, self.dx, self.dy)
         visc = viscous_loss(u, v, h, self.bhm, self.dx, self.dy)
         gm = gm_release(h, self.kappa_gm, self.gprime, self.dx, self.dy)
@@ -320,6 +335,7 @@ def build_backscatter(
     tau: float = 30.0 * 86400.0,
     e_init: float = 0.0,
     nu_cap: float = 0.5,
+    land_taper: int = 2,
     name: str = "backscatter",
 ) -> EnergyBudgetBackscatter:
     """Entry point of the ``python`` manifest format: the closure with its ``[arch]`` values."""
@@ -334,5 +350,6 @@ def build_backscatter(
         tau=tau,
         e_init=e_init,
         nu_cap=nu_cap,
+        land_taper=land_taper,
         name=name,
     )
