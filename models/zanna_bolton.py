@@ -85,21 +85,36 @@ def binomial_pass(f: np.ndarray) -> np.ndarray:
     return out
 
 
-def smooth(f: np.ndarray, passes: int) -> np.ndarray:
-    """``G^passes f`` (:func:`binomial_pass` applied ``passes`` times; ``f`` itself for 0)."""
+def smooth(f: np.ndarray, passes: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """``G^passes f`` (:func:`binomial_pass` applied ``passes`` times; ``f`` itself for 0).
+
+    With ``mask`` (1 at wet points of ``f``'s grid, 0 on land), each pass is
+    ``mask * G(mask * f)``: zero values on land, as MOM6's filter (zero Dirichlet).
+    """
     for _ in range(passes):
-        f = binomial_pass(f)
+        f = binomial_pass(f) if mask is None else binomial_pass(f * mask) * mask
     return f
 
 
-def filter_gradient(f: np.ndarray, passes: int, mode: str) -> np.ndarray:
+def filter_gradient(
+    f: np.ndarray, passes: int, mode: str, mask: np.ndarray | None = None
+) -> np.ndarray:
     """``G^n f`` (``mode="smooth"``) or ``f - G^n f`` (``"sharpen"``); ``f`` for ``n = 0``."""
     if mode not in VG_FILTERS:
         raise ValueError(f"vg_filter must be one of {VG_FILTERS}, got {mode!r}")
     if passes == 0:
         return f
-    low = smooth(f, passes)
+    low = smooth(f, passes, mask)
     return low if mode == "smooth" else f - low
+
+
+def corner_mask(tmask: np.ndarray) -> np.ndarray:
+    """F-point mask from the T mask: 1 where the 4 T cells around F(j, i) (its south-west
+    corner is T(j, i)) are all wet, else 0 (0 on the block's last row and column)."""
+    f = np.zeros_like(tmask)
+    f[..., :-1, :-1] = tmask[..., :-1, :-1] * tmask[..., 1:, :-1] * tmask[..., :-1, 1:]
+    f[..., :-1, :-1] *= tmask[..., 1:, 1:]
+    return f
 
 
 def default_kappa(dx: float, dy: float) -> float:
@@ -155,6 +170,7 @@ def zanna_bolton_forcing(
     vg_passes: int = 0,
     stress_passes: int = 0,
     vg_filter: str = "smooth",
+    tmask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(S_x, S_y)`` at U and V points of the whole block (NaN where the stencil leaves it).
 
@@ -174,6 +190,12 @@ def zanna_bolton_forcing(
         0 and 0: the forcing of eq. 6 as published.
     vg_filter
         ``"smooth"`` (``G^n``) or ``"sharpen"`` (``I - G^n``) for the gradients.
+    tmask
+        The T-point land mask of the block ``(ny, nx)`` (1 ocean, 0 land), or ``None`` (all
+        ocean). With it the boundary is free-slip for the closure, as in MOM6's implementation:
+        ``zeta`` and ``D`` are zero at F points that touch land (:func:`corner_mask`), ``D~`` and
+        the diagonal stress zero on land T points, ``T_xy`` zero at those F points, and every
+        filter pass keeps land at zero.
 
     Returns
     -------
@@ -194,9 +216,12 @@ def zanna_bolton_forcing(
             f"filter passes must be >= 0, got vg_passes={vg_passes}, stress_passes={stress_passes}"
         )
     zeta, shear, stretch = velocity_gradients(u, v, dx, dy)
-    zeta, shear, stretch = (
-        filter_gradient(g, vg_passes, vg_filter) for g in (zeta, shear, stretch)
-    )
+    fmask = None if tmask is None else corner_mask(tmask)
+    if tmask is not None:
+        zeta, shear, stretch = zeta * fmask, shear * fmask, stretch * tmask
+    zeta = filter_gradient(zeta, vg_passes, vg_filter, fmask)
+    shear = filter_gradient(shear, vg_passes, vg_filter, fmask)
+    stretch = filter_gradient(stretch, vg_passes, vg_filter, tmask)
     if trace == "vorticity":
         diag_f = zeta * zeta
         diag_t = _f_to_t(diag_f)
@@ -205,7 +230,10 @@ def zanna_bolton_forcing(
     zd_t = _f_to_t(zeta * shear)
     txx, tyy = diag_t - zd_t, diag_t + zd_t  # T points
     txy = zeta * _t_to_f(stretch)  # F points
-    txx, tyy, txy = (smooth(t, stress_passes) for t in (txx, tyy, txy))
+    if tmask is not None:
+        txx, tyy, txy = txx * tmask, tyy * tmask, txy * fmask
+    txx, tyy = smooth(txx, stress_passes, tmask), smooth(tyy, stress_passes, tmask)
+    txy = smooth(txy, stress_passes, fmask)
     sx, sy = _nan_like(u), _nan_like(v)
     sx[..., :, :-1] = (txx[..., :, 1:] - txx[..., :, :-1]) / dx
     sx[..., 1:, :] += (txy[..., 1:, :] - txy[..., :-1, :]) / dy
@@ -281,8 +309,14 @@ class ZannaBoltonClosure:
             return -float(self.amplitude) * self.dx * self.dy
         return default_kappa(self.dx, self.dy)
 
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(
+        self, inputs: Mapping[str, np.ndarray], mask: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Forcing on the interior of a block with the spec's halo, in the inputs' dtype.
+
+        ``mask`` is the block's T-point land mask ``(ny, nx)`` with the halo (the server hands
+        it to closures that take it): the closure is then free-slip at the coast (see
+        :func:`zanna_bolton_forcing`); without it every point is ocean.
 
         Raises
         ------
@@ -301,6 +335,7 @@ class ZannaBoltonClosure:
             self.vg_passes,
             self.stress_passes,
             self.vg_filter,
+            None if mask is None else np.asarray(mask, dtype=np.float64),
         )
         h = self.spec.halo
         inner = (slice(None), slice(h, -h), slice(h, -h))

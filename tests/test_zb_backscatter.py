@@ -127,6 +127,38 @@ def test_halo_covers_the_filters() -> None:
         closure({"u": u[:, :8, :8], "v": v[:, :8, :8]})
 
 
+def test_coast_is_free_slip_with_the_server_mask() -> None:
+    """A current along a channel between two coasts, varying along it: without the mask the zero
+    velocities on land make wall shear (no-slip) and extra forcing at the coast; with the T mask
+    that the server hands to closures that take one, the F points touching land carry no
+    gradient (free-slip, as in MOM6's implementation), so the forcing is the open ocean's."""
+    from bridge.server.engine import accepts_mask
+
+    closure = build_zanna_bolton(DX, DY, amplitude=1.0, trace="energy")
+    assert accepts_mask(closure) and accepts_mask(build_zanna_bolton(**FILTERED))
+    h, n = closure.spec.halo, 24
+    tmask = np.zeros((n, n))
+    tmask[h + 1 : -h - 1, :] = 1.0  # ocean between two land rows, open east and west
+    x = np.arange(n)[None, :]
+    u_open = np.broadcast_to(0.3 + 0.1 * np.sin(2 * np.pi * x / 9.0), (n, n))[None].copy()
+    v = np.zeros((1, n, n))
+    u = u_open * tmask
+    open_ocean = closure({"u": u_open, "v": v})
+    walls = closure({"u": u, "v": v})
+    free = closure({"u": u, "v": v}, mask=tmask)
+    rows = slice(1, -1)  # the ocean rows of the interior (the land rows are masked by the server)
+    np.testing.assert_allclose(free["su"][:, rows], open_ocean["su"][:, rows], rtol=1e-12)
+    assert (
+        np.abs(walls["su"][:, rows] - open_ocean["su"][:, rows]).max()
+        > 1e-3 * np.abs(open_ocean["su"]).max()
+    )
+    # the filters keep land at zero
+    f = np.random.default_rng(3).normal(size=(1, n, n)) * tmask
+    smoothed = zb.smooth(f, 2, tmask)
+    land = (tmask[None] == 0) & np.isfinite(smoothed)
+    assert land.sum() > 0 and np.all(smoothed[land] == 0.0)
+
+
 def _turbulence(n: int = 64, steps: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Decaying 2D turbulence on a doubly periodic ``n x n`` grid (pseudo-spectral vorticity
     equation, 2/3 dealiasing, exact hyperviscous decay, SSP-RK3), on the C-grid: ``u`` half a
