@@ -265,6 +265,10 @@ class ZannaBoltonClosure:
         (``gamma > 0`` backscatters). Give ``kappa`` or ``amplitude``, not both.
     vg_passes, stress_passes, vg_filter
         The filters of Perezhogin et al. (2024) (see :func:`zanna_bolton_forcing`).
+    free_slip
+        Use the land mask the server hands over: free-slip coasts for the closure (see
+        :func:`zanna_bolton_forcing`). ``False`` (default): the mask is ignored and land is
+        just zero velocity (no-slip gradients at the coast), the behaviour of the plain closure.
     """
 
     dx: float = 32.0e3
@@ -276,6 +280,7 @@ class ZannaBoltonClosure:
     vg_passes: int = 0
     stress_passes: int = 0
     vg_filter: str = "smooth"
+    free_slip: bool = False
     spec: ClosureSpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -315,8 +320,8 @@ class ZannaBoltonClosure:
         """Forcing on the interior of a block with the spec's halo, in the inputs' dtype.
 
         ``mask`` is the block's T-point land mask ``(ny, nx)`` with the halo (the server hands
-        it to closures that take it): the closure is then free-slip at the coast (see
-        :func:`zanna_bolton_forcing`); without it every point is ocean.
+        it to closures that take it): with ``free_slip`` the closure is free-slip at the coast
+        (see :func:`zanna_bolton_forcing`); otherwise, or without it, it is not used.
 
         Raises
         ------
@@ -335,7 +340,7 @@ class ZannaBoltonClosure:
             self.vg_passes,
             self.stress_passes,
             self.vg_filter,
-            None if mask is None else np.asarray(mask, dtype=np.float64),
+            None if mask is None or not self.free_slip else np.asarray(mask, dtype=np.float64),
         )
         h = self.spec.halo
         inner = (slice(None), slice(h, -h), slice(h, -h))
@@ -355,6 +360,7 @@ def build_zanna_bolton(
     vg_passes: int = 0,
     stress_passes: int = 0,
     vg_filter: str = "smooth",
+    free_slip: bool = False,
 ) -> ZannaBoltonClosure:
     """Entry point of the ``python`` manifest format: the closure with its ``[arch]`` values."""
     return ZannaBoltonClosure(
@@ -367,6 +373,7 @@ def build_zanna_bolton(
         vg_passes=vg_passes,
         stress_passes=stress_passes,
         vg_filter=vg_filter,
+        free_slip=free_slip,
     )
 
 

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "12_zb_backscatter"
 CALIBRATION = REPO / "models" / "artifacts" / "zb_filtered_calibration.json"
 DX, DY = 32.0e3, 24.0e3
-FILTERED = {"vg_passes": 1, "stress_passes": 1, "vg_filter": "sharpen"}
+FILTERED = {"vg_passes": 1, "stress_passes": 1, "vg_filter": "sharpen", "free_slip": True}
 
 
 def _positions(ny: int, nx: int) -> dict[str, np.ndarray]:
@@ -134,7 +134,7 @@ def test_coast_is_free_slip_with_the_server_mask() -> None:
     gradient (free-slip, as in MOM6's implementation), so the forcing is the open ocean's."""
     from bridge.server.engine import accepts_mask
 
-    closure = build_zanna_bolton(DX, DY, amplitude=1.0, trace="energy")
+    closure = build_zanna_bolton(DX, DY, amplitude=1.0, trace="energy", free_slip=True)
     assert accepts_mask(closure) and accepts_mask(build_zanna_bolton(**FILTERED))
     h, n = closure.spec.halo, 24
     tmask = np.zeros((n, n))
@@ -148,6 +148,9 @@ def test_coast_is_free_slip_with_the_server_mask() -> None:
     free = closure({"u": u, "v": v}, mask=tmask)
     rows = slice(1, -1)  # the ocean rows of the interior (the land rows are masked by the server)
     np.testing.assert_allclose(free["su"][:, rows], open_ocean["su"][:, rows], rtol=1e-12)
+    # without free_slip (the plain closure, examples/06) the mask is ignored
+    plain = build_zanna_bolton(DX, DY, amplitude=1.0, trace="energy")
+    np.testing.assert_array_equal(plain({"u": u, "v": v}, mask=tmask)["su"], walls["su"])
     assert (
         np.abs(walls["su"][:, rows] - open_ocean["su"][:, rows]).max()
         > 1e-3 * np.abs(open_ocean["su"]).max()
