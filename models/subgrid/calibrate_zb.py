@@ -27,6 +27,7 @@ import json
 import math
 import shutil
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,19 +70,34 @@ def truth_stats(truth: Path, years: tuple[int, int], cache: Path) -> TruthStats:
     return TruthStats(ke, spec)
 
 
-def _candidate(out: Path, amplitude: float) -> Path:
-    """The example copied to ``out/gamma_<a>`` with the amplitude patched and registered."""
+def _tag(arch: dict[str, str]) -> str:
+    return "".join(f"_{k}{v}" for k, v in sorted(arch.items()))
+
+
+def _candidate(out: Path, amplitude: float, arch: dict[str, str]) -> Path:
+    """The example copied to ``out/gamma_<a>[_<arch>]`` with the amplitude and the ``arch``
+    entries patched (the halo follows the filter passes) and registered."""
+    from mlbridge_models.zanna_bolton import required_halo
+
     from bridge.registry.store import Registry
 
-    folder = out / f"gamma_{amplitude:g}"
+    folder = out / f"gamma_{amplitude:g}{_tag(arch)}"
     if not folder.exists():
         shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("registry", "runs"))
-        text = (folder / MANIFEST).read_text()
-        lines = [
-            f"amplitude = {float(amplitude)!r}" if ln.startswith("amplitude = ") else ln
-            for ln in text.splitlines()
-        ]
-        (folder / MANIFEST).write_text("\n".join(lines) + "\n")
+        values = {"amplitude": repr(float(amplitude))} | arch
+        lines = []
+        for ln in (folder / MANIFEST).read_text().splitlines():
+            key = ln.split("=")[0].strip()
+            lines.append(f"{key} = {values.pop(key)}" if key in values else ln)
+        if values:
+            raise ValueError(f"{folder / MANIFEST}: no [arch] entry for {sorted(values)}")
+        text = "\n".join(lines) + "\n"
+        arch_now = tomllib.loads(text)["arch"]
+        halo = required_halo(arch_now.get("vg_passes", 0), arch_now.get("stress_passes", 0))
+        text = "\n".join(
+            f"halo = {halo}" if ln.startswith("halo = ") else ln for ln in text.splitlines()
+        )
+        (folder / MANIFEST).write_text(text + "\n")
         Registry(folder / "registry").register(None, folder / MANIFEST)
     return folder / "coupling.toml"
 
@@ -106,17 +122,26 @@ def score(u: np.ndarray, v: np.ndarray, h: np.ndarray, truth: TruthStats) -> dic
 
 
 def run_candidate(
-    amplitude: float, out: Path, restart: Path, seed_year: int, years: int, truth: TruthStats
+    amplitude: float,
+    out: Path,
+    restart: Path,
+    seed_year: int,
+    years: int,
+    truth: TruthStats,
+    arch: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one amplitude ``years`` years from the restart; its row of the table."""
     from mlbridge_models.evaluation.runs import read_flow
     from mlbridge_models.subgrid.truth import grid_files, run_truth
 
-    config = BASELINE if amplitude == 0 else _candidate(out, amplitude)
-    folder = out / f"run_{amplitude:g}"
+    arch = dict(arch or {})
+    config = BASELINE if amplitude == 0 else _candidate(out, amplitude, arch)
+    folder = out / f"run_{amplitude:g}{_tag(arch) if amplitude else ''}"
     last = seed_year + years
     t0 = time.perf_counter()
     row: dict[str, Any] = {"amplitude": amplitude, "years": [seed_year + 1, last]}
+    if arch and amplitude:
+        row["arch"] = arch
     try:
         run_truth(
             config,
@@ -140,9 +165,28 @@ def run_candidate(
     return row
 
 
+def _best_row(rows: list[dict[str, Any]], closure_on: bool = False) -> dict[str, Any] | None:
+    stable = [
+        r
+        for r in rows
+        if r.get("stable")
+        and math.isfinite(r.get("J", math.nan))
+        and not (closure_on and r["amplitude"] == 0)
+    ]
+    return min(stable, key=lambda r: r["J"]) if stable else None
+
+
 def _best(rows: list[dict[str, Any]]) -> float | None:
-    stable = [r for r in rows if r.get("stable") and math.isfinite(r.get("J", math.nan))]
-    return min(stable, key=lambda r: r["J"])["amplitude"] if stable else None
+    row = _best_row(rows)
+    return None if row is None else row["amplitude"]
+
+
+def _chosen(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The least ``J`` with the closure on (amplitude != 0): amplitude and ``[arch]`` changes."""
+    row = _best_row(rows, closure_on=True)
+    if row is None:
+        return None
+    return {"amplitude": row["amplitude"], "arch": row.get("arch", {}), "J": row["J"]}
 
 
 def merge(parts: list[Path], result: Path) -> dict[str, Any]:
@@ -160,7 +204,11 @@ def merge(parts: list[Path], result: Path) -> dict[str, Any]:
         if diff:
             raise ValueError(f"{path}: {diff} differ from {parts[0]}")
     rows = sorted((r for x in loaded for r in x["rows"]), key=lambda r: r["amplitude"])
-    out = {k: loaded[0][k] for k in keys} | {"rows": rows, "best_amplitude": _best(rows)}
+    out = {k: loaded[0][k] for k in keys} | {
+        "rows": rows,
+        "best_amplitude": _best(rows),
+        "chosen": _chosen(rows),
+    }
     result.parent.mkdir(parents=True, exist_ok=True)
     result.write_text(json.dumps(out, indent=1) + "\n")
     return out
@@ -178,11 +226,11 @@ def main(argv: list[str] | None = None) -> int:
             "truth (see the module docstring)."
         ),
     )
-    p.add_argument("--spin", type=Path, required=True, help="coarse spin-up (run_truth folder)")
+    p.add_argument("--spin", type=Path, help="coarse spin-up (run_truth folder)")
     p.add_argument("--seed-year", type=int, default=5, help="restart at the end of this year (5)")
-    p.add_argument("--truth", type=Path, required=True, help="fine truth (run_truth folder)")
+    p.add_argument("--truth", type=Path, help="fine truth (run_truth folder)")
     p.add_argument("--truth-years", default="8-12", help="truth years to compare with (8-12)")
-    p.add_argument("--out", type=Path, required=True, help="work folder for the runs")
+    p.add_argument("--out", type=Path, help="work folder for the runs")
     p.add_argument(
         "--amplitudes",
         type=float,
@@ -191,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         help="candidate gamma (0: the coarse model alone)",
     )
     p.add_argument("--years", type=int, default=2, help="years per candidate; the last is scored")
+    p.add_argument(
+        "--arch",
+        action="append",
+        metavar="KEY=VALUE",
+        help="another [arch] value of the candidates (e.g. stress_passes=4), TOML syntax",
+    )
     p.add_argument("--result", type=Path, help="JSON result (default OUT/calibration.json)")
     p.add_argument(
         "--merge",
@@ -204,15 +258,24 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--merge needs --result")
         merge(args.merge, args.result)
         return 0
+    missing = [o for o in ("spin", "truth", "out") if getattr(args, o) is None]
+    if missing:
+        p.error("the following arguments are required: " + ", ".join(f"--{o}" for o in missing))
     truth = truth_stats(
         args.truth, parse_years(args.truth_years, "truth-years"), args.out / "truth_coarse.npz"
     )
+    arch = {}
+    for item in args.arch or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--arch {item!r}: expected KEY=VALUE")
+        arch[key.strip()] = value.strip()
     rec = read_year(args.spin, args.seed_year)
     restart = args.spin / rec.restart
     result_path = args.result or args.out / "calibration.json"
     rows = []
     for a in args.amplitudes:
-        row = run_candidate(a, args.out, restart, args.seed_year, args.years, truth)
+        row = run_candidate(a, args.out, restart, args.seed_year, args.years, truth, arch)
         rows.append(row)
         print(json.dumps(row), flush=True)
         best = _best(rows)
@@ -225,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             "example": "examples/12_zb_backscatter",
             "rows": rows,
             "best_amplitude": best,
+            "chosen": _chosen(rows),
         }
         result_path.parent.mkdir(parents=True, exist_ok=True)
         result_path.write_text(json.dumps(result, indent=1) + "\n")
