@@ -85,6 +85,7 @@ evaluate: truth
 	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/manifest.toml --home examples/07_subgrid_cnn/registry --force
 	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/zanna_bolton.toml --home examples/06_subgrid_zb/registry
 	$(BIN)/mlbridge register --manifest examples/10_backscatter/backscatter.toml --home examples/10_backscatter/registry
+	$(BIN)/mlbridge register --manifest examples/12_zb_backscatter/zb_filtered.toml --home examples/12_zb_backscatter/registry
 	$(BIN)/mlbridge evaluate --truth runs/truth --truth-years $(EVAL_TRUTH) \
 	  --experiments examples/09_evaluate/eval.toml --out runs/eval $(EVAL_ARGS)
 

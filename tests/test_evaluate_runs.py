@@ -238,7 +238,7 @@ def test_the_example_experiments_file_loads() -> None:
     """``examples/09_evaluate/eval.toml`` (``make evaluate``) names existing coupling.toml files."""
     repo = Path(__file__).resolve().parents[1]
     experiments = load_experiments(repo / "examples" / "09_evaluate" / "eval.toml")
-    assert [e.name for e in experiments] == ["baseline", "zb", "cnn", "backscatter"]
+    assert [e.name for e in experiments] == ["baseline", "zb", "cnn", "backscatter", "zb_filtered"]
     assert all(e.config.is_file() for e in experiments)
 
 

@@ -28,6 +28,7 @@ RUN_BY = {
     "09_evaluate": "test_evaluate_runs.py",
     "10_backscatter": "test_backscatter.py",
     "11_online_learning": "test_online_learning.py",
+    "12_zb_backscatter": "test_zb_backscatter.py",
 }
 
 
