@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-EVERY = 150  # 146 exchanges a model year (21900 steps)
+EVERY = 300  # 73 exchanges a model year (21900 steps)
 
 
 def test_online_stage_learns_over_two_years_and_scores_the_held_out_year(
@@ -35,7 +35,7 @@ def test_online_stage_learns_over_two_years_and_scores_the_held_out_year(
         hidden=(4,),
         kernel_sizes=(3, 3),
         online=OnlineSettings(
-            lr=2.0e-3, batch=2, steps_per_exchange=2, buffer=32, hold_out=5, save_every=50
+            lr=2.0e-3, batch=2, steps_per_exchange=4, buffer=32, hold_out=5, save_every=30
         ),
     )
     out = tmp_path / "bias"

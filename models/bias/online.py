@@ -40,6 +40,7 @@ import numpy as np
 from mlbridge_models.bias import evaluate, train
 from mlbridge_models.bias.nudging import last_record, write_nudge_file
 from mlbridge_models.subgrid.truth import (
+    DAYS_PER_YEAR,
     SECONDS_PER_DAY,
     TruthError,
     grid_files,
@@ -317,6 +318,16 @@ def run_held_out(out: Path, s: Any, closure: str) -> None:
     )
 
 
+def steps_per_year(s: Any) -> int:
+    """Model steps in a 365-day year of the coarse configuration (its ``rn_Dt``)."""
+    from bridge.config.coupling import TOY_NAMELIST_REF, load_config
+    from bridge.config.namelist import read_namelists
+
+    cfg = load_config(s.coupling_file())
+    nml = read_namelists(cfg.model.namelist_ref or TOY_NAMELIST_REF, cfg.model.namelist_cfg)
+    return round(DAYS_PER_YEAR * SECONDS_PER_DAY / float(nml.get("namdom", "rn_dt")))
+
+
 def criterion(online: dict[str, float], offline: dict[str, float]) -> dict[str, Any]:
     """Per field: online RMSE / offline corrected RMSE - 1 and whether it is within
     :data:`WITHIN`; ``met``: for every field."""
@@ -346,6 +357,7 @@ def score(out: Path, s: Any, closure: str) -> dict[str, Any]:
     result: dict[str, Any] = {
         "closure": closure,
         "years": [first, last],
+        "steps_per_year": steps_per_year(s),
         "training_years": list(s.train_range),
         "every": s.every,
         "train": dataclasses.asdict(s.online),
@@ -406,9 +418,9 @@ def figure(path: Path, result: dict[str, Any]) -> None:
     axes[0].set_title("RMS nudging tendency, online / uncorrected")
     axes[0].legend(fontsize=8)
     versions = [v for v in learning["versions"].values() if v["last_step"]]
-    steps_per_day = SECONDS_PER_DAY / 1440.0
+    per_year = result["steps_per_year"]
     for key, label in (("train_loss_last", "training loss"), ("held_out_mse", "held-out MSE")):
-        pts = [(v["last_step"] / steps_per_day / 365.0, v[key]) for v in versions if v[key]]
+        pts = [(v["last_step"] / per_year, v[key]) for v in versions if v[key]]
         if pts:
             axes[1].plot(*zip(*pts, strict=True), marker=".", label=label)
     axes[1].set_yscale("log")
