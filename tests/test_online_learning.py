@@ -151,6 +151,81 @@ def _fit_linear_map(tmp_path: Path) -> None:
     assert figures["loss_last"] < 1e-6 < figures["loss_first"]
 
 
+def test_target_plus_output_learns_the_total_increment(tmp_path: Path) -> None:
+    """The model sends the error its correction left, ``A x - c`` (``c``: the closure output it
+    applied): with ``target_plus_output`` the learner adds ``c`` back and finds ``A`` (also with
+    an output offset); learning the field alone chases a moving target and does not. The held
+    output survives a save/load of the training state; the option is read from the table."""
+    import torch
+
+    text = make_case.write_closure(tmp_path).read_text()
+    offset = text.replace('name = "sv"\n', 'name = "sv"\noffset = 1.0e-6\n')
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        found = {}
+        for case, manifest_text, plus in (
+            ("total", text, True),
+            ("offset", offset, True),
+            ("residual", text, False),
+        ):
+            found[case] = _fit_total_increment(tmp_path / case, manifest_text, plus)
+    finally:
+        torch.set_num_threads(threads)
+    a = np.array([[0.5, -2.0], [1.5, 0.25]])
+    np.testing.assert_allclose(found["total"], a, atol=2e-3)
+    np.testing.assert_allclose(found["offset"], a, atol=2e-3)
+    assert np.max(np.abs(found["residual"] - a)) > 0.2, found["residual"]
+    table = {"target": {"su": "u_nud", "sv": "v_nud"}, "target_plus_output": True}
+    config = CouplingConfig.from_dict({"model": MODEL, "exchange": [exchange(table)]})
+    assert config.exchanges[0].train.target_plus_output is True
+    with pytest.raises(ConfigError, match=r"exchange\[0\]\.train\.target_plus_output"):
+        table["target_plus_output"] = "yes"
+        CouplingConfig.from_dict({"model": MODEL, "exchange": [exchange(table)]})
+
+
+def _fit_total_increment(folder: Path, manifest_text: str, plus: bool) -> np.ndarray:
+    import torch
+    from mlbridge_models.cnn import build_cnn
+
+    folder.mkdir()
+    manifest = parse_manifest(manifest_text)
+    module = build_cnn(in_channels=2, out_channels=2, hidden=(), kernel_sizes=(1,))
+    with torch.no_grad():
+        for w in module.parameters():
+            w.zero_()
+    closure = OnlineClosure(module, manifest, "cpu")
+    ny, nx, nz = 5, 6, 2
+    mask = np.ones((1, ny, nx))
+    box = Box(0, nx, 0, ny)
+    block = Block(0, box, 0, mask, (box,))
+    a = np.array([[0.5, -2.0], [1.5, 0.25]])
+    train = TrainConfig(target={"su": "u_nud", "sv": "v_nud"}, lr=0.05, batch=4, buffer=16,
+                        steps_per_exchange=4, target_plus_output=plus)  # fmt: skip
+    ex = ExchangeConfig("lin", {}, {"su": "u_tend", "sv": "v_tend"}, train=train)
+    learner = Learner(ex, closure, block)
+    s_in, s_out = closure.in_norm[0][1], closure.out_norm[0][1]
+    rng = np.random.default_rng(2)
+    applied = {"su": np.zeros((nz, ny, nx)), "sv": np.zeros((nz, ny, nx))}
+    for kt in range(1, 81):
+        u, v = (rng.normal(size=(nz, ny, nx)) * s_in for _ in range(2))
+        out = closure({"u": u, "v": v}, mask=mask[0])
+        # the error the correction applied before this exchange left
+        su = (a[0, 0] * u + a[0, 1] * v) * s_out / s_in - applied["su"]
+        sv = (a[1, 0] * u + a[1, 1] * v) * s_out / s_in - applied["sv"]
+        learner.after_exchange(kt, {"u": u, "v": v, "u_nud": su, "v_nud": sv}, ran=True)
+        applied = out
+    if plus:
+        state = folder / "state.pt"
+        learner.save_state(state)
+        again = Learner(ex, closure, block)
+        again.load_state(state)
+        held = again.applied_output()
+        assert held is not None
+        torch.testing.assert_close(held, learner.applied_output())
+    return closure.module.layers[0].weight.detach().numpy()[:, :, 0, 0].copy()
+
+
 def test_budget_bounds_the_training_after_an_exchange(tmp_path: Path) -> None:
     """No optimizer step starts once the budget would be passed; without one, all are taken."""
     closure = linear_closure(tmp_path)

@@ -409,6 +409,12 @@ class TrainConfig:
         A restarted run: the ``RUN/online`` folder of the run whose model restart it starts
         from; the servers take the training state (weights, optimizer, buffer, draws) saved
         there at the step before their first (empty: start from the closure's weights).
+    target_plus_output : bool
+        Learn the target field *plus* the closure's own output that the model applied in the
+        step the target comes from (the total increment), instead of the field alone. For a
+        nudging or assimilation increment computed while the closure corrects the model: the
+        increment then holds only the error the correction left, and learning it alone chases
+        a moving target (docs/online_learning.md, "The twin experiment online").
     """
 
     target: dict[str, str]
@@ -424,6 +430,7 @@ class TrainConfig:
     save_every: int = 0
     save_as: str = ""
     resume: str = ""
+    target_plus_output: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The table as ``coupling.toml`` writes it (``inf`` kept as a float)."""
@@ -1244,6 +1251,9 @@ class _Parser(Reader):
             resume=str(self.path(resume)) if (resume := self.string(
                 table, here, "resume", "", expected="a folder (RUN/online of an earlier run)"
             )) else "",
+            target_plus_output=self.get(
+                table, here, "target_plus_output", bool, False, expected="true or false"
+            ),
         )  # fmt: skip
 
     def targets(

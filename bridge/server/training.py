@@ -82,6 +82,8 @@ class OnlineClosure:
     last_inputs
         The normalised input tensor of the last call, ``(nz, C, ny + 2h, nx + 2h)`` on the device
         (a copy: the transport's buffers change at the next exchange).
+    last_outputs
+        The network's output of the last call, normalised, ``(nz, Cout, ny, nx)`` on the device.
     """
 
     def __init__(self, module: Any, manifest: Manifest, device: str = "cpu") -> None:
@@ -98,6 +100,7 @@ class OnlineClosure:
         self.in_norm = [(e.norm.offset, e.norm.scale) for e in manifest.inputs]
         self.out_norm = [(e.norm.offset, e.norm.scale) for e in manifest.outputs]
         self.last_inputs: torch.Tensor | None = None
+        self.last_outputs: torch.Tensor | None = None
 
     def __repr__(self) -> str:
         return f"OnlineClosure({self.manifest.ref}, device={self.device})"
@@ -124,6 +127,7 @@ class OnlineClosure:
         self.last_inputs = x
         with torch.no_grad():
             y = self.module(x)
+        self.last_outputs = y
         h = self.spec.halo
         ny, nx = x.shape[-2] - 2 * h, x.shape[-1] - 2 * h
         if tuple(y.shape[-2:]) != (ny, nx):
@@ -305,6 +309,9 @@ class Learner:
         self.last_kt: int | None = None
         self.saved_at = 0  # exchanges seen when the last version was written
         self.versions: list[str] = []  # the registry versions written (server rank 0)
+        # target_plus_output: the network's outputs of the last lag + 1 exchanges (normalised);
+        # the model applies the oldest of them until the next exchange
+        self.outputs_held: deque[torch.Tensor] = deque(maxlen=exchange.lag + 1)
 
     def _weights(self, points: Mapping[str, str]) -> torch.Tensor:
         """``(1, Cout, ny, nx)``: 1 on the ocean points of each output's own grid point."""
@@ -336,6 +343,34 @@ class Learner:
             planes.append((t - offset) / scale)
         return torch.stack(planes, dim=1).contiguous()
 
+    def applied_output(self) -> torch.Tensor | None:
+        """The closure output (normalised) the model applies from the last exchange to the next
+        one: the output of that exchange with ``lag = 0``, of the one before with ``lag = 1``
+        (None: none yet, the model adds zero)."""
+        lag = self.exchange.lag
+        return self.outputs_held[0] if len(self.outputs_held) > lag else None
+
+    def total_increment(self, target: torch.Tensor) -> torch.Tensor:
+        """``target`` (normalised) plus the closure output the model applied in the step the
+        target comes from, in the output's normalised units.
+
+        The model sends at an exchange the target of the step before it (the toy: the nudging
+        tendency of step ``kt - 1``), a step that ran with the output of an earlier exchange
+        (:meth:`applied_output`, called before this exchange's output is kept). In physical
+        units the total is ``t + c`` with ``c = s y + o`` (``y`` the network's output, ``o``
+        and ``s`` the output's offset and scale); normalised, ``(t + c - o) / s = (t - o) / s
+        + y + o / s``. Before any output the model added zero: the target alone.
+        """
+        import torch
+
+        applied = self.applied_output()
+        if applied is None:
+            return target
+        shift = torch.tensor(
+            [o / s for o, s in self.closure.out_norm], device=target.device, dtype=target.dtype
+        )
+        return target + applied + shift[None, :, None, None]
+
     # -- one exchange
 
     def after_exchange(self, kt: int, blocks: Mapping[str, np.ndarray], ran: bool) -> None:
@@ -343,7 +378,12 @@ class Learner:
         clock = time.perf_counter
         t0 = clock()
         if ran and self.closure.last_inputs is not None:
-            sample = Sample(kt, self.closure.last_inputs, self._targets(blocks), self.weight)
+            target = self._targets(blocks)
+            if self.config.target_plus_output:
+                target = self.total_increment(target)
+                if self.closure.last_outputs is not None:
+                    self.outputs_held.append(self.closure.last_outputs)
+            sample = Sample(kt, self.closure.last_inputs, target, self.weight)
             self.exchanges_seen += 1
             self.first_kt = kt if self.first_kt is None else self.first_kt
             self.last_kt = kt
@@ -446,6 +486,7 @@ class Learner:
             "counters": [self.exchanges_seen, self.optimizer_steps, self.saved_at],
             "steps": [-1 if v is None else v for v in (self.first_kt, self.last_kt)],
             "versions": list(self.versions),
+            "outputs_held": [y.cpu() for y in self.outputs_held],
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, path)
@@ -484,6 +525,9 @@ class Learner:
         first, last = state["steps"]
         self.first_kt, self.last_kt = (None if first < 0 else first), (None if last < 0 else last)
         self.versions = list(state["versions"])
+        self.outputs_held.clear()
+        for y in state.get("outputs_held", []):
+            self.outputs_held.append(y.to(device, dtype))
 
     def state_dict(self) -> dict[str, Any]:
         """The network's weights on the CPU (tensors only)."""
@@ -846,6 +890,11 @@ class VersionWriter:
                 f"started from {start.ref}; {cfg.optimizer} lr {cfg.lr:g}, batch {cfg.batch}, "
                 f"{cfg.steps_per_exchange} step(s) per exchange, buffer {cfg.buffer}, loss "
                 f"{cfg.loss}, seed {cfg.seed}"
+                + (
+                    "; target: the field plus the closure's own applied output (total increment)"
+                    if cfg.target_plus_output
+                    else ""
+                )
             ),
             metrics=metrics,
         )

@@ -2,6 +2,8 @@
 
 ``twin``: the twin truth (other physics) and the coarse model nudged toward it; ``dataset``:
 (state, time-mean nudging tendency) pairs; ``train``: the exported CNN and its manifest;
-``evaluate``: the coarse model with and without the correction against the twin truth.
+``evaluate``: the coarse model with and without the correction against the twin truth;
+``online``: the correction learned online through the bridge instead (``nudging``: the nudging
+files of both).
 See ``docs/bias_correction.md``.
 """

@@ -179,7 +179,7 @@ def summary(rmse: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _seed(out: Path, s: Any) -> dict[str, Any]:
+def held_out_start(out: Path, s: Any) -> dict[str, Any]:
     """The options every held-out run starts with: the nudged restart ending the training."""
     seed_year = s.eval_range[0] - 1
     seed = read_year(out / "nudged", seed_year, check=False)
@@ -197,7 +197,7 @@ def run_baselines(out: Path, s: Any) -> dict[str, float]:
     ``perfect_model`` (the toy alone: no closure, no training needed); the RMS of the mean
     forcing per field."""
     out = Path(out).resolve()
-    common = _seed(out, s)
+    common = held_out_start(out, s)
     run_truth(s.coupling_file(), out / "free", s.years, patch=s.namelist_patch("model"), **common)
     run_truth(
         s.coupling_file(),
@@ -243,7 +243,7 @@ def evaluate(out: Path, s: Any) -> dict[str, Any]:
     first, last = s.eval_range
     t0, t1 = s.train_range
     forcing_rms = run_baselines(out, s)
-    common = _seed(out, s)
+    common = held_out_start(out, s)
     registry = out / "registry"
     ref = Registry(registry).register(None, out / "model" / "manifest.toml", force=True)
     cfg = coupled_config(

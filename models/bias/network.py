@@ -14,6 +14,8 @@ The toy's 2 layers are far below that.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from mlbridge_models.cnn import build_cnn
 from torch import nn
@@ -45,3 +47,39 @@ class LayerAwareCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cnn(with_layer_flags(x, x.shape[0]))
+
+
+def build_layer_aware_cnn(
+    in_channels: int = 3,
+    out_channels: int = 3,
+    hidden: Sequence[int] = (16, 16),
+    kernel_sizes: Sequence[int] = (3, 3, 3),
+) -> LayerAwareCNN:
+    """Build :class:`LayerAwareCNN` (the ``entry_point`` of a ``state_dict`` manifest, declared
+    in the ``mlbridge.architectures`` entry-point group as ``layer_aware_cnn``).
+
+    Freshly initialised (torch's default, from the current seed): load weights with
+    ``load_state_dict``, or :func:`zero_output_layer` for a network whose output is zero.
+
+    Raises
+    ------
+    ValueError
+        If the configuration is invalid (:class:`mlbridge_models.cnn.CNNConfig`).
+    """
+    return LayerAwareCNN(int(in_channels), int(out_channels), tuple(hidden), tuple(kernel_sizes))
+
+
+def zero_output_layer(net: LayerAwareCNN) -> LayerAwareCNN:
+    """``net`` with the weights and bias of its last convolution set to zero (in place).
+
+    Its output is then exactly zero for every input, while the hidden layers keep their random
+    initialisation: the gradients of the last layer are not zero (its inputs are the hidden
+    activations), so the network can learn. With *all* weights zero it could not: every
+    activation is zero, so every gradient except the last bias's is zero too.
+    """
+    last = [m for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        if last.bias is not None:
+            last.bias.zero_()
+    return net

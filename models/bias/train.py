@@ -27,6 +27,27 @@ ARTIFACT = "bias_cnn.pt2"
 OUTPUTS = ("cu", "cv", "ch")
 IN_UNITS = ("m s-1", "m s-1", "m")
 OUT_UNITS = ("m s-2", "m s-2", "m s-1")
+ARCHITECTURE = "mlbridge_models.bias.network:build_layer_aware_cnn"
+"""The entry point of a ``state_dict`` manifest of the network (``mlbridge.architectures``)."""
+
+
+def normalisation(
+    data: Any, samples: slice, clip_factor: float
+) -> tuple[list[tuple[float, float]], list[float], list[float]]:
+    """Offset and scale of each input, scale and clip bound of each output, from the records
+    ``samples`` of ``data`` (a :class:`mlbridge_models.bias.dataset.BiasDataset`) on the ocean
+    points: ``u, v`` by their RMS, ``h`` by its mean and standard deviation, each output by
+    its RMS, its clip bound ``clip_factor`` x its largest value."""
+    ocean = data.mask.astype(bool)
+    in_norm, out_scale, clip = [], [], []
+    for c in range(3):
+        vals = data.x[samples, c][..., ocean[c]]
+        off = float(vals.mean()) if INPUTS[c] == "h" else 0.0
+        in_norm.append((off, float(np.sqrt(np.mean((vals - off) ** 2))) or 1.0))
+        t = data.y[samples, c][..., ocean[c]]
+        out_scale.append(float(np.sqrt(np.mean(t**2))) or 1.0)
+        clip.append(float(clip_factor * np.max(np.abs(t))) or 1.0)
+    return in_norm, out_scale, clip
 
 
 def manifest_text(
@@ -38,13 +59,26 @@ def manifest_text(
     files: Sequence[str],
     metrics: dict[str, float],
     version: str = "1",
+    name: str = NAME,
+    arch: dict[str, Any] | None = None,
 ) -> str:
-    """The manifest: inputs u, v, h, outputs cu, cv, ch (tendencies) with clip bounds."""
+    """The manifest: inputs u, v, h, outputs cu, cv, ch (tendencies) with clip bounds.
+
+    ``arch``: a ``state_dict`` manifest of the layer-aware CNN (artifact ``weights.pt``, entry
+    point ``build_layer_aware_cnn`` called with ``arch``); None: the ``torch.export`` program.
+    """
+    if arch is None:
+        head = ['format = "export"', f'artifact = "{ARTIFACT}"']
+    else:
+        head = [
+            'format = "state_dict"',
+            'artifact = "weights.pt"',
+            f'entry_point = "{ARCHITECTURE}"',
+        ]
     lines = [
-        f'name = "{NAME}"',
+        f'name = "{name}"',
         f'version = "{version}"',
-        'format = "export"',
-        f'artifact = "{ARTIFACT}"',
+        *head,
         f"halo = {halo}",
         'dtype = "float32"',
         'device = "auto"',
@@ -73,6 +107,8 @@ def manifest_text(
             f"scale = {scale!r}",
             f"clip = {bound!r}",
         ]
+    if arch is not None:
+        lines += ["", "[arch]"] + [f"{k} = {json.dumps(v)}" for k, v in arch.items()]
     lines += [
         "",
         "[provenance]",
@@ -117,14 +153,7 @@ def train(
         raise ValueError(f"{ns} samples: too few to hold {nval} out")
     ocean = data.mask.astype(bool)
     tr = slice(0, ns - nval)
-    in_norm, out_scale, clip = [], [], []
-    for c in range(3):
-        vals = data.x[tr, c][..., ocean[c]]
-        off = float(vals.mean()) if INPUTS[c] == "h" else 0.0
-        in_norm.append((off, float(np.sqrt(np.mean((vals - off) ** 2))) or 1.0))
-        t = data.y[tr, c][..., ocean[c]]
-        out_scale.append(float(np.sqrt(np.mean(t**2))) or 1.0)
-        clip.append(float(settings.clip_factor * np.max(np.abs(t))) or 1.0)
+    in_norm, out_scale, clip = normalisation(data, tr, settings.clip_factor)
 
     def tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         # as the bridge does: physical zeros outside the grid, then the normalisation

@@ -19,11 +19,16 @@ Stages, each resumable (one model year per job, :func:`mlbridge_models.subgrid.t
    mean nudging tendency as a constant forcing; the exact wind difference) and the truth's own
    physics (the floor) over the held-out years; RMSE of the time-mean u, v and interface depths
    against the twin truth (:mod:`mlbridge_models.bias.evaluate`).
+5. ``online``: the correction learned online instead, while the model runs nudged over the
+   training years (from the nudged restart ending the spin-up, zero output at first), then
+   the held-out years with its last version, scored as ``evaluate`` and beside its numbers
+   (:mod:`mlbridge_models.bias.online`; ``online.json``, ``online.png``).
 
 Usage::
 
-    python -m mlbridge_models.bias.twin --out runs/bias            # every stage, full size
+    python -m mlbridge_models.bias.twin --out runs/bias     # every stage but online, full size
     python -m mlbridge_models.bias.twin --out runs/bias --stage truth --stage nudged
+    python -m mlbridge_models.bias.twin --out runs/bias --stage online   # after nudged, evaluate
 """
 
 from __future__ import annotations
@@ -31,21 +36,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from mlbridge_models.bias import evaluate, train
+from mlbridge_models.bias import evaluate, online, train
+from mlbridge_models.bias.nudging import last_record, rest_state, write_nudge_file
 from mlbridge_models.subgrid.truth import SECONDS_PER_DAY, TruthError, grid_files, run_truth
 
 from bridge import paths
 
 COARSE_EXAMPLE = ("examples", "01_coarse", "coupling.toml")
 """The default coarse configuration, in a checkout of the repository (a wheel does not ship it)."""
-STAGES = ("truth", "nudged", "train", "evaluate")
+STAGES = ("truth", "nudged", "train", "evaluate", "online")
+DEFAULT_STAGES = STAGES[:4]
+"""The stages run when none is named: ``online`` (another experiment on the same runs, as long
+again) only when asked for."""
 ROLES = ("truth", "model", "wind_oracle")
 
 
@@ -75,6 +82,7 @@ class TwinSettings:
     hidden: tuple[int, ...] = (16, 16)
     kernel_sizes: tuple[int, ...] = (3, 3, 3)  # halo 3
     clip_factor: float = 2.0
+    online: online.OnlineSettings = dataclasses.field(default_factory=online.OnlineSettings)
     config: Path | None = None  # None: examples/01_coarse/coupling.toml of the checkout
 
     def coupling_file(self) -> Path:
@@ -137,45 +145,6 @@ def run_twin_truth(out: Path, s: TwinSettings) -> list[Path]:
     return grid_files(out / "truth", 1, s.years)
 
 
-def _rest_state(grid: Path, h_layer: float) -> dict[str, np.ndarray]:
-    import netCDF4
-
-    with netCDF4.Dataset(grid) as nc:
-        tmask = np.asarray(nc["tmask"][:], dtype=float)  # (y, x)
-        nz = len(nc.dimensions["z"])
-    h = np.broadcast_to(h_layer * tmask, (nz, *tmask.shape)).copy()
-    return {"u": np.zeros_like(h), "v": np.zeros_like(h), "h": h, "kt": np.array(0)}
-
-
-def write_nudge_file(target: Path, grid: Path, start: dict[str, np.ndarray]) -> None:
-    """``target``: the state ``start`` (its kt) then every record of ``grid`` (u, v, h, kt)."""
-    import netCDF4
-
-    tmp = target.with_name(target.name + ".tmp")
-    with netCDF4.Dataset(grid) as src, netCDF4.Dataset(tmp, "w") as dst:
-        for name in ("x", "y", "z"):
-            dst.createDimension(name, len(src.dimensions[name]))
-        dst.createDimension("time_counter", None)
-        kt = dst.createVariable("kt", "i4", ("time_counter",))
-        kt[0] = int(start["kt"])
-        kt[1:] = np.asarray(src["kt"][:])
-        for name in ("u", "v", "h"):
-            var = dst.createVariable(name, "f8", ("time_counter", "z", "y", "x"))
-            var[0] = start[name]
-            var[1:] = np.asarray(src[name][:])
-        dst.source = f"truth state at kt = {int(start['kt'])}, then {grid}"
-    os.replace(tmp, target)
-
-
-def _last_record(grid: Path) -> dict[str, np.ndarray]:
-    import netCDF4
-
-    with netCDF4.Dataset(grid) as nc:
-        out = {n: np.asarray(nc[n][-1]) for n in ("u", "v", "h")}
-        out["kt"] = np.array(int(nc["kt"][-1]))
-    return out
-
-
 def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
     """Stage 2: the coarse model nudged toward the twin truth, from year 1 to the end of the
     training years; their grid files."""
@@ -201,13 +170,13 @@ def run_nudged(out: Path, s: TwinSettings) -> list[Path]:
     )
     last = s.train_range[1]  # the held-out years start from here: no nudging after it
     for year in range(1, last + 1):
-        start = _rest_state(truth[0], h_layer) if year == 1 else _last_record(truth[year - 2])
+        start = rest_state(truth[0], h_layer) if year == 1 else last_record(truth[year - 2])
         write_nudge_file(nudge_in, truth[year - 1], start)
         run_truth(s.coupling_file(), folder, year, write_days=s.sample_days, patch=patch)
     return grid_files(folder, 1, last)
 
 
-def run_all(out: Path, s: TwinSettings, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+def run_all(out: Path, s: TwinSettings, stages: tuple[str, ...] = DEFAULT_STAGES) -> dict[str, Any]:
     """Run the stages asked for (in order); their timings and the evaluation's results."""
 
     out = Path(out).resolve()
@@ -228,8 +197,10 @@ def run_all(out: Path, s: TwinSettings, stages: tuple[str, ...] = STAGES) -> dic
         elif stage == "train":
             first, last = s.train_range
             result["train"] = train.train(grid_files(out / "nudged", first, last), out / "model", s)
-        else:
+        elif stage == "evaluate":
             result["evaluate"] = evaluate.evaluate(out, s)
+        else:
+            result["online"] = online.run_online(out, s)
         timings[stage] = time.perf_counter() - t0
         print(f"== stage {stage} done in {timings[stage]:.0f} s", flush=True)
     return result
@@ -246,10 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Bias-correction twin: twin truth, nudged model, training, evaluation.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="example: python -m mlbridge_models.bias.twin --out runs/bias "
-        "(every stage, full size, resumable; --stage evaluate alone rescores finished runs)",
+        "(every stage but online, full size, resumable; --stage evaluate alone rescores "
+        "finished runs; --stage online: the correction learned online)",
     )
     p.add_argument("--out", type=Path, required=True, help="experiment folder (resumable)")
-    p.add_argument("--stage", action="append", choices=STAGES, help="stages (default: all)")
+    p.add_argument(
+        "--stage", action="append", choices=STAGES, help="stages (default: all but online)"
+    )
     p.add_argument(
         "--config",
         type=Path,
@@ -277,23 +251,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=_ints, default=d.hidden, help="e.g. 16,16")
     p.add_argument("--kernel-sizes", type=_ints, default=d.kernel_sizes, help="e.g. 3,3,3")
     p.add_argument("--clip-factor", type=float, default=d.clip_factor)
+    online_fields = [f.name for f in dataclasses.fields(online.OnlineSettings)]
+    for name in online_fields:
+        default = getattr(d.online, name)
+        p.add_argument(f"--online-{name.replace('_', '-')}", type=type(default), default=default,
+                       help=f"stage online: [exchange.train] {name}")  # fmt: skip
     a = p.parse_args(argv)
     s = TwinSettings(
         **{
             f.name: getattr(a, f.name)
             for f in dataclasses.fields(TwinSettings)
             if hasattr(a, f.name)
-        }
+        },
+        online=online.OnlineSettings(
+            **{name: getattr(a, f"online_{name}") for name in online_fields}
+        ),
     )
     if s.train_years < 1 or s.eval_years < 1 or s.spinup_years < 0:
         p.error("needs --train-years >= 1, --eval-years >= 1, --spinup-years >= 0")
     try:
-        result = run_all(a.out, s, tuple(a.stage or STAGES))
+        result = run_all(a.out, s, tuple(a.stage or DEFAULT_STAGES))
     except (TruthError, paths.CheckoutRequiredError) as exc:
         print(f"bias twin: {exc}", file=sys.stderr)
         return 1
     if "evaluate" in result:
         print(json.dumps(result["evaluate"]["rmse"], indent=2))
+    if "online" in result:
+        print(json.dumps(result["online"]["rmse"], indent=2))
     return 0
 
 
