@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from example_runs import run_with_u_tend
 from mlbridge_models.subgrid import backscatter as bs
 
 DX = 32.0e3
@@ -130,20 +131,7 @@ def test_backscatter_example_runs_coupled(fortran_build: Path, tmp_path: Path) -
     manifest = (src / "backscatter.toml").read_text().replace("e_init = 0.0", "e_init = 20.0")
     (folder / "backscatter.toml").write_text(manifest)
     Registry(folder / "registry").register(None, folder / "backscatter.toml")
-    toml = (folder / "coupling.toml").read_text()
-    (folder / "coupling.toml").write_text(
-        toml + '\n[diagnostics]\nnetcdf = true\nevery = 60\nfields = ["u_tend"]\n'
-    )
-    result = launch(
-        load_config(folder / "coupling.toml"),
-        steps=120,
-        workdir=tmp_path / "r",
-        build_dir=fortran_build,
-        quiet=True,
-    )
-    assert result.ok, result.run_dir
-    with xr.open_dataset(result.run_dir / "diagnostics.nc") as diag:
-        tend = diag["u_tend"].values
+    result, tend = run_with_u_tend(folder, fortran_build, tmp_path / "r")
     assert np.isfinite(tend).all() and np.abs(tend).max() > 0.0
     with xr.open_dataset(next(result.run_dir.glob("*_grid.nc")), decode_times=False) as ds:
         coupled = ds.u.values[-1].copy()

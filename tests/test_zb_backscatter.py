@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from example_runs import run_with_u_tend
 from mlbridge_models import zanna_bolton as zb
 from mlbridge_models.zanna_bolton import ZannaBoltonClosure, build_zanna_bolton
 
@@ -242,9 +243,7 @@ def test_zb_backscatter_example_runs_coupled(fortran_build: Path, tmp_path: Path
     a bump: stable, and the closure's outputs are finite and nonzero."""
     import xarray as xr
 
-    from bridge.config.coupling import load_config
     from bridge.config.namelist import write_patched_cfg
-    from bridge.launch.launcher import launch
     from bridge.registry.store import Registry
 
     folder = tmp_path / "12_zb_backscatter"
@@ -252,20 +251,7 @@ def test_zb_backscatter_example_runs_coupled(fortran_build: Path, tmp_path: Path
     patch = {"namrun": {"nn_write": 60}, "namusr_def": {"rn_bump": 20.0}}
     write_patched_cfg(EXAMPLE / "namelist_cfg", patch, folder / "namelist_cfg")
     Registry(folder / "registry").register(None, folder / "zb_filtered.toml")
-    toml = (folder / "coupling.toml").read_text()
-    (folder / "coupling.toml").write_text(
-        toml + '\n[diagnostics]\nnetcdf = true\nevery = 60\nfields = ["u_tend"]\n'
-    )
-    result = launch(
-        load_config(folder / "coupling.toml"),
-        steps=120,
-        workdir=tmp_path / "r",
-        build_dir=fortran_build,
-        quiet=True,
-    )
-    assert result.ok, result.run_dir
-    with xr.open_dataset(result.run_dir / "diagnostics.nc") as diag:
-        tend = diag["u_tend"].values
+    result, tend = run_with_u_tend(folder, fortran_build, tmp_path / "r")
     assert np.isfinite(tend).all() and np.abs(tend).max() > 0.0
     with xr.open_dataset(next(result.run_dir.glob("*_grid.nc")), decode_times=False) as ds:
         assert np.isfinite(ds.u.values).all()
