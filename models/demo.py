@@ -80,9 +80,10 @@ def _run(
 
 def against_truth(
     grids: dict[str, Path], reference_dir: Path, out: Path
-) -> tuple[list[dict[str, Any]], list[Path]]:
+) -> tuple[list[dict[str, Any]], list[Path], list[float]]:
     """Each run of ``grids`` (label -> grid file) against the committed coarse-grained truth:
-    a table row per run and the figures (spectra, KE per layer, snapshots)."""
+    a table row per run, the figures (spectra, KE per layer, snapshots) and the truth's
+    time-mean KE per layer [PJ]."""
     from mlbridge_models.evaluation import metrics as ev
     from mlbridge_models.evaluation import plots
     from mlbridge_models.evaluation import reference as ref
@@ -131,7 +132,7 @@ def against_truth(
         ),
         _plot_ke(out / "truth_ke.png", series, truth),
     ]
-    return rows, figures
+    return rows, figures, [float(x) / 1e15 for x in truth.ke_mean]
 
 
 def _plot_ke(png: Path, series: dict[str, tuple[np.ndarray, np.ndarray]], truth: Any) -> Path:
@@ -254,10 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"figure: {png}")
 
-    rows, figures = against_truth(grids, reference_dir, out)
-    from mlbridge_models.evaluation import reference as ref
-
-    truth_pj = [float(x) / 1e15 for x in ref.load(reference_dir).ke_mean]
+    rows, figures, truth_pj = against_truth(grids, reference_dir, out)
     text = table(rows, truth_pj)
     print(
         f"\nagainst the coarse-grained truth ({reference_dir.relative_to(reference_dir.parents[2])}"
