@@ -85,6 +85,13 @@ def test_no_backscatter_next_to_land() -> None:
     assert not out[N][0].any() and not out[N][1].any()  # no ocean is far enough from land
     # next to the wall (first ocean row and column) the tapered closure returns no tendency
     assert not out[2][0][:, 1, :].any() and not out[2][0][:, :, 1].any()
+    # so does the smoothed one, whose taper reaches as far again as its filter spreads
+    smoothed = bs.EnergyBudgetBackscatter(dx=DX, dy=DX, e_init=5.0, smooth_passes=2)
+    su, sv, _ = smoothed.step(u, v, h)
+    assert np.abs(su).max() > 0
+    for s in (su, sv):
+        assert not s[:, 1, :].any() and not s[:, :, 1].any()
+        assert not s[:, -2, :].any() and not s[:, :, -2].any()
 
 
 def test_empty_budget_returns_nothing() -> None:
@@ -95,6 +102,56 @@ def test_empty_budget_returns_nothing() -> None:
     assert out["su"].shape == (2, N - 4, N - 4)
     assert not closure.energy.any()
     assert closure.spec.stateful and closure.spec.halo == bs.HALO
+
+
+def _wave(wavelength_cells: float, n: int = 48) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A doubly periodic-looking field (no land) with one sinusoid in u along y."""
+    j = np.mgrid[0:n, 0:n][0].astype(float)
+    u = np.stack([0.1 * np.cos(2 * np.pi * j / wavelength_cells + 0.3)] * 2)
+    return u, np.zeros_like(u), np.full_like(u, 500.0)
+
+
+@pytest.mark.parametrize("passes", [1, 3])
+def test_smoothed_backscatter_feeds_larger_scales(passes: int) -> None:
+    """Per unit ``nu``, the smoothed backscatter's power on one wave is ``cos^(4n)(pi dx / L)``
+    times the plain one's (``G`` is ``cos^2`` per pass): nothing for the 2-dx wave, most of it for
+    a 16-dx wave; the block's power is what the flow receives."""
+    inner = (slice(None), slice(12, -12), slice(12, -12))
+    for cells in (2.0, 4.0, 16.0):
+        u, v, h = _wave(cells)
+        nu = np.full(h.shape[-2:], 300.0)
+        plain = bs.backscatter_tendency(u, v, h, nu, DX, DX)[0]
+        su, _, w = bs.smoothed_backscatter(u, v, h, nu, DX, DX, passes)
+        ratio = float(np.sum((u * su)[inner]) / np.sum((u * plain)[inner]))
+        expected = np.cos(np.pi / cells) ** (4 * passes)
+        assert ratio == pytest.approx(expected, abs=1e-9)
+        h_u = 0.5 * (h + np.roll(h, -1, axis=-1))
+        assert float(w[12:-12, 12:-12].sum()) == pytest.approx(
+            float(np.sum((h_u * u * su)[inner])), rel=1e-12, abs=1e-20
+        )
+    assert np.cos(np.pi / 16.0) ** (4 * passes) > 0.5
+
+
+def test_smoothed_closure_is_local_and_its_budget_closes() -> None:
+    """The closure on a sub-block with its halo gives the whole field's answer there; ``E``
+    loses exactly the power the flow receives (where it stays positive)."""
+    passes = 2
+    u, v, h = _block(3)
+    closure = bs.EnergyBudgetBackscatter(dx=DX, dy=DX, e_init=5.0, smooth_passes=passes)
+    halo = closure.halo
+    assert halo == 2 + 2 * passes and closure.spec.halo == halo
+    out = closure({"u": u, "v": v, "h": h})
+    assert out["su"].shape == (2, N - 2 * halo, N - 2 * halo) and np.abs(out["su"]).max() > 0
+    # a sub-block: drop 2 interior columns on the right; its halo still comes from the field
+    part = bs.EnergyBudgetBackscatter(dx=DX, dy=DX, e_init=5.0, smooth_passes=passes)
+    sub = part({"u": u[..., :-2], "v": v[..., :-2], "h": h[..., :-2]})
+    np.testing.assert_allclose(sub["su"], out["su"][..., :-2], rtol=1e-12, atol=1e-22)
+    again = bs.EnergyBudgetBackscatter(dx=DX, dy=DX, e_init=5.0, smooth_passes=passes)
+    su, sv, t = again.step(u, v, h)
+    expected = t.e_before + 1440.0 * (t.viscous + t.gm - t.backscatter - t.decay)
+    ocean = t.e_after > 0
+    np.testing.assert_allclose(t.e_after[ocean], expected[ocean], rtol=1e-12)
+    assert np.isfinite(su).all() and np.isfinite(sv).all()
 
 
 def test_gm_release_is_positive_for_any_interfaces() -> None:

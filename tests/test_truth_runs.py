@@ -61,6 +61,18 @@ def test_years_chain_and_resume_bit_for_bit(toy_exe: Path, small: Path, tmp_path
     # other settings in the same folder are refused, naming what changed
     with pytest.raises(TruthError, match="write_days: 73"):
         run_truth(small, out, 4, write_days=5)
+    # so is the same config file with other contents (e.g. another closure version)
+    text = small.read_text()
+    small.write_text(text + "\n# edited\n")
+    with pytest.raises(TruthError, match="config_sha256"):
+        run_truth(small, out, 4, write_days=73)
+    small.write_text(text)
+    # a folder recorded before the digest existed: the digest is added, nothing reruns
+    stored = json.loads((out / "truth.json").read_text())
+    del stored["config_sha256"]
+    (out / "truth.json").write_text(json.dumps(stored))
+    assert [r.seconds for r in run_truth(small, out, 3, write_days=73)] == [r.seconds for r in redo]
+    assert "config_sha256" in json.loads((out / "truth.json").read_text())
 
 
 def test_seeded_run_equals_the_straight_one(toy_exe: Path, small: Path, tmp_path: Path) -> None:

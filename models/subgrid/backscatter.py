@@ -193,6 +193,43 @@ def backscatter_tendency(
     return su, sv, w_t + w_f_at_t
 
 
+def _smooth0(f: np.ndarray, passes: int, mask: np.ndarray) -> np.ndarray:
+    """``G^passes f`` on wet points, the rings the stencil cannot reach set to 0 (not NaN)."""
+    from mlbridge_models.zanna_bolton import smooth
+
+    for _ in range(passes):
+        f = np.nan_to_num(smooth(f, 1, mask), nan=0.0)
+    return f
+
+
+def smoothed_backscatter(
+    u: np.ndarray,
+    v: np.ndarray,
+    h: np.ndarray,
+    nu_t: np.ndarray,
+    dx: float,
+    dy: float,
+    passes: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``G^n`` of :func:`backscatter_tendency` of ``G^n u``, and its power ``W`` per column at
+    T points [m3 s-3]: ``h_u u su`` and ``h_v v sv`` summed over the layers and averaged from the
+    faces to T, so that ``sum(W)`` over the block is what the flow receives. ``W`` can be
+    negative at a point (the smoothed tendency need not oppose the local flow); its block sum is
+    ``sum h nu |grad G^n u|^2 >= 0`` for a flow away from land and the block's edges (``G`` is
+    symmetric). The outer ``2 + 2 n`` rings of the block are not valid."""
+    m = Stagger.from_h(h)
+    su, sv, _ = backscatter_tendency(
+        _smooth0(u, passes, m.u), _smooth0(v, passes, m.v), h, nu_t, dx, dy
+    )
+    su, sv = _smooth0(su, passes, m.u), _smooth0(sv, passes, m.v)
+    h_u = 0.5 * (h + _shift(h, -1, -1))
+    h_v = 0.5 * (h + _shift(h, -2, -1))
+    pu = (h_u * u * su).sum(axis=0)
+    pv = (h_v * v * sv).sum(axis=0)
+    power = 0.5 * (pu + _shift(pu, -1, 1)) + 0.5 * (pv + _shift(pv, -2, 1))
+    return su, sv, power * m.t
+
+
 @dataclass(frozen=True)
 class BudgetTerms:
     """One exchange of the subgrid energy budget, ``(y, x)`` at T points [m3 s-3] (``e`` [m3
@@ -233,7 +270,16 @@ class EnergyBudgetBackscatter:
         the 2-dx wave expressed as a Laplacian viscosity (0: no backscatter).
     land_taper
         ``nu = 0`` within this many cells of land (:func:`away_from_land`): the cap's argument
-        holds only where the model's biharmonic stencil (2 cells) lies in the ocean.
+        holds only where the model's biharmonic stencil (2 cells) lies in the ocean. With
+        ``smooth_passes = n`` the taper reaches ``n`` cells further, so that the smoothed
+        tendency stays as far from land as the unsmoothed one.
+    smooth_passes
+        ``n``: the backscatter acts on the smoothed flow and is smoothed again,
+        ``s = G^n(-(1/h) div(h nu grad G^n u))`` with ``G`` the land-aware 3 x 3 binomial filter
+        (:func:`mlbridge_models.zanna_bolton.smooth`), in the spirit of the smoothed backscatter
+        of Juricke et al. (2020, JAMES 12, doi:10.1029/2019MS001855): the energy goes in at
+        several grid cells instead of next to the grid scale (0: no smoothing). The power ``W``
+        is then ``h u . s`` at each point (its block sum is exactly what the flow receives).
     name
         Closure name in its spec.
     """
@@ -249,6 +295,7 @@ class EnergyBudgetBackscatter:
     e_init: float = 0.0
     nu_cap: float = 0.5
     land_taper: int = 2
+    smooth_passes: int = 0
     name: str = "backscatter"
     spec: ClosureSpec = field(init=False)
     energy: np.ndarray | None = field(default=None, init=False)
@@ -258,12 +305,13 @@ class EnergyBudgetBackscatter:
         for key in ("dx", "dy", "dt"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"backscatter: {key} must be > 0, got {getattr(self, key)}")
-        for key in ("c_back", "bhm", "kappa_gm", "tau", "e_init", "nu_cap", "land_taper"):
+        keys = ("c_back", "bhm", "kappa_gm", "tau", "e_init", "nu_cap", "land_taper")
+        for key in (*keys, "smooth_passes"):
             if getattr(self, key) < 0:
                 raise ValueError(f"backscatter: {key} must be >= 0, got {getattr(self, key)}")
         self.spec = ClosureSpec(
             self.name,
-            HALO,
+            self.halo,
             (
                 FieldSpec("u", "U", "m s-1"),
                 FieldSpec("v", "V", "m s-1"),
@@ -275,6 +323,11 @@ class EnergyBudgetBackscatter:
         )
 
     @property
+    def halo(self) -> int:
+        """Halo the closure consumes: the stencil's 2, plus one per filter pass on each side."""
+        return HALO + 2 * int(self.smooth_passes)
+
+    @property
     def nu_max(self) -> float:
         """The largest ``nu`` [m2 s-1]: ``nu_cap * 4 bhm / min(dx, dy)^2``."""
         return self.nu_cap * 4.0 * self.bhm / min(self.dx, self.dy) ** 2
@@ -284,18 +337,26 @@ class EnergyBudgetBackscatter:
     ) -> tuple[np.ndarray, np.ndarray, BudgetTerms]:
         """One exchange on a block with its halo: the tendencies from the current ``E``, then
         ``E`` stepped by the budget. Returns ``su, sv`` on the whole block (halo included)."""
-        inner = (slice(HALO, -HALO), slice(HALO, -HALO))
+        halo = self.halo
+        inner = (slice(halo, -halo), slice(halo, -halo))
         shape = h.shape[-2:]
         if self.energy is None:
-            self.energy = np.full((shape[0] - 2 * HALO, shape[1] - 2 * HALO), self.e_init)
-        e = np.pad(self.energy, HALO, mode="edge")  # the halo takes the block's edge values
+            self.energy = np.full((shape[0] - 2 * halo, shape[1] - 2 * halo), self.e_init)
+        e = np.pad(self.energy, halo, mode="edge")  # the halo takes the block's edge values
         mask_t = (h[0] > 0).astype(np.float64)
         depth = h.sum(axis=0)
         e_per_mass = np.zeros_like(depth)
         np.divide(e, depth, out=e_per_mass, where=depth > 0)
         nu = self.c_back * self.dx * np.sqrt(2.0 * np.maximum(e_per_mass, 0.0))
-        nu = np.minimum(nu, self.nu_max) * away_from_land(mask_t, int(self.land_taper))
-        su, sv, power = backscatter_tendency(u, v, h, nu, self.dx, self.dy)
+        # the smoothing spreads the tendency by smooth_passes cells: taper that much further
+        reach = int(self.land_taper) + int(self.smooth_passes)
+        nu = np.minimum(nu, self.nu_max) * away_from_land(mask_t, reach)
+        if self.smooth_passes:
+            su, sv, power = smoothed_backscatter(
+                u, v, h, nu, self.dx, self.dy, int(self.smooth_passes)
+            )
+        else:
+            su, sv, power = backscatter_tendency(u, v, h, nu, self.dx, self.dy)
         visc = viscous_loss(u, v, h, self.bhm, self.dx, self.dy)
         gm = gm_release(h, self.kappa_gm, self.gprime, self.dx, self.dy)
         decay = e / self.tau if self.tau > 0 else np.zeros_like(e)
@@ -317,7 +378,7 @@ class EnergyBudgetBackscatter:
         check_inputs(self.spec, inputs)
         u, v, h = (inputs[n].astype(np.float64) for n in ("u", "v", "h"))
         su, sv, _ = self.step(u, v, h)
-        inner = (slice(None), slice(HALO, -HALO), slice(HALO, -HALO))
+        inner = (slice(None), slice(self.halo, -self.halo), slice(self.halo, -self.halo))
         return {
             "su": np.ascontiguousarray(su[inner], dtype=inputs["u"].dtype),
             "sv": np.ascontiguousarray(sv[inner], dtype=inputs["v"].dtype),
@@ -336,6 +397,7 @@ def build_backscatter(
     e_init: float = 0.0,
     nu_cap: float = 0.5,
     land_taper: int = 2,
+    smooth_passes: int = 0,
     name: str = "backscatter",
 ) -> EnergyBudgetBackscatter:
     """Entry point of the ``python`` manifest format: the closure with its ``[arch]`` values."""
@@ -351,5 +413,6 @@ def build_backscatter(
         e_init=e_init,
         nu_cap=nu_cap,
         land_taper=land_taper,
+        smooth_passes=smooth_passes,
         name=name,
     )

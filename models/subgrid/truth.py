@@ -98,9 +98,26 @@ def grid_files(out: Path, first: int, last: int) -> list[Path]:
     return files
 
 
-def _settings(config: Path, patch: Mapping[str, Any], write_days: float, steps: int) -> dict:
+def config_digest(config: Path, namelist_cfg: Path | None) -> str:
+    """sha256 of the coupling config's text and of its ``namelist_cfg``: what a run folder was
+    made with (a closure version changed in the config, or a namelist edited, changes it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in (config, namelist_cfg):
+        if path is None:
+            continue
+        digest.update(path.resolve().read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _settings(
+    config: Path, patch: Mapping[str, Any], write_days: float, steps: int, digest: str
+) -> dict:
     return {
         "config": str(config.resolve()),
+        "config_sha256": digest,
         "namelist_patch": json.loads(json.dumps(patch)),
         "write_days": write_days,
         "steps_per_year": steps,
@@ -147,10 +164,16 @@ def run_truth(
         )
 
     out.mkdir(parents=True, exist_ok=True)
-    settings = _settings(config_path, patch, write_days, steps)
+    digest = config_digest(config_path, config.model.namelist_cfg)
+    settings = _settings(config_path, patch, write_days, steps, digest)
     stored = out / "truth.json"
     if stored.is_file():
         old = json.loads(stored.read_text())
+        if "config_sha256" not in old and {**old, "config_sha256": digest} == settings:
+            # written before the digest was recorded: same path and settings, record it now
+            print(f"{stored}: recording the config's sha256 (not stored before)", flush=True)
+            _write_json(stored, settings)
+            old = settings
         if old != settings:
             diff = [
                 f"{k}: {old.get(k)!r} stored, {settings[k]!r} now"
