@@ -12,7 +12,7 @@ APT_PACKAGES := gfortran g++ libopenmpi-dev openmpi-bin libnetcdff-dev liboasis3
 TORCH_VERSION := 2.13.0
 export MPI4PY_MPIABI := openmpi
 
-.PHONY: all setup apt venv build demo test lint clean truth data train evaluate
+.PHONY: calibrate all setup apt venv build demo test lint clean truth data train evaluate
 
 all: test
 
@@ -53,6 +53,9 @@ test: setup
 #                   (the inviscid forcing: the closure learns the eddy fluxes, not the viscosity)
 #   make train      the CNN (no biases, input noise) and the Zanna & Bolton fit
 #                   -> models/artifacts/subgrid_cnn
+#   make calibrate  the backscatter's amplitudes by ensemble Kalman inversion: 6 members x 3
+#                   iterations of 2 coupled years from a 6-year spin-up, against the truth's
+#                   years 5-7 (not the evaluation's) -> runs/calib_bs/eki/eki.json
 #   make evaluate   the truth to year 12, then 5 members of baseline, ZB, CNN and the energy-budget
 #                   backscatter, 20 years each, scored over their years 11-20 against the truth's
 #                   years 8-12 (Ross et al. 2023 scores per layer, bootstrap intervals, noise floor)
@@ -80,6 +83,13 @@ data: setup
 train: data
 	$(BIN)/python -m mlbridge_models.subgrid.train $(foreach y,$(TRAIN_YEARS),data/subgrid/$(shell printf 'year_%03d' $(y))) \
 	  --out $(ARTIFACTS) --epochs 40 --input-noise 0.1
+
+calibrate: truth
+	$(BIN)/python -m mlbridge_models.subgrid.calibrate_eki --example examples/10_backscatter \
+	  --manifest backscatter.toml --param nu_cap=0.3:10 --param c_back=0.1:4 --fixed smooth_passes=3 \
+	  --spin runs/calib_bs/spin --spin-config examples/01_coarse/coupling.toml --seed-year 6 \
+	  --years 2 --truth runs/truth --truth-years 5-7 --ensemble 6 --iterations 3 \
+	  --baseline examples/01_coarse/coupling.toml --out runs/calib_bs/eki
 
 evaluate: truth
 	$(BIN)/mlbridge register --manifest $(ARTIFACTS)/manifest.toml --home examples/07_subgrid_cnn/registry --force

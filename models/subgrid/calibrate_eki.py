@@ -280,7 +280,20 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     )
     var = var_truth + args.noise_floor**2
     gamma = np.diag(var)
+    if args.spin_config is not None:  # make (or resume) the spin-up first
+        from mlbridge_models.subgrid.truth import run_truth
+
+        run_truth(
+            args.spin_config,
+            args.spin,
+            args.seed_year,
+            write_days=5,
+            patch={"namusr_def": {"rn_bump": args.bump}},
+            progress=True,
+        )
     rec = read_year(args.spin, args.seed_year)
+    if rec is None:
+        raise ValueError(f"{args.spin}: no year {args.seed_year} recorded (give --spin-config)")
     setup = Setup(
         args.example.resolve(),
         args.manifest,
@@ -406,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--param", action="append", required=True, help="NAME=LOW:HIGH (prior 95 %%)")
     p.add_argument("--fixed", action="append", help="another [arch] value, KEY=VALUE (TOML)")
     p.add_argument("--spin", type=Path, required=True, help="spin-up (run_truth folder)")
+    p.add_argument(
+        "--spin-config", type=Path, help="coupling.toml to make the spin-up with (if missing)"
+    )
     p.add_argument("--seed-year", type=int, default=5, help="restart at the end of this year")
     p.add_argument("--bump", type=float, default=0.5, help="rn_bump of the spin-up (0.5)")
     p.add_argument("--years", type=int, default=2, help="years per run (2)")
