@@ -167,18 +167,14 @@ class TrainResult:
 
 
 @dataclass(frozen=True)
-class Normalisers:
-    """The constants of the manifest: every one a number of the training data, none computed
-    from the block a server sees (so the closure is local).
+class ThicknessNorms:
+    """The manifest's constants of ``h`` and ``sh``: numbers of the training data, none
+    computed from the block a server sees (so the closure is local).
 
-    ``u_scale``: RMS of ``u, v``; ``s_scale``: RMS of ``su, sv``, ``clip`` their bound;
     ``h_ref``: the reference thickness (offset of ``h``), ``h_scale``: the RMS of ``h - h_ref``;
     ``sh_scale``: RMS of ``sh``, ``sh_clip`` its bound (unused without ``h`` / ``sh``).
     """
 
-    u_scale: float = 1.0
-    s_scale: float = 1.0
-    clip: float = 1.0
     h_ref: float = 1.0
     h_scale: float = 1.0
     sh_scale: float = 1.0
@@ -194,14 +190,14 @@ def manifest_text(
     provenance: dict[str, str],
     metrics: dict[str, float],
     halo: int,
-    norms: Normalisers | None = None,
+    norms: ThicknessNorms | None = None,
 ) -> str:
     """The CNN's manifest (export format, float32).
 
     ``u_scale``, ``s_scale``, ``clip`` are those of ``u, v`` and ``su, sv``; ``norms`` gives the
     thickness's (``h_ref``, ``h_scale``, ``sh_scale``, ``sh_clip``) when the settings use them.
     """
-    n = norms or Normalisers()
+    n = norms or ThicknessNorms()
     metric_lines = "".join(f"{k} = {v!r}\n" for k, v in sorted(metrics.items()))
     prov = "".join(f"{k} = {json.dumps(v)}\n" for k, v in provenance.items())
     norm_lines = {
@@ -425,7 +421,7 @@ def train(
         if not sh_scale > 0:
             raise DatasetError("sh is zero at every ocean point of the training snapshots")
         thickness_stats |= {"sh_scale": sh_scale, "sh_clip": sh_clip}
-    norms = Normalisers(u_scale, s_scale, clip, h_ref, h_scale, sh_scale, sh_clip)
+    norms = ThicknessNorms(h_ref, h_scale, sh_scale, sh_clip)
     in_off = {"u": 0.0, "v": 0.0, "h": h_ref}
     in_scale = {"u": u_scale, "v": u_scale, "h": h_scale}
     out_scale = {"su": s_scale, "sv": s_scale, "sh": sh_scale}
