@@ -28,6 +28,31 @@ EXAMPLE = REPO / "examples" / "13_subgrid_cnn_h"
 H_REST = 500.0  # m: the synthetic layers' reference thickness
 
 
+def test_thickness_channel_is_zero_on_land_and_keeps_nan() -> None:
+    """``ThicknessInputCNN`` zeroes the thickness channel at or below its floor (land), per
+    point, and leaves the other channels and a NaN alone."""
+    import torch
+    from mlbridge_models.cnn import ThicknessInputCNN, build_cnn
+
+    torch.manual_seed(0)
+    cnn = build_cnn(3, 3, (4,), (3, 3), bias=False)
+    net = ThicknessInputCNN(cnn, 2, floor=-5.0).eval()
+    x = torch.randn(2, 3, 9, 9)
+    land = x.clone()
+    land[:, 2, :, :2] = -7.0  # the normalised zero thickness of a west coast
+    u_only = x.clone()
+    u_only[:, 2, :, :2] = 0.0
+    with torch.no_grad():
+        torch.testing.assert_close(net(land), cnn(u_only))
+        assert not torch.equal(net(land), cnn(land))
+        bad = land.clone()
+        bad[0, 0, 4, 4] = bad[1, 2, 4, 4] = float("nan")
+        out = net(bad)
+    assert torch.isnan(out[0]).any() and torch.isnan(out[1]).any()
+    with pytest.raises(ValueError, match="channel 3"):
+        ThicknessInputCNN(cnn, 3, -5.0)
+
+
 def _smooth(x: np.ndarray, passes: int = 3) -> np.ndarray:
     for _ in range(passes):
         x = (x + sum(np.roll(x, s, a) for s in (1, -1) for a in (-1, -2))) / 5.0
