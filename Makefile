@@ -12,7 +12,7 @@ APT_PACKAGES := gfortran g++ libopenmpi-dev openmpi-bin libnetcdff-dev liboasis3
 TORCH_VERSION := 2.13.0
 export MPI4PY_MPIABI := openmpi
 
-.PHONY: calibrate all setup apt venv build demo test lint clean truth data train evaluate
+.PHONY: all setup apt venv build demo test lint clean truth data train evaluate data-h train-h calibrate
 
 all: test
 
@@ -53,6 +53,11 @@ test: setup
 #                   (the inviscid forcing: the closure learns the eddy fluxes, not the viscosity)
 #   make train      the CNN (no biases, input noise) and the Zanna & Bolton fit
 #                   -> models/artifacts/subgrid_cnn
+#   make data-h     the same truth years, the dataset of 5..7 with the affine residual subtracted
+#                   too (--inviscid --subtract-affine) in data/subgrid_h/year_NNN (about 40 s a
+#                   year beside the truth: six more tendency runs a chunk)
+#   make train-h    the CNN of u, v, h returning su, sv, sh -> models/artifacts/subgrid_cnn_h
+#                   (subgrid-cnn-h@1, examples/13_subgrid_cnn_h; about as long as make train)
 #   make calibrate  the backscatter's amplitudes by ensemble Kalman inversion: 6 members x 3
 #                   iterations of 2 coupled years from a 6-year spin-up, against the truth's
 #                   years 5-7 (not the evaluation's) -> runs/calib_bs/eki/eki.json
@@ -64,12 +69,15 @@ TRUTH_YEARS := 12
 EVAL_TRUTH := 8-12
 EVAL_ARGS := --members 5 --years 20 --eval-years 11-20
 ARTIFACTS := models/artifacts/subgrid_cnn
+ARTIFACTS_H := models/artifacts/subgrid_cnn_h
+TRAIN_DIRS = $(foreach y,$(TRAIN_YEARS),$(1)/$(shell printf 'year_%03d' $(y)))
 
 truth: setup
 	$(BIN)/python -m mlbridge_models.subgrid.truth --config examples/02_fine/coupling.toml --out runs/truth \
 	  --years $(TRUTH_YEARS) --write-days 5
 
-data: setup
+# $(1): the datasets' folder, $(2): make_data's options of the forcing
+define make_datasets
 	$(BIN)/python -m mlbridge_models.subgrid.truth --config examples/02_fine/coupling.toml --out runs/truth \
 	  --years $(lastword $(TRAIN_YEARS)) --write-days 5
 	@for y in $(TRAIN_YEARS); do \
@@ -77,13 +85,23 @@ data: setup
 	  $(BIN)/python -c "import json,sys; print(json.load(open('runs/truth/'+sys.argv[1]+'.json'))['grid'])" $$d \
 	    | xargs -I{} $(BIN)/python -m mlbridge_models.subgrid.make_data runs/truth/{} \
 	      --fine-cfg runs/truth/$$d/namelist_cfg --coarse-cfg examples/01_coarse/namelist_cfg \
-	      --out data/subgrid/$$d --chunk 37 --inviscid || exit 1; \
+	      --out $(1)/$$d --chunk 37 $(2) || exit 1; \
 	done
+endef
+
+data: setup
+	$(call make_datasets,data/subgrid,--inviscid)
+
+data-h: setup
+	$(call make_datasets,data/subgrid_h,--inviscid --subtract-affine)
 
 train: data
-	$(BIN)/python -m mlbridge_models.subgrid.train $(foreach y,$(TRAIN_YEARS),data/subgrid/$(shell printf 'year_%03d' $(y))) \
+	$(BIN)/python -m mlbridge_models.subgrid.train $(call TRAIN_DIRS,data/subgrid) \
 	  --out $(ARTIFACTS) --epochs 40 --input-noise 0.1
 
+train-h: data-h
+	$(BIN)/python -m mlbridge_models.subgrid.train $(call TRAIN_DIRS,data/subgrid_h) \
+	  --inputs u v h --outputs su sv sh --out $(ARTIFACTS_H) --epochs 40 --input-noise 0.1
 calibrate: truth
 	$(BIN)/python -m mlbridge_models.subgrid.calibrate_eki --example examples/10_backscatter \
 	  --manifest backscatter.toml --param nu_cap=0.3:10 --param c_back=0.1:4 --fixed smooth_passes=3 \

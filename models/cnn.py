@@ -120,3 +120,38 @@ def build_cnn(
     return SubgridCNN(
         CNNConfig(in_channels, out_channels, tuple(hidden), tuple(kernel_sizes), bool(bias))
     )
+
+
+class ThicknessInputCNN(nn.Module):
+    """A :class:`SubgridCNN` with a layer thickness among its inputs, zero on land.
+
+    The closure's runtime hands the network ``(h - offset) / scale`` (the manifest's
+    normalisation of ``h``, ``offset`` the reference thickness), so a land point, where the model's
+    thickness is 0, arrives as the large negative ``-offset / scale`` and a network would see a
+    step at every coast. This wrapper sets the thickness channel to 0 wherever it is at or below
+    ``floor`` (in normalised units: a thickness at or below a small fraction of the reference,
+    i.e. land or the zero padding beyond a closed edge), so the thickness anomaly is 0 on land
+    as ``u`` and ``v`` are. The test is per point (local), keeps a NaN (the server's checks see
+    it), and leaves the other channels alone; with a network without biases an ocean at rest
+    (``u = v = 0``, ``h`` = the reference) still gets exactly no forcing.
+
+    Input ``(nz, C, ny + 2h, nx + 2h)``, output ``(nz, out_channels, ny, nx)``.
+    """
+
+    def __init__(self, cnn: SubgridCNN, channel: int, floor: float) -> None:
+        super().__init__()
+        in_channels = cnn.layers[0].in_channels
+        if not 0 <= channel < in_channels:
+            raise ValueError(f"thickness channel {channel} not in 0..{in_channels - 1}")
+        if not floor < 0.0:
+            raise ValueError(f"floor {floor}: the normalised thickness of land must be < 0")
+        self.cnn = cnn
+        self.halo = cnn.halo
+        self.floor = float(floor)
+        select = torch.zeros(1, in_channels, 1, 1, dtype=torch.bool)
+        select[0, channel] = True
+        self.register_buffer("select", select)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        land = torch.logical_and(x <= self.floor, self.select)
+        return self.cnn(x.masked_fill(land, 0.0))

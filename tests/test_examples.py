@@ -29,6 +29,7 @@ RUN_BY = {
     "10_backscatter": "test_backscatter.py",
     "11_online_learning": "test_online_learning.py",
     "12_zb_backscatter": "test_zb_backscatter.py",
+    "13_subgrid_cnn_h": "test_cnn_h.py",
 }
 
 
