@@ -116,10 +116,13 @@ def pressures(h: np.ndarray, gprime: float) -> np.ndarray:
     return p
 
 
-def gm_release(h: np.ndarray, kappa: float, gprime: float, dx: float, dy: float) -> np.ndarray:
+def gm_release(
+    h: np.ndarray, kappa: float, gprime: float, dx: float, dy: float, m: Stagger | None = None
+) -> np.ndarray:
     """``kappa sum_k grad P_k . grad h_k`` at T points [m3 s-3]: the potential energy the
-    thickness diffusion releases, from face values averaged to T; 0 at faces touching land."""
-    m = Stagger.from_h(h)
+    thickness diffusion releases, from face values averaged to T; 0 at faces touching land.
+    ``m``: the block's masks if already made from ``h``."""
+    m = m or Stagger.from_h(h)
     p = pressures(h, gprime)
     fx = _d(p, -1) * _d(h, -1) / dx**2 * m.u  # U faces
     fy = _d(p, -2) * _d(h, -2) / dy**2 * m.v  # V faces
@@ -135,12 +138,18 @@ def _laplacian(a: np.ndarray, mask: np.ndarray, dx: float, dy: float) -> np.ndar
 
 
 def viscous_loss(
-    u: np.ndarray, v: np.ndarray, h: np.ndarray, bhm: float, dx: float, dy: float
+    u: np.ndarray,
+    v: np.ndarray,
+    h: np.ndarray,
+    bhm: float,
+    dx: float,
+    dy: float,
+    m: Stagger | None = None,
 ) -> np.ndarray:
     """``sum_k h_k B (|lap u_k|^2 + |lap v_k|^2)`` at T points [m3 s-3]: the rate at which a
     biharmonic viscosity ``B`` removes the resolved kinetic energy (U and V values averaged to
     T)."""
-    m = Stagger.from_h(h)
+    m = m or Stagger.from_h(h)
     lu2 = _laplacian(u * m.u, m.u, dx, dy) ** 2
     lv2 = _laplacian(v * m.v, m.v, dx, dy) ** 2
     at_t = 0.5 * (lu2 + _shift(lu2, -1, 1)) + 0.5 * (lv2 + _shift(lv2, -2, 1))
@@ -148,7 +157,13 @@ def viscous_loss(
 
 
 def backscatter_tendency(
-    u: np.ndarray, v: np.ndarray, h: np.ndarray, nu_t: np.ndarray, dx: float, dy: float
+    u: np.ndarray,
+    v: np.ndarray,
+    h: np.ndarray,
+    nu_t: np.ndarray,
+    dx: float,
+    dy: float,
+    m: Stagger | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The anti-diffusion ``s = -(1/h) div(h nu grad u)`` of ``(z, y, x)`` velocities with the
     positive viscosity ``nu_t`` at T points ``(y, x)`` (``nu`` at F points: the mean of its 4 T
@@ -160,7 +175,7 @@ def backscatter_tendency(
         ``su`` (U points), ``sv`` (V points) [m s-2] and ``W`` [m3 s-3], with
         ``sum(h_u u su + h_v v sv) = sum(W)`` over the block for a flow away from its edges.
     """
-    m = Stagger.from_h(h)
+    m = m or Stagger.from_h(h)
     nu_f = 0.25 * (nu_t + _shift(nu_t, -1, -1) + _shift(nu_t, -2, -1)) + 0.25 * _shift(
         _shift(nu_t, -1, -1), -2, -1
     )
@@ -194,11 +209,15 @@ def backscatter_tendency(
 
 
 def _smooth0(f: np.ndarray, passes: int, mask: np.ndarray) -> np.ndarray:
-    """``G^passes f`` on wet points, the rings the stencil cannot reach set to 0 (not NaN)."""
-    from mlbridge_models.zanna_bolton import smooth
-
+    """``G^passes f`` on wet points (each pass ``mask * G(mask * f)``, ``G`` the 3 x 3 binomial
+    filter of :func:`mlbridge_models.zanna_bolton.binomial_pass`), the outer ring the stencil
+    cannot reach set to 0 at each pass (not NaN)."""
     for _ in range(passes):
-        f = np.nan_to_num(smooth(f, 1, mask), nan=0.0)
+        a = f * mask
+        row = 0.25 * (a[..., :, :-2] + a[..., :, 2:]) + 0.5 * a[..., :, 1:-1]
+        out = np.zeros_like(f)
+        out[..., 1:-1, 1:-1] = 0.25 * (row[..., :-2, :] + row[..., 2:, :]) + 0.5 * row[..., 1:-1, :]
+        f = out * mask
     return f
 
 
@@ -210,6 +229,7 @@ def smoothed_backscatter(
     dx: float,
     dy: float,
     passes: int,
+    m: Stagger | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``G^n`` of :func:`backscatter_tendency` of ``G^n u``, and its power ``W`` per column at
     T points [m3 s-3]: ``h_u u su`` and ``h_v v sv`` summed over the layers and averaged from the
@@ -217,9 +237,9 @@ def smoothed_backscatter(
     negative at a point (the smoothed tendency need not oppose the local flow); its block sum is
     ``sum h nu |grad G^n u|^2 >= 0`` for a flow away from land and the block's edges (``G`` is
     symmetric). The outer ``2 + 2 n`` rings of the block are not valid."""
-    m = Stagger.from_h(h)
+    m = m or Stagger.from_h(h)
     su, sv, _ = backscatter_tendency(
-        _smooth0(u, passes, m.u), _smooth0(v, passes, m.v), h, nu_t, dx, dy
+        _smooth0(u, passes, m.u), _smooth0(v, passes, m.v), h, nu_t, dx, dy, m
     )
     su, sv = _smooth0(su, passes, m.u), _smooth0(sv, passes, m.v)
     h_u = 0.5 * (h + _shift(h, -1, -1))
@@ -300,6 +320,9 @@ class EnergyBudgetBackscatter:
     spec: ClosureSpec = field(init=False)
     energy: np.ndarray | None = field(default=None, init=False)
     last: BudgetTerms | None = field(default=None, init=False)
+    _mask_cache: tuple[bytes, Stagger, np.ndarray] | None = field(
+        default=None, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         for key in ("dx", "dy", "dt"):
@@ -322,6 +345,17 @@ class EnergyBudgetBackscatter:
             stateful=True,
         )
 
+    def _masks(self, h: np.ndarray) -> tuple[Stagger, np.ndarray]:
+        """The block's masks and its land taper of ``nu``, made again only when the wet points
+        change (the smoothing spreads the tendency by ``smooth_passes`` cells: the taper reaches
+        that much further)."""
+        key = (h[0] > 0).tobytes() + bytes(str(h.shape[-2:]), "ascii")
+        if self._mask_cache is None or self._mask_cache[0] != key:
+            m = Stagger.from_h(h)
+            reach = int(self.land_taper) + int(self.smooth_passes)
+            self._mask_cache = (key, m, away_from_land(m.t, reach))
+        return self._mask_cache[1], self._mask_cache[2]
+
     @property
     def halo(self) -> int:
         """Halo the closure consumes: the stencil's 2, plus one per filter pass on each side."""
@@ -343,22 +377,21 @@ class EnergyBudgetBackscatter:
         if self.energy is None:
             self.energy = np.full((shape[0] - 2 * halo, shape[1] - 2 * halo), self.e_init)
         e = np.pad(self.energy, halo, mode="edge")  # the halo takes the block's edge values
-        mask_t = (h[0] > 0).astype(np.float64)
+        m, taper = self._masks(h)
+        mask_t = m.t
         depth = h.sum(axis=0)
         e_per_mass = np.zeros_like(depth)
         np.divide(e, depth, out=e_per_mass, where=depth > 0)
         nu = self.c_back * self.dx * np.sqrt(2.0 * np.maximum(e_per_mass, 0.0))
-        # the smoothing spreads the tendency by smooth_passes cells: taper that much further
-        reach = int(self.land_taper) + int(self.smooth_passes)
-        nu = np.minimum(nu, self.nu_max) * away_from_land(mask_t, reach)
+        nu = np.minimum(nu, self.nu_max) * taper
         if self.smooth_passes:
             su, sv, power = smoothed_backscatter(
-                u, v, h, nu, self.dx, self.dy, int(self.smooth_passes)
+                u, v, h, nu, self.dx, self.dy, int(self.smooth_passes), m
             )
         else:
-            su, sv, power = backscatter_tendency(u, v, h, nu, self.dx, self.dy)
-        visc = viscous_loss(u, v, h, self.bhm, self.dx, self.dy)
-        gm = gm_release(h, self.kappa_gm, self.gprime, self.dx, self.dy)
+            su, sv, power = backscatter_tendency(u, v, h, nu, self.dx, self.dy, m)
+        visc = viscous_loss(u, v, h, self.bhm, self.dx, self.dy, m)
+        gm = gm_release(h, self.kappa_gm, self.gprime, self.dx, self.dy, m)
         decay = e / self.tau if self.tau > 0 else np.zeros_like(e)
         before = self.energy
         after = np.maximum(before + self.dt * (visc + gm - power - decay)[inner], 0.0)
