@@ -89,3 +89,16 @@ def test_patched_example_sets_values_adds_defaults_and_its_halo(tmp_path: Path) 
         (tmp_path / "bad").mkdir()
         (tmp_path / "bad" / "m.toml").write_text('name = "x"\n')
         eki.patched_example(tmp_path / "bad", "m.toml", tmp_path / "cand2", {"a": 1.0})
+
+
+def test_best_member_is_the_stable_run_of_least_misfit() -> None:
+    rows = [
+        {"values": {"a": 1.0}, "stable": True, "misfit": 5.0},
+        {"values": {"a": 2.0}, "stable": False},
+        {"values": {"a": 3.0}, "stable": True, "misfit": 2.0},
+    ]
+    result = {"iterations": [{"members": rows[:2]}, {"members": rows[2:]}]}
+    assert eki.best_member(result)["values"] == {"a": 3.0}
+    result["check"] = {"values": {"a": 4.0}, "stable": True, "misfit": 1.0}
+    assert eki.best_member(result)["values"] == {"a": 4.0}
+    assert eki.best_member({"iterations": [{"members": rows[1:2]}]}) is None

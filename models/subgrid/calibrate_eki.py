@@ -23,8 +23,10 @@ statistic) plus ``--noise-floor`` squared. The parameters are updated in log spa
 positive), with a log-normal prior whose 95 % range is the ``LOW:HIGH`` given, and kept within it.
 A member whose run fails or leaves non-finite fields is dropped from the update and replaced by a
 draw from the Gaussian of the updated successful members (Lopez-Gomez et al. 2022's failure
-handling). After the last iteration the ensemble mean (geometric) is the estimate; ``--check``
-runs it once more and scores it.
+handling); an iteration with fewer than 2 stable members redraws the ensemble from the prior.
+After the last iteration the ensemble mean (geometric) is the estimate; ``--check`` runs it once
+more and scores it. ``best_member`` is the stable run of least misfit over all iterations: the
+answer to use when the ensemble did not settle.
 
 Everything goes to ``--out`` and a rerun resumes (each run folder is reused, the JSON holds every
 member of every iteration)::
@@ -261,6 +263,18 @@ def misfit(g: np.ndarray, y: np.ndarray, var: np.ndarray) -> float:
     return float(np.sum((np.asarray(g) - y) ** 2 / var))
 
 
+def best_member(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The stable run of least misfit over every iteration (and the check run): the answer when
+    the ensemble did not settle (e.g. an update that took every member past the stable range)."""
+    rows = [m for it in result.get("iterations", []) for m in it["members"]]
+    rows += [result["check"]] if "check" in result else []
+    stable = [r for r in rows if r.get("stable") and math.isfinite(r.get("misfit", math.nan))]
+    if not stable:
+        return None
+    best = min(stable, key=lambda r: r["misfit"])
+    return {k: best[k] for k in ("values", "misfit", "ke_layer_PJ", "folder") if k in best}
+
+
 def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     """Run (or resume) the EKI; the result as written to ``OUT/eki.json``."""
     from mlbridge_models.evaluation.runs import parse_years
@@ -369,6 +383,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
         entry["next_mean"] = as_values(theta.mean(axis=0))
         result["iterations"].append(entry)
         result["estimate"] = entry["next_mean"]
+        result["best_member"] = best_member(result)
         result_path.write_text(json.dumps(result, indent=1) + "\n")
     if args.check:
         print(f"[eki] check: the estimate {result['estimate']}", flush=True)
@@ -380,6 +395,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
             result["baseline"] = run_baseline(setup, args.baseline.resolve(), out / "baseline")
             if "G" in result["baseline"]:
                 result["baseline"]["misfit"] = misfit(result["baseline"]["G"], y, var)
+        result["best_member"] = best_member(result)
         result_path.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
