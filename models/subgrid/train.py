@@ -552,7 +552,10 @@ def train(
     (out / "manifest.toml").write_text(text)
     from mlbridge_models.zanna_bolton import manifest_toml
 
-    (out / "zanna_bolton.toml").write_text(manifest_toml(dx, dy, kappa, version="fit"))
+    # "fit" for the default CNN's data; "fit-<closure name>" otherwise, so that two fits on
+    # different forcings (e.g. make train and make train-h) never share a registry reference
+    zb_version = "fit" if settings.closure_name == NAME else f"fit-{settings.closure_name}"
+    (out / "zanna_bolton.toml").write_text(manifest_toml(dx, dy, kappa, version=zb_version))
     seconds = time.perf_counter() - start
     resolved = asdict(settings) | {
         "name": settings.closure_name,
