@@ -70,19 +70,30 @@ def test_statistics_are_log_ke_and_log_band_spectra() -> None:
 
 
 def test_patched_example_sets_values_adds_defaults_and_its_halo(tmp_path: Path) -> None:
+    import shutil
+
     from bridge.registry.store import Registry
 
+    src = tmp_path / "src"  # the example without smooth_passes: the patch must add it
+    shutil.copytree(
+        REPO / "examples" / "10_backscatter", src, ignore=shutil.ignore_patterns("registry", "runs")
+    )
+    text = (src / "backscatter.toml").read_text()
+    lines = [ln for ln in text.splitlines() if not ln.startswith("smooth_passes")]
+    (src / "backscatter.toml").write_text("\n".join(lines) + "\n")
     config = eki.patched_example(
-        REPO / "examples" / "10_backscatter",
+        src,
         "backscatter.toml",
         tmp_path / "cand",
-        {"nu_cap": 1.5, "smooth_passes": 2},
+        {"nu_cap": 1.5, "smooth_passes": 2, "land_taper": 1},
     )
     assert config == tmp_path / "cand" / "coupling.toml" and config.is_file()
     doc = tomllib.loads((tmp_path / "cand" / "backscatter.toml").read_text())
     assert doc["arch"]["nu_cap"] == 1.5 and doc["arch"]["smooth_passes"] == 2
+    assert doc["arch"]["land_taper"] == 1
     assert doc["halo"] == 2 + 2 * 2  # the closure's own halo for two passes
-    assert doc["arch"]["c_back"] == 0.5  # untouched
+    source = tomllib.loads((REPO / "examples" / "10_backscatter" / "backscatter.toml").read_text())
+    assert doc["arch"]["c_back"] == source["arch"]["c_back"]  # untouched
     names = [e.name for e in Registry(tmp_path / "cand" / "registry").list()]
     assert "backscatter" in names
     with pytest.raises(ValueError, match=r"\[arch\]"):
