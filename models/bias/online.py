@@ -222,6 +222,7 @@ def run_training_years(out: Path, s: Any) -> list[Path]:
             patch=patch,
             seed_restart=out / "nudged" / seed.restart,
             seed_year=first - 1,
+            config_changes=True,  # each year's config resumes the training from the last one
         )
     return grid_files(folder, first, last)
 

@@ -134,8 +134,13 @@ def run_truth(
     seed_restart: Path | None = None,
     seed_year: int = 0,
     progress: bool = False,
+    config_changes: bool = False,
 ) -> list[YearRecord]:
     """Run (or resume) years ``1..years``; return their records.
+
+    The config's path and its digest (:func:`config_digest`) are part of the settings a folder
+    is continued with; ``config_changes=True`` leaves the digest out of the comparison, for a
+    caller that rewrites the config between years on purpose (e.g. a restart path per year).
 
     Raises
     ------
@@ -174,6 +179,8 @@ def run_truth(
             print(f"{stored}: recording the config's sha256 (not stored before)", flush=True)
             _write_json(stored, settings)
             old = settings
+        if config_changes:
+            old = {**old, "config_sha256": digest}
         if old != settings:
             diff = [
                 f"{k}: {old.get(k)!r} stored, {settings[k]!r} now"
