@@ -113,3 +113,19 @@ def test_best_member_is_the_stable_run_of_least_misfit() -> None:
     result["check"] = {"values": {"a": 4.0}, "stable": True, "misfit": 1.0}
     assert eki.best_member(result)["values"] == {"a": 4.0}
     assert eki.best_member({"iterations": [{"members": rows[1:2]}]}) is None
+
+
+def test_patched_example_imports_only_shipped_factories(tmp_path: Path) -> None:
+    """A manifest naming any other module is refused before anything is imported."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(
+        REPO / "examples" / "10_backscatter", src, ignore=shutil.ignore_patterns("registry", "runs")
+    )
+    text = (src / "backscatter.toml").read_text()
+    (src / "backscatter.toml").write_text(
+        text.replace("mlbridge_models.subgrid.backscatter:build_backscatter", "os:system")
+    )
+    with pytest.raises(ValueError, match="not a closure factory an installed package ships"):
+        eki.patched_example(src, "backscatter.toml", tmp_path / "cand", {"nu_cap": 1.0})

@@ -153,11 +153,13 @@ def patched_example(example: Path, manifest: str, folder: Path, values: dict[str
     Raises
     ------
     ValueError
-        If the manifest has no ``[arch]`` table.
+        If the manifest has no ``[arch]`` table, or its entry point is not a shipped closure
+        factory.
     """
     from importlib import import_module
 
     from bridge.registry.store import Registry
+    from bridge.registry.trust import CLOSURE_FACTORIES_GROUP, shipped_entry_points
 
     if (folder / "registry").is_dir():
         return folder / "coupling.toml"
@@ -176,6 +178,14 @@ def patched_example(example: Path, manifest: str, folder: Path, values: dict[str
     at = lines.index("[arch]") + 1  # values the manifest leaves at the factory's default
     lines[at:at] = [f"{key} = {value}" for key, value in todo.items()]
     doc = tomllib.loads("\n".join(lines))
+    # the factory is imported here to read its halo: only one an installed package ships
+    # (the registry's own rule for python manifests), never a module a manifest names
+    shipped = shipped_entry_points(CLOSURE_FACTORIES_GROUP)
+    if doc.get("entry_point", "").replace(" ", "") not in shipped:
+        raise ValueError(
+            f"{example / manifest}: entry_point {doc.get('entry_point')!r} is not a closure "
+            f"factory an installed package ships ({CLOSURE_FACTORIES_GROUP})"
+        )
     module, _, attr = doc["entry_point"].partition(":")
     halo = getattr(import_module(module), attr)(**doc["arch"]).spec.halo
     text = "\n".join(f"halo = {halo}" if ln.startswith("halo = ") else ln for ln in lines)
